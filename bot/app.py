@@ -1,0 +1,85 @@
+"""The Bolt app: thin listeners that gate, audit, submit and ack.
+
+The work is in Redis before the ack (``jobs.api.submit``), so an acked command is never lost, and
+a Slack retry of the same ``trigger_id`` is recognised and not run twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from slack_bolt import Ack, App
+from slack_sdk import WebClient
+
+from bot import messages
+from bot.gate import gate, policy_groups
+from bot.groups import GroupResolver
+from jobs import api
+from meshbot.commands import Command, Request, Verb
+from meshbot.settings import Settings
+from policies.policy import Policy
+
+log = logging.getLogger("meshbot.bot")
+
+
+@dataclass
+class BotContext:
+    settings: Settings
+    policy: Policy
+    redis: redis.Redis
+    groups: GroupResolver
+
+
+def web_client(settings: Settings) -> WebClient:
+    return WebClient(token=settings.slack_bot_token.get_secret_value() or None,
+                     base_url=settings.slack_api_url, timeout=10)
+
+
+def create_app(ctx: BotContext) -> App:
+    app = App(
+        signing_secret=ctx.settings.slack_signing_secret.get_secret_value(),
+        client=web_client(ctx.settings),
+        token_verification_enabled=False,
+        # Bolt answers Slack's retries itself unless told otherwise; we dedupe by trigger_id.
+        process_before_response=False,
+        raise_error_for_unhandled_request=False,
+    )
+
+    @app.command("/mesh")
+    def on_mesh(ack: Ack, body: dict[str, Any]) -> None:
+        ack(response_type="ephemeral", text=handle_command(ctx, body))
+
+    return app
+
+
+def handle_command(ctx: BotContext, body: dict[str, Any]) -> str:
+    """Gate one slash command, submit it if allowed; the text to ack the caller with."""
+    user = str(body.get("user_id", ""))
+    channel = str(body.get("channel_id", ""))
+    groups = policy_groups(ctx.policy)
+    user_groups = ctx.groups.groups_of(user, groups) if groups else frozenset()
+    outcome = gate(ctx.policy, str(body.get("text", "")), user=user, channel=channel,
+                   user_groups=user_groups)
+    request = Request(
+        id=str(body.get("trigger_id") or f"{user}:{time.time_ns()}"),
+        command=outcome.command or Command(verb=Verb.HELP),
+        user=user,
+        channel=channel,
+        response_url=body.get("response_url"),
+        received_at=time.time(),
+        approvals_required=outcome.approvals_required,
+        eligible_approvers=outcome.approvers,
+    )
+    if outcome.refusal is not None:
+        log.info("refused %s from %s: %s", body.get("text"), user, outcome.refusal)
+        api.record_refusal(ctx.redis, request, outcome.refusal)
+        return outcome.reply
+    if not outcome.submit or outcome.command is None:
+        return outcome.reply
+    if not api.submit(ctx.redis, request, queue=ctx.settings.queue_name):
+        return messages.duplicate(outcome.command)
+    return outcome.reply

@@ -1,0 +1,54 @@
+"""The one decision every command passes through: grammar, then policy. Pure.
+
+Listeners stay thin: they call ``gate`` and do what the outcome says (reply, audit, submit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot import messages
+from bot.grammar import USAGE, parse
+from meshbot.commands import Command, Verb
+from meshbot.errors import GrammarError
+from policies.decide import Allow, Deny, NeedsApproval, allowed_verbs, decide
+from policies.policy import Policy
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What to answer the caller, and what (if anything) to hand to the workers."""
+
+    reply: str
+    command: Command | None = None
+    submit: bool = False
+    refusal: str | None = None
+    approvals_required: int = 0
+    approvers: tuple[str, ...] = ()
+
+
+def policy_groups(policy: Policy) -> frozenset[str]:
+    """Every Slack user-group ID the policy's roles name (membership is resolved at the edge)."""
+    return frozenset(m for members in policy.roles.values() for m in members if m.startswith("S"))
+
+
+def gate(policy: Policy, text: str, *, user: str, channel: str,
+         user_groups: frozenset[str]) -> Outcome:
+    try:
+        command = parse(text)
+    except GrammarError as exc:
+        return Outcome(reply=messages.refused(exc.message), refusal=exc.message)
+    if command.verb is Verb.HELP:
+        verbs = allowed_verbs(policy, user=user, user_groups=user_groups, channel=channel)
+        usages = {verb.value: f"/mesh {usage}" for verb, usage in USAGE.items()}
+        return Outcome(reply=messages.help_text(verbs, usages), command=command)
+    decision = decide(policy, verb=command.verb.value, target=command.target, user=user,
+                      user_groups=user_groups, channel=channel, percent=command.percent)
+    if isinstance(decision, Deny):
+        return Outcome(reply=messages.refused(decision.reason), command=command,
+                       refusal=decision.reason)
+    if isinstance(decision, NeedsApproval):
+        return Outcome(reply=messages.accepted(command), command=command, submit=True,
+                       approvals_required=decision.count, approvers=decision.approvers)
+    assert isinstance(decision, Allow)
+    return Outcome(reply=messages.accepted(command), command=command, submit=True)

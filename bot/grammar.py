@@ -1,0 +1,241 @@
+"""The ``/mesh`` command grammar: text in, a typed ``Command`` out, or a ``GrammarError``.
+
+``/mesh <verb> [target] [args] [key=value ...]``. Pure: no I/O, no policy — the grammar says
+only whether the text is well formed, and what it asks for.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from meshbot.commands import Command, TargetKind, Verb
+from meshbot.errors import GrammarError
+
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+BACKUP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,80}$")
+DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+TARGETS: dict[Verb, TargetKind] = {
+    Verb.HELP: TargetKind.NONE,
+    Verb.LOCKS: TargetKind.NONE,
+    Verb.BACKUPS: TargetKind.NONE,
+    Verb.READINESS: TargetKind.NONE,
+    Verb.FREEZE: TargetKind.NONE,
+    Verb.INJECT_NAMESPACE: TargetKind.NAMESPACE,
+    Verb.MTLS: TargetKind.NAMESPACE,
+    Verb.EMERGENCY: TargetKind.NAMESPACE,
+    Verb.BACKUP: TargetKind.NAMESPACE,
+    Verb.RESTORE: TargetKind.BACKUP,
+}
+
+USAGE: dict[Verb, str] = {
+    Verb.HELP: "help",
+    Verb.STATUS: "status <service>",
+    Verb.CANARY: "canary <service> <percent 0-100>",
+    Verb.ROLLOUT: "rollout <service> [steps=5,10,25,50] [interval=30s]",
+    Verb.PROMOTE: "promote <service>",
+    Verb.ROLLBACK: "rollback <service>",
+    Verb.PAUSE: "pause <service>",
+    Verb.RESUME: "resume <service>",
+    Verb.ABORT: "abort <service>",
+    Verb.AUDIT: "audit <service> [n]",
+    Verb.LOCKS: "locks",
+    Verb.UNLOCK: "unlock <service>",
+    Verb.FREEZE: "freeze on|off",
+    Verb.AB: "ab <service> header=<name>:<value> | ab <service> off",
+    Verb.MIRROR: "mirror <service> <percent 0-100>|off",
+    Verb.BLUEGREEN: "bluegreen <service>",
+    Verb.INJECT: "inject <service>",
+    Verb.INJECT_NAMESPACE: "inject-namespace <namespace>",
+    Verb.MTLS: "mtls <namespace> strict|permissive",
+    Verb.BACKUP: "backup [namespace]",
+    Verb.BACKUPS: "backups",
+    Verb.RESTORE: "restore <backup-id> [dry-run]",
+    Verb.EMERGENCY: "emergency <namespace>",
+    Verb.READINESS: "readiness",
+}
+
+
+def target_kind(verb: Verb) -> TargetKind:
+    return TARGETS.get(verb, TargetKind.SERVICE)
+
+
+def usage(verb: Verb) -> str:
+    return f"/mesh {USAGE[verb]}"
+
+
+def parse_duration(text: str) -> float:
+    """``30s``, ``1m``, ``1.5h``, ``500ms`` → seconds."""
+    match = DURATION.match(text.strip())
+    if match is None:
+        raise GrammarError(f"`{text}` is not a duration; expected a number and a unit, e.g. 30s or 2m")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def parse_percent(text: str, what: str = "percent") -> int:
+    if not re.fullmatch(r"\d{1,3}", text) or int(text) > 100:
+        raise GrammarError(f"`{text}` is not a valid {what}; expected a whole number from 0 to 100")
+    return int(text)
+
+
+def _check_name(verb: Verb, kind: TargetKind, name: str) -> str:
+    if kind is TargetKind.BACKUP:
+        if not BACKUP_ID.match(name):
+            raise GrammarError(f"`{name}` is not a backup id; `/mesh backups` lists them")
+        return name
+    if not DNS1123_LABEL.match(name):
+        raise GrammarError(
+            f"`{name}` is not a valid {kind.value} name: expected a DNS-1123 label "
+            "(lower-case letters, digits and '-', starting and ending with a letter or digit, "
+            f"at most 63 characters). Usage: `{usage(verb)}`"
+        )
+    return name
+
+
+def parse(text: str) -> Command:
+    """Parse the text after ``/mesh``. Raises ``GrammarError`` with a message for a person."""
+    words = text.split()
+    if not words:
+        return Command(verb=Verb.HELP)
+    head = words[0].lower()
+    try:
+        verb = Verb(head)
+    except ValueError:
+        known = ", ".join(v.value for v in Verb)
+        raise GrammarError(f"unknown command `{head[:40]}`. Known commands: {known}. "
+                           "Try `/mesh help`.") from None
+    positional = [w for w in words[1:] if "=" not in w]
+    options: dict[str, str] = {}
+    for word in words[1:]:
+        if "=" in word:
+            key, _, value = word.partition("=")
+            if not key or not value:
+                raise GrammarError(f"`{word}` is not key=value. Usage: `{usage(verb)}`")
+            if key in options:
+                raise GrammarError(f"`{key}` is given twice. Usage: `{usage(verb)}`")
+            options[key.lower()] = value
+    kind = target_kind(verb)
+    target: str | None = None
+    if kind is not TargetKind.NONE:
+        optional_target = verb is Verb.BACKUP
+        if not positional:
+            if not optional_target:
+                raise GrammarError(f"`{verb.value}` needs a {kind.value}. Usage: `{usage(verb)}`")
+        else:
+            target = _check_name(verb, kind, positional.pop(0))
+    return _VERB_ARGS.get(verb, _no_args)(verb, target, positional, options)
+
+
+def _reject_extra(verb: Verb, positional: list[str], options: dict[str, str],
+                  allowed: frozenset[str] = frozenset()) -> None:
+    if positional:
+        raise GrammarError(f"unexpected `{' '.join(positional)}`. Usage: `{usage(verb)}`")
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise GrammarError(f"unknown option `{unknown[0]}`. Usage: `{usage(verb)}`")
+
+
+def _no_args(verb: Verb, target: str | None, positional: list[str],
+             options: dict[str, str]) -> Command:
+    _reject_extra(verb, positional, options)
+    return Command(verb=verb, target=target)
+
+
+def _canary(verb: Verb, target: str | None, positional: list[str],
+            options: dict[str, str]) -> Command:
+    if not positional:
+        raise GrammarError(f"`canary` needs a percent. Usage: `{usage(verb)}`")
+    percent = parse_percent(positional.pop(0))
+    _reject_extra(verb, positional, options)
+    return Command(verb=verb, target=target, percent=percent)
+
+
+def _rollout(verb: Verb, target: str | None, positional: list[str],
+             options: dict[str, str]) -> Command:
+    _reject_extra(verb, positional, options, frozenset({"steps", "interval"}))
+    steps: tuple[int, ...] | None = None
+    if "steps" in options:
+        steps = tuple(parse_percent(s, "step") for s in options["steps"].split(","))
+        if any(s < 1 or s > 99 for s in steps) or list(steps) != sorted(set(steps)):
+            raise GrammarError(
+                f"steps `{options['steps']}` must be increasing canary weights between 1 and 99, "
+                "e.g. steps=5,10,25,50 (100 is `/mesh promote`)"
+            )
+    interval = parse_duration(options["interval"]) if "interval" in options else None
+    if interval is not None and not 1.0 <= interval <= 3600.0:
+        raise GrammarError("interval must be between 1s and 1h, e.g. interval=30s")
+    return Command(verb=verb, target=target, steps=steps, interval_s=interval)
+
+
+def _audit(verb: Verb, target: str | None, positional: list[str],
+           options: dict[str, str]) -> Command:
+    count = 10
+    if positional:
+        word = positional.pop(0)
+        if not word.isdigit() or not 1 <= int(word) <= 100:
+            raise GrammarError(f"`{word}` is not a count; expected 1 to 100. Usage: `{usage(verb)}`")
+        count = int(word)
+    _reject_extra(verb, positional, options)
+    return Command(verb=verb, target=target, options={"n": str(count)})
+
+
+def _switch(choices: tuple[str, ...]) -> Callable[[Verb, str | None, list[str], dict[str, str]],
+                                                  Command]:
+    def parse_switch(verb: Verb, target: str | None, positional: list[str],
+                     options: dict[str, str]) -> Command:
+        if not positional or positional[0].lower() not in choices:
+            raise GrammarError(f"`{verb.value}` needs one of {' | '.join(choices)}. "
+                               f"Usage: `{usage(verb)}`")
+        switch = positional.pop(0).lower()
+        _reject_extra(verb, positional, options)
+        return Command(verb=verb, target=target, switch=switch)
+    return parse_switch
+
+
+def _restore(verb: Verb, target: str | None, positional: list[str],
+             options: dict[str, str]) -> Command:
+    switch = None
+    if positional and positional[0].lower() == "dry-run":
+        switch = positional.pop(0).lower()
+    _reject_extra(verb, positional, options)
+    return Command(verb=verb, target=target, switch=switch)
+
+
+def _ab(verb: Verb, target: str | None, positional: list[str],
+        options: dict[str, str]) -> Command:
+    if positional and positional[0].lower() == "off" and not options:
+        positional.pop(0)
+        _reject_extra(verb, positional, options)
+        return Command(verb=verb, target=target, switch="off")
+    _reject_extra(verb, positional, options, frozenset({"header"}))
+    name, sep, value = options.get("header", "").partition(":")
+    if not sep or not re.fullmatch(r"[A-Za-z0-9-]{1,64}", name) or not value:
+        raise GrammarError(f"`ab` needs header=<name>:<value>, e.g. header=canary:true. "
+                           f"Usage: `{usage(verb)}`")
+    # Istio requires lower-case header names in match rules.
+    return Command(verb=verb, target=target, options={"header": name.lower(), "value": value})
+
+
+def _mirror(verb: Verb, target: str | None, positional: list[str],
+            options: dict[str, str]) -> Command:
+    if not positional:
+        raise GrammarError(f"`mirror` needs a percent or off. Usage: `{usage(verb)}`")
+    word = positional.pop(0).lower()
+    _reject_extra(verb, positional, options)
+    if word == "off":
+        return Command(verb=verb, target=target, switch="off")
+    return Command(verb=verb, target=target, percent=parse_percent(word))
+
+
+_VERB_ARGS: dict[Verb, Callable[[Verb, str | None, list[str], dict[str, str]], Command]] = {
+    Verb.CANARY: _canary,
+    Verb.ROLLOUT: _rollout,
+    Verb.AUDIT: _audit,
+    Verb.FREEZE: _switch(("on", "off")),
+    Verb.MTLS: _switch(("strict", "permissive")),
+    Verb.RESTORE: _restore,
+    Verb.AB: _ab,
+    Verb.MIRROR: _mirror,
+}

@@ -1,0 +1,68 @@
+"""The WSGI application ``meshbot serve`` runs: Slack events, health, readiness and metrics.
+
+Routing is by exact path; Bolt's own WSGI adapter handles ``/slack/events`` (and verifies
+Slack's signature there: a bad or stale one gets 401).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+import redis
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from slack_bolt.adapter.wsgi import SlackRequestHandler
+
+if TYPE_CHECKING:
+    from wsgiref.types import StartResponse, WSGIEnvironment
+
+Handler = Callable[["WSGIEnvironment", "StartResponse"], Iterable[bytes]]
+
+
+def _respond(start_response: StartResponse, status: str, body: bytes,
+             content_type: str = "application/json") -> list[bytes]:
+    start_response(status, [("Content-Type", content_type),
+                            ("Content-Length", str(len(body)))])
+    return [body]
+
+
+class MeshbotWSGI:
+    def __init__(self, slack: SlackRequestHandler, redis_client: redis.Redis,
+                 extra: dict[tuple[str, str], Handler] | None = None) -> None:
+        self.slack = slack
+        self.redis = redis_client
+        self.extra = extra or {}
+
+    def __call__(self, environ: WSGIEnvironment,
+                 start_response: StartResponse) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        path = environ.get("PATH_INFO", "")
+        if path == "/slack/events" and method == "POST":
+            return self.slack(environ, start_response)
+        if path == "/healthz" and method == "GET":
+            return _respond(start_response, "200 OK", b'{"status": "ok"}')
+        if path == "/readyz" and method == "GET":
+            return self.readyz(start_response)
+        if path == "/metrics" and method == "GET":
+            return _respond(start_response, "200 OK", generate_latest(), CONTENT_TYPE_LATEST)
+        handler = self.extra.get((method, path))
+        if handler is not None:
+            return handler(environ, start_response)
+        return _respond(start_response, "404 Not Found", b'{"error": "not found"}')
+
+    def readyz(self, start_response: StartResponse) -> list[bytes]:
+        report: dict[str, object] = {}
+        try:
+            self.redis.ping()
+            info = self.redis.info("persistence")
+            report["redis"] = "ok"
+            if not int(info.get("aof_enabled", 0)):
+                # Approvals, audit and backups live in Redis: without AOF a restart loses them.
+                report["warning"] = "Redis persistence (AOF) is off: approvals and audit " \
+                                    "would not survive a Redis restart"
+        except redis.RedisError as exc:
+            report["redis"] = f"unreachable: {exc}"
+            return _respond(start_response, "503 Service Unavailable",
+                            json.dumps(report).encode())
+        return _respond(start_response, "200 OK", json.dumps(report).encode())

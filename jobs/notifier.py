@@ -1,0 +1,331 @@
+"""The one place workers write to Slack (threads, status updates, private replies).
+
+Everything Slack can answer is turned into meshbot's own errors here, so jobs never see a
+``slack_sdk`` exception:
+
+- HTTP 429: a short ``Retry-After`` (up to ``max_inline_wait``) is waited out and the call is
+  tried once more; a longer one, or a second 429, raises ``SlackRateLimited(delay=Retry-After)``
+  so the job is rescheduled instead of holding a worker.
+- ``not_in_channel``: the bot joins the (public) channel once and posts again; if it cannot
+  join (private, archived, missing), ``BotNotInChannel`` says it must be invited.
+- 5xx, Slack's own transient errors and connection failures: ``TemporaryError``.
+- anything else: ``PermanentError`` naming the method and Slack's error code.
+
+Slack's write limits are per workspace, and watching a thousand rollouts must stay under them,
+so ``update`` skips a status update identical to what the message already shows and holds back
+updates that come within ``min_update_interval`` of the last one to that message (the newest
+replaces any held one). Held updates go out on the next ``update`` after the interval or on
+``flush()``; use the notifier as a context manager so a job's last state is always sent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import json
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from types import TracebackType
+from typing import Any, Self
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.web import SlackResponse
+from slack_sdk.webhook import WebhookClient
+
+from meshbot.errors import MeshbotError, PermanentError, SlackRateLimited, TemporaryError
+from meshbot.settings import Settings
+
+Blocks = Sequence[dict[str, Any]]
+
+# Slack's error codes that mean "try again later" even when the HTTP status is 200.
+TRANSIENT_ERRORS = frozenset(
+    {"internal_error", "fatal_error", "service_unavailable", "request_timeout", "timeout"}
+)
+RATE_LIMIT_ERRORS = frozenset({"ratelimited", "rate_limited"})
+REMEMBERED_MESSAGES = 10_000  # bounds the update ledger of a long-lived worker
+
+
+class SlackCallFailed(PermanentError):
+    """Slack refused a call for good; ``error`` is Slack's code (e.g. ``message_not_found``)."""
+
+    def __init__(self, method: str, error: str) -> None:
+        super().__init__(f"Slack {method} failed: {error}")
+        self.method = method
+        self.error = error
+
+
+class BotNotInChannel(PermanentError):
+    """meshbot is not in the channel and cannot join it by itself (private or archived)."""
+
+    def __init__(self, channel: str, reason: str) -> None:
+        super().__init__(
+            f"meshbot cannot post in <#{channel}> ({reason}): invite it with `/invite @meshbot`"
+        )
+        self.channel = channel
+        self.reason = reason
+
+
+class UpdateOutcome(StrEnum):
+    SENT = "sent"
+    UNCHANGED = "unchanged"  # identical to what the message shows: no call made
+    DEFERRED = "deferred"  # held back by the per-message interval; sent later or on flush()
+
+
+@dataclass
+class _Shown:
+    fingerprint: str  # what Slack shows now, as far as this notifier knows
+    updated_at: float | None  # clock() of the last chat.update we made, None if only posted
+    held: tuple[str, Blocks | None, str] | None = None  # (text, blocks, fingerprint)
+
+
+def fingerprint(text: str, blocks: Blocks | None) -> str:
+    raw = json.dumps([text, list(blocks or [])], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def _retry_after(headers: Any, default: float = 1.0) -> float:
+    for name in ("Retry-After", "retry-after"):
+        value = headers.get(name) if headers else None
+        if isinstance(value, list):  # some transports give header lists
+            value = value[0] if value else None
+        if value is not None:
+            with contextlib.suppress(ValueError):
+                return max(0.0, float(value))
+    return default
+
+
+class Notifier:
+    """Posts roots, replies, status updates and private replies through ``slack_sdk``."""
+
+    def __init__(
+        self,
+        token: str,
+        base_url: str = "https://slack.com/api/",
+        *,
+        min_update_interval: float = 1.0,
+        max_inline_wait: float = 3.0,
+        timeout: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        # No slack_sdk retry handlers: every retry decision is made here, in meshbot's terms.
+        self._client = WebClient(
+            token=token, base_url=base_url, timeout=int(timeout), retry_handlers=[]
+        )
+        self.timeout = timeout
+        self.min_update_interval = min_update_interval
+        self.max_inline_wait = max_inline_wait
+        self._clock, self._sleep = clock, sleep
+        self._lock = threading.Lock()
+        self._shown: OrderedDict[tuple[str, str], _Shown] = OrderedDict()
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, **options: Any) -> Notifier:
+        settings = settings or Settings()
+        return cls(settings.slack_bot_token.get_secret_value(), settings.slack_api_url, **options)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.flush()
+        else:
+            # Still try to show the last state, but never hide the job's own error.
+            with contextlib.suppress(MeshbotError):
+                self.flush()
+
+    # -- posting ------------------------------------------------------------------------------
+
+    def post_root(self, channel: str, text: str, blocks: Blocks | None = None) -> str:
+        """Post a channel message (a thread root); returns its ``ts``."""
+        return self._post(channel, text, blocks, None)
+
+    def reply(self, channel: str, thread_ts: str, text: str, blocks: Blocks | None = None) -> str:
+        """Post into the thread of ``thread_ts``; returns the reply's ``ts``."""
+        return self._post(channel, text, blocks, thread_ts)
+
+    def _post(self, channel: str, text: str, blocks: Blocks | None, thread_ts: str | None) -> str:
+        response = self._call(
+            "chat.postMessage",
+            lambda: self._client.chat_postMessage(
+                channel=channel, text=text, blocks=blocks, thread_ts=thread_ts
+            ),
+            join=channel,
+        )
+        ts = str(response["ts"])
+        self._remember(
+            str(response.get("channel") or channel), ts, _Shown(fingerprint(text, blocks), None)
+        )
+        return ts
+
+    def update(
+        self, channel: str, ts: str, text: str, blocks: Blocks | None = None
+    ) -> UpdateOutcome:
+        """Change a message meshbot posted, only when its content changes (see module doc)."""
+        new = fingerprint(text, blocks)
+        now = self._clock()
+        with self._lock:
+            shown = self._shown.get((channel, ts))
+            if shown is not None and shown.fingerprint == new:
+                shown.held = None  # the newest state is already on screen
+                return UpdateOutcome.UNCHANGED
+            if (
+                shown is not None
+                and shown.updated_at is not None
+                and now - shown.updated_at < self.min_update_interval
+            ):
+                shown.held = (text, blocks, new)
+                return UpdateOutcome.DEFERRED
+        self._send_update(channel, ts, text, blocks, new)
+        return UpdateOutcome.SENT
+
+    def flush(self, *, wait: bool = True) -> int:
+        """Send held updates (waiting out their interval if ``wait``); returns how many."""
+        sent = 0
+        with self._lock:
+            held = [(key, s) for key, s in self._shown.items() if s.held is not None]
+        for (channel, ts), shown in sorted(held, key=lambda item: item[1].updated_at or 0.0):
+            if shown.held is None:
+                continue
+            due = (shown.updated_at or 0.0) + self.min_update_interval - self._clock()
+            if due > 0 and not wait:
+                continue
+            if due > 0:
+                self._sleep(due)  # pacing Slack writes, at most min_update_interval
+            text, blocks, new = shown.held
+            self._send_update(channel, ts, text, blocks, new)
+            sent += 1
+        return sent
+
+    def _send_update(
+        self, channel: str, ts: str, text: str, blocks: Blocks | None, new: str
+    ) -> None:
+        self._call(
+            "chat.update",
+            lambda: self._client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks),
+        )
+        self._remember(channel, ts, _Shown(new, self._clock()))
+
+    def _remember(self, channel: str, ts: str, shown: _Shown) -> None:
+        with self._lock:
+            self._shown[(channel, ts)] = shown
+            self._shown.move_to_end((channel, ts))
+            while len(self._shown) > REMEMBERED_MESSAGES:
+                self._shown.popitem(last=False)
+
+    # -- private replies and links ---------------------------------------------------------------
+
+    def ephemeral(
+        self,
+        text: str,
+        *,
+        response_url: str | None = None,
+        channel: str | None = None,
+        user: str | None = None,
+        blocks: Blocks | None = None,
+    ) -> None:
+        """Tell only the caller: through ``response_url`` if given, else ``chat.postEphemeral``.
+
+        A ``response_url`` expires (30 minutes, five uses); when it fails and ``channel`` and
+        ``user`` are known, the reply falls back to ``chat.postEphemeral``.
+        """
+        if response_url:
+            try:
+                self._respond(response_url, text, blocks)
+                return
+            except MeshbotError:
+                if not (channel and user):
+                    raise
+        if not (channel and user):
+            raise ValueError("ephemeral() needs a response_url, or a channel and a user")
+        self._call(
+            "chat.postEphemeral",
+            lambda: self._client.chat_postEphemeral(
+                channel=channel, user=user, text=text, blocks=blocks
+            ),
+            join=channel,
+        )
+
+    def _respond(self, response_url: str, text: str, blocks: Blocks | None) -> None:
+        body: dict[str, Any] = {"response_type": "ephemeral", "text": text}
+        if blocks:
+            body["blocks"] = list(blocks)
+        hook = WebhookClient(response_url, timeout=int(self.timeout), retry_handlers=[])
+        try:
+            answer = hook.send_dict(body)
+        except (OSError, http.client.HTTPException) as exc:
+            raise TemporaryError(f"could not reach Slack's response_url: {exc}") from exc
+        if answer.status_code == 429:
+            delay = _retry_after(answer.headers)
+            raise SlackRateLimited("Slack rate-limited a response_url", delay=delay)
+        if answer.status_code >= 500:
+            raise TemporaryError(f"response_url answered {answer.status_code}: {answer.body}")
+        if answer.status_code != 200:
+            raise PermanentError(
+                f"response_url refused the reply: {answer.body or answer.status_code}"
+            )
+
+    def permalink(self, channel: str, ts: str) -> str:
+        """A link to the message, for the audit log and for cross-links between threads."""
+        response = self._call(
+            "chat.getPermalink",
+            lambda: self._client.chat_getPermalink(channel=channel, message_ts=ts),
+        )
+        return str(response["permalink"])
+
+    # -- the one error boundary ------------------------------------------------------------------
+
+    def _call(
+        self, method: str, send: Callable[[], SlackResponse], *, join: str | None = None
+    ) -> SlackResponse:
+        waited = joined = False
+        while True:
+            try:
+                return send()
+            except SlackApiError as exc:
+                status = exc.response.status_code
+                error = str(exc.response.get("error") or f"http_{status}")
+                if status == 429 or error in RATE_LIMIT_ERRORS:
+                    delay = _retry_after(exc.response.headers)
+                    if not waited and delay <= self.max_inline_wait:
+                        waited = True
+                        self._sleep(delay)  # Slack asked for it; short enough to wait here
+                        continue
+                    raise SlackRateLimited(
+                        f"Slack rate-limited {method}; retry in {delay:g}s", delay=delay
+                    ) from exc
+                if error == "not_in_channel" and join is not None and not joined:
+                    self._join(join)
+                    joined = True
+                    continue
+                if join is not None and error in ("not_in_channel", "channel_not_found"):
+                    raise BotNotInChannel(join, error) from exc
+                if status >= 500 or error in TRANSIENT_ERRORS:
+                    raise TemporaryError(f"Slack {method} failed: {error}") from exc
+                raise SlackCallFailed(method, error) from exc
+            except SlackClientError as exc:
+                raise PermanentError(f"Slack {method} could not be sent: {exc}") from exc
+            except (OSError, http.client.HTTPException) as exc:
+                # URLError, timeouts, refused and reset connections are all OSErrors.
+                raise TemporaryError(f"Slack {method} unreachable: {exc}") from exc
+
+    def _join(self, channel: str) -> None:
+        try:
+            self._call(
+                "conversations.join", lambda: self._client.conversations_join(channel=channel)
+            )
+        except SlackCallFailed as exc:
+            # Private channels need an invitation; archived or unknown ones cannot be joined.
+            raise BotNotInChannel(channel, exc.error) from exc

@@ -1,0 +1,73 @@
+"""Rollout state in Redis: one JSON document per service, changed only inside a transaction.
+
+A rollback and an analysis tick may race on the same rollout; ``update`` retries on a concurrent
+change (WATCH/MULTI), so neither overwrites the other blindly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import redis
+
+from jobs.keys import Keys
+from jobs.rollout import Rollout
+
+
+class RolloutStore:
+    def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
+        self.client = client
+        self.keys = keys or Keys()
+
+    def get(self, service: str) -> Rollout | None:
+        raw = self.client.get(self.keys.rollout(service))
+        return Rollout.model_validate_json(raw) if raw else None
+
+    def put(self, rollout: Rollout) -> None:
+        with self.client.pipeline() as pipe:
+            self._write(pipe, rollout)
+            pipe.execute()
+
+    def _write(self, pipe: redis.client.Pipeline, rollout: Rollout) -> None:
+        pipe.set(self.keys.rollout(rollout.service), rollout.model_dump_json())
+        if rollout.phase.watched:
+            pipe.zadd(self.keys.watched, {rollout.service: rollout.next_check_at})
+        else:
+            pipe.zrem(self.keys.watched, rollout.service)
+
+    def update(
+        self, service: str, change: Callable[[Rollout | None], Rollout | None]
+    ) -> Rollout | None:
+        """Apply ``change`` to the current state atomically; ``None`` from it writes nothing."""
+        key = self.keys.rollout(service)
+        with self.client.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    raw = pipe.get(key)
+                    current = Rollout.model_validate_json(raw) if raw else None
+                    updated = change(current)
+                    if updated is None:
+                        pipe.unwatch()
+                        return current
+                    pipe.multi()
+                    self._write(pipe, updated)
+                    pipe.execute()
+                    return updated
+                except redis.WatchError:
+                    continue
+
+    def due(self, now: float, limit: int = 10_000) -> list[str]:
+        """Services whose next analysis check has come."""
+        members = self.client.zrangebyscore(self.keys.watched, "-inf", now, start=0, num=limit)
+        return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+
+    def watched_count(self) -> int:
+        return int(self.client.zcard(self.keys.watched))
+
+    def live_subset(self, service: str, default: str) -> str:
+        raw = self.client.get(self.keys.live_subset(service))
+        return raw.decode() if isinstance(raw, bytes) else default
+
+    def set_live_subset(self, service: str, subset: str) -> None:
+        self.client.set(self.keys.live_subset(service), subset)

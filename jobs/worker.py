@@ -1,0 +1,47 @@
+"""``meshbot worker``: an RQ worker (JSON serializer, scheduler on) plus meshbot's analysis ticker.
+
+Jobs are short (no job sleeps through an interval), so a ``SimpleWorker`` runs them in-process:
+no fork per job, and the Kubernetes and Slack clients are built once per process.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from prometheus_client import start_http_server
+from rq import Queue, SimpleWorker
+from rq.serializers import JSONSerializer
+
+from jobs.api import queue_names
+from meshbot.logs import configure_logging
+from meshbot.settings import Settings
+
+log = logging.getLogger("meshbot.worker")
+
+
+def build_worker(settings: Settings, connection: redis.Redis) -> SimpleWorker:
+    queues = [Queue(name, connection=connection, serializer=JSONSerializer)
+              for name in queue_names(settings.queue_name)]
+    return SimpleWorker(queues, connection=connection, serializer=JSONSerializer)
+
+
+def run_worker(*, burst: bool = False, metrics_port: int | None = None) -> int:
+    settings = Settings()
+    configure_logging()
+    connection = redis.Redis.from_url(settings.redis_url)
+    if metrics_port is not None:
+        start_http_server(metrics_port, addr="0.0.0.0")
+    worker = build_worker(settings, connection)
+    ticker = None
+    if not burst:
+        from jobs.ticker import Ticker
+
+        ticker = Ticker(connection, settings)
+        ticker.start()
+    try:
+        worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
+    finally:
+        if ticker is not None:
+            ticker.stop()
+    return 0

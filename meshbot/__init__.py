@@ -1,0 +1,1 @@
+"""meshbot: Slack ChatOps for an Istio service mesh (shared kernel: settings, errors, CLI)."""

@@ -1,0 +1,154 @@
+"""The Web API methods the stand-in serves, with Slack's answers and Slack's error names.
+
+Each handler takes the workspace and the request's parameters (query string and body merged)
+and returns the JSON body of a successful answer, or raises ``SlackMethodError``. The HTTP
+layer runs each handler inside ``workspace.transaction()``, so check-then-change is atomic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from playground.slack_model import Channel, Ephemeral, JSONDict, SlackMethodError, freeze_blocks
+from playground.slack_workspace import SlackWorkspace
+
+Params = Mapping[str, Any]
+Handler = Callable[[SlackWorkspace, Params], JSONDict]
+
+
+def _arg(params: Params, key: str) -> str:
+    value = params.get(key)
+    return "" if value is None else str(value)
+
+
+def _postable(ws: SlackWorkspace, channel_id: str) -> Channel:
+    """The channel, if the bot may post in it; otherwise the error Slack gives."""
+    if not channel_id:
+        raise SlackMethodError("channel_not_found")
+    channel = ws.channel(channel_id)
+    if channel.is_archived:
+        raise SlackMethodError("is_archived")
+    if not channel.is_member:
+        # A bot cannot even see a private channel it was not invited to.
+        raise SlackMethodError("channel_not_found" if channel.is_private else "not_in_channel")
+    return channel
+
+
+def _text_and_blocks(params: Params) -> tuple[str, tuple[JSONDict, ...]]:
+    text, blocks = _arg(params, "text"), freeze_blocks(params.get("blocks"))
+    if not text and not blocks:
+        raise SlackMethodError("no_text")
+    return text, blocks
+
+
+def post_message(ws: SlackWorkspace, params: Params) -> JSONDict:
+    channel = _postable(ws, _arg(params, "channel"))
+    text, blocks = _text_and_blocks(params)
+    thread_ts = _arg(params, "thread_ts") or None
+    if thread_ts is not None:
+        try:
+            ws.message(channel.id, thread_ts)
+        except SlackMethodError:
+            # Slack itself accepts an unknown thread_ts and hides the reply; the stand-in is
+            # stricter so a test catches a reply that nobody would ever see.
+            raise SlackMethodError("thread_not_found") from None
+    message = ws.post(channel.id, text, blocks=blocks, thread_ts=thread_ts)
+    return {"channel": channel.id, "ts": message.ts, "message": message.as_slack(ws.bot_id)}
+
+
+def update(ws: SlackWorkspace, params: Params) -> JSONDict:
+    channel = ws.channel(_arg(params, "channel"))
+    old = ws.message(channel.id, _arg(params, "ts"))
+    if old.user != ws.bot_user_id:
+        raise SlackMethodError("cant_update_message")
+    text, blocks = _text_and_blocks(params)
+    new = ws.edit(channel.id, old.ts, text, blocks)
+    return {
+        "channel": channel.id,
+        "ts": new.ts,
+        "text": new.text,
+        "message": new.as_slack(ws.bot_id),
+    }
+
+
+def post_ephemeral(ws: SlackWorkspace, params: Params) -> JSONDict:
+    channel = _postable(ws, _arg(params, "channel"))
+    user = ws.user(_arg(params, "user"))
+    text, blocks = _text_and_blocks(params)
+    ts = ws.next_ts()
+    thread_ts = _arg(params, "thread_ts") or None
+    ws.add_ephemeral(Ephemeral(channel.id, user.id, ts, text, blocks, thread_ts))
+    return {"message_ts": ts}
+
+
+def get_permalink(ws: SlackWorkspace, params: Params) -> JSONDict:
+    channel = ws.channel(_arg(params, "channel"))
+    message = ws.message(channel.id, _arg(params, "message_ts"))
+    digits = message.ts.replace(".", "")
+    link = f"https://{ws.team_domain}.slack.com/archives/{channel.id}/p{digits}"
+    if message.is_reply:
+        link += f"?thread_ts={message.thread_ts}&cid={channel.id}"
+    return {"channel": channel.id, "permalink": link}
+
+
+def join(ws: SlackWorkspace, params: Params) -> JSONDict:
+    channel = ws.channel(_arg(params, "channel"))
+    if channel.is_archived:
+        raise SlackMethodError("is_archived")
+    if channel.is_member:
+        return {
+            "channel": channel.as_slack(),
+            "warning": "already_in_channel",
+            "response_metadata": {"warnings": ["already_in_channel"]},
+        }
+    if channel.is_private:
+        raise SlackMethodError("method_not_supported_for_channel_type")
+    return {"channel": ws.join(channel.id).as_slack()}
+
+
+def conversation_info(ws: SlackWorkspace, params: Params) -> JSONDict:
+    channel = ws.channel(_arg(params, "channel"))
+    if channel.is_private and not channel.is_member:
+        raise SlackMethodError("channel_not_found")
+    return {"channel": channel.as_slack()}
+
+
+def usergroup_users(ws: SlackWorkspace, params: Params) -> JSONDict:
+    return {"users": list(ws.usergroup_members(_arg(params, "usergroup")))}
+
+
+def user_info(ws: SlackWorkspace, params: Params) -> JSONDict:
+    return {"user": ws.user(_arg(params, "user")).as_slack(ws.team_id)}
+
+
+def reactions_get(ws: SlackWorkspace, params: Params) -> JSONDict:
+    channel = ws.channel(_arg(params, "channel"))
+    message = ws.message(channel.id, _arg(params, "timestamp"))
+    return {"type": "message", "channel": channel.id, "message": message.as_slack(ws.bot_id)}
+
+
+def auth_test(ws: SlackWorkspace, params: Params) -> JSONDict:
+    return {
+        "url": f"https://{ws.team_domain}.slack.com/",
+        "team": ws.team_domain,
+        "user": ws.bot_name,
+        "team_id": ws.team_id,
+        "user_id": ws.bot_user_id,
+        "bot_id": ws.bot_id,
+        "is_enterprise_install": False,
+    }
+
+
+METHODS: Mapping[str, Handler] = {
+    "chat.postMessage": post_message,
+    "chat.update": update,
+    "chat.postEphemeral": post_ephemeral,
+    "chat.getPermalink": get_permalink,
+    "conversations.join": join,
+    "conversations.info": conversation_info,
+    "usergroups.users.list": usergroup_users,
+    "users.info": user_info,
+    "reactions.get": reactions_get,
+    "auth.test": auth_test,
+}

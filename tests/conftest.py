@@ -1,0 +1,8 @@
+"""Suite-wide fixtures. Each stand-in's fixtures live in its own plugin module under fixtures/."""
+
+pytest_plugins = [
+    "tests.fixtures.redis_server",
+    "tests.fixtures.kube",
+    "tests.fixtures.slack",
+    "tests.fixtures.prometheus",
+]
