@@ -14,7 +14,7 @@ from meshbot.errors import GrammarError
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 BACKUP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,80}$")
-DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 TARGETS: dict[Verb, TargetKind] = {
@@ -68,24 +68,24 @@ def usage(verb: Verb) -> str:
 
 def parse_duration(text: str) -> float:
     """``30s``, ``1m``, ``1.5h``, ``500ms`` → seconds."""
-    match = DURATION.match(text.strip())
+    match = DURATION.fullmatch(text.strip())
     if match is None:
         raise GrammarError(f"`{text}` is not a duration; expected a number and a unit, e.g. 30s or 2m")
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
 def parse_percent(text: str, what: str = "percent") -> int:
-    if not re.fullmatch(r"\d{1,3}", text) or int(text) > 100:
+    if not re.fullmatch(r"[0-9]{1,3}", text) or int(text) > 100:
         raise GrammarError(f"`{text}` is not a valid {what}; expected a whole number from 0 to 100")
     return int(text)
 
 
 def _check_name(verb: Verb, kind: TargetKind, name: str) -> str:
     if kind is TargetKind.BACKUP:
-        if not BACKUP_ID.match(name):
+        if not BACKUP_ID.fullmatch(name):
             raise GrammarError(f"`{name}` is not a backup id; `/mesh backups` lists them")
         return name
-    if not DNS1123_LABEL.match(name):
+    if not DNS1123_LABEL.fullmatch(name):
         raise GrammarError(
             f"`{name}` is not a valid {kind.value} name: expected a DNS-1123 label "
             "(lower-case letters, digits and '-', starting and ending with a letter or digit, "
@@ -113,9 +113,10 @@ def parse(text: str) -> Command:
             key, _, value = word.partition("=")
             if not key or not value:
                 raise GrammarError(f"`{word}` is not key=value. Usage: `{usage(verb)}`")
+            key = key.lower()
             if key in options:
                 raise GrammarError(f"`{key}` is given twice. Usage: `{usage(verb)}`")
-            options[key.lower()] = value
+            options[key] = value
     kind = target_kind(verb)
     target: str | None = None
     if kind is not TargetKind.NONE:
@@ -174,7 +175,7 @@ def _audit(verb: Verb, target: str | None, positional: list[str],
     count = 10
     if positional:
         word = positional.pop(0)
-        if not word.isdigit() or not 1 <= int(word) <= 100:
+        if not re.fullmatch(r"[0-9]{1,3}", word) or not 1 <= int(word) <= 100:
             raise GrammarError(f"`{word}` is not a count; expected 1 to 100. Usage: `{usage(verb)}`")
         count = int(word)
     _reject_extra(verb, positional, options)

@@ -7,6 +7,8 @@ it is in Redis before the bot acks, so an acked command is never lost.
 
 from __future__ import annotations
 
+import hashlib
+
 import redis
 from rq import Queue, Retry
 from rq.serializers import JSONSerializer
@@ -29,11 +31,13 @@ def queue_names(base: str) -> list[str]:
 
 
 def job_id(request_id: str) -> str:
-    return "req-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in request_id)
+    """RQ accepts only letters, digits, '_' and '-'; Slack's trigger ids contain dots."""
+    return "req-" + hashlib.sha256(request_id.encode()).hexdigest()[:32]
 
 
-def submit(client: redis.Redis, request: Request, *, queue: str = "meshbot",
-           keys: Keys | None = None) -> bool:
+def submit(
+    client: redis.Redis, request: Request, *, queue: str = "meshbot", keys: Keys | None = None
+) -> bool:
     """Enqueue ``request`` unless one with the same id was already accepted. True if enqueued."""
     keys = keys or Keys()
     if not client.set(keys.request(request.id), "1", nx=True, ex=DEDUPE_TTL_S):
@@ -51,9 +55,16 @@ def submit(client: redis.Redis, request: Request, *, queue: str = "meshbot",
     return True
 
 
-def record_refusal(client: redis.Redis, request: Request, reason: str,
-                   keys: Keys | None = None) -> None:
-    AuditLog(client, keys).record(AuditEntry(
-        actor=request.user, action=request.command.verb.value, target=request.command.target,
-        outcome="refused", request_id=request.id, detail=reason,
-    ))
+def record_refusal(
+    client: redis.Redis, request: Request, reason: str, keys: Keys | None = None
+) -> None:
+    AuditLog(client, keys).record(
+        AuditEntry(
+            actor=request.user,
+            action=request.command.verb.value,
+            target=request.command.target,
+            outcome="refused",
+            request_id=request.id,
+            detail=reason,
+        )
+    )

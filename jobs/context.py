@@ -33,11 +33,11 @@ class JobContext:
 
     @cached_property
     def notifier(self) -> Notifier:
-        return Notifier(self.settings)
+        return Notifier.from_settings(self.settings)
 
     @cached_property
     def kube(self) -> KubeClient:
-        return KubeClient.from_settings(self.settings)
+        return KubeClient.from_environment(settings=self.settings)
 
 
 _lock = threading.Lock()

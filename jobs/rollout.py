@@ -111,43 +111,84 @@ _ALLOWED: dict[Event, frozenset[Phase]] = {
     Event.NO_DATA: frozenset({Phase.PROGRESSING, Phase.HOLDING}),
     Event.PAUSE: frozenset({Phase.PROGRESSING, Phase.HOLDING}),
     Event.RESUME: frozenset({Phase.PAUSED}),
-    Event.ABORT: frozenset({Phase.AWAITING_APPROVAL, Phase.PROGRESSING, Phase.HOLDING,
-                            Phase.PAUSED, Phase.READY_TO_PROMOTE}),
+    Event.ABORT: frozenset(
+        {
+            Phase.AWAITING_APPROVAL,
+            Phase.PROGRESSING,
+            Phase.HOLDING,
+            Phase.PAUSED,
+            Phase.READY_TO_PROMOTE,
+        }
+    ),
     Event.ROLLBACK: frozenset(set(Phase) - {Phase.ROLLED_BACK}),
-    Event.PROMOTE: frozenset({Phase.READY_TO_PROMOTE, Phase.PROGRESSING, Phase.HOLDING,
-                              Phase.PAUSED, Phase.AWAITING_APPROVAL}),
+    Event.PROMOTE: frozenset(
+        {
+            Phase.READY_TO_PROMOTE,
+            Phase.PROGRESSING,
+            Phase.HOLDING,
+            Phase.PAUSED,
+            Phase.AWAITING_APPROVAL,
+        }
+    ),
 }
 
 
-def _move(rollout: Rollout, event: Event, now: float, phase: Phase, detail: str = "",
-          **changes: object) -> Rollout:
+def _move(
+    rollout: Rollout, event: Event, now: float, phase: Phase, detail: str = "", **changes: object
+) -> Rollout:
     updated = rollout.model_copy(update={"phase": phase, **changes})
-    record = Transition(at=now, event=event, before=rollout.phase, after=phase,
-                        weight=updated.weight, detail=detail)
+    record = Transition(
+        at=now, event=event, before=rollout.phase, after=phase, weight=updated.weight, detail=detail
+    )
     return updated.model_copy(update={"history": (*rollout.history, record)})
+
+
+def _healthy_fixed_canary(rollout: Rollout) -> bool:
+    return rollout.fixed and rollout.passed_checks > 0 and rollout.failed_checks == 0
 
 
 def apply(rollout: Rollout, event: Event, now: float, detail: str = "") -> Rollout:
     """The rollout after ``event``; ``Refused`` when the event makes no sense in this phase."""
     if rollout.phase not in _ALLOWED[event]:
-        raise Refused(f"{rollout.service} is {rollout.phase.value.replace('_', ' ')}: "
-                      f"cannot {event.value.replace('_', ' ')}")
+        raise Refused(
+            f"{rollout.service} is {rollout.phase.value.replace('_', ' ')}: "
+            f"cannot {event.value.replace('_', ' ')}"
+        )
     if event is Event.ROLLBACK or event is Event.ABORT:
         return _move(rollout, event, now, Phase.ROLLED_BACK, detail, weight=0, resume_phase=None)
     if event is Event.PROMOTE:
+        if rollout.phase is Phase.PROGRESSING and not _healthy_fixed_canary(rollout):
+            raise Refused(f"{rollout.service} has no SLO evidence to promote on yet: a rollout "
+                          "is promoted once its last step passed, a canary once a check passed")
         return _move(rollout, event, now, Phase.PROMOTED, detail, weight=100, resume_phase=None)
     if event is Event.PAUSE:
         return _move(rollout, event, now, Phase.PAUSED, detail, resume_phase=rollout.phase)
     if event is Event.RESUME:
-        return _move(rollout, event, now, Phase.PROGRESSING, detail, resume_phase=None,
-                     next_check_at=now + rollout.interval_s, holding_since=None)
+        return _move(
+            rollout,
+            event,
+            now,
+            Phase.PROGRESSING,
+            detail,
+            resume_phase=None,
+            next_check_at=now + rollout.interval_s,
+            holding_since=None,
+        )
     if event is Event.GATE:
-        return _move(rollout, event, now, Phase.AWAITING_APPROVAL, detail,
-                     resume_phase=rollout.phase)
+        return _move(
+            rollout, event, now, Phase.AWAITING_APPROVAL, detail, resume_phase=rollout.phase
+        )
     if event is Event.APPROVED:
         back = rollout.resume_phase or Phase.PROGRESSING
-        return _move(rollout, event, now, back, detail, resume_phase=None,
-                     next_check_at=now + rollout.interval_s)
+        return _move(
+            rollout,
+            event,
+            now,
+            back,
+            detail,
+            resume_phase=None,
+            next_check_at=now + rollout.interval_s,
+        )
     if event is Event.REJECTED or event is Event.EXPIRED:
         if rollout.resume_phase is None:  # a request that never started
             return _move(rollout, event, now, Phase.CANCELLED, detail)
@@ -155,43 +196,115 @@ def apply(rollout: Rollout, event: Event, now: float, detail: str = "") -> Rollo
     if event is Event.CHECK_FAILED:
         failed = rollout.failed_checks + 1
         if failed >= rollout.failure_threshold:
-            return _move(rollout, event, now, Phase.ROLLED_BACK, detail, weight=0,
-                         failed_checks=failed)
-        return _move(rollout, event, now, Phase.PROGRESSING, detail, failed_checks=failed,
-                     holding_since=None, next_check_at=now + rollout.interval_s)
+            return _move(
+                rollout, event, now, Phase.ROLLED_BACK, detail, weight=0, failed_checks=failed
+            )
+        return _move(
+            rollout,
+            event,
+            now,
+            Phase.PROGRESSING,
+            detail,
+            failed_checks=failed,
+            holding_since=None,
+            next_check_at=now + rollout.interval_s,
+        )
     if event is Event.NO_DATA:
         # Both policies hold first; past the deadline the policy decides (the caller alerts).
         since = rollout.holding_since if rollout.holding_since is not None else now
         if rollout.no_data_policy == "rollback" and now - since >= rollout.deadline_s:
             return _move(rollout, event, now, Phase.ROLLED_BACK, detail, weight=0)
-        return _move(rollout, event, now, Phase.HOLDING, detail, holding_since=since,
-                     next_check_at=now + rollout.interval_s)
+        return _move(
+            rollout,
+            event,
+            now,
+            Phase.HOLDING,
+            detail,
+            holding_since=since,
+            next_check_at=now + rollout.interval_s,
+        )
     # CHECK_PASSED: advance a step, or stop ready to promote after the last one.
     passed = rollout.passed_checks + 1
     if rollout.fixed:
-        return _move(rollout, event, now, Phase.PROGRESSING, detail, passed_checks=passed,
-                     failed_checks=0, holding_since=None, next_check_at=now + rollout.interval_s)
+        return _move(
+            rollout,
+            event,
+            now,
+            Phase.PROGRESSING,
+            detail,
+            passed_checks=passed,
+            failed_checks=0,
+            holding_since=None,
+            next_check_at=now + rollout.interval_s,
+        )
     if rollout.last_step:
-        return _move(rollout, event, now, Phase.READY_TO_PROMOTE, detail, passed_checks=passed,
-                     failed_checks=0, holding_since=None)
+        return _move(
+            rollout,
+            event,
+            now,
+            Phase.READY_TO_PROMOTE,
+            detail,
+            passed_checks=passed,
+            failed_checks=0,
+            holding_since=None,
+        )
     index = rollout.step_index + 1
-    return _move(rollout, event, now, Phase.PROGRESSING, detail, passed_checks=passed,
-                 failed_checks=0, holding_since=None, step_index=index,
-                 weight=rollout.steps[index], next_check_at=now + rollout.interval_s)
+    return _move(
+        rollout,
+        event,
+        now,
+        Phase.PROGRESSING,
+        detail,
+        passed_checks=passed,
+        failed_checks=0,
+        holding_since=None,
+        step_index=index,
+        weight=rollout.steps[index],
+        next_check_at=now + rollout.interval_s,
+    )
 
 
-def start(*, rollout_id: str, service: str, namespace: str, steps: tuple[int, ...],
-          fixed: bool, interval_s: float, failure_threshold: int, no_data_policy: str,
-          deadline_s: float, requested_by: str, channel: str, now: float) -> Rollout:
+def start(
+    *,
+    rollout_id: str,
+    service: str,
+    namespace: str,
+    steps: tuple[int, ...],
+    fixed: bool,
+    interval_s: float,
+    failure_threshold: int,
+    no_data_policy: str,
+    deadline_s: float,
+    requested_by: str,
+    channel: str,
+    now: float,
+) -> Rollout:
     """A new rollout at its first step, progressing."""
     if not steps:
         raise Refused("a rollout needs at least one step")
     return Rollout(
-        id=rollout_id, service=service, namespace=namespace, phase=Phase.PROGRESSING,
-        steps=steps, weight=steps[0], fixed=fixed, interval_s=interval_s,
-        failure_threshold=failure_threshold, no_data_policy=no_data_policy,
-        deadline_s=deadline_s, requested_by=requested_by, channel=channel,
+        id=rollout_id,
+        service=service,
+        namespace=namespace,
+        phase=Phase.PROGRESSING,
+        steps=steps,
+        weight=steps[0],
+        fixed=fixed,
+        interval_s=interval_s,
+        failure_threshold=failure_threshold,
+        no_data_policy=no_data_policy,
+        deadline_s=deadline_s,
+        requested_by=requested_by,
+        channel=channel,
         next_check_at=now + interval_s,
-        history=(Transition(at=now, event=Event.RESUME, before=Phase.PROGRESSING,
-                            after=Phase.PROGRESSING, weight=steps[0], detail="started"),),
+        history=(
+            Transition(
+                at=now,
+                event=Event.RESUME,
+                before=Phase.PROGRESSING,
+                after=Phase.PROGRESSING,
+                weight=steps[0],
+                detail="started",
+            ),
+        ),
     )

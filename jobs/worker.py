@@ -21,8 +21,10 @@ log = logging.getLogger("meshbot.worker")
 
 
 def build_worker(settings: Settings, connection: redis.Redis) -> SimpleWorker:
-    queues = [Queue(name, connection=connection, serializer=JSONSerializer)
-              for name in queue_names(settings.queue_name)]
+    queues = [
+        Queue(name, connection=connection, serializer=JSONSerializer)
+        for name in queue_names(settings.queue_name)
+    ]
     return SimpleWorker(queues, connection=connection, serializer=JSONSerializer)
 
 

@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.kube",
     "tests.fixtures.slack",
     "tests.fixtures.prometheus",
+    "tests.fixtures.meshbot",
 ]

@@ -1,0 +1,1 @@
+"""One module per family of verbs; ``jobs.tasks`` dispatches to them."""

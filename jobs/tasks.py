@@ -1,0 +1,81 @@
+"""RQ job functions: module-level, JSON-safe arguments (RQ's JSON serializer, never pickle).
+
+``handle_request`` is the one entry point for commands; it maps meshbot's errors onto what the
+caller is told and onto RQ's retries (the one place that mapping lives).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from rq import get_current_job
+
+from bot import messages
+from jobs import context
+from jobs.context import JobContext
+from jobs.handlers import traffic
+from jobs.handlers.common import record
+from meshbot.commands import Request, Verb
+from meshbot.errors import MeshbotError, PermanentError, TemporaryError, UserError
+
+log = logging.getLogger("meshbot.jobs")
+
+Handler = Callable[[JobContext, Request], str]
+
+HANDLERS: dict[Verb, Handler] = {
+    Verb.CANARY: traffic.canary,
+    Verb.ROLLBACK: traffic.rollback,
+    Verb.STATUS: traffic.status,
+}
+
+
+def handle_request(payload: dict[str, Any]) -> str:
+    request = Request.model_validate(payload)
+    ctx = context.current()
+    handler = HANDLERS.get(request.command.verb)
+    extra = {"request_id": request.id, "service": request.command.target}
+    if handler is None:
+        _tell(ctx, request, messages.refused(
+            f"`/mesh {request.command.verb.value}` is not available in this version"))
+        return "unsupported"
+    try:
+        result = handler(ctx, request)
+        log.info("done %s", messages.describe(request.command), extra=extra)
+        return result
+    except UserError as exc:
+        _tell(ctx, request, messages.refused(exc.message))
+        record(ctx, request, "refused", detail=exc.message)
+        return "refused"
+    except TemporaryError as exc:
+        job = get_current_job()
+        if job is not None and (job.retries_left or 0) > 0:
+            log.warning("will retry %s: %s", request.id, exc.message, extra=extra)
+            raise
+        _tell(ctx, request, messages.gave_up(request.command, exc.message, _attempts(job)))
+        record(ctx, request, "failed", detail=exc.message)
+        return "failed"
+    except (PermanentError, MeshbotError) as exc:
+        _tell(ctx, request, messages.failed(request.command, exc.message))
+        record(ctx, request, "failed", detail=exc.message)
+        return "failed"
+    except Exception as exc:
+        # A bug, not a state of the world: say so rather than leave the caller waiting.
+        log.exception("unexpected error in %s", request.id, extra=extra)
+        _tell(ctx, request, messages.failed(request.command, f"internal error ({type(exc).__name__})"))
+        record(ctx, request, "failed", detail=repr(exc))
+        return "failed"
+
+
+def _attempts(job: Any) -> int:
+    return 1 + len(getattr(job, "retry_intervals", None) or []) if job is not None else 1
+
+
+def _tell(ctx: JobContext, request: Request, text: str) -> None:
+    """Tell the caller only (ephemeral)."""
+    try:
+        ctx.notifier.ephemeral(text, response_url=request.response_url,
+                               channel=request.channel, user=request.user)
+    except MeshbotError as exc:
+        log.warning("could not tell %s: %s", request.user, exc.message)
