@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from bot import messages
@@ -14,6 +15,9 @@ from jobs.routes import Weights, read_weights
 from jobs.store import RolloutStore
 from jobs.weights import preflight, set_weights
 from meshbot.commands import Request
+from meshbot.errors import MeshbotError
+
+log = logging.getLogger("meshbot.jobs")
 
 
 def _still_wanted(store: RolloutStore, service: str, rollout_id: str) -> bool:
@@ -52,32 +56,44 @@ def canary(ctx: JobContext, request: Request) -> str:
 
 
 def rollback(ctx: JobContext, request: Request) -> str:
+    """All traffic back to stable. Never waits for Slack: the weights change first."""
     view = service_view(ctx, request)
     now = time.time()
+    who = f"<@{request.user}>" if request.user.startswith(("U", "W")) else request.user
 
     def mark(current: Rollout | None) -> Rollout | None:
         # Marked first: any job still writing this rollout's weight sees it and stops.
         if current is None or current.phase is machine.Phase.ROLLED_BACK:
             return None
-        return machine.apply(current, Event.ROLLBACK, now, f"by <@{request.user}>")
+        return machine.apply(current, Event.ROLLBACK, now, f"by {who}")
 
     rollout = ctx.store.update(view.name, mark)
-    if rollout is not None and rollout.thread_ts and rollout.channel:
-        channel, ts = rollout.channel, rollout.thread_ts
-        ctx.notifier.reply(channel, ts, messages.rollback_root(
-            view.name, view.namespace, request.user, "requested"))
-    else:
-        channel = request.channel
-        ts = request_thread(ctx, request, channel, messages.rollback_root(
-            view.name, view.namespace, request.user, "requested"))
     before, after = set_weights(ctx.kube, view.namespace, view.virtual_services, view.name,
                                 subsets_of(view), Weights(stable=100, canary=0),
                                 allow_gitops=view.gitops_allowed)
     text = (messages.already_stable(names(view)) if before == after
             else messages.rolled_back(pair(before), names(view)))
-    ctx.notifier.reply(channel, ts, text)
+    channel, ts = _report_rollback(ctx, request, view.name, view.namespace, rollout, text)
     record(ctx, request, "done", before=before, after=after, channel=channel, ts=ts)
     return f"{view.name}: {after}"
+
+
+def _report_rollback(ctx: JobContext, request: Request, service: str, namespace: str,
+                     rollout: Rollout | None, text: str) -> tuple[str | None, str | None]:
+    """Into the rollout's thread if it has one, else a new thread; Slack being down is logged."""
+    root = messages.rollback_root(service, namespace, request.user, "requested")
+    try:
+        if rollout is not None and rollout.thread_ts and rollout.channel:
+            channel, ts = rollout.channel, rollout.thread_ts
+            ctx.notifier.reply(channel, ts, root)
+        else:
+            channel = request.channel
+            ts = request_thread(ctx, request, channel, root)
+        ctx.notifier.reply(channel, ts, text)
+        return channel, ts
+    except MeshbotError as exc:
+        log.warning("rollback of %s done, but not reported in Slack: %s", service, exc.message)
+        return None, None
 
 
 def current_weights(kube: KubeClient, namespace: str, vs_name: str, service: str,
