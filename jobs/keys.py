@@ -36,3 +36,27 @@ class Keys:
     @property
     def last_tick(self) -> str:
         return f"{self.prefix}last_tick"
+
+    # -- approvals, locks and the freeze (issue 4)
+
+    def approval(self, channel: str, ts: str) -> str:
+        """JSON of one pending approval, keyed by its Slack message (what approvers react on)."""
+        return f"{self.prefix}approval:{channel}:{ts}"
+
+    def approval_for(self, request_id: str) -> str:
+        """``channel ts`` of the approval message a request is waiting on."""
+        return f"{self.prefix}approval-for:{request_id}"
+
+    @property
+    def approvals_open(self) -> str:
+        """Sorted set: ``channel ts`` → expires_at, of approvals still collecting reactions."""
+        return f"{self.prefix}approvals:open"
+
+    @property
+    def lock_pattern(self) -> str:
+        return f"{self.prefix}lock:*"
+
+    @property
+    def freeze(self) -> str:
+        """JSON of the change freeze while it is on (absent: no freeze)."""
+        return f"{self.prefix}freeze"

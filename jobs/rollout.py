@@ -84,6 +84,10 @@ class Rollout(BaseModel):
     passed_checks: int = 0
     holding_since: float | None = None
     next_check_at: float = 0.0
+    stable_subset: str = "stable"
+    canary_subset: str = "canary"
+    canary_version: str = ""  # the version label value of the canary subset's pods
+    title: str = ""  # the thread root's first line, kept when the status below it changes
     requested_by: str = ""
     channel: str = ""
     thread_ts: str | None = None

@@ -15,7 +15,7 @@ from rq import get_current_job
 from bot import messages
 from jobs import context
 from jobs.context import JobContext
-from jobs.handlers import traffic
+from jobs.handlers import admin, approvals, traffic
 from jobs.handlers.common import record
 from meshbot.commands import Request, Verb
 from meshbot.errors import MeshbotError, PermanentError, TemporaryError, UserError
@@ -26,8 +26,17 @@ Handler = Callable[[JobContext, Request], str]
 
 HANDLERS: dict[Verb, Handler] = {
     Verb.CANARY: traffic.canary,
+    Verb.ROLLOUT: traffic.rollout,
+    Verb.PROMOTE: traffic.promote,
     Verb.ROLLBACK: traffic.rollback,
+    Verb.ABORT: traffic.rollback,
+    Verb.PAUSE: traffic.pause_or_resume,
+    Verb.RESUME: traffic.pause_or_resume,
     Verb.STATUS: traffic.status,
+    Verb.LOCKS: admin.locks,
+    Verb.UNLOCK: admin.unlock,
+    Verb.FREEZE: admin.freeze,
+    Verb.AUDIT: admin.audit,
 }
 
 
@@ -41,7 +50,9 @@ def handle_request(payload: dict[str, Any]) -> str:
             f"`/mesh {request.command.verb.value}` is not available in this version"))
         return "unsupported"
     try:
-        result = handler(ctx, request)
+        # Freeze, lock and approvals (issue 4): a request still lacking approvals is posted
+        # for approval here and never reaches its handler.
+        result = approvals.run_gated(ctx, request, handler)
         log.info("done %s", messages.describe(request.command), extra=extra)
         return result
     except UserError as exc:

@@ -48,6 +48,14 @@ class Settings(BaseSettings):
     security_api_version: str = Field(
         default="security.istio.io/v1beta1", validation_alias="MESHBOT_SECURITY_API_VERSION"
     )
+    scrape_interval_s: float = Field(
+        default=15.0, gt=0, validation_alias="MESHBOT_SCRAPE_INTERVAL",
+        description="Prometheus's scrape interval (s): rate windows hold at least four scrapes",
+    )
+    tick_period_s: float = Field(
+        default=1.0, gt=0, validation_alias="MESHBOT_TICK_PERIOD",
+        description="how often a worker looks for rollouts whose analysis check is due (s)",
+    )
     queue_name: str = Field(default="meshbot", validation_alias="MESHBOT_QUEUE")
 
     @field_validator("slack_api_url")

@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.slack",
     "tests.fixtures.prometheus",
     "tests.fixtures.meshbot",
+    "tests.fixtures.live",
 ]

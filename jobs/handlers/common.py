@@ -1,4 +1,4 @@
-"""What every handler needs: the service's policy view, its thread, and the audit record."""
+"""What every handler needs: the service's policy view, its subsets, its thread, the audit."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from jobs.audit import AuditEntry
 from jobs.context import JobContext
 from jobs.routes import Subsets, Weights
 from meshbot.commands import Request
-from meshbot.errors import Refused
+from meshbot.errors import MeshbotError, Refused
 from policies.views import ServiceView
 
 THREAD_TTL_S = 7 * 24 * 3600
@@ -20,12 +20,16 @@ def service_view(ctx: JobContext, request: Request) -> ServiceView:
     return view
 
 
-def subsets_of(view: ServiceView) -> Subsets:
-    return Subsets(stable=view.subsets.stable, canary=view.subsets.canary)
+def subsets_of(ctx: JobContext, view: ServiceView) -> Subsets:
+    """Which subset plays stable and which canary now: after a promote the roles swap, so the
+    next rollout shifts traffic from the live subset to the other one (blue/green)."""
+    first, second = view.subsets.stable, view.subsets.canary
+    live = ctx.store.live_subset(view.name, default=first)
+    return Subsets(stable=live, canary=second if live == first else first)
 
 
-def names(view: ServiceView) -> tuple[str, str]:
-    return view.subsets.stable, view.subsets.canary
+def names(subsets: Subsets) -> tuple[str, str]:
+    return subsets.stable, subsets.canary
 
 
 def pair(weights: Weights) -> tuple[int, int]:
@@ -50,7 +54,7 @@ def record(ctx: JobContext, request: Request, outcome: str, *, before: Weights |
     if channel and ts:
         try:
             permalink = ctx.notifier.permalink(channel, ts)
-        except Exception:
+        except MeshbotError:  # a missing permalink must not lose the audit entry
             permalink = None
     ctx.audit.record(AuditEntry(
         actor=request.user, action=request.command.verb.value, target=request.command.target,

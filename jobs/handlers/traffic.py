@@ -1,4 +1,4 @@
-"""Canary at a fixed weight, rollback, and status: the verbs that read or set the split."""
+"""The verbs that set or read a service's split: canary, rollout, promote, rollback, status."""
 
 from __future__ import annotations
 
@@ -8,83 +8,149 @@ import time
 from bot import messages
 from jobs import rollout as machine
 from jobs.context import JobContext
-from jobs.handlers.common import names, pair, record, request_thread, service_view, subsets_of
-from jobs.kube import KubeClient
-from jobs.rollout import Event, Rollout
-from jobs.routes import Weights, read_weights
+from jobs.handlers.common import (
+    names,
+    pair,
+    record,
+    request_thread,
+    service_view,
+    subsets_of,
+)
+from jobs.rollout import Event, Phase, Rollout
+from jobs.routes import Subsets, Weights, read_weights
 from jobs.store import RolloutStore
-from jobs.weights import preflight, set_weights
-from meshbot.commands import Request
-from meshbot.errors import MeshbotError
+from jobs.weights import defined_subsets, preflight, set_weights
+from meshbot.commands import Request, Verb
+from meshbot.errors import MeshbotError, Refused
+from policies.views import ServiceView
 
 log = logging.getLogger("meshbot.jobs")
 
 
-def _still_wanted(store: RolloutStore, service: str, rollout_id: str) -> bool:
+def still_wanted(store: RolloutStore, service: str, rollout_id: str) -> bool:
+    """Whether a rollout still wants its weight: after a rollback a job never re-applies it."""
     current = store.get(service)
     return current is not None and current.id == rollout_id and not current.phase.terminal
 
 
-def canary(ctx: JobContext, request: Request) -> str:
-    view = service_view(ctx, request)
-    percent = request.command.percent or 0
-    target = Weights.canary_at(percent)
-    subsets = subsets_of(view)
-    before = preflight(ctx.kube, view.namespace, view.virtual_services, view.name, subsets,
-                       target, allow_gitops=view.gitops_allowed)
-    channel = request.channel
-    ts = request_thread(ctx, request, channel, messages.canary_root(
-        view.name, view.namespace, request.user, pair(before), pair(target), names(view)))
-    now = time.time()
-    analysis = view.analysis
-    rollout = machine.start(
-        rollout_id=request.id, service=view.name, namespace=view.namespace, steps=(percent,),
-        fixed=True, interval_s=analysis.interval, failure_threshold=analysis.failure_threshold,
-        no_data_policy=str(analysis.no_data), deadline_s=analysis.deadline,
-        requested_by=request.user, channel=channel, now=now,
-    ).model_copy(update={"thread_ts": ts})
-    ctx.store.put(rollout)
-    before, after = set_weights(
+def apply_weight(ctx: JobContext, view: ServiceView, rollout: Rollout,
+                 target: Weights) -> tuple[Weights, Weights]:
+    subsets = Subsets(stable=rollout.stable_subset, canary=rollout.canary_subset)
+    return set_weights(
         ctx.kube, view.namespace, view.virtual_services, view.name, subsets, target,
-        should_continue=lambda: _still_wanted(ctx.store, view.name, rollout.id),
+        should_continue=lambda: still_wanted(ctx.store, view.name, rollout.id),
         allow_gitops=view.gitops_allowed,
     )
+
+
+def canary(ctx: JobContext, request: Request) -> str:
+    """A rollout with one step that never advances: watched at a fixed weight."""
+    percent = request.command.percent or 0
+    return _begin(ctx, request, steps=(percent,), fixed=True)
+
+
+def rollout(ctx: JobContext, request: Request) -> str:
+    view = service_view(ctx, request)
+    steps = request.command.steps or tuple(view.analysis.steps)
+    return _begin(ctx, request, steps=steps, fixed=False)
+
+
+def _begin(ctx: JobContext, request: Request, *, steps: tuple[int, ...], fixed: bool) -> str:
+    view = service_view(ctx, request)
+    current = ctx.store.get(view.name)
+    if current is not None and not current.phase.terminal and current.id != request.id:
+        raise Refused(f"{view.name} already has a rollout {current.phase.value.replace('_', ' ')}"
+                      f" (requested by <@{current.requested_by}>): `/mesh rollback {view.name}`"
+                      " or `/mesh promote` it first")
+    subsets = subsets_of(ctx, view)
+    target = Weights.canary_at(steps[0])
+    before = preflight(ctx.kube, view.namespace, view.virtual_services, view.name, subsets,
+                       target, allow_gitops=view.gitops_allowed)
+    labels = defined_subsets(ctx.kube, view.namespace, view.name).get(subsets.canary, {})
+    analysis = view.analysis
+    interval = request.command.interval_s or analysis.interval
+    channel = request.channel
+    header = messages.rollout_header(request.command, view.name, view.namespace, request.user,
+                                     pair(before), pair(target), names(subsets))
+    ts = request_thread(ctx, request, channel, header)
+    started = machine.start(
+        rollout_id=request.id, service=view.name, namespace=view.namespace, steps=steps,
+        fixed=fixed, interval_s=interval, failure_threshold=analysis.failure_threshold,
+        no_data_policy=str(analysis.no_data), deadline_s=analysis.deadline,
+        requested_by=request.user, channel=channel, now=time.time(),
+    ).model_copy(update={
+        "thread_ts": ts, "status_ts": ts, "title": header, "stable_subset": subsets.stable,
+        "canary_subset": subsets.canary,
+        "canary_version": labels.get(analysis.version_label, ""),
+    })
+    ctx.store.put(started)
+    before, after = apply_weight(ctx, view, started, target)
     ctx.notifier.reply(channel, ts, messages.weights_applied(
-        pair(before), pair(after), names(view), view.virtual_services))
+        pair(before), pair(after), names(subsets), view.virtual_services))
     record(ctx, request, "done", before=before, after=after, channel=channel, ts=ts)
     return f"{view.name}: {after}"
+
+
+def promote(ctx: JobContext, request: Request) -> str:
+    """All traffic to the canary subset, which becomes the live one."""
+    view = service_view(ctx, request)
+    now = time.time()
+    current = ctx.store.get(view.name)
+    if current is None or current.phase.terminal:
+        raise Refused(f"{view.name} has no rollout to promote: start one with "
+                      f"`/mesh rollout {view.name}`")
+    promoted = ctx.store.update(view.name, lambda cur: machine.apply(
+        cur, Event.PROMOTE, now, f"by <@{request.user}>") if cur and cur.id == current.id
+        else None)
+    if promoted is None or promoted.phase is not Phase.PROMOTED:
+        raise Refused(f"{view.name} changed while promoting; see `/mesh status {view.name}`")
+    subsets = Subsets(stable=promoted.stable_subset, canary=promoted.canary_subset)
+    before, after = set_weights(ctx.kube, view.namespace, view.virtual_services, view.name,
+                                subsets, Weights(stable=0, canary=100),
+                                allow_gitops=view.gitops_allowed)
+    ctx.store.set_live_subset(view.name, subsets.canary)
+    text = messages.promoted(pair(before), names(subsets), request.approved_by)
+    if promoted.channel and promoted.thread_ts:
+        ctx.notifier.reply(promoted.channel, promoted.thread_ts, text)
+    record(ctx, request, "done", before=before, after=after, channel=promoted.channel,
+           ts=promoted.thread_ts)
+    return f"{view.name}: promoted"
 
 
 def rollback(ctx: JobContext, request: Request) -> str:
-    """All traffic back to stable. Never waits for Slack: the weights change first."""
+    """All traffic back to the live subset. Never waits for Slack: the weights change first."""
     view = service_view(ctx, request)
     now = time.time()
     who = f"<@{request.user}>" if request.user.startswith(("U", "W")) else request.user
+    event = Event.ABORT if request.command.verb is Verb.ABORT else Event.ROLLBACK
 
     def mark(current: Rollout | None) -> Rollout | None:
         # Marked first: any job still writing this rollout's weight sees it and stops.
-        if current is None or current.phase is machine.Phase.ROLLED_BACK:
+        if current is None or current.phase is Phase.ROLLED_BACK:
             return None
-        return machine.apply(current, Event.ROLLBACK, now, f"by {who}")
+        if event is Event.ABORT and current.phase.terminal:
+            raise Refused(f"{view.name} has no rollout in progress to abort")
+        return machine.apply(current, event, now, f"by {who}")
 
-    rollout = ctx.store.update(view.name, mark)
+    marked = ctx.store.update(view.name, mark)
+    subsets = subsets_of(ctx, view)
     before, after = set_weights(ctx.kube, view.namespace, view.virtual_services, view.name,
-                                subsets_of(view), Weights(stable=100, canary=0),
+                                subsets, Weights(stable=100, canary=0),
                                 allow_gitops=view.gitops_allowed)
-    text = (messages.already_stable(names(view)) if before == after
-            else messages.rolled_back(pair(before), names(view)))
-    channel, ts = _report_rollback(ctx, request, view.name, view.namespace, rollout, text)
+    text = (messages.already_stable(names(subsets)) if before == after
+            else messages.rolled_back(pair(before), names(subsets)))
+    channel, ts = _report(ctx, request, view, marked, text)
     record(ctx, request, "done", before=before, after=after, channel=channel, ts=ts)
     return f"{view.name}: {after}"
 
 
-def _report_rollback(ctx: JobContext, request: Request, service: str, namespace: str,
-                     rollout: Rollout | None, text: str) -> tuple[str | None, str | None]:
+def _report(ctx: JobContext, request: Request, view: ServiceView, current: Rollout | None,
+            text: str) -> tuple[str | None, str | None]:
     """Into the rollout's thread if it has one, else a new thread; Slack being down is logged."""
-    root = messages.rollback_root(service, namespace, request.user, "requested")
+    root = messages.rollback_root(view.name, view.namespace, request.user, request.command.verb)
     try:
-        if rollout is not None and rollout.thread_ts and rollout.channel:
-            channel, ts = rollout.channel, rollout.thread_ts
+        if current is not None and current.thread_ts and current.channel:
+            channel, ts = current.channel, current.thread_ts
             ctx.notifier.reply(channel, ts, root)
         else:
             channel = request.channel
@@ -92,33 +158,34 @@ def _report_rollback(ctx: JobContext, request: Request, service: str, namespace:
         ctx.notifier.reply(channel, ts, text)
         return channel, ts
     except MeshbotError as exc:
-        log.warning("rollback of %s done, but not reported in Slack: %s", service, exc.message)
+        log.warning("rollback of %s done, but not reported in Slack: %s", view.name, exc.message)
         return None, None
 
 
-def current_weights(kube: KubeClient, namespace: str, vs_name: str, service: str,
-                    stable: str, canary_subset: str) -> Weights:
-    from jobs.routes import Subsets
-
-    vs_ns, _, name = vs_name.rpartition("/")
-    vs = kube.get_virtual_service(vs_ns or namespace, name)
-    return read_weights(vs, service, namespace, Subsets(stable=stable, canary=canary_subset))
+def pause_or_resume(ctx: JobContext, request: Request) -> str:
+    view = service_view(ctx, request)
+    event = Event.PAUSE if request.command.verb is Verb.PAUSE else Event.RESUME
+    now = time.time()
+    if ctx.store.get(view.name) is None:
+        raise Refused(f"{view.name} has no rollout to {event.value}")
+    changed = ctx.store.update(view.name, lambda cur: machine.apply(
+        cur, event, now, f"by <@{request.user}>") if cur else None)
+    assert changed is not None
+    if changed.channel and changed.thread_ts:
+        ctx.notifier.reply(changed.channel, changed.thread_ts,
+                           messages.paused_or_resumed(event.value, request.user, changed.weight))
+    record(ctx, request, "done", channel=changed.channel, ts=changed.thread_ts)
+    return f"{view.name}: {changed.phase.value}"
 
 
 def status(ctx: JobContext, request: Request) -> str:
     view = service_view(ctx, request)
-    weights = current_weights(ctx.kube, view.namespace, view.virtual_services[0], view.name,
-                              view.subsets.stable, view.subsets.canary)
-    rollout = ctx.store.get(view.name)
-    detail: list[str] = []
-    if rollout is not None:
-        if not rollout.fixed:
-            detail.append(f"Step {rollout.step_index + 1}/{len(rollout.steps)} "
-                          f"(steps {', '.join(map(str, rollout.steps))})")
-        detail.append(f"Requested by <@{rollout.requested_by}>; failed checks "
-                      f"{rollout.failed_checks}/{rollout.failure_threshold}")
-        detail.extend(rollout.last_values)
-    text = messages.status(view.name, view.namespace, pair(weights), names(view),
-                           rollout.phase.value if rollout else None, detail)
+    subsets = subsets_of(ctx, view)
+    vs_ns, _, vs_name = view.virtual_services[0].rpartition("/")
+    vs = ctx.kube.get_virtual_service(vs_ns or view.namespace, vs_name)
+    weights = read_weights(vs, view.name, view.namespace, subsets)
+    current = ctx.store.get(view.name)
+    text = messages.status(view.name, view.namespace, pair(weights), names(subsets),
+                           messages.rollout_lines(current) if current else [])
     ctx.notifier.post_root(request.channel, text)
     return text

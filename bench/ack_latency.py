@@ -1,0 +1,276 @@
+"""How fast ``meshbot serve`` acks a slash command, beside a no-op endpoint of the same server.
+
+    python -m bench.ack_latency [--requests N] [--concurrency C] [--workers W] [--threads T]
+
+Starts a private Redis, the Kubernetes emulator (seeded), the Slack stand-in and ``meshbot
+serve`` (no worker: an ack never waits for the work), then sends N signed ``/mesh canary <svc>
+<n>`` commands, each with its own trigger_id, from C client threads that each keep one
+connection open (as Slack's own senders do), and the same load of ``GET /healthz``. It prints
+p50/p90/p99/max for both and their ratio, how many acks were 200, and whether every acked
+command's job is in the RQ queue. The aim (issue 2): p99 under 50 ms at 50 concurrent on a
+2-core machine; Slack's own limit is 3 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import math
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from jobs.api import job_id
+from meshbot.cli import build_parser
+from meshbot.settings import packaged_default_policy
+from playground.kube_emulator import start_cluster
+from playground.processes import ServeProcess
+from playground.redis_server import RedisServer
+from playground.sample_mesh import SERVICES, seed_sample_mesh
+from playground.slack_api import SlackApiStandIn
+from playground.slack_client import SlackSender, new_trigger_id
+from policies.loader import load_policy_file
+
+BOT_TOKEN = "xoxb-meshbot-bench"
+SIGNING_SECRET = "meshbot-bench-signing-secret"
+QUEUE = "meshbot"
+AIM_P99_MS = 50.0
+
+
+@dataclass(frozen=True)
+class Sample:
+    status: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Load:
+    """One endpoint's results: every sample, and the wall time the whole load took."""
+
+    name: str
+    samples: list[Sample]
+    wall_s: float
+    server_cpu_s: float | None = None  # meshbot serve's CPU during the timed requests
+
+    @property
+    def ok(self) -> int:
+        return sum(1 for s in self.samples if s.status == 200)
+
+    def percentile_ms(self, q: float) -> float:
+        """Nearest-rank percentile (q in 0..1) in milliseconds: a value that was measured."""
+        ordered = sorted(s.seconds for s in self.samples)
+        return 1000 * ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+QUANTILES = (("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("max", 1.0))
+
+
+class HealthClient:
+    """``GET /healthz`` over one kept-alive connection: the server's no-op floor."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.conn = http.client.HTTPConnection(host, port, timeout=10)
+
+    def get(self) -> Sample:
+        started = time.perf_counter()
+        try:
+            self.conn.request("GET", "/healthz")
+            response = self.conn.getresponse()
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            # The server closed the idle connection (keepalive timeout): reconnect once, as
+            # SlackSender does, and time the request on the fresh connection.
+            self.conn.close()
+            started = time.perf_counter()
+            self.conn.request("GET", "/healthz")
+            response = self.conn.getresponse()
+        response.read()
+        return Sample(response.status, time.perf_counter() - started)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def run_load(name: str, requests: int, concurrency: int,
+             make_client: Callable[[], tuple[Callable[[int], Sample], Callable[[], None]]],
+             server_pid: int | None = None) -> Load:
+    """``requests`` calls spread over ``concurrency`` threads, each with its own client.
+
+    Each thread first makes one untimed call (it opens the connection and warms the server),
+    then all start together, so every timed request meets a server under the full load.
+    """
+    per_thread = [requests // concurrency + (i < requests % concurrency)
+                  for i in range(concurrency)]
+    samples: list[list[Sample]] = [[] for _ in range(concurrency)]
+    barrier = threading.Barrier(concurrency + 1)
+    errors: list[BaseException] = []
+
+    def client_thread(index: int) -> None:
+        call, close = make_client()
+        try:
+            call(-1 - index)  # warm-up, not counted
+            barrier.wait()
+            first = sum(per_thread[:index])
+            samples[index] = [call(first + k) for k in range(per_thread[index])]
+        except BaseException as exc:  # reported by the caller; a thread cannot raise to it
+            errors.append(exc)
+            barrier.abort()
+        finally:
+            close()
+
+    threads = [threading.Thread(target=client_thread, args=(i,), name=f"{name}-{i}")
+               for i in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    with contextlib.suppress(threading.BrokenBarrierError):
+        barrier.wait(timeout=60)  # broken when a client failed in warm-up: raised below
+    cpu_before = process_tree_cpu_s(server_pid) if server_pid else None
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    cpu_after = process_tree_cpu_s(server_pid) if server_pid else None
+    if errors:
+        raise RuntimeError(f"{name}: a client failed: {errors[0]!r}") from errors[0]
+    cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+    return Load(name, [s for thread_samples in samples for s in thread_samples], wall, cpu)
+
+
+def process_tree_cpu_s(pid: int) -> float | None:
+    """CPU seconds used so far by ``pid`` and its children (gunicorn's workers); Linux only.
+
+    Beside the latencies it tells work from waiting: CPU per request that approaches
+    (cores / throughput) means the server is compute-bound, not blocked on Redis.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        for each in [pid, *map(int, children)]:
+            # Fields after the ")" that ends the command name: utime and stime are 14 and 15.
+            fields = Path(f"/proc/{each}/stat").read_text().rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+    except (OSError, ValueError, IndexError):
+        return None
+    return total
+
+
+def format_load(load: Load) -> str:
+    figures = "  ".join(f"{label} {load.percentile_ms(q):6.1f} ms" for label, q in QUANTILES)
+    rate = len(load.samples) / load.wall_s if load.wall_s else 0.0
+    cpu = ("" if load.server_cpu_s is None
+           else f", server CPU {1000 * load.server_cpu_s / len(load.samples):.2f} ms/req")
+    return (f"  {load.name:<24} {figures}   "
+            f"({load.ok}/{len(load.samples)} x 200, {rate:.0f} req/s{cpu})")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    serve_defaults = build_parser().parse_args(["serve"])
+    parser = argparse.ArgumentParser(prog="python -m bench.ack_latency", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=500, help="requests per endpoint")
+    parser.add_argument("--concurrency", type=int, default=50, help="concurrent clients")
+    parser.add_argument("--workers", type=int, default=serve_defaults.workers,
+                        help="meshbot serve --workers (default: what `meshbot serve` ships)")
+    parser.add_argument("--threads", type=int, default=serve_defaults.threads,
+                        help="meshbot serve --threads (default: what `meshbot serve` ships)")
+    args = parser.parse_args(argv)
+    if args.requests < 1 or not 1 <= args.concurrency <= args.requests:
+        parser.error("need --requests >= 1 and 1 <= --concurrency <= --requests")
+
+    # The packaged policy: its first channel and operator are allowed to run /mesh canary.
+    policy_path = packaged_default_policy()
+    policy = load_policy_file(policy_path)
+    channel, operator = policy.channels[0], policy.members(["operators"])[0]
+
+    with (tempfile.TemporaryDirectory(prefix="meshbot-bench-") as tmp,
+          RedisServer(Path(tmp) / "redis") as redis_server,
+          start_cluster() as cluster,
+          SlackApiStandIn() as slack):
+        seed_sample_mesh(cluster)
+        env = {
+            "SLACK_API_URL": slack.base_url,
+            "SLACK_BOT_TOKEN": BOT_TOKEN,
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "REDIS_URL": redis_server.url,
+            "KUBECONFIG": str(cluster.write_kubeconfig(Path(tmp) / "kubeconfig")),
+            "MESHBOT_POLICY": str(policy_path),
+            "MESHBOT_QUEUE": QUEUE,
+        }
+        serve = ServeProcess(env, Path(tmp) / "serve.log", workers=args.workers,
+                             threads=args.threads)
+        with serve:
+            response_url = slack.new_response_url(channel=channel, user=operator)
+            trigger_ids: list[str] = []
+            ids_lock = threading.Lock()
+
+            def slash_client() -> tuple[Callable[[int], Sample], Callable[[], None]]:
+                sender = SlackSender(f"{serve.url}/slack/events", SIGNING_SECRET,
+                                     persistent=True)
+
+                def call(i: int) -> Sample:
+                    trigger_id = new_trigger_id()
+                    with ids_lock:
+                        trigger_ids.append(trigger_id)
+                    # Ungated for every tier of the default policy: no weight above 25.
+                    service, percent = SERVICES[i % len(SERVICES)], 1 + i % 25
+                    reply = sender.slash_command(
+                        text=f"canary {service} {percent}", user_id=operator,
+                        channel_id=channel, response_url=response_url, trigger_id=trigger_id)
+                    return Sample(reply.status, reply.elapsed)
+
+                return call, sender.close
+
+            def health_client() -> tuple[Callable[[int], Sample], Callable[[], None]]:
+                client = HealthClient("127.0.0.1", serve.port)
+                return lambda _i: client.get(), client.close
+
+            pid = serve.process.pid if serve.process else None
+            floor = run_load("GET /healthz (no-op)", args.requests, args.concurrency,
+                             health_client, pid)
+            acks = run_load("/mesh canary (ack)", args.requests, args.concurrency, slash_client,
+                            pid)
+
+            connection = redis.Redis.from_url(redis_server.url)
+            queue = Queue(QUEUE, connection=connection, serializer=JSONSerializer)
+            queued = set(queue.get_job_ids())
+            length = queue.count
+            connection.close()
+
+    cores = os.cpu_count() or 0
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
+    sent = len(trigger_ids)  # the timed commands and each client's warm-up command
+    missing = sum(1 for t in trigger_ids if job_id(t) not in queued)
+    print(f"ack latency of meshbot serve: gunicorn gthread, {args.workers} worker(s) x "
+          f"{args.threads} threads; {args.requests} timed requests per endpoint from "
+          f"{args.concurrency} concurrent clients on persistent connections "
+          f"(+1 untimed warm-up each)")
+    print(f"machine: {cores} cores ({usable} usable by this process); clients, server and "
+          "stand-ins share them")
+    print(format_load(floor))
+    print(format_load(acks))
+    ratios = "     ".join(
+        f"{label} {acks.percentile_ms(q) / max(floor.percentile_ms(q), 1e-6):6.1f} x"
+        for label, q in QUANTILES)
+    print(f"  {'ratio ack / no-op':<24} {ratios}")
+    print(f"acks 200: {acks.ok}/{len(acks.samples)} timed; jobs enqueued: "
+          f"{sent - missing}/{sent} commands sent (queue {QUEUE!r} length {length})"
+          f"{'' if missing == 0 and length == sent else '  <-- MISMATCH'}")
+    p99 = acks.percentile_ms(0.99)
+    verdict = "met" if p99 < AIM_P99_MS else "NOT met"
+    print(f"aim p99 < {AIM_P99_MS:.0f} ms at {args.concurrency} concurrent: {verdict} "
+          f"(p99 {p99:.1f} ms)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""One analysis tick: every rollout whose check is due, judged with a constant number of queries.
+
+The tick reads the due rollouts from Redis, asks Prometheus once per signal for all of them,
+judges each canary against its service's SLO, applies the resulting event to the pure state
+machine inside a Redis transaction, and only then acts: shift weight, roll back, report.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bot import messages
+from jobs.context import JobContext
+from jobs.handlers.traffic import apply_weight
+from jobs.metrics_source import MetricsSource
+from jobs.promql import CanaryMetrics, CheckResult, SLOThresholds, Verdict, evaluate
+from jobs.rollout import Event, Phase, Rollout, apply
+from jobs.routes import Weights
+from meshbot.errors import MeshbotError, MetricsUnavailable
+from policies.views import ServiceView
+
+log = logging.getLogger("meshbot.analysis")
+
+EVENTS = {Verdict.PASS: Event.CHECK_PASSED, Verdict.FAIL: Event.CHECK_FAILED,
+          Verdict.NO_DATA: Event.NO_DATA}
+
+
+@dataclass
+class TickReport:
+    due: int = 0
+    queries: int = 0
+    events: dict[str, int] = field(default_factory=dict)
+    prometheus_error: str | None = None
+
+
+def thresholds(view: ServiceView) -> SLOThresholds:
+    slo = view.slo
+    return SLOThresholds(
+        success_rate=slo.success_rate, latency_p99_ms=slo.latency_p99_ms,
+        latency_p95_ms=slo.latency_p95_ms, min_request_rate=slo.min_request_rate,
+        availability=slo.availability, burn_rate_factor=slo.burn_rate.factor,
+    )
+
+
+def fetch(source: MetricsSource, rollouts: list[Rollout]) -> dict[tuple[str, str, str],
+                                                                   CanaryMetrics]:
+    watched = sorted({(r.service, r.namespace) for r in rollouts})
+    window = min(r.interval_s for r in rollouts)
+    return source.fetch(watched, window)
+
+
+def tick(ctx: JobContext, source: MetricsSource, now: float | None = None) -> TickReport:
+    now = time.time() if now is None else now
+    report = TickReport()
+    rollouts = [r for r in (ctx.store.get(s) for s in ctx.store.due(now))
+                if r is not None and r.phase.watched]
+    report.due = len(rollouts)
+    if rollouts:
+        before = source.queries_made
+        try:
+            metrics = fetch(source, rollouts)
+        except MetricsUnavailable as exc:
+            # Prometheus unreachable is no data for everyone: never healthy.
+            report.prometheus_error = exc.message
+            metrics = {}
+        report.queries = source.queries_made - before
+        for rollout in rollouts:
+            event = judge(ctx, rollout, metrics, now, report.prometheus_error)
+            if event is not None:
+                report.events[event.value] = report.events.get(event.value, 0) + 1
+    ctx.redis.set(ctx.store.keys.last_tick, str(now))
+    return report
+
+
+def judge(ctx: JobContext, rollout: Rollout,
+          metrics: dict[tuple[str, str, str], CanaryMetrics], now: float,
+          prometheus_error: str | None) -> Event | None:
+    view = ctx.policy.service(rollout.service)
+    if view is None:
+        return None
+    if prometheus_error is not None:
+        result = CheckResult(Verdict.NO_DATA, ())
+        lines = failing = [f"Prometheus unreachable: {prometheus_error}"]
+    else:
+        sample = metrics.get((rollout.service, rollout.namespace, rollout.canary_version))
+        result = evaluate(sample, thresholds(view))
+        lines = result.lines
+        failing = [c.text for c in result.checks if c.verdict is not Verdict.PASS]
+    event = EVENTS[result.verdict]
+    detail = "; ".join(lines)
+
+    def step(current: Rollout | None) -> Rollout | None:
+        if current is None or current.id != rollout.id or not current.phase.watched:
+            return None  # rolled back, paused or replaced meanwhile: leave it alone
+        moved = apply(current, event, now, detail)
+        return moved.model_copy(update={"last_values": tuple(lines)})
+
+    updated = ctx.store.update(rollout.service, step)
+    if updated is None or updated.id != rollout.id or updated.history[-1].at != now:
+        return None
+    try:
+        act(ctx, view, rollout, updated, event, lines, failing)
+    except MeshbotError as exc:
+        log.warning("acting on %s for %s failed: %s", event.value, rollout.service, exc.message,
+                    extra={"rollout_id": rollout.id, "service": rollout.service})
+    return event
+
+
+def act(ctx: JobContext, view: ServiceView, before: Rollout, after: Rollout, event: Event,
+        lines: list[str], failing: list[str]) -> None:
+    """Carry out what the transition means, and say so in the rollout's thread."""
+    say = _thread_writer(ctx, after)
+    if after.phase is Phase.ROLLED_BACK:
+        apply_rollback(ctx, view, after)
+        reason = messages.automatic_rollback(view.name, failing, after.failed_checks,
+                                             event is Event.NO_DATA)
+        say(reason)
+        channel = view.channel or after.channel
+        if channel:
+            ctx.notifier.post_root(channel, messages.rollback_alert(view.name, reason))
+    elif after.weight != before.weight:
+        apply_weight(ctx, view, after, Weights.canary_at(after.weight))
+        say(messages.step_advanced(after.step_index, len(after.steps), after.weight, lines))
+    elif after.phase is Phase.READY_TO_PROMOTE:
+        say(messages.ready_to_promote(view.name, lines))
+    elif after.phase is Phase.HOLDING and before.phase is not Phase.HOLDING:
+        say(messages.holding(failing, after.no_data_policy, after.deadline_s))
+    elif event is Event.CHECK_FAILED:
+        say(messages.check_failed(after.failed_checks, after.failure_threshold, failing))
+    _update_status(ctx, after)
+
+
+def apply_rollback(ctx: JobContext, view: ServiceView, rollout: Rollout) -> None:
+    from jobs.routes import Subsets
+    from jobs.weights import set_weights
+
+    subsets = Subsets(stable=rollout.stable_subset, canary=rollout.canary_subset)
+    set_weights(ctx.kube, view.namespace, view.virtual_services, view.name, subsets,
+                Weights(stable=100, canary=0), allow_gitops=view.gitops_allowed)
+
+
+def _thread_writer(ctx: JobContext, rollout: Rollout) -> Callable[[str], None]:
+    def say(text: str) -> None:
+        if rollout.channel and rollout.thread_ts:
+            ctx.notifier.reply(rollout.channel, rollout.thread_ts, text)
+    return say
+
+
+def _update_status(ctx: JobContext, rollout: Rollout) -> None:
+    if rollout.channel and rollout.status_ts:
+        ctx.notifier.update(rollout.channel, rollout.status_ts,
+                            "\n".join([rollout.title, *messages.rollout_lines(rollout)]))

@@ -1,0 +1,113 @@
+"""What an approval request says will change, and the facts it was made under. Reads the cluster.
+
+The facts (current weights, the service's rollout, the lock or the freeze being lifted) are read
+again when the quorum is reached: if any differs, approvers said yes to something that is no
+longer what would happen, and the request is voided instead of run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot import messages
+from jobs.context import JobContext
+from jobs.handlers.common import names, pair, subsets_of
+from jobs.locks import Locks
+from jobs.routes import Subsets, Weights, read_weights
+from jobs.weights import preflight
+from meshbot.commands import Request, Verb
+from meshbot.errors import MeshbotError, Refused
+from policies.views import ServiceView
+
+
+@dataclass(frozen=True)
+class Plan:
+    text: str
+    facts: dict[str, str]
+    thread_link: str | None = None
+
+
+def compose(ctx: JobContext, request: Request) -> Plan:
+    """The plan for ``request``; ``Refused`` when there is nothing to approve (no lock, …)."""
+    command = request.command
+    if command.verb is Verb.UNLOCK:
+        lock = Locks(ctx.redis).get(command.target or "")
+        if lock is None:
+            raise Refused(messages.not_locked(command.target or ""))
+        return Plan(messages.plan_unlock(lock.service, lock.user, lock.what, lock.since),
+                    facts_now(ctx, request))
+    if command.verb is Verb.FREEZE:
+        freeze = Locks(ctx.redis).freeze()
+        if freeze is None:
+            raise Refused(messages.no_freeze())
+        return Plan(messages.plan_freeze_off(freeze.user, freeze.since), facts_now(ctx, request))
+    view = ctx.policy.service(command.target) if command.target else None
+    if view is None:
+        return Plan(messages.plan_namespace(command), {})
+    return Plan(_service_plan(ctx, request, view), facts_now(ctx, request),
+                _thread_link(ctx, view.name))
+
+
+def _service_plan(ctx: JobContext, request: Request, view: ServiceView) -> str:
+    subsets = subsets_of(ctx, view)
+    command = request.command
+    if command.verb is Verb.CANARY and command.percent is not None:
+        target = Weights.canary_at(command.percent)
+        # Every check the change itself makes (GitOps owner, managed route, ready canary pods),
+        # so approvers are not asked for something that would be refused anyway.
+        before = preflight(ctx.kube, view.namespace, view.virtual_services, view.name, subsets,
+                           target, allow_gitops=view.gitops_allowed)
+    elif command.verb in (Verb.PROMOTE, Verb.BLUEGREEN):
+        rollout = ctx.store.get(view.name)
+        if rollout is not None and not rollout.phase.terminal:
+            subsets = Subsets(stable=rollout.stable_subset, canary=rollout.canary_subset)
+        before = _weights(ctx, view)
+        target = Weights(stable=0, canary=100)
+    else:
+        return f"`{messages.describe(command)}` on `{view.name}` ({view.namespace})"
+    return messages.plan_weights(view.name, view.namespace, pair(before), pair(target),
+                                 names(subsets))
+
+
+def _weights(ctx: JobContext, view: ServiceView) -> Weights:
+    vs_ns, _, name = view.virtual_services[0].rpartition("/")
+    vs = ctx.kube.get_virtual_service(vs_ns or view.namespace, name)
+    return read_weights(vs, view.name, view.namespace, subsets_of(ctx, view))
+
+
+def facts_now(ctx: JobContext, request: Request) -> dict[str, str]:
+    """The facts the request depends on, as they are now."""
+    command = request.command
+    target = command.target or ""
+    if command.verb is Verb.UNLOCK:
+        lock = Locks(ctx.redis).get(target)
+        held = (f"held by {messages.who(lock.user)} for `{lock.what}` since "
+                f"{messages.when(lock.since)}") if lock else "not locked"
+        return {"lock": held}
+    if command.verb is Verb.FREEZE:
+        freeze = Locks(ctx.redis).freeze()
+        return {"freeze": (f"set by {messages.who(freeze.user)} since "
+                           f"{messages.when(freeze.since)}") if freeze else "off"}
+    view = ctx.policy.service(target) if target else None
+    if view is None:
+        return {}
+    rollout = ctx.store.get(view.name)
+    if rollout is None:
+        state = "none"
+    else:
+        started = rollout.history[0].at if rollout.history else 0.0
+        # Liveness, not the exact phase: holding ↔ progressing must not void a promote.
+        phase = "in progress" if not rollout.phase.terminal else rollout.phase.value
+        state = (f"{phase}, started by {messages.who(rollout.requested_by)} "
+                 f"{messages.when(started)}")
+    return {"weights": str(_weights(ctx, view)), "rollout": state}
+
+
+def _thread_link(ctx: JobContext, service: str) -> str | None:
+    rollout = ctx.store.get(service)
+    if rollout is None or rollout.phase.terminal or not (rollout.channel and rollout.thread_ts):
+        return None
+    try:
+        return ctx.notifier.permalink(rollout.channel, rollout.thread_ts)
+    except MeshbotError:
+        return None  # the request is still worth posting without the link

@@ -1,0 +1,131 @@
+"""SLO-gated rollouts against a real Prometheus: advance on healthy checks, roll back on broken
+ones, hold without evidence, survive a worker's death."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jobs.rollout import Phase
+from playground.processes import ServeProcess
+from playground.slack_client import send_slash_command
+from tests.fixtures.live import Live, eventually
+from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh
+
+
+@pytest.fixture
+def policy_path(analysis_policy: Path) -> Path:
+    return analysis_policy
+
+
+def slash(mesh: Mesh, server: ServeProcess, text: str) -> None:
+    reply = send_slash_command(f"{server.url}/slack/events", mesh.signing_secret, text=text,
+                               user_id=OPERATOR, channel_id=CHANNEL,
+                               response_url=mesh.slack.new_response_url())
+    assert reply.status == 200, reply.body
+
+
+def thread_text(mesh: Mesh, service: str) -> str:
+    roots = [m for m in mesh.slack.roots(CHANNEL) if service in m.text]
+    return "\n".join(m.text for root in roots for m in mesh.slack.thread(CHANNEL, root.ts))
+
+
+def in_phase(live: Live, service: str, *phases: Phase) -> bool:
+    rollout = live.rollout(service)
+    return rollout is not None and rollout.phase in phases
+
+
+def rolled_back(live: Live, service: str) -> bool:
+    """The state says so and the VirtualService shows it (the weights are written second)."""
+    return in_phase(live, service, Phase.ROLLED_BACK) and \
+        live.mesh.weights(service) == {"stable": 100, "canary": 0}
+
+
+def test_healthy_rollout_walks_every_step_then_promotes(live: Live,
+                                                        server: ServeProcess) -> None:
+    mesh = live.mesh
+    slash(mesh, server, "rollout logging-service steps=10,50 interval=2s")
+    eventually(lambda: in_phase(live, "logging-service", Phase.READY_TO_PROMOTE), 40,
+               "the rollout passes both steps")
+    assert mesh.weights("logging-service") == {"stable": 50, "canary": 50}
+    text = thread_text(mesh, "logging-service")
+    assert "Step 2/2: canary now 50%" in text
+    assert "ready" in text and "success rate 100.0% ≥ 99%" in text
+
+    slash(mesh, server, "promote logging-service")
+    eventually(lambda: mesh.weights("logging-service") == {"stable": 0, "canary": 100}, 20,
+               "promote sends all traffic to the canary subset")
+    assert "Promoted" in thread_text(mesh, "logging-service")
+
+
+def test_errors_on_the_canary_roll_back_with_the_numbers(live: Live,
+                                                         server: ServeProcess) -> None:
+    mesh = live.mesh
+    live.traffic.set_profile("health-checker", subset="canary", error_rate=0.3)
+    slash(mesh, server, "canary health-checker 50")
+    eventually(lambda: rolled_back(live, "health-checker"), 40,
+               "failed checks roll the canary back")
+    assert mesh.weights("health-checker") == {"stable": 100, "canary": 0}
+    text = thread_text(mesh, "health-checker")
+    assert "Automatic rollback" in text and "after 2 failed checks" in text
+    assert "success rate" in text and "< 99%" in text
+    alerts = [m.text for m in mesh.slack.roots(CHANNEL) if "Alert" in m.text]
+    assert alerts and "health-checker" in alerts[0]
+
+
+def test_latency_on_the_canary_rolls_back(live: Live, server: ServeProcess) -> None:
+    mesh = live.mesh
+    live.traffic.set_profile("logging-service", subset="canary", latency_ms=400)
+    slash(mesh, server, "rollout logging-service steps=20,50 interval=2s")
+    eventually(lambda: rolled_back(live, "logging-service"), 40,
+               "slow canary is rolled back")
+    assert mesh.weights("logging-service") == {"stable": 100, "canary": 0}
+    assert "> 100 ms" in thread_text(mesh, "logging-service")
+
+
+def test_too_little_traffic_holds_and_never_advances(live: Live, server: ServeProcess) -> None:
+    mesh = live.mesh
+    live.traffic.control({"service": "health-checker", "namespace": "production", "rps": 4})
+    slash(mesh, server, "rollout health-checker steps=10,50 interval=2s")
+    eventually(lambda: in_phase(live, "health-checker", Phase.HOLDING), 30,
+               "a canary below min_request_rate holds")
+    assert mesh.weights("health-checker") == {"stable": 90, "canary": 10}
+    text = thread_text(mesh, "health-checker")
+    assert "Holding" in text and "req/s minimum" in text
+
+
+def test_no_data_rolls_back_after_the_deadline_when_policy_says_so(
+        live: Live, server: ServeProcess) -> None:
+    mesh = live.mesh
+    live.traffic.control({"service": "metrics-collector", "namespace": "production", "rps": 4})
+    slash(mesh, server, "canary metrics-collector 10")
+    eventually(lambda: rolled_back(live, "metrics-collector"), 40,
+               "no_data: rollback rolls back past the deadline")
+    assert mesh.weights("metrics-collector") == {"stable": 100, "canary": 0}
+    assert "no SLO evidence past the deadline" in thread_text(mesh, "metrics-collector")
+
+
+def test_prometheus_down_holds_and_never_advances(live: Live, server: ServeProcess) -> None:
+    mesh = live.mesh
+    slash(mesh, server, "rollout logging-service steps=10,50 interval=2s")
+    eventually(lambda: mesh.weights("logging-service") == {"stable": 90, "canary": 10}, 20,
+               "the first step is applied")
+    live.prometheus.stop()
+    eventually(lambda: in_phase(live, "logging-service", Phase.HOLDING), 30,
+               "Prometheus unreachable is no data: hold")
+    assert mesh.weights("logging-service") == {"stable": 90, "canary": 10}
+    assert "Prometheus unreachable" in thread_text(mesh, "logging-service")
+
+
+def test_a_killed_worker_is_replaced_and_the_rollout_resumes(live: Live,
+                                                            server: ServeProcess) -> None:
+    mesh = live.mesh
+    slash(mesh, server, "rollout logging-service steps=10,20,50 interval=2s")
+    eventually(lambda: mesh.weights("logging-service") == {"stable": 90, "canary": 10}, 20,
+               "the first step is applied")
+    live.worker.kill()
+    live.worker = live.start_worker("worker-2")
+    eventually(lambda: in_phase(live, "logging-service", Phase.READY_TO_PROMOTE), 60,
+               "the new worker takes the rollout over from Redis and finishes it")
+    assert mesh.weights("logging-service") == {"stable": 50, "canary": 50}
