@@ -60,7 +60,7 @@ class Load:
     name: str
     samples: list[Sample]
     wall_s: float
-    server_cpu_s: float | None = None  # meshbot serve's CPU during the timed requests
+    cpu_s: dict[str, float]  # CPU seconds each party used during the timed requests
 
     @property
     def ok(self) -> int:
@@ -102,7 +102,7 @@ class HealthClient:
 
 def run_load(name: str, requests: int, concurrency: int,
              make_client: Callable[[], tuple[Callable[[int], Sample], Callable[[], None]]],
-             server_pid: int | None = None) -> Load:
+             cpu_meter: Callable[[], dict[str, float]]) -> Load:
     """``requests`` calls spread over ``concurrency`` threads, each with its own client.
 
     Each thread first makes one untimed call (it opens the connection and warms the server),
@@ -133,24 +133,21 @@ def run_load(name: str, requests: int, concurrency: int,
         thread.start()
     with contextlib.suppress(threading.BrokenBarrierError):
         barrier.wait(timeout=60)  # broken when a client failed in warm-up: raised below
-    cpu_before = process_tree_cpu_s(server_pid) if server_pid else None
+    cpu_before = cpu_meter()
     started = time.perf_counter()
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - started
-    cpu_after = process_tree_cpu_s(server_pid) if server_pid else None
+    cpu_after = cpu_meter()
     if errors:
         raise RuntimeError(f"{name}: a client failed: {errors[0]!r}") from errors[0]
-    cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+    cpu = {party: cpu_after[party] - cpu_before[party]
+           for party in cpu_after.keys() & cpu_before.keys()}
     return Load(name, [s for thread_samples in samples for s in thread_samples], wall, cpu)
 
 
 def process_tree_cpu_s(pid: int) -> float | None:
-    """CPU seconds used so far by ``pid`` and its children (gunicorn's workers); Linux only.
-
-    Beside the latencies it tells work from waiting: CPU per request that approaches
-    (cores / throughput) means the server is compute-bound, not blocked on Redis.
-    """
+    """CPU seconds used so far by ``pid`` and its children (gunicorn's workers); Linux only."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
     try:
@@ -167,10 +164,16 @@ def process_tree_cpu_s(pid: int) -> float | None:
 def format_load(load: Load) -> str:
     figures = "  ".join(f"{label} {load.percentile_ms(q):6.1f} ms" for label, q in QUANTILES)
     rate = len(load.samples) / load.wall_s if load.wall_s else 0.0
-    cpu = ("" if load.server_cpu_s is None
-           else f", server CPU {1000 * load.server_cpu_s / len(load.samples):.2f} ms/req")
     return (f"  {load.name:<24} {figures}   "
-            f"({load.ok}/{len(load.samples)} x 200, {rate:.0f} req/s{cpu})")
+            f"({load.ok}/{len(load.samples)} x 200, {rate:.0f} req/s)")
+
+
+def format_cpu(load: Load) -> str:
+    """Where the machine's CPU went, per request: tells computing from waiting."""
+    per_request = "  ".join(f"{party} {1000 * seconds / len(load.samples):.2f} ms"
+                            for party, seconds in sorted(load.cpu_s.items()))
+    busy = sum(load.cpu_s.values()) / load.wall_s if load.wall_s else 0.0
+    return f"  {'':<24} CPU/request: {per_request}  ({busy:.1f} cores busy)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -234,13 +237,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 client = HealthClient("127.0.0.1", serve.port)
                 return lambda _i: client.get(), client.close
 
-            pid = serve.process.pid if serve.process else None
-            floor = run_load("GET /healthz (no-op)", args.requests, args.concurrency,
-                             health_client, pid)
-            acks = run_load("/mesh canary (ack)", args.requests, args.concurrency, slash_client,
-                            pid)
-
             connection = redis.Redis.from_url(redis_server.url)
+            server_pid = serve.process.pid if serve.process else 0
+
+            def cpu_meter() -> dict[str, float]:
+                # The server, this process (the load generator and the idle stand-ins) and
+                # Redis: if they add up to every core, the run is compute-bound.
+                info = connection.info("cpu")
+                used = {"load generator": time.process_time(),
+                        "redis": float(info["used_cpu_sys"]) + float(info["used_cpu_user"])}
+                server = process_tree_cpu_s(server_pid)
+                return used if server is None else {**used, "meshbot serve": server}
+
+            floor = run_load("GET /healthz (no-op)", args.requests, args.concurrency,
+                             health_client, cpu_meter)
+            acks = run_load("/mesh canary (ack)", args.requests, args.concurrency, slash_client,
+                            cpu_meter)
+
             queue = Queue(QUEUE, connection=connection, serializer=JSONSerializer)
             queued = set(queue.get_job_ids())
             length = queue.count
@@ -257,7 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"machine: {cores} cores ({usable} usable by this process); clients, server and "
           "stand-ins share them")
     print(format_load(floor))
+    print(format_cpu(floor))
     print(format_load(acks))
+    print(format_cpu(acks))
     ratios = "     ".join(
         f"{label} {acks.percentile_ms(q) / max(floor.percentile_ms(q), 1e-6):6.1f} x"
         for label, q in QUANTILES)

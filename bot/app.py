@@ -53,7 +53,38 @@ def create_app(ctx: BotContext) -> App:
     def on_mesh(ack: Ack, body: dict[str, Any]) -> None:
         ack(response_type="ephemeral", text=handle_command(ctx, body))
 
+    # Events are acked by Bolt at once; counting runs right after (Redis only, fast).
+    @app.event("reaction_added")
+    def on_reaction_added(body: dict[str, Any]) -> None:
+        handle_reaction(ctx, body)
+
+    @app.event("reaction_removed")
+    def on_reaction_removed(body: dict[str, Any]) -> None:
+        handle_reaction(ctx, body)
+
     return app
+
+
+def handle_reaction(ctx: BotContext, body: dict[str, Any]) -> str:
+    """Count a reaction on an approval request; what it did (``jobs.api.Verdict``)."""
+    event = body.get("event") or {}
+    item = event.get("item") or {}
+    if item.get("type") != "message":
+        return api.Verdict.NOT_A_REQUEST.value  # reactions on files and the like
+    reaction = api.Reaction(
+        # Slack re-delivers an event with the same event_id (X-Slack-Retry-Num): counted once.
+        event_id=str(body.get("event_id") or ""),
+        added=event.get("type") == "reaction_added",
+        user=str(event.get("user", "")),
+        emoji=str(event.get("reaction", "")),
+        channel=str(item.get("channel", "")),
+        ts=str(item.get("ts", "")),
+    )
+    verdict = api.react(ctx.redis, reaction, policy=ctx.policy, groups_of=ctx.groups.groups_of,
+                        queue=ctx.settings.queue_name)
+    log.info("reaction :%s: by %s on %s/%s: %s", reaction.emoji, reaction.user,
+             reaction.channel, reaction.ts, verdict.value)
+    return verdict.value
 
 
 def handle_command(ctx: BotContext, body: dict[str, Any]) -> str:

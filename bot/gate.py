@@ -43,7 +43,8 @@ def gate(policy: Policy, text: str, *, user: str, channel: str,
         usages = {verb.value: f"/mesh {usage}" for verb, usage in USAGE.items()}
         return Outcome(reply=messages.help_text(verbs, usages), command=command)
     decision = decide(policy, verb=command.verb.value, target=command.target, user=user,
-                      user_groups=user_groups, channel=channel, percent=command.percent)
+                      user_groups=user_groups, channel=channel, percent=command.percent,
+                      switch=command.switch)  # `freeze off` needs approval, `on` does not
     if isinstance(decision, Deny):
         return Outcome(reply=messages.refused(decision.reason), command=command,
                        refusal=decision.reason)

@@ -70,7 +70,8 @@ def parse_duration(text: str) -> float:
     """``30s``, ``1m``, ``1.5h``, ``500ms`` → seconds."""
     match = DURATION.fullmatch(text.strip())
     if match is None:
-        raise GrammarError(f"`{text}` is not a duration; expected a number and a unit, e.g. 30s or 2m")
+        raise GrammarError(
+            f"`{text}` is not a duration; expected a number and a unit, e.g. 30s or 2m")
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
@@ -176,7 +177,8 @@ def _audit(verb: Verb, target: str | None, positional: list[str],
     if positional:
         word = positional.pop(0)
         if not re.fullmatch(r"[0-9]{1,3}", word) or not 1 <= int(word) <= 100:
-            raise GrammarError(f"`{word}` is not a count; expected 1 to 100. Usage: `{usage(verb)}`")
+            raise GrammarError(
+                f"`{word}` is not a count; expected 1 to 100. Usage: `{usage(verb)}`")
         count = int(word)
     _reject_extra(verb, positional, options)
     return Command(verb=verb, target=target, options={"n": str(count)})

@@ -196,6 +196,12 @@ def holding(failing: Sequence[str], policy: str, deadline_s: float) -> str:
             f"after {deadline_s:g}s without data meshbot will {then}.")
 
 
+def holding_too_long(service: str, deadline_s: float, failing: Sequence[str]) -> str:
+    return (f":rotating_light: *Alert* `{service}` has held for more than {deadline_s:g}s without "
+            f"SLO evidence ({_values(failing)}). Check its traffic and Prometheus, then "
+            f"`/mesh rollback {service}` or `/mesh resume {service}`.")
+
+
 def check_failed(failed: int, threshold: int, failing: Sequence[str]) -> str:
     return (f":warning: Check failed ({failed}/{threshold} before automatic rollback): "
             f"{_values(failing)}")

@@ -128,9 +128,25 @@ def act(ctx: JobContext, view: ServiceView, before: Rollout, after: Rollout, eve
         say(messages.ready_to_promote(view.name, lines))
     elif after.phase is Phase.HOLDING and before.phase is not Phase.HOLDING:
         say(messages.holding(failing, after.no_data_policy, after.deadline_s))
+    elif after.phase is Phase.HOLDING and _past_deadline(after) and _first_alert(ctx, after):
+        # no_data: hold keeps holding past the deadline, but people must hear about it once.
+        text = messages.holding_too_long(view.name, after.deadline_s, failing)
+        say(text)
+        channel = view.channel or after.channel
+        if channel:
+            ctx.notifier.post_root(channel, text)
     elif event is Event.CHECK_FAILED:
         say(messages.check_failed(after.failed_checks, after.failure_threshold, failing))
     _update_status(ctx, after)
+
+
+def _past_deadline(rollout: Rollout) -> bool:
+    since = rollout.holding_since
+    return since is not None and rollout.history[-1].at - since >= rollout.deadline_s
+
+
+def _first_alert(ctx: JobContext, rollout: Rollout) -> bool:
+    return bool(ctx.redis.set(f"meshbot:hold-alert:{rollout.id}", "1", nx=True, ex=86400))
 
 
 def apply_rollback(ctx: JobContext, view: ServiceView, rollout: Rollout) -> None:

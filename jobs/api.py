@@ -8,14 +8,21 @@ it is in Redis before the bot acks, so an acked command is never lost.
 from __future__ import annotations
 
 import hashlib
+import time
 
 import redis
 from rq import Queue, Retry
 from rq.serializers import JSONSerializer
 
+# Re-exported: the bot reaches jobs only through this module.
+from jobs.approval_rules import Reaction as Reaction
+from jobs.approval_rules import Verdict as Verdict
+from jobs.approvals import GroupsOf
+from jobs.approvals import react as _react
 from jobs.audit import AuditEntry, AuditLog
 from jobs.keys import Keys
 from meshbot.commands import Request, Verb
+from policies.policy import Policy
 
 TASK = "jobs.tasks.handle_request"
 DEDUPE_TTL_S = 24 * 3600
@@ -68,3 +75,11 @@ def record_refusal(
             detail=reason,
         )
     )
+
+
+def react(client: redis.Redis, reaction: Reaction, *, policy: Policy, groups_of: GroupsOf,
+          queue: str = "meshbot", now: float | None = None) -> Verdict:
+    """Count a reaction on an approval request (``jobs.approvals``); a reaction on any other
+    message is ignored. Idempotent per ``reaction.event_id``; enqueues the work at quorum."""
+    return _react(client, reaction, policy=policy, groups_of=groups_of, queue=queue,
+                  now=time.time() if now is None else now)

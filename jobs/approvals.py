@@ -104,7 +104,12 @@ class ApprovalStore:
         """(channel, ts) of open approvals whose expiry has come."""
         members = self.client.zrangebyscore(self.keys.approvals_open, "-inf", now,
                                             start=0, num=limit)
-        return [tuple(_text(m).split(" ", 1)) for m in members]  # type: ignore[misc]
+        found = []
+        for member in members:
+            text = member.decode() if isinstance(member, bytes) else str(member)
+            channel, _, ts = text.partition(" ")
+            found.append((channel, ts))
+        return found
 
     def open_count(self) -> int:
         return int(self.client.zcard(self.keys.approvals_open))

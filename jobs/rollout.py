@@ -125,15 +125,9 @@ _ALLOWED: dict[Event, frozenset[Phase]] = {
         }
     ),
     Event.ROLLBACK: frozenset(set(Phase) - {Phase.ROLLED_BACK}),
-    Event.PROMOTE: frozenset(
-        {
-            Phase.READY_TO_PROMOTE,
-            Phase.PROGRESSING,
-            Phase.HOLDING,
-            Phase.PAUSED,
-            Phase.AWAITING_APPROVAL,
-        }
-    ),
+    # From progressing only a fixed canary whose last check passed (see ``apply``): no
+    # promotion without SLO evidence.
+    Event.PROMOTE: frozenset({Phase.READY_TO_PROMOTE, Phase.PROGRESSING}),
 }
 
 

@@ -74,7 +74,8 @@ def handle_request(payload: dict[str, Any]) -> str:
     except Exception as exc:
         # A bug, not a state of the world: say so rather than leave the caller waiting.
         log.exception("unexpected error in %s", request.id, extra=extra)
-        _tell(ctx, request, messages.failed(request.command, f"internal error ({type(exc).__name__})"))
+        reason = f"internal error ({type(exc).__name__})"
+        _tell(ctx, request, messages.failed(request.command, reason))
         record(ctx, request, "failed", detail=repr(exc))
         return "failed"
 

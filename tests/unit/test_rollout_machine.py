@@ -458,3 +458,28 @@ def test_rollout_is_frozen_and_apply_returns_a_new_value() -> None:
 def test_rollout_round_trips_through_json() -> None:
     rollout = run(new(), Event.CHECK_PASSED, Event.NO_DATA, Event.PAUSE)
     assert Rollout.model_validate_json(rollout.model_dump_json()) == rollout
+
+
+# ------------------------------------------------------------- no promotion without evidence
+
+
+@pytest.mark.parametrize("phase", [Phase.HOLDING, Phase.PAUSED, Phase.AWAITING_APPROVAL])
+def test_promote_is_refused_without_slo_evidence(phase: Phase) -> None:
+    with pytest.raises(Refused):
+        apply(at(phase), Event.PROMOTE, T0)
+
+
+def test_a_progressing_rollout_cannot_be_promoted_before_its_last_step() -> None:
+    with pytest.raises(Refused, match="no SLO evidence"):
+        apply(new(), Event.PROMOTE, T0)
+
+
+def test_a_fixed_canary_is_promoted_only_after_a_passed_check() -> None:
+    canary = new((10,), fixed=True)
+    with pytest.raises(Refused, match="no SLO evidence"):
+        apply(canary, Event.PROMOTE, T0)
+    checked = apply(canary, Event.CHECK_PASSED, T0 + 1)
+    assert apply(checked, Event.PROMOTE, T0 + 2).phase is Phase.PROMOTED
+    failing = apply(checked, Event.CHECK_FAILED, T0 + 3)
+    with pytest.raises(Refused):
+        apply(failing, Event.PROMOTE, T0 + 4)
