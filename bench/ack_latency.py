@@ -146,6 +146,47 @@ def run_load(name: str, requests: int, concurrency: int,
     return Load(name, [s for thread_samples in samples for s in thread_samples], wall, cpu)
 
 
+def run_bursts(name: str, requests: int, concurrency: int,
+               make_client: Callable[[], tuple[Callable[[int], Sample], Callable[[], None]]],
+               cpu_meter: Callable[[], dict[str, float]]) -> Load:
+    """Rounds of ``concurrency`` requests sent at the same instant, one per client, the next
+    round only after the whole previous one was answered: N concurrent slash commands, as a
+    channel's worth of people would send them, rather than a sustained closed loop."""
+    rounds = max(1, requests // concurrency)
+    samples: list[list[Sample]] = [[] for _ in range(concurrency)]
+    barrier = threading.Barrier(concurrency)
+    errors: list[BaseException] = []
+
+    def client_thread(index: int) -> None:
+        call, close = make_client()
+        try:
+            call(-1 - index)  # warm-up, not counted
+            for round_ in range(rounds):
+                barrier.wait(timeout=60)
+                samples[index].append(call(round_ * concurrency + index))
+        except BaseException as exc:  # reported by the caller; a thread cannot raise to it
+            errors.append(exc)
+            barrier.abort()
+        finally:
+            close()
+
+    threads = [threading.Thread(target=client_thread, args=(i,), name=f"{name}-{i}")
+               for i in range(concurrency)]
+    cpu_before = cpu_meter()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    cpu_after = cpu_meter()
+    if errors:
+        raise RuntimeError(f"{name}: a client failed: {errors[0]!r}") from errors[0]
+    cpu = {party: cpu_after[party] - cpu_before[party]
+           for party in cpu_after.keys() & cpu_before.keys()}
+    return Load(name, [s for thread_samples in samples for s in thread_samples], wall, cpu)
+
+
 def process_tree_cpu_s(pid: int) -> float | None:
     """CPU seconds used so far by ``pid`` and its children (gunicorn's workers); Linux only."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -249,10 +290,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 server = process_tree_cpu_s(server_pid)
                 return used if server is None else {**used, "meshbot serve": server}
 
-            floor = run_load("GET /healthz (no-op)", args.requests, args.concurrency,
-                             health_client, cpu_meter)
-            acks = run_load("/mesh canary (ack)", args.requests, args.concurrency, slash_client,
-                            cpu_meter)
+            floor = run_bursts("GET /healthz (no-op)", args.requests, args.concurrency,
+                               health_client, cpu_meter)
+            acks = run_bursts("/mesh canary (ack)", args.requests, args.concurrency,
+                              slash_client, cpu_meter)
+            sustained_floor = run_load("GET /healthz, sustained", args.requests,
+                                       args.concurrency, health_client, cpu_meter)
+            sustained = run_load("/mesh canary, sustained", args.requests, args.concurrency,
+                                 slash_client, cpu_meter)
 
             queue = Queue(QUEUE, connection=connection, serializer=JSONSerializer)
             queued = set(queue.get_job_ids())
@@ -265,8 +310,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     missing = sum(1 for t in trigger_ids if job_id(t) not in queued)
     print(f"ack latency of meshbot serve: gunicorn gthread, {args.workers} worker(s) x "
           f"{args.threads} threads; {args.requests} timed requests per endpoint from "
-          f"{args.concurrency} concurrent clients on persistent connections "
-          f"(+1 untimed warm-up each)")
+          f"{args.concurrency} concurrent clients on persistent connections, sent in bursts "
+          f"of {args.concurrency} at once (+1 untimed warm-up each)")
     print(f"machine: {cores} cores ({usable} usable by this process); clients, server and "
           "stand-ins share them")
     print(format_load(floor))
@@ -277,6 +322,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{label} {acks.percentile_ms(q) / max(floor.percentile_ms(q), 1e-6):6.1f} x"
         for label, q in QUANTILES)
     print(f"  {'ratio ack / no-op':<24} {ratios}")
+    print(f"closed loop for comparison (each client sends its next request as soon as it is "
+          f"answered: a sustained {args.concurrency}-deep load, not a burst):")
+    print(format_load(sustained_floor))
+    print(format_load(sustained))
     print(f"acks 200: {acks.ok}/{len(acks.samples)} timed; jobs enqueued: "
           f"{sent - missing}/{sent} commands sent (queue {QUEUE!r} length {length})"
           f"{'' if missing == 0 and length == sent else '  <-- MISMATCH'}")

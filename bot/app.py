@@ -19,6 +19,7 @@ from bot import messages
 from bot.gate import gate, policy_groups
 from bot.groups import GroupResolver
 from jobs import api
+from meshbot import metrics
 from meshbot.commands import Command, Request, Verb
 from meshbot.settings import Settings
 from policies.policy import Policy
@@ -44,8 +45,9 @@ def create_app(ctx: BotContext) -> App:
         signing_secret=ctx.settings.slack_signing_secret.get_secret_value(),
         client=web_client(ctx.settings),
         token_verification_enabled=False,
-        # Bolt answers Slack's retries itself unless told otherwise; we dedupe by trigger_id.
-        process_before_response=False,
+        # The listener enqueues (milliseconds) and returns; running it on the request thread
+        # avoids Bolt's small listener pool and its 10 ms ack polling.
+        process_before_response=True,
         raise_error_for_unhandled_request=False,
     )
 
@@ -84,6 +86,7 @@ def handle_reaction(ctx: BotContext, body: dict[str, Any]) -> str:
                         queue=ctx.settings.queue_name)
     log.info("reaction :%s: by %s on %s/%s: %s", reaction.emoji, reaction.user,
              reaction.channel, reaction.ts, verdict.value)
+    metrics.approval(verdict.value)
     return verdict.value
 
 
@@ -105,12 +108,17 @@ def handle_command(ctx: BotContext, body: dict[str, Any]) -> str:
         approvals_required=outcome.approvals_required,
         eligible_approvers=outcome.approvers,
     )
+    verb = outcome.command.verb.value if outcome.command else "invalid"  # for the metrics
     if outcome.refusal is not None:
         log.info("refused %s from %s: %s", body.get("text"), user, outcome.refusal)
         api.record_refusal(ctx.redis, request, outcome.refusal)
+        metrics.command(verb, "refused")
         return outcome.reply
     if not outcome.submit or outcome.command is None:
+        metrics.command(verb, "done")  # answered here (help)
         return outcome.reply
     if not api.submit(ctx.redis, request, queue=ctx.settings.queue_name):
+        metrics.command(verb, "duplicate")
         return messages.duplicate(outcome.command)
+    metrics.command(verb, "accepted")
     return outcome.reply

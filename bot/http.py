@@ -11,8 +11,11 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import redis
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from slack_bolt.adapter.wsgi import SlackRequestHandler
+
+from jobs import api
+from meshbot import metrics
+from meshbot.health_server import readiness
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIEnvironment
@@ -29,9 +32,11 @@ def _respond(start_response: StartResponse, status: str, body: bytes,
 
 class MeshbotWSGI:
     def __init__(self, slack: SlackRequestHandler, redis_client: redis.Redis,
-                 extra: dict[tuple[str, str], Handler] | None = None) -> None:
+                 extra: dict[tuple[str, str], Handler] | None = None,
+                 queue: str = "meshbot") -> None:
         self.slack = slack
         self.redis = redis_client
+        self.queue = queue
         self.extra = extra or {}
 
     def __call__(self, environ: WSGIEnvironment,
@@ -45,24 +50,14 @@ class MeshbotWSGI:
         if path == "/readyz" and method == "GET":
             return self.readyz(start_response)
         if path == "/metrics" and method == "GET":
-            return _respond(start_response, "200 OK", generate_latest(), CONTENT_TYPE_LATEST)
+            body, content_type = metrics.render(lambda: api.read_state(self.redis, self.queue))
+            return _respond(start_response, "200 OK", body, content_type)
         handler = self.extra.get((method, path))
         if handler is not None:
             return handler(environ, start_response)
         return _respond(start_response, "404 Not Found", b'{"error": "not found"}')
 
     def readyz(self, start_response: StartResponse) -> list[bytes]:
-        report: dict[str, object] = {}
-        try:
-            self.redis.ping()
-            info = self.redis.info("persistence")
-            report["redis"] = "ok"
-            if not int(info.get("aof_enabled", 0)):
-                # Approvals, audit and backups live in Redis: without AOF a restart loses them.
-                report["warning"] = "Redis persistence (AOF) is off: approvals and audit " \
-                                    "would not survive a Redis restart"
-        except redis.RedisError as exc:
-            report["redis"] = f"unreachable: {exc}"
-            return _respond(start_response, "503 Service Unavailable",
-                            json.dumps(report).encode())
-        return _respond(start_response, "200 OK", json.dumps(report).encode())
+        ready, report = readiness(self.redis)
+        status = "200 OK" if ready else "503 Service Unavailable"
+        return _respond(start_response, status, json.dumps(report).encode())

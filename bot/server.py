@@ -1,28 +1,28 @@
-"""``meshbot serve``: the WSGI app behind gunicorn (threaded workers), not Bolt's dev server."""
+"""``meshbot serve``: the WSGI app behind gunicorn (threaded workers), not Bolt's dev server.
+
+The app is imported only inside ``load`` (in each worker): prometheus_client must not be imported
+before ``serve`` has set up the metric files the workers share (``meshbot.multiproc``).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import redis
 from gunicorn.app.base import BaseApplication
-from slack_bolt.adapter.wsgi import SlackRequestHandler
 
-from bot.app import BotContext, create_app, web_client
-from bot.groups import GroupResolver
-from bot.http import MeshbotWSGI
 from meshbot.logs import configure_logging
+from meshbot.multiproc import use_shared_metric_files
 from meshbot.settings import Settings
 from policies.loader import load_policy_file
 
+if TYPE_CHECKING:
+    from bot.http import MeshbotWSGI
+
 
 def build_wsgi(settings: Settings) -> MeshbotWSGI:
-    policy = load_policy_file(settings.policy_path)
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5,
-                                  health_check_interval=30)
-    ctx = BotContext(settings=settings, policy=policy, redis=client,
-                     groups=GroupResolver(web_client(settings)))
-    return MeshbotWSGI(SlackRequestHandler(create_app(ctx)), client)
+    from bot.assembly import build_wsgi as assemble
+
+    return assemble(settings)
 
 
 class _Gunicorn(BaseApplication):  # type: ignore[misc]
@@ -43,7 +43,9 @@ def serve(*, host: str, port: int, workers: int, threads: int) -> None:
     settings = Settings()
     configure_logging()
     load_policy_file(settings.policy_path)  # fail fast, before forking, on a bad policy
+    metric_files = use_shared_metric_files()  # /metrics counts every worker process
     _Gunicorn({
+        "on_exit": lambda _arbiter: metric_files.remove(),
         "bind": f"{host}:{port}",
         "workers": workers,
         "threads": threads,

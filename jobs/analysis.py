@@ -19,6 +19,7 @@ from jobs.metrics_source import MetricsSource
 from jobs.promql import CanaryMetrics, CheckResult, SLOThresholds, Verdict, evaluate
 from jobs.rollout import Event, Phase, Rollout, apply
 from jobs.routes import Weights
+from meshbot import metrics
 from meshbot.errors import MeshbotError, MetricsUnavailable
 from policies.views import ServiceView
 
@@ -52,6 +53,7 @@ def fetch(source: MetricsSource, rollouts: list[Rollout]) -> dict[tuple[str, str
     return source.fetch(watched, window)
 
 
+@metrics.timed_tick  # ticks, their duration, meshbot_last_tick_timestamp
 def tick(ctx: JobContext, source: MetricsSource, now: float | None = None) -> TickReport:
     now = time.time() if now is None else now
     report = TickReport()
@@ -101,6 +103,8 @@ def judge(ctx: JobContext, rollout: Rollout,
     updated = ctx.store.update(rollout.service, step)
     if updated is None or updated.id != rollout.id or updated.history[-1].at != now:
         return None
+    log.info("%s: %s → %s (%s)", rollout.service, event.value, updated.phase.value, detail,
+             extra={"rollout_id": rollout.id, "service": rollout.service})
     try:
         act(ctx, view, rollout, updated, event, lines, failing)
     except MeshbotError as exc:
@@ -115,6 +119,7 @@ def act(ctx: JobContext, view: ServiceView, before: Rollout, after: Rollout, eve
     say = _thread_writer(ctx, after)
     if after.phase is Phase.ROLLED_BACK:
         apply_rollback(ctx, view, after)
+        metrics.rollback("automatic")
         reason = messages.automatic_rollback(view.name, failing, after.failed_checks,
                                              event is Event.NO_DATA)
         say(reason)

@@ -20,8 +20,10 @@ from jobs.approval_rules import Verdict as Verdict
 from jobs.approvals import GroupsOf
 from jobs.approvals import react as _react
 from jobs.audit import AuditEntry, AuditLog
+from jobs.gauges import read_state as _read_state
 from jobs.keys import Keys
 from meshbot.commands import Request, Verb
+from meshbot.metrics import StateSample
 from policies.policy import Policy
 
 TASK = "jobs.tasks.handle_request"
@@ -35,6 +37,11 @@ RETRY = Retry(max=5, interval=[1, 2, 4, 8, 16])
 def queue_names(base: str) -> list[str]:
     """Queues a worker listens on, most urgent first."""
     return [base + URGENT_SUFFIX, base]
+
+
+def read_state(client: redis.Redis, queue: str = "meshbot") -> StateSample | None:
+    """Queue depth and rollouts by phase for /metrics; None while Redis does not answer."""
+    return _read_state(client, queue_names(queue))
 
 
 def job_id(request_id: str) -> str:

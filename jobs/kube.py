@@ -38,6 +38,7 @@ GITOPS_MARKERS = {
     "kustomize.toolkit.fluxcd.io/name": "Flux",
 }
 DEFAULT_TIMEOUT = (2.0, 5.0)  # (connect, read) seconds
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # the pod-template stamp of a restart
 
 
 def gitops_owner(obj: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -100,7 +101,11 @@ class KubeClient:
         self._api_client = api_client
         self._custom = client.CustomObjectsApi(api_client)
         self._core = client.CoreV1Api(api_client)
+        self._apps = client.AppsV1Api(api_client)
+        self._policy = client.PolicyV1Api(api_client)
+        self._autoscaling = client.AutoscalingV2Api(api_client)
         self._networking = settings.networking_group_version
+        self._security = settings.security_group_version
         self._timeout = timeout
 
     @classmethod
@@ -157,6 +162,94 @@ class KubeClient:
             )
         return cast(Obj, result)
 
+    # --- runbook: routing, sidecars, mTLS ---
+    # Each write is a JSON merge patch of only the fields meshbot owns, conditional on the
+    # resourceVersion that was read (409 → MeshConflict), so nothing else is overwritten.
+
+    def patch_destination_rule_tls_mode(
+        self, namespace: str, name: str, mode: str, resource_version: str
+    ) -> Obj:
+        """Set ``spec.trafficPolicy.tls.mode`` and nothing else (merge patch merges the rest)."""
+        group, version = self._networking
+        body = {
+            "metadata": {"resourceVersion": resource_version},
+            "spec": {"trafficPolicy": {"tls": {"mode": mode}}},
+        }
+        with _translated(f"DestinationRule {namespace}/{name}"):
+            result = self._custom.patch_namespaced_custom_object(
+                group, version, namespace, "destinationrules", name, body,
+                _content_type="application/merge-patch+json", _request_timeout=self._timeout,
+            )
+        return cast(Obj, result)
+
+    def get_peer_authentication(self, namespace: str, name: str) -> Obj:
+        group, version = self._security
+        with _translated(f"PeerAuthentication {namespace}/{name}"):
+            result = self._custom.get_namespaced_custom_object(
+                group, version, namespace, "peerauthentications", name,
+                _request_timeout=self._timeout,
+            )
+        return cast(Obj, result)
+
+    def create_peer_authentication(self, namespace: str, name: str, mode: str) -> Obj:
+        """A namespace-wide PeerAuthentication (no selector) with ``spec.mtls.mode``."""
+        group, version = self._security
+        body = {
+            "apiVersion": f"{group}/{version}",
+            "kind": "PeerAuthentication",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"mtls": {"mode": mode}},
+        }
+        with _translated(f"PeerAuthentication {namespace}/{name}"):
+            result = self._custom.create_namespaced_custom_object(
+                group, version, namespace, "peerauthentications", body,
+                _request_timeout=self._timeout,
+            )
+        return cast(Obj, result)
+
+    def set_peer_authentication_mode(
+        self, namespace: str, name: str, mode: str, resource_version: str
+    ) -> Obj:
+        """Set ``spec.mtls.mode`` only (a selector or port-level settings stay as found)."""
+        group, version = self._security
+        body = {
+            "metadata": {"resourceVersion": resource_version},
+            "spec": {"mtls": {"mode": mode}},
+        }
+        with _translated(f"PeerAuthentication {namespace}/{name}"):
+            result = self._custom.patch_namespaced_custom_object(
+                group, version, namespace, "peerauthentications", name, body,
+                _content_type="application/merge-patch+json", _request_timeout=self._timeout,
+            )
+        return cast(Obj, result)
+
+    def find_deployments(self, namespace: str, labels: Mapping[str, str]) -> list[Obj]:
+        """Deployments whose own labels match all ``labels`` (a label selector)."""
+        selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+        with _translated(f"Deployments {selector} in namespace {namespace}"):
+            listing = self._apps.list_namespaced_deployment(
+                namespace, label_selector=selector, _request_timeout=self._timeout
+            )
+        return [
+            cast(Obj, self._api_client.sanitize_for_serialization(item))  # type: ignore[no-untyped-call]
+            for item in listing.items
+        ]
+
+    def annotate_pod_template(
+        self, namespace: str, name: str, annotations: Mapping[str, str], resource_version: str
+    ) -> Obj:
+        """Set pod-template annotations; a changed template is what rolls the pods."""
+        body = {
+            "metadata": {"resourceVersion": resource_version},
+            "spec": {"template": {"metadata": {"annotations": dict(annotations)}}},
+        }
+        with _translated(f"Deployment {namespace}/{name}"):
+            result = self._apps.patch_namespaced_deployment(
+                name, namespace, body, _content_type="application/merge-patch+json",
+                _request_timeout=self._timeout,
+            )
+        return cast(Obj, self._api_client.sanitize_for_serialization(result))  # type: ignore[no-untyped-call]
+
     # --- workloads (core/v1) ---
 
     def count_ready_pods(self, namespace: str, labels: Mapping[str, str]) -> int:
@@ -183,6 +276,124 @@ class KubeClient:
                 group, version, namespace, plural, name, _request_timeout=self._timeout
             )
         return cast(Obj, result)
+
+    # --- runbook: backup, restore, emergency, readiness ---
+    # Plain dicts in and out (the API's own JSON shape), so jobs compare and store them as-is.
+
+    def list_custom(self, group: str, version: str, plural: str, namespace: str) -> list[Obj]:
+        """Objects of one Istio kind in ``namespace``; [] when the API does not serve the kind
+        (its CRD is not installed: then there is nothing of it to back up or restore)."""
+        try:
+            with _translated(f"{plural}.{group} in namespace {namespace}"):
+                listing = self._custom.list_namespaced_custom_object(
+                    group, version, namespace, plural, _request_timeout=self._timeout
+                )
+        except MeshNotFound:
+            return []
+        return list(cast(Obj, listing).get("items") or [])
+
+    def create_custom(self, group: str, version: str, plural: str, namespace: str,
+                      body: Obj) -> Obj:
+        name = (body.get("metadata") or {}).get("name")
+        with _translated(f"{plural}.{group} {namespace}/{name}"):
+            result = self._custom.create_namespaced_custom_object(
+                group, version, namespace, plural, body, _request_timeout=self._timeout
+            )
+        return cast(Obj, result)
+
+    def replace_custom(self, group: str, version: str, plural: str, namespace: str, name: str,
+                       body: Obj) -> Obj:
+        """PUT the whole object; conditional on ``body``'s metadata.resourceVersion (409)."""
+        with _translated(f"{plural}.{group} {namespace}/{name}"):
+            result = self._custom.replace_namespaced_custom_object(
+                group, version, namespace, plural, name, body, _request_timeout=self._timeout
+            )
+        return cast(Obj, result)
+
+    def patch_custom(self, group: str, version: str, plural: str, namespace: str, name: str,
+                     patch: Obj) -> Obj:
+        """JSON merge patch (null deletes a key)."""
+        with _translated(f"{plural}.{group} {namespace}/{name}"):
+            result = self._custom.patch_namespaced_custom_object(
+                group, version, namespace, plural, name, patch,
+                _content_type="application/merge-patch+json", _request_timeout=self._timeout,
+            )
+        return cast(Obj, result)
+
+    def delete_custom(self, group: str, version: str, plural: str, namespace: str,
+                      name: str) -> None:
+        with _translated(f"{plural}.{group} {namespace}/{name}"):
+            self._custom.delete_namespaced_custom_object(
+                group, version, namespace, plural, name, _request_timeout=self._timeout
+            )
+
+    def get_namespace(self, name: str) -> Obj:
+        with _translated(f"namespace {name}"):
+            return self._dict(self._core.read_namespace(name, _request_timeout=self._timeout))
+
+    def patch_namespace_labels(self, name: str, labels: Mapping[str, str | None],
+                               resource_version: str) -> Obj:
+        """Set labels (None removes one), only if the namespace is still at
+        ``resource_version`` (409 otherwise)."""
+        body = {"metadata": {"resourceVersion": resource_version, "labels": dict(labels)}}
+        with _translated(f"namespace {name}"):
+            return self._dict(self._core.patch_namespace(
+                name, body, _content_type="application/merge-patch+json",
+                _request_timeout=self._timeout,
+            ))
+
+    def list_deployments(self, namespace: str) -> list[Obj]:
+        with _translated(f"Deployments in namespace {namespace}"):
+            listing = self._apps.list_namespaced_deployment(
+                namespace, _request_timeout=self._timeout
+            )
+        return [self._dict(item) for item in listing.items]
+
+    def get_deployment(self, namespace: str, name: str) -> Obj:
+        with _translated(f"Deployment {namespace}/{name}"):
+            return self._dict(self._apps.read_namespaced_deployment(
+                name, namespace, _request_timeout=self._timeout
+            ))
+
+    def restart_deployment(self, namespace: str, name: str, at: str) -> Obj:
+        """What ``kubectl rollout restart`` does: stamp the pod template, which rolls the pods.
+        The same ``at`` twice is one restart (a retried job does not restart again)."""
+        body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: at}}}}}
+        with _translated(f"Deployment {namespace}/{name}"):
+            return self._dict(self._apps.patch_namespaced_deployment(
+                name, namespace, body, _content_type="application/merge-patch+json",
+                _request_timeout=self._timeout,
+            ))
+
+    def list_pod_disruption_budgets(self, namespace: str) -> list[Obj]:
+        with _translated(f"PodDisruptionBudgets in namespace {namespace}"):
+            listing = self._policy.list_namespaced_pod_disruption_budget(
+                namespace, _request_timeout=self._timeout
+            )
+        return [self._dict(item) for item in listing.items]
+
+    def list_horizontal_pod_autoscalers(self, namespace: str) -> list[Obj]:
+        with _translated(f"HorizontalPodAutoscalers in namespace {namespace}"):
+            listing = self._autoscaling.list_namespaced_horizontal_pod_autoscaler(
+                namespace, _request_timeout=self._timeout
+            )
+        return [self._dict(item) for item in listing.items]
+
+    def list_pods(self, namespace: str, labels: Mapping[str, str]) -> list[Obj]:
+        selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+        with _translated(f"pods {selector} in namespace {namespace}"):
+            listing = self._core.list_namespaced_pod(
+                namespace, label_selector=selector, _request_timeout=self._timeout
+            )
+        return [self._dict(item) for item in listing.items]
+
+    def list_nodes(self) -> list[Obj]:
+        with _translated("nodes"):
+            listing = self._core.list_node(_request_timeout=self._timeout)
+        return [self._dict(item) for item in listing.items]
+
+    def _dict(self, model: object) -> Obj:
+        return cast(Obj, self._api_client.sanitize_for_serialization(model))  # type: ignore[no-untyped-call]
 
 
 @contextmanager

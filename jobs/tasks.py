@@ -16,7 +16,11 @@ from bot import messages
 from jobs import context
 from jobs.context import JobContext
 from jobs.handlers import admin, approvals, traffic
+from jobs.handlers import backup as backups
 from jobs.handlers.common import record
+from jobs.handlers.emergency import emergency
+from jobs.handlers.readiness import readiness
+from meshbot import metrics
 from meshbot.commands import Request, Verb
 from meshbot.errors import MeshbotError, PermanentError, TemporaryError, UserError
 
@@ -37,9 +41,15 @@ HANDLERS: dict[Verb, Handler] = {
     Verb.UNLOCK: admin.unlock,
     Verb.FREEZE: admin.freeze,
     Verb.AUDIT: admin.audit,
+    Verb.BACKUP: backups.backup,
+    Verb.BACKUPS: backups.backups,
+    Verb.RESTORE: backups.restore,
+    Verb.EMERGENCY: emergency,
+    Verb.READINESS: readiness,
 }
 
 
+@metrics.counts_job  # commands by verb and outcome (done, failed, ...), job failures
 def handle_request(payload: dict[str, Any]) -> str:
     request = Request.model_validate(payload)
     ctx = context.current()

@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 
 import redis
-from prometheus_client import start_http_server
 from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
-from jobs.api import queue_names
+from jobs.api import queue_names, read_state
+from meshbot.health_server import start_health_server
 from meshbot.logs import configure_logging
 from meshbot.settings import Settings
 
@@ -33,7 +33,7 @@ def run_worker(*, burst: bool = False, metrics_port: int | None = None) -> int:
     configure_logging()
     connection = redis.Redis.from_url(settings.redis_url)
     if metrics_port is not None:
-        start_http_server(metrics_port, addr="0.0.0.0")
+        start_health_server(settings, metrics_port, read_state)  # /healthz, /readyz, /metrics
     worker = build_worker(settings, connection)
     ticker = None
     if not burst:

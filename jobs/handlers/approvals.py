@@ -96,10 +96,11 @@ def finish(ctx: JobContext, request: Request) -> None:
     pending = store.for_request(request.id)
     if pending is None:
         return
-    store.update(pending.channel, pending.ts,
-                 lambda p: (p.model_copy(update={"state": ApprovalState.DONE}), None))
-    refresh(ctx, pending.channel, pending.ts)
     thread = _work_thread(ctx, request)
+    link = pending.thread_link or (_permalink(ctx, *thread) if thread else None)
+    store.update(pending.channel, pending.ts, lambda p: (p.model_copy(
+        update={"state": ApprovalState.DONE, "thread_link": link}), None))
+    refresh(ctx, pending.channel, pending.ts)
     if thread is not None and thread != (pending.channel, pending.ts):
         ctx.notifier.reply(*thread, messages.approved_by(pending.approvals, pending.permalink))
 

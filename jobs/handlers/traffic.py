@@ -20,6 +20,7 @@ from jobs.rollout import Event, Phase, Rollout
 from jobs.routes import Subsets, Weights, read_weights
 from jobs.store import RolloutStore
 from jobs.weights import defined_subsets, preflight, set_weights
+from meshbot import metrics
 from meshbot.commands import Request, Verb
 from meshbot.errors import MeshbotError, Refused
 from policies.views import ServiceView
@@ -137,6 +138,7 @@ def rollback(ctx: JobContext, request: Request) -> str:
     before, after = set_weights(ctx.kube, view.namespace, view.virtual_services, view.name,
                                 subsets, Weights(stable=100, canary=0),
                                 allow_gitops=view.gitops_allowed)
+    metrics.rollback("manual")
     text = (messages.already_stable(names(subsets)) if before == after
             else messages.rolled_back(pair(before), names(subsets)))
     channel, ts = _report(ctx, request, view, marked, text)

@@ -277,4 +277,8 @@ def test_canary_above_the_tier_limit_is_not_applied_without_approvals(
     mesh.run_jobs()
     assert mesh.weights(SERVICE) == {"stable": 100, "canary": 0}
     assert virtual_service(mesh) == before
-    assert "approval" in str(body.get("text")), body  # the caller learns it waits for approvers
+    # The caller learns it waits for approvers: in the ack, privately, or in the request message.
+    seen = [str(body.get("text", ""))] + [str(r.body.get("text", "")) for r in
+                                          mesh.slack.responses()]
+    seen += [m.text for m in mesh.slack.messages(CHANNEL)]
+    assert any("approv" in text.lower() for text in seen), seen

@@ -68,6 +68,7 @@ def test_quorum_of_distinct_approvers_runs_the_change_once(ops: ChatOps, mesh: M
     assert f"Approved by <@{A1}> and <@{A2}>; done." in ops.approval().text
     work = next(m for m in mesh.slack.roots(CHANNEL) if "*Canary*" in m.text)
     assert f"Approved by <@{A1}> and <@{A2}>" in ops.thread(work.ts)[-1]
+    assert "Rollout thread: <https://" in ops.approval().text  # linked once it exists
     done = next(e for e in AuditLog(mesh.redis).last(SERVICE, 20) if e.outcome == "done")
     assert done.approvers == (A1, A2)
     assert done.before == "stable 100 / canary 0" and done.after == "stable 70 / canary 30"
@@ -173,6 +174,5 @@ def test_user_group_members_approve_via_slack(ops: ChatOps, mesh: Mesh) -> None:
     ops.run()
     assert mesh.weights(SERVICE) == {"stable": 70, "canary": 30}
     assert f"Approved by <@{ONCALL}> and <@{A3}>" in ops.approval().text
-    print(mesh.slack.render_channel(CHANNEL))
     lookups = mesh.slack.calls("usergroups.users.list")
     assert lookups and all(c.params.get("usergroup") == "S0ONCALL" for c in lookups)

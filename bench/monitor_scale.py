@@ -1,0 +1,306 @@
+"""What one analysis tick costs over many rollouts under watch, beside the floor of its queries.
+
+    python -m bench.monitor_scale [--rollouts 1000] [--failing 0] [--interval 5]
+
+N fixed canaries (svc-0000…, phase progressing, check due) are put in a private Redis through
+``jobs.store``, each with a status message in the Slack stand-in; a policy listing the N services
+is written for the run; a real Prometheus (1 s scrape) reads a lean exposition of those services'
+destination-reporter series (bench/_static_metrics.py: playground/traffic.py is too heavy to
+scrape each second at this size). Then ``jobs.analysis.tick`` runs in this process with a real
+JobContext — its Redis, Slack and Kubernetes calls go over the wire to the stand-ins — twice:
+with every check due (a fresh worker: every status message changes), then one interval later.
+
+Printed per tick: wall time, and where it went (Prometheus, Redis, Slack, the rest); PromQL
+queries; Redis round trips and commands; Slack calls by method. Beside them, the floor: the same
+PromQL sent over plain HTTP, and what folding the signals into fewer queries costs.
+``--failing K`` makes K canaries fail their last allowed check, so the tick also rolls them back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from bench._stack import CHANNEL, OPERATOR, Stack, base_stack, seed_services, write_policy
+from bench._static_metrics import StaticMesh, StaticMetricsServer
+from jobs.analysis import TickReport, tick
+from jobs.context import JobContext
+from jobs.metrics_source import MetricsSource
+from jobs.notifier import Notifier, UpdateOutcome
+from jobs.rollout import start
+from jobs.store import RolloutStore
+from meshbot.settings import Settings
+from playground.prometheus_server import PrometheusServer
+from playground.sample_mesh import NAMESPACE
+from policies.loader import load_policy_file
+
+SCRAPE_S = 1.0
+AIM_S, AIM_QUERIES = 1.0, 3
+SLACK_TIER3_PER_MIN = 50  # chat.update's documented tier: "50+ per minute"
+SIGNALS = ("rate", "success", "p99", "p95", "burn")  # MetricsSource.fetch's order
+
+
+class Timer:
+    """Seconds and calls accumulated by one kind of I/O during a tick."""
+
+    def __init__(self) -> None:
+        self.seconds, self.calls = 0.0, 0
+
+    def reset(self) -> None:
+        self.seconds, self.calls = 0.0, 0
+
+
+REDIS_IO = Timer()
+
+
+class CountingConnection(redis.connection.Connection):
+    """Counts round trips (one per packed send: a pipeline is one) and the time spent in them."""
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        REDIS_IO.calls += 1
+        started = time.perf_counter()
+        super().send_packed_command(command, check_health)
+        REDIS_IO.seconds += time.perf_counter() - started
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return super().read_response(*args, **kwargs)
+        finally:
+            REDIS_IO.seconds += time.perf_counter() - started
+
+
+class RecordingSource(MetricsSource):
+    """MetricsSource that keeps each query's text and the time it took."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.timer = Timer()
+        self.recorded: list[tuple[str, float | None]] = []
+
+    def query(self, promql: str, at: float | None = None) -> list[dict[str, Any]]:
+        started = time.perf_counter()
+        try:
+            return super().query(promql, at)
+        finally:
+            self.timer.seconds += time.perf_counter() - started
+            self.timer.calls += 1
+            self.recorded.append((promql, at))
+
+
+class TimedNotifier(Notifier):
+    """The real Notifier, timing every Slack write the tick makes."""
+
+    timer = Timer()
+    outcomes: Counter[str] = Counter()
+
+    def update(self, *args: Any, **kwargs: Any) -> UpdateOutcome:
+        started = time.perf_counter()
+        try:
+            outcome = super().update(*args, **kwargs)
+            self.outcomes[outcome.value] += 1
+            return outcome
+        finally:
+            self.timer.seconds += time.perf_counter() - started
+
+    def _post(self, *args: Any, **kwargs: Any) -> str:
+        started = time.perf_counter()
+        try:
+            return super()._post(*args, **kwargs)
+        finally:
+            self.timer.seconds += time.perf_counter() - started
+
+
+def raw_query(url: str, promql: str, at: float | None) -> tuple[float, int, int]:
+    """One instant query over plain HTTP (POST, as the URL may be long): seconds, series, bytes."""
+    form = {"query": promql} | ({} if at is None else {"time": f"{at:.3f}"})
+    body = urllib.parse.urlencode(form).encode()
+    started = time.perf_counter()
+    with urllib.request.urlopen(f"{url}/api/v1/query", data=body, timeout=30) as response:
+        raw = response.read()
+    seconds = time.perf_counter() - started
+    answer = json.loads(raw)
+    if answer.get("status") != "success":
+        raise RuntimeError(f"Prometheus refused a query: {answer}")
+    return seconds, len(answer["data"]["result"]), len(raw)
+
+
+def folded(queries: Sequence[str], names: Sequence[str]) -> str:
+    """Several signals as ONE query: each tagged by a ``signal`` label, joined with ``or`` (the
+    tags make every label set distinct, so ``or`` keeps all of them)."""
+    return " or ".join(f'label_replace({q}, "signal", "{n}", "", "")'
+                       for q, n in zip(queries, names, strict=True))
+
+
+def seed(stack: Stack, services: list[str], failing: set[str], interval: float,
+         threshold: int) -> None:
+    """N fixed canaries at 10%, each due now, each with a status message in the channel."""
+    now = time.time()
+    store = RolloutStore(stack.redis)
+    for service in services:
+        title = f"Canary `{service}` at 10% (bench)"
+        ts = stack.slack.post(CHANNEL, title).ts
+        rollout = start(rollout_id=f"bench-{service}", service=service, namespace=NAMESPACE,
+                        steps=(10,), fixed=True, interval_s=interval,
+                        failure_threshold=threshold, no_data_policy="hold", deadline_s=600,
+                        requested_by=OPERATOR, channel=CHANNEL, now=now - interval - 1)
+        store.put(rollout.model_copy(update={
+            "canary_version": "v2", "thread_ts": ts, "status_ts": ts, "title": title,
+            "passed_checks": 1,
+            # a failing canary is at its last allowed failure: this tick rolls it back
+            "failed_checks": threshold - 1 if service in failing else 0}))
+
+
+def wait_for_rates(url: str, expected: int, window: float, timeout: float = 60) -> None:
+    """Until Prometheus has two scrapes of every series (``rate()`` needs two samples)."""
+    promql = (f'count(rate(istio_requests_total{{reporter="destination"}}'
+              f'[{int(window)}s]) > 0)')
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/api/v1/query?"
+                                        + urllib.parse.urlencode({"query": promql}),
+                                        timeout=10) as response:
+                result = json.load(response)["data"]["result"]
+            if result and int(float(result[0]["value"][1])) >= expected:
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Prometheus has no rate for all {expected} series in {timeout}s")
+        time.sleep(0.5)  # polling Prometheus, bounded by the deadline
+
+
+def run_tick(ctx: JobContext, source: RecordingSource, stack: Stack, now: float,
+             label: str) -> tuple[TickReport, float]:
+    calls_before = len(stack.slack.calls())
+    commands_before = _commands(stack.redis)
+    source.timer.reset(), REDIS_IO.reset(), TimedNotifier.timer.reset()
+    TimedNotifier.outcomes.clear()
+    source.recorded.clear()
+    started = time.perf_counter()
+    report = tick(ctx, source, now=now)
+    wall = time.perf_counter() - started
+    commands = _commands(stack.redis) - commands_before - 1  # not the INFO itself
+    slack = Counter(c.method for c in stack.slack.calls()[calls_before:])
+    prom, rds, slk = source.timer.seconds, REDIS_IO.seconds, TimedNotifier.timer.seconds
+    print(f"{label}: {report.due} due, events {dict(report.events) or '{}'}")
+    print(f"  wall time {wall * 1000:7.1f} ms  = Prometheus {prom * 1000:.1f} + Redis "
+          f"{rds * 1000:.1f} + Slack {slk * 1000:.1f} + the rest {(wall - prom - rds - slk) * 1000:.1f}"
+          f" ms   (aim <= {AIM_S * 1000:.0f} ms: {'met' if wall <= AIM_S else 'NOT met'})")
+    print(f"  PromQL queries {report.queries} (aim <= {AIM_QUERIES}: "
+          f"{'met' if report.queries <= AIM_QUERIES else 'NOT met'}); Redis round trips "
+          f"{REDIS_IO.calls}, commands {commands}; Slack calls "
+          f"{sum(slack.values())} {dict(sorted(slack.items())) or ''}; status updates "
+          f"{dict(TimedNotifier.outcomes) or '{}'}")
+    return report, wall
+
+
+def _commands(client: redis.Redis) -> int:
+    stats: dict[str, Any] = client.info("commandstats")  # type: ignore[assignment]
+    return sum(int(v["calls"]) for v in stats.values())
+
+
+def floors(url: str, recorded: list[tuple[str, float | None]]) -> None:
+    """The recorded queries over plain HTTP, then folded into 3 and into 1."""
+    if len(recorded) != len(SIGNALS):
+        print(f"floor: the tick made {len(recorded)} queries, not the {len(SIGNALS)} expected")
+        return
+    texts, at = [q for q, _ in recorded], recorded[0][1]
+    parts = [raw_query(url, q, at) for q in texts]
+    print(f"floor, the tick's {len(parts)} queries over plain HTTP: "
+          f"{sum(p[0] for p in parts) * 1000:.1f} ms ("
+          + ", ".join(f"{n} {p[0] * 1000:.0f} ms/{p[1]} series/{p[2] // 1024} KiB"
+                      for n, p in zip(SIGNALS, parts, strict=True))
+          + f"); longest query text {max(len(q) for q in texts) // 1024} KiB")
+    series = sum(p[1] for p in parts)
+    three = [folded(texts[0:2], SIGNALS[0:2]), folded(texts[2:4], SIGNALS[2:4]), texts[4]]
+    three_parts = [raw_query(url, q, at) for q in three]
+    one = raw_query(url, folded(texts, SIGNALS), at)
+    print(f"folded into 3 queries (rate or success | p99 or p95 | burn): "
+          f"{sum(p[0] for p in three_parts) * 1000:.1f} ms, "
+          f"{sum(p[1] for p in three_parts)}/{series} series")
+    print(f"folded into 1 query (all five, label_replace(..., \"signal\", ...) or ...): "
+          f"{one[0] * 1000:.1f} ms, {one[1]}/{series} series, {one[2] // 1024} KiB answer")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.monitor_scale", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rollouts", type=int, default=1000, help="rollouts under watch")
+    parser.add_argument("--failing", type=int, default=0,
+                        help="of them, canaries failing their last allowed check")
+    parser.add_argument("--interval", type=float, default=5.0, help="analysis interval (s)")
+    parser.add_argument("--failure-threshold", type=int, default=3)
+    args = parser.parse_args(argv)
+    if args.rollouts < 1 or not 0 <= args.failing <= args.rollouts:
+        parser.error("need --rollouts >= 1 and 0 <= --failing <= --rollouts")
+
+    services = [f"svc-{i:04d}" for i in range(args.rollouts)]
+    failing = set(services[:args.failing])
+    window = max(args.interval, 5 * SCRAPE_S)
+    with tempfile.TemporaryDirectory(prefix="meshbot-bench-") as name:
+        tmp = Path(name)
+        policy_path = write_policy(tmp / "policy.yaml", services, interval_s=args.interval,
+                                   failure_threshold=args.failure_threshold)
+        mesh = StaticMesh(services, NAMESPACE, failing=failing)
+        with (base_stack(tmp, policy_path, sample_mesh=False) as stack,
+              StaticMetricsServer(mesh) as metrics,
+              PrometheusServer(tmp / "prometheus", [metrics.target],
+                               scrape_interval=SCRAPE_S) as prometheus):
+            seed_services(stack.cluster, sorted(failing), workloads=False)
+            seed(stack, services, failing, args.interval, args.failure_threshold)
+            prometheus.wait_for_targets()
+            render = time.perf_counter()
+            size = len(mesh.exposition())
+            render = time.perf_counter() - render
+            wait_for_rates(prometheus.url, 2 * len(services), window)
+            os.environ.update(stack.env | {"PROMETHEUS_URL": prometheus.url})
+            settings = Settings()
+            pool = redis.ConnectionPool.from_url(stack.redis_url,
+                                                 connection_class=CountingConnection)
+            ctx = JobContext(settings, load_policy_file(policy_path),
+                             redis.Redis(connection_pool=pool))
+            ctx.__dict__["notifier"] = TimedNotifier.from_settings(settings)  # the cached one
+            policy = ctx.policy.defaults.slo.burn_rate.windows
+            with RecordingSource(prometheus.url, scrape_interval=SCRAPE_S,
+                                 burn_windows=tuple(policy)) as source:
+                print(f"monitor scale: one analysis tick over {len(services)} fixed canaries "
+                      f"({len(failing)} failing), interval {args.interval:g} s; Prometheus "
+                      f"scrapes {mesh.series} series ({size // 1024} KiB, rendered in "
+                      f"{render * 1000:.0f} ms) every {SCRAPE_S:g} s")
+                now = time.time()
+                run_tick(ctx, source, stack, now, "tick 1 (every check due, fresh worker)")
+                floors(prometheus.url, source.recorded)
+                run_tick(ctx, source, stack, now + args.interval,
+                         "tick 2 (one interval later, same values)")
+            updates = len(stack.slack.calls("chat.update"))
+            left = Counter(r.phase.value for s in services
+                           if (r := RolloutStore(stack.redis).get(s)) is not None)
+            ctx.redis.close()
+            if "kube" in ctx.__dict__:
+                ctx.kube.close()
+    per_min = len(services) * 60 / args.interval
+    verdict = (f"{per_min / SLACK_TIER3_PER_MIN:.0f}x over it" if per_min > SLACK_TIER3_PER_MIN
+               else "within it")
+    print(f"chat.update: {updates} over both ticks; if every check changes each status message, "
+          f"{len(services)} rollouts at {args.interval:g} s make {per_min:.0f}/min against "
+          f"Slack's Tier 3 (~{SLACK_TIER3_PER_MIN}/min per workspace): {verdict}")
+    print(f"rollouts after the ticks: {dict(sorted(left.items()))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""One assembly of the Bolt app for both ways Slack reaches meshbot: HTTP (``meshbot serve``)
+and Socket Mode (``meshbot socket``) run the same listeners with the same context."""
+
+from __future__ import annotations
+
+import redis
+from slack_bolt import App
+from slack_bolt.adapter.wsgi import SlackRequestHandler
+
+from bot.app import BotContext, create_app, web_client
+from bot.groups import GroupResolver
+from bot.http import MeshbotWSGI
+from meshbot.settings import Settings
+from policies.loader import load_policy_file
+
+
+def build_app(settings: Settings) -> tuple[App, BotContext]:
+    policy = load_policy_file(settings.policy_path)
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5,
+                                  health_check_interval=30)
+    ctx = BotContext(settings=settings, policy=policy, redis=client,
+                     groups=GroupResolver(web_client(settings)))
+    return create_app(ctx), ctx
+
+
+def build_wsgi(settings: Settings) -> MeshbotWSGI:
+    app, ctx = build_app(settings)
+    return MeshbotWSGI(SlackRequestHandler(app), ctx.redis, queue=settings.queue_name)

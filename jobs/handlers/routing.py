@@ -1,0 +1,240 @@
+"""Routing verbs beyond weights: a header route (ab), mirroring (mirror), blue-green (bluegreen).
+
+Each reads and plans every VirtualService of the service before writing any, so a refusal
+(GitOps owner, no managed route, no ready canary) changes nothing; each write is conditional on
+the resourceVersion read, and a conflict re-reads and re-plans. meshbot writes only its header
+route and the managed route's mirror fields (``jobs.routes_match``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bot import messages
+from jobs.context import JobContext
+from jobs.handlers import traffic
+from jobs.handlers.common import names, record, request_thread, service_view, subsets_of
+from jobs.kube import ensure_not_gitops_owned
+from jobs.rollout import Phase
+from jobs.routes import Route, Subsets, Weights
+from jobs.routes_match import (
+    HeaderMatch,
+    current_header,
+    current_mirror,
+    plan_header_route,
+    plan_header_route_off,
+    plan_mirror,
+    plan_mirror_off,
+)
+from jobs.weights import defined_subsets, preflight
+from meshbot.commands import Request
+from meshbot.errors import MeshConflict, MeshInvalid, Refused
+from policies.views import ServiceView
+
+Planner = Callable[[dict[str, Any]], list[Route] | None]
+MAX_ATTEMPTS = 5
+# The runbook's preview header for a blue-green cutover.
+PREVIEW = HeaderMatch("canary", "true")
+BLUEGREEN_STEP = 10  # the runbook's 90/10 under analysis
+
+
+def _qualified(namespace: str, name: str) -> tuple[str, str]:
+    vs_ns, _, vs_name = name.rpartition("/")
+    return vs_ns or namespace, vs_name
+
+
+@dataclass
+class Planned:
+    """One VirtualService as read, and the ``spec.http`` to write (None: already as asked)."""
+
+    name: str
+    vs: dict[str, Any]
+    http: list[Route] | None
+
+
+def read_and_plan(ctx: JobContext, view: ServiceView, plan: Planner) -> list[Planned]:
+    """Read and plan every VirtualService of the service, writing nothing: a plan that raises
+    (MeshInvalid) or a GitOps owner stops everything before the first write."""
+    planned = []
+    for name in view.virtual_services:
+        vs = ctx.kube.get_virtual_service(*_qualified(view.namespace, name))
+        ensure_not_gitops_owned(vs, allowed=view.gitops_allowed)
+        planned.append(Planned(name, vs, plan(vs)))
+    return planned
+
+
+def write_planned(ctx: JobContext, view: ServiceView, planned: list[Planned],
+                  plan: Planner) -> list[str]:
+    """Write each plan conditionally on the resourceVersion read; on a conflict re-read and
+    re-plan (someone else's change survives). Returns the names of the objects changed."""
+    changed: list[str] = []
+    for item in planned:
+        vs, http = item.vs, item.http
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            if http is None:
+                break
+            try:
+                ctx.kube.patch_virtual_service_route(
+                    *_qualified(view.namespace, item.name), http,
+                    vs["metadata"]["resourceVersion"])
+                changed.append(item.name)
+                break
+            except MeshConflict:
+                if attempt == MAX_ATTEMPTS:
+                    raise
+                vs = ctx.kube.get_virtual_service(*_qualified(view.namespace, item.name))
+                ensure_not_gitops_owned(vs, allowed=view.gitops_allowed)
+                http = plan(vs)
+    return changed
+
+
+def edit_routes(ctx: JobContext, view: ServiceView, plan: Planner) -> list[str]:
+    return write_planned(ctx, view, read_and_plan(ctx, view, plan), plan)
+
+
+def require_ready_canary(ctx: JobContext, view: ServiceView, subsets: Subsets) -> None:
+    """Traffic (even one header's, or a mirrored copy) goes only to a defined subset with ready
+    pods (DESIGN: safety rules)."""
+    known = defined_subsets(ctx.kube, view.namespace, view.name)
+    if subsets.canary not in known:
+        raise MeshInvalid(
+            f"no DestinationRule for host {view.name} defines subset {subsets.canary!r}: add it "
+            f"(with the canary's version label) before sending traffic to it")
+    labels = {"app": view.name, **known[subsets.canary]}
+    if ctx.kube.count_ready_pods(view.namespace, labels) == 0:
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        raise Refused(messages.no_ready_canary(view.name, subsets.canary, selector,
+                                               view.namespace))
+
+
+# --- /mesh ab -----------------------------------------------------------------------------------
+
+def ab(ctx: JobContext, request: Request) -> str:
+    view = service_view(ctx, request)
+    subsets = subsets_of(ctx, view)
+    if request.command.switch == "off":
+        return _ab_off(ctx, request, view, subsets)
+    header = HeaderMatch(request.command.options["header"].lower(),
+                         request.command.options["value"])
+
+    def on(vs: dict[str, Any]) -> list[Route] | None:
+        return plan_header_route(vs, view.name, view.namespace, header, subsets.canary)
+
+    planned = read_and_plan(ctx, view, on)
+    require_ready_canary(ctx, view, subsets)
+    before = next((h for h in (current_header(p.vs) for p in planned) if h is not None), None)
+    ts = request_thread(ctx, request, request.channel, messages.ab_root(
+        view.name, view.namespace, request.user, header, subsets.canary))
+    changed = write_planned(ctx, view, planned, on)
+    ctx.notifier.reply(request.channel, ts, messages.ab_applied(
+        header, subsets.canary, view.virtual_services, changed, before))
+    record(ctx, request, "done", channel=request.channel, ts=ts,
+           detail=f"header route {before or 'none'} → {header} to {subsets.canary}")
+    return f"{view.name}: header route {header}"
+
+
+def _ab_off(ctx: JobContext, request: Request, view: ServiceView, subsets: Subsets) -> str:
+    planned = read_and_plan(ctx, view, plan_header_route_off)
+    header = next((h for h in (current_header(p.vs) for p in planned) if h is not None), None)
+    if header is None:
+        raise Refused(messages.no_header_route(view.name))
+    ts = request_thread(ctx, request, request.channel, messages.ab_root(
+        view.name, view.namespace, request.user, None, subsets.canary))
+    changed = write_planned(ctx, view, planned, plan_header_route_off)
+    ctx.notifier.reply(request.channel, ts, messages.ab_removed(header, changed))
+    record(ctx, request, "done", channel=request.channel, ts=ts,
+           detail=f"header route {header} → none")
+    return f"{view.name}: header route removed"
+
+
+# --- /mesh mirror -------------------------------------------------------------------------------
+
+def mirror(ctx: JobContext, request: Request) -> str:
+    view = service_view(ctx, request)
+    subsets = subsets_of(ctx, view)
+    command = request.command
+    percent = None if command.switch == "off" else command.percent or 0
+    if percent is None:
+        def planner(vs: dict[str, Any]) -> list[Route] | None:
+            return plan_mirror_off(vs, view.name, view.namespace)
+    else:
+        if percent == 0:
+            raise Refused(messages.mirror_zero(view.name))
+        if not view.mirror_safe and command.options.get("confirm") != "yes":
+            raise Refused(messages.mirror_needs_confirmation(view.name, percent))
+
+        def planner(vs: dict[str, Any]) -> list[Route] | None:
+            return plan_mirror(vs, view.name, view.namespace, percent or 0, subsets.canary)
+
+    planned = read_and_plan(ctx, view, planner)
+    before = current_mirror(planned[0].vs, view.name, view.namespace)
+    if percent is None and all(p.http is None for p in planned):
+        raise Refused(messages.not_mirrored(view.name))
+    if percent is not None:
+        require_ready_canary(ctx, view, subsets)
+    ts = request_thread(ctx, request, request.channel, messages.mirror_root(
+        view.name, view.namespace, request.user, percent, subsets.canary))
+    changed = write_planned(ctx, view, planned, planner)
+    ctx.notifier.reply(request.channel, ts, messages.mirror_applied(
+        percent, before, subsets.canary, view.virtual_services, changed, view.mirror_safe))
+    shown = "none" if before is None else f"{before:g}%"
+    after = "none" if percent is None else f"{percent}% to {subsets.canary}"
+    record(ctx, request, "done", channel=request.channel, ts=ts,
+           detail=f"mirror {shown} → {after}")
+    return f"{view.name}: mirror {after}"
+
+
+# --- /mesh bluegreen ----------------------------------------------------------------------------
+
+def bluegreen(ctx: JobContext, request: Request) -> str:
+    """Preview on a header, then 90/10 under analysis; once analysis passed, the same command
+    (or ``/mesh promote``) switches all traffic — each gated by the policy's approvals."""
+    view = service_view(ctx, request)
+    current = ctx.store.get(view.name)
+    if current is not None and current.phase is Phase.READY_TO_PROMOTE:
+        return _cutover(ctx, request, view)
+    if current is not None and not current.phase.terminal:
+        raise Refused(messages.bluegreen_busy(view.name, current.phase.value))
+    subsets = subsets_of(ctx, view)
+    # Every check the 90/10 step makes (GitOps owner, managed route, ready green pods), before
+    # the preview route is written: a refusal changes nothing.
+    preflight(ctx.kube, view.namespace, view.virtual_services, view.name, subsets,
+              Weights.canary_at(BLUEGREEN_STEP), allow_gitops=view.gitops_allowed)
+
+    def preview(vs: dict[str, Any]) -> list[Route] | None:
+        return plan_header_route(vs, view.name, view.namespace, PREVIEW, subsets.canary)
+
+    planned = read_and_plan(ctx, view, preview)
+    title = messages.bluegreen_root(view.name, view.namespace, request.user, PREVIEW,
+                                    names(subsets), view.approvals.promote)
+    ts = request_thread(ctx, request, request.channel, title)
+    write_planned(ctx, view, planned, preview)
+    ctx.notifier.reply(request.channel, ts, messages.bluegreen_preview(
+        PREVIEW, subsets.canary, view.virtual_services))
+    record(ctx, request, "done", channel=request.channel, ts=ts,
+           detail=f"preview header route {PREVIEW} → {subsets.canary}")
+    # The 90/10 step is an ordinary rollout of one step: the same checks, state and analysis.
+    step = request.command.model_copy(update={"steps": (BLUEGREEN_STEP,)})
+    result = traffic.rollout(ctx, request.model_copy(update={"command": step}))
+    # The analysis tick rewrites the thread root from the rollout's title: keep blue-green's.
+    ctx.store.update(view.name, lambda r: r.model_copy(update={"title": title})
+                     if r is not None and r.id == request.id else None)
+    ctx.notifier.reply(request.channel, ts, messages.bluegreen_next(
+        view.name, names(subsets), view.approvals.promote))
+    return result
+
+
+def _cutover(ctx: JobContext, request: Request, view: ServiceView) -> str:
+    """All traffic to green through the promote path, then the preview route goes."""
+    rollout = ctx.store.get(view.name)
+    result = traffic.promote(ctx, request)
+    changed = edit_routes(ctx, view, plan_header_route_off)
+    if rollout is not None and rollout.channel and rollout.thread_ts:
+        ctx.notifier.reply(rollout.channel, rollout.thread_ts, messages.bluegreen_done(
+            (rollout.stable_subset, rollout.canary_subset), changed))
+    record(ctx, request, "done", channel=rollout.channel if rollout else None,
+           ts=rollout.thread_ts if rollout else None, detail=f"preview header route removed "
+           f"from {', '.join(changed) or 'none'}")
+    return result
