@@ -163,8 +163,11 @@ def seed(stack: Stack, services: list[str], failing: set[str], interval: float,
             "failed_checks": threshold - 1 if service in failing else 0}))
 
 
-def wait_for_rates(url: str, expected: int, window: float, timeout: float = 60) -> None:
-    """Until Prometheus has two scrapes of every series (``rate()`` needs two samples)."""
+def wait_for_rates(url: str, expected: int, window: float, since: float,
+                   timeout: float = 60) -> None:
+    """Until Prometheus has a rate for every series, over a full window: ``rate()`` needs two
+    samples, and over a series younger than its window it extrapolates to less than the truth
+    (every canary would then be below min_request_rate)."""
     promql = (f'count(rate(istio_requests_total{{reporter="destination"}}'
               f'[{int(window)}s]) > 0)')
     deadline = time.monotonic() + timeout
@@ -174,7 +177,8 @@ def wait_for_rates(url: str, expected: int, window: float, timeout: float = 60) 
                                         + urllib.parse.urlencode({"query": promql}),
                                         timeout=10) as response:
                 result = json.load(response)["data"]["result"]
-            if result and int(float(result[0]["value"][1])) >= expected:
+            full = time.time() - since >= window + 2 * SCRAPE_S
+            if full and result and int(float(result[0]["value"][1])) >= expected:
                 return
         except OSError:
             pass
@@ -266,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             render = time.perf_counter()
             size = len(mesh.exposition())
             render = time.perf_counter() - render
-            wait_for_rates(prometheus.url, 2 * len(services), window)
+            wait_for_rates(prometheus.url, 2 * len(services), window, mesh.started)
             os.environ.update(stack.env | {"PROMETHEUS_URL": prometheus.url})
             settings = Settings()
             pool = redis.ConnectionPool.from_url(stack.redis_url,

@@ -7,6 +7,7 @@ import redis
 from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
+from bot.alertmanager import AlertmanagerWebhook
 from bot.app import BotContext, create_app, web_client
 from bot.groups import GroupResolver
 from bot.http import MeshbotWSGI
@@ -25,4 +26,7 @@ def build_app(settings: Settings) -> tuple[App, BotContext]:
 
 def build_wsgi(settings: Settings) -> MeshbotWSGI:
     app, ctx = build_app(settings)
-    return MeshbotWSGI(SlackRequestHandler(app), ctx.redis, queue=settings.queue_name)
+    # Alertmanager's webhook (DESIGN: interfaces): validated here, posted by a job.
+    alerts = AlertmanagerWebhook(settings, ctx.redis)
+    return MeshbotWSGI(SlackRequestHandler(app), ctx.redis, queue=settings.queue_name,
+                       extra={("POST", "/alertmanager"): alerts})

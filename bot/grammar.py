@@ -45,7 +45,7 @@ USAGE: dict[Verb, str] = {
     Verb.UNLOCK: "unlock <service>",
     Verb.FREEZE: "freeze on|off",
     Verb.AB: "ab <service> header=<name>:<value> | ab <service> off",
-    Verb.MIRROR: "mirror <service> <percent 0-100>|off",
+    Verb.MIRROR: "mirror <service> <percent 0-100>|off [confirm=yes]",
     Verb.BLUEGREEN: "bluegreen <service>",
     Verb.INJECT: "inject <service>",
     Verb.INJECT_NAMESPACE: "inject-namespace <namespace>",
@@ -226,10 +226,16 @@ def _mirror(verb: Verb, target: str | None, positional: list[str],
     if not positional:
         raise GrammarError(f"`mirror` needs a percent or off. Usage: `{usage(verb)}`")
     word = positional.pop(0).lower()
-    _reject_extra(verb, positional, options)
+    _reject_extra(verb, positional, options, frozenset({"confirm"}))
     if word == "off":
+        _reject_extra(verb, [], options)
         return Command(verb=verb, target=target, switch="off")
-    return Command(verb=verb, target=target, percent=parse_percent(word))
+    # A service that writes is mirrored only when confirmed: its writes would run twice.
+    if options and options["confirm"].lower() != "yes":
+        raise GrammarError(f"`confirm={options['confirm']}`: the only confirmation is "
+                           f"confirm=yes. Usage: `{usage(verb)}`")
+    confirm = {"confirm": "yes"} if options else {}
+    return Command(verb=verb, target=target, percent=parse_percent(word), options=confirm)
 
 
 _VERB_ARGS: dict[Verb, Callable[[Verb, str | None, list[str], dict[str, str]], Command]] = {

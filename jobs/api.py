@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import time
+from typing import Any
 
 import redis
 from rq import Queue, Retry
 from rq.serializers import JSONSerializer
+
+from jobs.alert_threads import ROLLBACK_EMOJI, AlertThreads
 
 # Re-exported: the bot reaches jobs only through this module.
 from jobs.approval_rules import Reaction as Reaction
@@ -22,8 +25,9 @@ from jobs.approvals import react as _react
 from jobs.audit import AuditEntry, AuditLog
 from jobs.gauges import read_state as _read_state
 from jobs.keys import Keys
-from meshbot.commands import Request, Verb
+from meshbot.commands import Command, Request, Verb
 from meshbot.metrics import StateSample
+from policies.decide import Allow, Deny, decide
 from policies.policy import Policy
 
 TASK = "jobs.tasks.handle_request"
@@ -57,15 +61,19 @@ def submit(
     if not client.set(keys.request(request.id), "1", nx=True, ex=DEDUPE_TTL_S):
         return False
     name = queue + URGENT_SUFFIX if request.command.verb in URGENT_VERBS else queue
-    Queue(name, connection=client, serializer=JSONSerializer).enqueue(
-        TASK,
-        request.model_dump(mode="json"),
-        job_id=job_id(request.id),
-        retry=RETRY,
-        job_timeout=120,
-        result_ttl=3600,
-        failure_ttl=7 * 24 * 3600,
-    )
+    # One round trip for all of RQ's writes (the ack waits on it).
+    with client.pipeline() as pipe:
+        Queue(name, connection=client, serializer=JSONSerializer).enqueue_call(
+            TASK,
+            args=(request.model_dump(mode="json"),),
+            job_id=job_id(request.id),
+            retry=RETRY,
+            timeout=120,
+            result_ttl=3600,
+            failure_ttl=7 * 24 * 3600,
+            pipeline=pipe,
+        )
+        pipe.execute()
     return True
 
 
@@ -90,3 +98,54 @@ def react(client: redis.Redis, reaction: Reaction, *, policy: Policy, groups_of:
     message is ignored. Idempotent per ``reaction.event_id``; enqueues the work at quorum."""
     return _react(client, reaction, policy=policy, groups_of=groups_of, queue=queue,
                   now=time.time() if now is None else now)
+
+
+# --- alert threads (Alertmanager webhook → a job that posts; rollback reactions on them) ---
+
+ALERT_TASK = "jobs.handlers.alerts.alert_job"
+NOTE_TASK = "jobs.handlers.alerts.note_job"
+
+
+def submit_alert(client: redis.Redis, payload: dict[str, Any], digest: str, *,
+                 queue: str = "meshbot") -> bool:
+    """Enqueue one Alertmanager notification (already validated) unless the same content was
+    accepted already; True if enqueued."""
+    if not AlertThreads(client).first_delivery(digest):
+        return False
+    Queue(queue, connection=client, serializer=JSONSerializer).enqueue(
+        ALERT_TASK, payload, job_id="alert-" + digest[:32], retry=RETRY, job_timeout=60,
+        result_ttl=3600, failure_ttl=7 * 24 * 3600,
+    )
+    return True
+
+
+def alert_reaction(client: redis.Redis, reaction: Reaction, *, policy: Policy,
+                   groups_of: GroupsOf, queue: str = "meshbot") -> str:
+    """A rollback emoji on an alert message asks for ``/mesh rollback <service>``, judged by
+    the policy exactly as the typed command would be (permission, channel)."""
+    if not reaction.added or reaction.emoji not in ROLLBACK_EMOJI:
+        return "ignored"
+    service = AlertThreads(client).service_at(reaction.channel, reaction.ts)
+    if service is None:
+        return "not_an_alert"
+    groups = frozenset(m for ms in policy.roles.values() for m in ms if m.startswith("S"))
+    user_groups = groups_of(reaction.user, groups) if groups else frozenset()
+    request = Request(
+        id=f"alert-rollback:{reaction.event_id or reaction.channel + reaction.ts + reaction.user}",
+        command=Command(verb=Verb.ROLLBACK, target=service), user=reaction.user,
+        channel=reaction.channel, received_at=time.time(),
+    )
+    decision = decide(policy, verb=Verb.ROLLBACK.value, target=service, user=reaction.user,
+                      user_groups=user_groups, channel=reaction.channel)
+    notes = Queue(queue, connection=client, serializer=JSONSerializer)
+    if not isinstance(decision, Allow):  # a rollback never needs approval: anything else is no
+        reason = decision.reason if isinstance(decision, Deny) else "it would need approval"
+        record_refusal(client, request, reason)
+        notes.enqueue(NOTE_TASK, reaction.channel, reaction.ts, reaction.user, service, reason,
+                      retry=RETRY, result_ttl=600)
+        return "refused"
+    if not submit(client, request, queue=queue):
+        return "duplicate"
+    notes.enqueue(NOTE_TASK, reaction.channel, reaction.ts, reaction.user, service, None,
+                  retry=RETRY, result_ttl=600)
+    return "rollback"

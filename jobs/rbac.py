@@ -111,9 +111,13 @@ PERMISSIONS: tuple[Permission, ...] = (
     # the namespace is read to refuse meshbot's own and unknown ones.
     _p("mtls", SECURITY, "peerauthentications", "get list create patch"),
     _p("mtls", CORE, "namespaces", "get", "cluster"),
+    # STRICT sets ISTIO_MUTUAL on the namespace's DestinationRules (that field only).
+    _p("mtls", NETWORKING, "destinationrules", "get list patch"),
     # inject (one service): annotate the pod template, which is also what restarts it.
     _p("inject", APPS, "deployments", "get list patch"),
     _p("inject", CORE, "pods", "get list"),
+    # the namespace's injection label decides which services count as injected (tier order).
+    _p("inject", CORE, "namespaces", "get", "cluster"),
     # inject-namespace: label the namespace (istio-injection or keep istio.io/rev), then
     # restart its Deployments one at a time within their PDBs.
     _p("inject-namespace", CORE, "namespaces", "get patch", "cluster"),

@@ -18,6 +18,7 @@ from jobs.context import JobContext
 from jobs.handlers import admin, approvals, traffic
 from jobs.handlers import backup as backups
 from jobs.handlers.common import record
+from jobs.handlers import routing, sidecars  # runbook: routing, sidecars, mTLS
 from jobs.handlers.emergency import emergency
 from jobs.handlers.readiness import readiness
 from meshbot import metrics
@@ -46,6 +47,13 @@ HANDLERS: dict[Verb, Handler] = {
     Verb.RESTORE: backups.restore,
     Verb.EMERGENCY: emergency,
     Verb.READINESS: readiness,
+    # runbook: routing, sidecars, mTLS
+    Verb.AB: routing.ab,
+    Verb.MIRROR: routing.mirror,
+    Verb.BLUEGREEN: routing.bluegreen,
+    Verb.INJECT: sidecars.inject,
+    Verb.INJECT_NAMESPACE: sidecars.inject_namespace,
+    Verb.MTLS: sidecars.mtls,
 }
 
 
