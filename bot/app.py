@@ -16,6 +16,7 @@ from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
 from bot import messages
+from bot.auth import static_authorize
 from bot.gate import gate, policy_groups
 from bot.groups import GroupResolver
 from jobs import api
@@ -41,9 +42,11 @@ def web_client(settings: Settings) -> WebClient:
 
 
 def create_app(ctx: BotContext) -> App:
+    client = web_client(ctx.settings)
     app = App(
         signing_secret=ctx.settings.slack_signing_secret.get_secret_value(),
-        client=web_client(ctx.settings),
+        client=client,
+        authorize=static_authorize(client, ctx.settings.slack_bot_token.get_secret_value()),
         token_verification_enabled=False,
         # The listener enqueues (milliseconds) and returns; running it on the request thread
         # avoids Bolt's small listener pool and its 10 ms ack polling.
@@ -84,10 +87,22 @@ def handle_reaction(ctx: BotContext, body: dict[str, Any]) -> str:
     )
     verdict = api.react(ctx.redis, reaction, policy=ctx.policy, groups_of=ctx.groups.groups_of,
                         queue=ctx.settings.queue_name)
+    if verdict is api.Verdict.NOT_A_REQUEST:
+        handle_alert_reaction(ctx, reaction)  # maybe a rollback emoji on an alert thread
     log.info("reaction :%s: by %s on %s/%s: %s", reaction.emoji, reaction.user,
              reaction.channel, reaction.ts, verdict.value)
     metrics.approval(verdict.value)
     return verdict.value
+
+
+def handle_alert_reaction(ctx: BotContext, reaction: api.Reaction) -> str:
+    """A rollback emoji on an alert thread's root: ``/mesh rollback <service>`` for a permitted
+    user (the policy judges it as the typed command); anything else is ignored."""
+    outcome = api.alert_reaction(ctx.redis, reaction, policy=ctx.policy,
+                                 groups_of=ctx.groups.groups_of, queue=ctx.settings.queue_name)
+    if outcome != "not_an_alert":
+        log.info("alert reaction :%s: by %s: %s", reaction.emoji, reaction.user, outcome)
+    return outcome
 
 
 def handle_command(ctx: BotContext, body: dict[str, Any]) -> str:

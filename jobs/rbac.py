@@ -101,12 +101,17 @@ PERMISSIONS: tuple[Permission, ...] = (
     _p("backup", NETWORKING, "gateways", "get list"),
     _p("backup", SECURITY, "peerauthentications", "get list"),
     _p("backup", SECURITY, "authorizationpolicies", "get list"),
+    _p("backup", CORE, "namespaces", "get", "cluster"),  # refuse a namespace that does not exist
     # restore: create what is missing, update/patch what exists (apply semantics). DESIGN limits
     # restore to the three kinds meshbot itself changes; Gateways and AuthorizationPolicies are
     # backed up for the record but restored by a human.
     _p("restore", NETWORKING, "virtualservices", "get list create update patch"),
     _p("restore", NETWORKING, "destinationrules", "get list create update patch"),
     _p("restore", SECURITY, "peerauthentications", "get list create update patch"),
+    # The restore's diff also shows the Gateways and AuthorizationPolicies it leaves alone.
+    _p("restore", NETWORKING, "gateways", "get list"),
+    _p("restore", SECURITY, "authorizationpolicies", "get list"),
+    _p("restore", CORE, "namespaces", "get", "cluster"),
     # mtls: the namespace's PeerAuthentication is created the first time, patched afterwards;
     # the namespace is read to refuse meshbot's own and unknown ones.
     _p("mtls", SECURITY, "peerauthentications", "get list create patch"),
