@@ -49,7 +49,8 @@ def gate(policy: Policy, text: str, *, user: str, channel: str,
         return Outcome(reply=messages.refused(decision.reason), command=command,
                        refusal=decision.reason)
     if isinstance(decision, NeedsApproval):
-        return Outcome(reply=messages.accepted(command), command=command, submit=True,
-                       approvals_required=decision.count, approvers=decision.approvers)
+        return Outcome(reply=messages.needs_approval(command, decision.reason), command=command,
+                       submit=True, approvals_required=decision.count,
+                       approvers=decision.approvers)
     assert isinstance(decision, Allow)
     return Outcome(reply=messages.accepted(command), command=command, submit=True)

@@ -53,6 +53,11 @@ def accepted(command: Command) -> str:
     return f":hourglass_flowing_sand: Accepted `{describe(command)}` — working on it."
 
 
+def needs_approval(command: Command, reason: str) -> str:
+    return (f":hourglass_flowing_sand: Accepted `{describe(command)}`, pending approval: {reason} "
+            "The request is posted in the channel for approvers to react on.")
+
+
 def duplicate(command: Command) -> str:
     return f"`{describe(command)}` was already received; it runs once."
 

@@ -23,7 +23,8 @@ from jobs.handlers.emergency import emergency
 from jobs.handlers.readiness import readiness
 from meshbot import metrics
 from meshbot.commands import Request, Verb
-from meshbot.errors import MeshbotError, PermanentError, TemporaryError, UserError
+from jobs.weights import Abandoned
+from meshbot.errors import GitOpsOwned, MeshInvalid, MeshNotFound, MeshbotError, PermanentError, TemporaryError, UserError
 
 log = logging.getLogger("meshbot.jobs")
 
@@ -73,7 +74,15 @@ def handle_request(payload: dict[str, Any]) -> str:
         result = approvals.run_gated(ctx, request, handler)
         log.info("done %s", messages.describe(request.command), extra=extra)
         return result
-    except UserError as exc:
+    except Abandoned:
+        # A rollback won meanwhile: nothing was applied, and that is the right outcome.
+        text = messages.stopped_by_rollback(request.command.target or "")
+        _tell(ctx, request, text)
+        record(ctx, request, "abandoned", detail=text)
+        return "abandoned"
+    # What the cluster's state refuses (DESIGN: "refusals that depend on the cluster") is told
+    # as a refusal, like the policy's, not as a failure.
+    except (UserError, MeshNotFound, MeshInvalid, GitOpsOwned) as exc:
         _tell(ctx, request, messages.refused(exc.message))
         record(ctx, request, "refused", detail=exc.message)
         return "refused"

@@ -19,7 +19,7 @@ from jobs.handlers.common import (
 from jobs.rollout import Event, Phase, Rollout
 from jobs.routes import Subsets, Weights, read_weights
 from jobs.store import RolloutStore
-from jobs.weights import defined_subsets, preflight, set_weights
+from jobs.weights import Abandoned, defined_subsets, preflight, set_weights
 from meshbot import metrics
 from meshbot.commands import Request, Verb
 from meshbot.errors import MeshbotError, Refused
@@ -59,6 +59,10 @@ def rollout(ctx: JobContext, request: Request) -> str:
 def _begin(ctx: JobContext, request: Request, *, steps: tuple[int, ...], fixed: bool) -> str:
     view = service_view(ctx, request)
     current = ctx.store.get(view.name)
+    if current is not None and current.id == request.id and current.phase.terminal:
+        # A retry of this very request after a rollback (or promote) ended it: never re-apply.
+        raise Abandoned(f"{view.name}'s rollout ended ({current.phase.value}) before this "
+                        "retry; nothing was re-applied")
     if current is not None and not current.phase.terminal and current.id != request.id:
         raise Refused(f"{view.name} already has a rollout {current.phase.value.replace('_', ' ')}"
                       f" (requested by <@{current.requested_by}>): `/mesh rollback {view.name}`"
