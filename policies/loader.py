@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from meshbot.errors import PolicyError, PolicyProblem
 from policies.policy import Policy
 from policies.problems import from_validation_error
+from policies.references import raw_reference_problems
 
 DEFAULT_POLICY = "default.yaml"
 
@@ -65,7 +66,10 @@ def load_policy_text(text: str, source: str = "policy") -> Policy:
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:
-        raise PolicyError(from_validation_error(exc, Policy), source) from exc
+        problems = from_validation_error(exc, Policy)
+        seen = {problem.path for problem in problems}
+        problems += [p for p in raw_reference_problems(data) if p.path not in seen]
+        raise PolicyError(problems, source) from exc
     except PolicyError as exc:
         # Cross-section checks raise without knowing the source; name it for the reader.
         raise PolicyError(exc.problems, source) from exc

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from playground.processes import MeshbotProcess, ServeProcess, wait_http_ok
+from playground.processes import MeshbotProcess, ServeProcess
 from playground.redis_server import RedisServer, free_port
 from playground.slack_client import send_slash_command
 from tests.fixtures.live import eventually
@@ -30,6 +30,17 @@ def get(port: int, path: str) -> tuple[int, str]:
         return response.status, response.read().decode()
     finally:
         conn.close()
+
+
+def wait_ok(port: int, path: str = "/healthz") -> None:
+    """Like playground.processes.wait_http_ok, but closing every connection it opens (a reset
+    one included: gunicorn drops connections while its workers boot)."""
+    def answers() -> bool:
+        try:
+            return get(port, path)[0] == 200
+        except OSError:
+            return False
+    eventually(answers, 30, f"{path} answered 200")
 
 
 def sample(port: int, name: str, **labels: str) -> float | None:
@@ -58,9 +69,14 @@ def gunicorn_workers(master: int) -> set[int]:
 
 @pytest.fixture
 def serve3(mesh: Mesh, tmp_path: Path) -> Iterator[ServeProcess]:
-    with ServeProcess(mesh.env, tmp_path / "serve3.log", workers=3, threads=4) as process:
+    process = ServeProcess(mesh.env, tmp_path / "serve3.log", workers=3, threads=4)
+    MeshbotProcess.start(process)  # ServeProcess.start's readiness wait leaks reset sockets
+    try:
+        wait_ok(process.port)
         yield process
-    print(process.log())
+    finally:
+        process.stop()
+        print(process.log())
 
 
 def test_metrics_count_commands_of_every_gunicorn_worker(mesh: Mesh,
@@ -91,7 +107,7 @@ def test_metrics_count_commands_of_every_gunicorn_worker(mesh: Mesh,
         os.kill(pid, signal.SIGTERM)
     eventually(lambda: len(gunicorn_workers(serve3.process.pid) - old) == 3, 30,  # type: ignore[union-attr]
                "gunicorn replaced its workers")
-    wait_http_ok("127.0.0.1", serve3.port, "/healthz", 30)
+    wait_ok(serve3.port)
     assert sample(serve3.port, "meshbot_commands_total", verb="canary", outcome="accepted") == 12
 
 
@@ -114,7 +130,7 @@ def test_worker_health_port(mesh: Mesh, tmp_path: Path) -> None:
     with RedisServer(tmp_path / "redis", appendonly=True) as own, \
             MeshbotProcess(["worker", "--metrics-port", str(port)],
                            {**mesh.env, "REDIS_URL": own.url}, tmp_path / "worker.log"):
-        wait_http_ok("127.0.0.1", port, "/healthz", 30)
+        wait_ok(port)
         status, body = get(port, "/readyz")
         assert status == 200 and json.loads(body) == {"redis": "ok"}
         assert get(port, "/nope")[0] == 404
@@ -130,7 +146,7 @@ def test_worker_counts_jobs_and_logs_their_request_id(mesh: Mesh, server: ServeP
     port = free_port()
     log_path = tmp_path / "worker.log"
     with MeshbotProcess(["worker", "--metrics-port", str(port)], mesh.env, log_path) as worker:
-        wait_http_ok("127.0.0.1", port, "/healthz", 30)
+        wait_ok(port)
         assert "Accepted" in slash(mesh, server.url, "canary payment-service 10")
         eventually(lambda: sample(port, "meshbot_commands_total",
                                   verb="canary", outcome="done") == 1, 30, "the canary job ran")

@@ -180,7 +180,7 @@ def test_inject_namespace_warns_about_services_not_migrated(ops: ChatOps, mesh: 
             annotate(mesh, f"{service}-{version}")
     approved(ops, f"inject-namespace {NS}")
     texts = thread(ops, "*Namespace injection*")
-    assert "Tier order skipped" in texts[1] and "pilot" not in texts[1]
+    assert "Tier order skipped" in texts[1] and "pilot: " not in texts[1]
     assert "critical: `auth-service`, `order-service`, `payment-service`" in texts[1]
     assert labels(mesh, NS)["istio-injection"] == "enabled"
 
@@ -192,7 +192,7 @@ def test_inject_namespace_keeps_revision_based_injection(ops: ChatOps, mesh: Mes
     approved(ops, "inject-namespace payments-next")
     assert labels(mesh, "payments-next") == {"istio.io/rev": "1-22"}
     assert "revision-based injection (`istio.io/rev=1-22`)" in thread(
-        ops, "*Namespace injection*")[-1]
+        ops, "*Namespace injection*")[1]
 
 
 def test_inject_namespace_refusals_change_nothing(ops: ChatOps, mesh: Mesh) -> None:
