@@ -1,11 +1,11 @@
 """A lean stand-in for a big mesh's Istio metrics: what meshbot's queries read, and no more.
 
-playground/traffic.py models both reporters and every label, which at 1,000 services is a 23 MB
-exposition taking 1.7–3.4 s to render: more than the 1 s scrape interval. This server renders only
-the destination reporter's ``istio_requests_total`` and ``istio_request_duration_milliseconds``
-buckets (Istio's own bucket bounds) per (service, version) — about 1.5 MB for 1,000 services —
-with counters that grow at a constant rate, so ``rate()`` is exact and every canary is healthy
-unless it is listed as failing.
+playground/traffic.py models both reporters and every label: at 1,000 services that is a 23 MB
+exposition taking 1.7 to 3.4 s to render, longer than the 1 s scrape interval. This server
+renders only the destination reporter's ``istio_requests_total`` and
+``istio_request_duration_milliseconds`` buckets (Istio's own bounds) per (service, version):
+about 10 MB, rendered in under 0.2 s, for 1,000 services. Counters grow at a constant rate, so
+``rate()`` is exact and every canary is healthy unless it is listed as failing.
 """
 
 from __future__ import annotations

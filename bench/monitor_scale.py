@@ -29,7 +29,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import redis
 
@@ -72,7 +72,7 @@ class CountingConnection(redis.connection.Connection):
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         REDIS_IO.calls += 1
         started = time.perf_counter()
-        super().send_packed_command(command, check_health)
+        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
         REDIS_IO.seconds += time.perf_counter() - started
 
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
@@ -104,8 +104,8 @@ class RecordingSource(MetricsSource):
 class TimedNotifier(Notifier):
     """The real Notifier, timing every Slack write the tick makes."""
 
-    timer = Timer()
-    outcomes: Counter[str] = Counter()
+    timer: ClassVar[Timer] = Timer()
+    outcomes: ClassVar[Counter[str]] = Counter()
 
     def update(self, *args: Any, **kwargs: Any) -> UpdateOutcome:
         started = time.perf_counter()
@@ -217,7 +217,8 @@ def run_tick(ctx: JobContext, source: RecordingSource, stack: Stack, now: float,
              label: str) -> tuple[TickReport, float]:
     calls_before = len(stack.slack.calls())
     commands_before = _commands(stack.redis)
-    source.timer.reset(), REDIS_IO.reset(), TimedNotifier.timer.reset(), KUBE_IO.reset()
+    for timer in (source.timer, REDIS_IO, TimedNotifier.timer, KUBE_IO):
+        timer.reset()
     TimedNotifier.outcomes.clear()
     source.recorded.clear()
     started = time.perf_counter()
@@ -242,7 +243,7 @@ def run_tick(ctx: JobContext, source: RecordingSource, stack: Stack, now: float,
 
 
 def _commands(client: redis.Redis) -> int:
-    stats: dict[str, Any] = client.info("commandstats")  # type: ignore[assignment]
+    stats: dict[str, Any] = client.info("commandstats")
     return sum(int(v["calls"]) for v in stats.values())
 
 
@@ -265,6 +266,13 @@ def floors(url: str, recorded: list[tuple[str, float | None]]) -> None:
     print(f"folded into 3 queries (rate or success | p99 or p95 | burn): "
           f"{sum(p[0] for p in three_parts) * 1000:.1f} ms, "
           f"{sum(p[1] for p in three_parts)}/{series} series")
+    canary = [q.replace('reporter="destination", ',
+                        'reporter="destination", destination_version=~"v2", ') for q in texts]
+    narrowed = [raw_query(url, q, at) for q in canary]
+    print(f"the 5 queries restricted to the canary version (destination_version=~\"v2\"): "
+          f"{sum(p[0] for p in narrowed) * 1000:.1f} ms ("
+          + ", ".join(f"{n} {p[0] * 1000:.0f} ms" for n, p in zip(SIGNALS, narrowed, strict=True))
+          + ")")
     print(f"folded into 1 query (all five, label_replace(..., \"signal\", ...) or ...): "
           f"{one[0] * 1000:.1f} ms, {one[1]}/{series} series, {one[2] // 1024} KiB answer")
 
@@ -311,8 +319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             kube_client = KubeClient.from_environment(settings=settings)
             ctx.__dict__["kube"] = TimedProxy(kube_client, KUBE_IO)
             policy = ctx.policy.defaults.slo.burn_rate.windows
-            with RecordingSource(prometheus.url, scrape_interval=SCRAPE_S,
-                                 burn_windows=tuple(policy)) as source:
+            source = RecordingSource(prometheus.url, scrape_interval=SCRAPE_S,
+                                     burn_windows=tuple(policy))
+            with source:
                 print(f"monitor scale: one analysis tick over {len(services)} fixed canaries "
                       f"({len(failing)} failing), interval {args.interval:g} s; Prometheus "
                       f"scrapes {mesh.series} series ({size // 1024} KiB, rendered in "
@@ -321,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run_tick(ctx, source, stack, now, "tick 1 (every check due, fresh worker)")
                 floors(prometheus.url, source.recorded)
                 run_tick(ctx, source, stack, now + args.interval,
-                         "tick 2 (one interval later, same values)")
+                         "tick 2 (one interval later, warm connections)")
             updates = len(stack.slack.calls("chat.update"))
             left = Counter(r.phase.value for s in services
                            if (r := RolloutStore(stack.redis).get(s)) is not None)

@@ -27,6 +27,7 @@ canaries; the aim is that none is rolled back.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 import time
@@ -154,16 +155,15 @@ class Bench:
             self.command(f"rollout {service} steps={steps}")
 
         def finished() -> bool:
-            return all((r := self.store.get(s)) is not None and r.phase.terminal
-                       or (r is not None and r.phase is Phase.READY_TO_PROMOTE)
+            return all((r := self.store.get(s)) is not None
+                       and (r.phase.terminal or r.phase is Phase.READY_TO_PROMOTE)
                        for s in services)
 
         # Three checks plus a few held for lack of data while the first weight reaches Prometheus.
         timeout = (len(HEALTHY_STEPS) + 6) * self.args.interval + 20
-        try:
+        # A timeout shows as "other" below: the figure is what happened, not an exception.
+        with contextlib.suppress(TimeoutError):
             self.wait("every healthy rollout ends", timeout, finished)
-        except TimeoutError:
-            pass  # reported as "other" below: the figure is what happened, not an exception
         return {s: self.store.get(s) for s in services}
 
     def reported(self, service: str) -> bool:

@@ -190,6 +190,12 @@ def step_advanced(index: int, count: int, weight: int, lines: Sequence[str]) -> 
             f"passed ({_values(lines)})")
 
 
+def step_needs_approval(weight: int, lines: Sequence[str]) -> str:
+    return (f":raised_hand: The step passed ({_values(lines)}), but the next one, canary "
+            f"{weight}%, needs approval: the request is posted in the channel. Checks go on "
+            "at the current weight meanwhile.")
+
+
 def ready_to_promote(service: str, lines: Sequence[str]) -> str:
     return (f":white_check_mark: Last step passed ({_values(lines)}). `{service}` is ready: "
             f"`/mesh promote {service}` sends all traffic to the canary.")
@@ -578,7 +584,8 @@ def emergency_restarted(name: str, index: int, total: int) -> str:
 
 def emergency_stuck(name: str, reason: str, waited_s: float, remaining: Sequence[str]) -> str:
     rest = ", ".join(f"`{n}`" for n in remaining) or "none"
-    return (f":warning: Stopped: `{name}` is not ready after {duration(waited_s)} ({reason}). "
+    waited = duration(60 * (waited_s // 60) if waited_s >= 60 else round(waited_s))
+    return (f":warning: Stopped: `{name}` is not ready after {waited} ({reason}). "
             f"Not restarted: {rest}. Check the rollout, then restart them by hand.")
 
 
@@ -723,7 +730,8 @@ def bluegreen_next(service: str, names: tuple[str, str], approvals: int) -> str:
             else "")
     return (f":hourglass_flowing_sand: Analysis watches {names[1]} at 10%. When it passes, "
             f"`/mesh bluegreen {service}` again switches all traffic to {names[1]} and removes "
-            f"the preview route{gate}; `/mesh rollback {service}` returns all to {names[0]}.")
+            f"the preview route{gate}. `/mesh rollback {service}` returns the weighted traffic to "
+            f"{names[0]}; the preview route stays until `/mesh ab {service} off`.")
 
 
 def bluegreen_busy(service: str, phase: str) -> str:

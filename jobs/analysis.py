@@ -14,12 +14,16 @@ from dataclasses import dataclass, field
 
 from bot import messages
 from jobs.context import JobContext
+from jobs.handlers.approvals import request_approval
 from jobs.handlers.traffic import apply_weight
 from jobs.metrics_source import MetricsSource
 from jobs.promql import CanaryMetrics, CheckResult, SLOThresholds, Verdict, evaluate
 from jobs.rollout import Event, Phase, Rollout, apply
-from jobs.routes import Weights
-from meshbot import metrics
+from jobs.route_edits import clear_canary_routes
+from jobs.routes import Subsets, Weights
+from jobs.weights import set_weights
+from meshbot import metrics as own_metrics  # not the tick's `metrics` (Prometheus samples)
+from meshbot.commands import Command, Request, Verb
 from meshbot.errors import MeshbotError, MetricsUnavailable
 from policies.views import ServiceView
 
@@ -53,7 +57,7 @@ def fetch(source: MetricsSource, rollouts: list[Rollout]) -> dict[tuple[str, str
     return source.fetch(watched, window)
 
 
-@metrics.timed_tick  # ticks, their duration, meshbot_last_tick_timestamp
+@own_metrics.timed_tick  # ticks, their duration, meshbot_last_tick_timestamp
 def tick(ctx: JobContext, source: MetricsSource, now: float | None = None) -> TickReport:
     now = time.time() if now is None else now
     report = TickReport()
@@ -70,7 +74,12 @@ def tick(ctx: JobContext, source: MetricsSource, now: float | None = None) -> Ti
             metrics = {}
         report.queries = source.queries_made - before
         for rollout in rollouts:
-            event = judge(ctx, rollout, metrics, now, report.prometheus_error)
+            try:
+                event = judge(ctx, rollout, metrics, now, report.prometheus_error)
+            except MeshbotError as exc:  # one rollout's trouble must not stall the others
+                log.error("judging %s failed: %s", rollout.service, exc.message,
+                          extra={"rollout_id": rollout.id, "service": rollout.service})
+                continue
             if event is not None:
                 report.events[event.value] = report.events.get(event.value, 0) + 1
     ctx.redis.set(ctx.store.keys.last_tick, str(now))
@@ -91,18 +100,18 @@ def judge(ctx: JobContext, rollout: Rollout,
         result = evaluate(sample, thresholds(view))
         lines = result.lines
         failing = [c.text for c in result.checks if c.verdict is not Verdict.PASS]
-    event = EVENTS[result.verdict]
     detail = "; ".join(lines)
 
     def step(current: Rollout | None) -> Rollout | None:
         if current is None or current.id != rollout.id or not current.phase.watched:
             return None  # rolled back, paused or replaced meanwhile: leave it alone
-        moved = apply(current, event, now, detail)
+        moved = apply(current, _event(view, current, result.verdict), now, detail)
         return moved.model_copy(update={"last_values": tuple(lines)})
 
     updated = ctx.store.update(rollout.service, step)
     if updated is None or updated.id != rollout.id or updated.history[-1].at != now:
         return None
+    event = updated.history[-1].event
     log.info("%s: %s → %s (%s)", rollout.service, event.value, updated.phase.value, detail,
              extra={"rollout_id": rollout.id, "service": rollout.service})
     try:
@@ -113,19 +122,33 @@ def judge(ctx: JobContext, rollout: Rollout,
     return event
 
 
+def _event(view: ServiceView, rollout: Rollout, verdict: Verdict) -> Event:
+    """The verdict as an event; a passed check whose next step crosses the tier's
+    ``canary_above`` asks for approval instead of advancing (DESIGN: rollout lifecycle)."""
+    event = EVENTS[verdict]
+    if (event is Event.CHECK_PASSED and rollout.phase in (Phase.PROGRESSING, Phase.HOLDING)
+            and not rollout.fixed and not rollout.last_step
+            and view.approvals_for_weight(rollout.steps[rollout.step_index + 1]) > 0):
+        return Event.GATE
+    return event
+
+
 def act(ctx: JobContext, view: ServiceView, before: Rollout, after: Rollout, event: Event,
         lines: list[str], failing: list[str]) -> None:
     """Carry out what the transition means, and say so in the rollout's thread."""
     say = _thread_writer(ctx, after)
     if after.phase is Phase.ROLLED_BACK:
         apply_rollback(ctx, view, after)
-        metrics.rollback("automatic")
+        own_metrics.rollback("automatic")
         reason = messages.automatic_rollback(view.name, failing, after.failed_checks,
                                              event is Event.NO_DATA)
         say(reason)
         channel = view.channel or after.channel
         if channel:
             ctx.notifier.post_root(channel, messages.rollback_alert(view.name, reason))
+    elif event is Event.GATE:
+        say(messages.step_needs_approval(after.steps[after.step_index + 1], lines))
+        request_approval(ctx, gate_request(ctx, view, after))
     elif after.weight != before.weight:
         apply_weight(ctx, view, after, Weights.canary_at(after.weight))
         say(messages.step_advanced(after.step_index, len(after.steps), after.weight, lines))
@@ -145,6 +168,21 @@ def act(ctx: JobContext, view: ServiceView, before: Rollout, after: Rollout, eve
     _update_status(ctx, after)
 
 
+def gate_request(ctx: JobContext, view: ServiceView, rollout: Rollout) -> Request:
+    """The approval request for a rollout's next step, on behalf of who started the rollout;
+    once approved, ``/mesh resume`` takes the step."""
+    following = rollout.steps[rollout.step_index + 1]
+    approvers = tuple(m for m in ctx.policy.members(ctx.policy.approve)
+                      if m != rollout.requested_by)
+    return Request(
+        id=f"{rollout.id}-step-{rollout.step_index + 1}",
+        command=Command(verb=Verb.RESUME, target=view.name, percent=following),
+        user=rollout.requested_by, channel=rollout.channel, received_at=time.time(),
+        approvals_required=view.approvals_for_weight(following),
+        eligible_approvers=approvers,
+    )
+
+
 def _past_deadline(rollout: Rollout) -> bool:
     since = rollout.holding_since
     return since is not None and rollout.history[-1].at - since >= rollout.deadline_s
@@ -155,12 +193,10 @@ def _first_alert(ctx: JobContext, rollout: Rollout) -> bool:
 
 
 def apply_rollback(ctx: JobContext, view: ServiceView, rollout: Rollout) -> None:
-    from jobs.routes import Subsets
-    from jobs.weights import set_weights
-
     subsets = Subsets(stable=rollout.stable_subset, canary=rollout.canary_subset)
     set_weights(ctx.kube, view.namespace, view.virtual_services, view.name, subsets,
                 Weights(stable=100, canary=0), allow_gitops=view.gitops_allowed)
+    clear_canary_routes(ctx, view)
 
 
 def _thread_writer(ctx: JobContext, rollout: Rollout) -> Callable[[str], None]:

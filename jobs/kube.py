@@ -230,10 +230,7 @@ class KubeClient:
             listing = self._apps.list_namespaced_deployment(
                 namespace, label_selector=selector, _request_timeout=self._timeout
             )
-        return [
-            cast(Obj, self._api_client.sanitize_for_serialization(item))  # type: ignore[no-untyped-call]
-            for item in listing.items
-        ]
+        return [self._dict(item) for item in listing.items]
 
     def annotate_pod_template(
         self, namespace: str, name: str, annotations: Mapping[str, str], resource_version: str
@@ -248,7 +245,7 @@ class KubeClient:
                 name, namespace, body, _content_type="application/merge-patch+json",
                 _request_timeout=self._timeout,
             )
-        return cast(Obj, self._api_client.sanitize_for_serialization(result))  # type: ignore[no-untyped-call]
+        return self._dict(result)
 
     # --- workloads (core/v1) ---
 

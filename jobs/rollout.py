@@ -30,8 +30,9 @@ class Phase(StrEnum):
 
     @property
     def watched(self) -> bool:
-        """Phases whose analysis ticks run."""
-        return self in (Phase.PROGRESSING, Phase.HOLDING)
+        """Phases whose analysis ticks run. A rollout waiting mid-way for approval of its next
+        step still carries canary traffic, so its checks go on (and can roll it back)."""
+        return self in (Phase.PROGRESSING, Phase.HOLDING, Phase.AWAITING_APPROVAL)
 
 
 TERMINAL = frozenset({Phase.PROMOTED, Phase.ROLLED_BACK, Phase.CANCELLED})
@@ -109,10 +110,10 @@ _ALLOWED: dict[Event, frozenset[Phase]] = {
     Event.APPROVED: frozenset({Phase.AWAITING_APPROVAL}),
     Event.REJECTED: frozenset({Phase.AWAITING_APPROVAL}),
     Event.EXPIRED: frozenset({Phase.AWAITING_APPROVAL}),
-    Event.GATE: frozenset({Phase.PROGRESSING, Phase.READY_TO_PROMOTE}),
-    Event.CHECK_PASSED: frozenset({Phase.PROGRESSING, Phase.HOLDING}),
-    Event.CHECK_FAILED: frozenset({Phase.PROGRESSING, Phase.HOLDING}),
-    Event.NO_DATA: frozenset({Phase.PROGRESSING, Phase.HOLDING}),
+    Event.GATE: frozenset({Phase.PROGRESSING, Phase.HOLDING, Phase.READY_TO_PROMOTE}),
+    Event.CHECK_PASSED: frozenset({Phase.PROGRESSING, Phase.HOLDING, Phase.AWAITING_APPROVAL}),
+    Event.CHECK_FAILED: frozenset({Phase.PROGRESSING, Phase.HOLDING, Phase.AWAITING_APPROVAL}),
+    Event.NO_DATA: frozenset({Phase.PROGRESSING, Phase.HOLDING, Phase.AWAITING_APPROVAL}),
     Event.PAUSE: frozenset({Phase.PROGRESSING, Phase.HOLDING}),
     Event.RESUME: frozenset({Phase.PAUSED}),
     Event.ABORT: frozenset(
@@ -139,6 +140,36 @@ def _move(
         at=now, event=event, before=rollout.phase, after=phase, weight=updated.weight, detail=detail
     )
     return updated.model_copy(update={"history": (*rollout.history, record)})
+
+
+_CHECKS = frozenset({Event.CHECK_PASSED, Event.CHECK_FAILED, Event.NO_DATA})
+
+
+def _gated_mid_rollout(rollout: Rollout) -> bool:
+    return rollout.resume_phase in (Phase.PROGRESSING, Phase.HOLDING) and not rollout.last_step
+
+
+def _checked_while_gated(rollout: Rollout, event: Event, now: float, detail: str) -> Rollout:
+    """Checks go on while a step waits for approval: a pass keeps waiting, failures and missing
+    data roll back exactly as they would at this step without the gate."""
+    following = now + rollout.interval_s
+    if event is Event.CHECK_PASSED:
+        return _move(rollout, event, now, Phase.AWAITING_APPROVAL, detail,
+                     passed_checks=rollout.passed_checks + 1, failed_checks=0,
+                     holding_since=None, next_check_at=following)
+    if event is Event.CHECK_FAILED:
+        failed = rollout.failed_checks + 1
+        if failed >= rollout.failure_threshold:
+            return _move(rollout, event, now, Phase.ROLLED_BACK, detail, weight=0,
+                         failed_checks=failed, resume_phase=None)
+        return _move(rollout, event, now, Phase.AWAITING_APPROVAL, detail, failed_checks=failed,
+                     next_check_at=following)
+    since = rollout.holding_since if rollout.holding_since is not None else now
+    if rollout.no_data_policy == "rollback" and now - since >= rollout.deadline_s:
+        return _move(rollout, event, now, Phase.ROLLED_BACK, detail, weight=0,
+                     resume_phase=None)
+    return _move(rollout, event, now, Phase.AWAITING_APPROVAL, detail, holding_since=since,
+                 next_check_at=following)
 
 
 def _healthy_fixed_canary(rollout: Rollout) -> bool:
@@ -173,9 +204,21 @@ def apply(rollout: Rollout, event: Event, now: float, detail: str = "") -> Rollo
             holding_since=None,
         )
     if event is Event.GATE:
-        return _move(
-            rollout, event, now, Phase.AWAITING_APPROVAL, detail, resume_phase=rollout.phase
-        )
+        return _move(rollout, event, now, Phase.AWAITING_APPROVAL, detail,
+                     resume_phase=rollout.phase, passed_checks=rollout.passed_checks + 1,
+                     failed_checks=0, holding_since=None,
+                     next_check_at=now + rollout.interval_s)
+    if rollout.phase is Phase.AWAITING_APPROVAL and event in _CHECKS:
+        return _checked_while_gated(rollout, event, now, detail)
+    if event is Event.APPROVED and _gated_mid_rollout(rollout):
+        index = rollout.step_index + 1
+        return _move(rollout, event, now, Phase.PROGRESSING, detail, resume_phase=None,
+                     step_index=index, weight=rollout.steps[index], failed_checks=0,
+                     holding_since=None, next_check_at=now + rollout.interval_s)
+    if event in (Event.REJECTED, Event.EXPIRED) and _gated_mid_rollout(rollout):
+        # "Where it was": watched at the current weight, never advancing on its own.
+        return _move(rollout, event, now, Phase.PROGRESSING, detail, resume_phase=None,
+                     fixed=True)
     if event is Event.APPROVED:
         back = rollout.resume_phase or Phase.PROGRESSING
         return _move(

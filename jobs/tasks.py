@@ -15,16 +15,23 @@ from rq import get_current_job
 from bot import messages
 from jobs import context
 from jobs.context import JobContext
-from jobs.handlers import admin, approvals, traffic
+from jobs.handlers import admin, approvals, routing, sidecars, traffic
 from jobs.handlers import backup as backups
 from jobs.handlers.common import record
-from jobs.handlers import routing, sidecars  # runbook: routing, sidecars, mTLS
 from jobs.handlers.emergency import emergency
 from jobs.handlers.readiness import readiness
+from jobs.weights import Abandoned
 from meshbot import metrics
 from meshbot.commands import Request, Verb
-from jobs.weights import Abandoned
-from meshbot.errors import GitOpsOwned, MeshInvalid, MeshNotFound, MeshbotError, PermanentError, TemporaryError, UserError
+from meshbot.errors import (
+    GitOpsOwned,
+    MeshbotError,
+    MeshInvalid,
+    MeshNotFound,
+    PermanentError,
+    TemporaryError,
+    UserError,
+)
 
 log = logging.getLogger("meshbot.jobs")
 

@@ -130,22 +130,26 @@ def meshbot_health(ctx: JobContext, now: float) -> list[Row]:
     else:
         age = now - float(raw)
         rows.append(("meshbot analysis tick recent", age <= TICK_STALE_S,
-                     f"last tick {messages.duration(max(age, 0.0))} ago"))
+                     f"last tick {messages.duration(max(round(age), 0))} ago"))
     return rows
 
 
-CHECKS: tuple[Callable[[JobContext], Row], ...] = (
-    istiod_replicas, istiod_zones, istiod_pdb, istiod_hpa, ingress_gateway,
+CHECKS: tuple[tuple[str, Callable[[JobContext], Row]], ...] = (
+    (f"istiod replicas >= {MIN_ISTIOD}", istiod_replicas),
+    ("istiod spread across zones", istiod_zones),
+    ("istiod PodDisruptionBudget", istiod_pdb),
+    ("istiod HorizontalPodAutoscaler", istiod_hpa),
+    (f"ingress gateway replicas >= {MIN_GATEWAY}", ingress_gateway),
 )
 
 
 def readiness(ctx: JobContext, request: Request) -> str:
     rows: list[Row] = []
-    for check in CHECKS:
+    for name, check in CHECKS:
         try:
             rows.append(check(ctx))
         except MeshbotError as exc:  # one unreadable check must not hide the others
-            rows.append((check.__name__.replace("_", " "), False, f"cannot read: {exc.message}"))
+            rows.append((name, False, f"cannot read: {exc.message}"))
     rows += mtls_rows(ctx)
     rows += meshbot_health(ctx, time.time())
     ctx.notifier.post_root(request.channel, messages.readiness_table(rows))

@@ -8,16 +8,14 @@ route and the managed route's mirror fields (``jobs.routes_match``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from bot import messages
 from jobs.context import JobContext
 from jobs.handlers import traffic
 from jobs.handlers.common import names, record, request_thread, service_view, subsets_of
-from jobs.kube import ensure_not_gitops_owned
 from jobs.rollout import Phase
+from jobs.route_edits import edit_routes, read_and_plan, write_planned
 from jobs.routes import Route, Subsets, Weights
 from jobs.routes_match import (
     HeaderMatch,
@@ -30,68 +28,13 @@ from jobs.routes_match import (
 )
 from jobs.weights import defined_subsets, preflight
 from meshbot.commands import Request
-from meshbot.errors import MeshConflict, MeshInvalid, Refused
+from meshbot.errors import MeshInvalid, Refused
 from policies.views import ServiceView
 
-Planner = Callable[[dict[str, Any]], list[Route] | None]
 MAX_ATTEMPTS = 5
 # The runbook's preview header for a blue-green cutover.
 PREVIEW = HeaderMatch("canary", "true")
 BLUEGREEN_STEP = 10  # the runbook's 90/10 under analysis
-
-
-def _qualified(namespace: str, name: str) -> tuple[str, str]:
-    vs_ns, _, vs_name = name.rpartition("/")
-    return vs_ns or namespace, vs_name
-
-
-@dataclass
-class Planned:
-    """One VirtualService as read, and the ``spec.http`` to write (None: already as asked)."""
-
-    name: str
-    vs: dict[str, Any]
-    http: list[Route] | None
-
-
-def read_and_plan(ctx: JobContext, view: ServiceView, plan: Planner) -> list[Planned]:
-    """Read and plan every VirtualService of the service, writing nothing: a plan that raises
-    (MeshInvalid) or a GitOps owner stops everything before the first write."""
-    planned = []
-    for name in view.virtual_services:
-        vs = ctx.kube.get_virtual_service(*_qualified(view.namespace, name))
-        ensure_not_gitops_owned(vs, allowed=view.gitops_allowed)
-        planned.append(Planned(name, vs, plan(vs)))
-    return planned
-
-
-def write_planned(ctx: JobContext, view: ServiceView, planned: list[Planned],
-                  plan: Planner) -> list[str]:
-    """Write each plan conditionally on the resourceVersion read; on a conflict re-read and
-    re-plan (someone else's change survives). Returns the names of the objects changed."""
-    changed: list[str] = []
-    for item in planned:
-        vs, http = item.vs, item.http
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            if http is None:
-                break
-            try:
-                ctx.kube.patch_virtual_service_route(
-                    *_qualified(view.namespace, item.name), http,
-                    vs["metadata"]["resourceVersion"])
-                changed.append(item.name)
-                break
-            except MeshConflict:
-                if attempt == MAX_ATTEMPTS:
-                    raise
-                vs = ctx.kube.get_virtual_service(*_qualified(view.namespace, item.name))
-                ensure_not_gitops_owned(vs, allowed=view.gitops_allowed)
-                http = plan(vs)
-    return changed
-
-
-def edit_routes(ctx: JobContext, view: ServiceView, plan: Planner) -> list[str]:
-    return write_planned(ctx, view, read_and_plan(ctx, view, plan), plan)
 
 
 def require_ready_canary(ctx: JobContext, view: ServiceView, subsets: Subsets) -> None:

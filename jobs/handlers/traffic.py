@@ -17,6 +17,7 @@ from jobs.handlers.common import (
     subsets_of,
 )
 from jobs.rollout import Event, Phase, Rollout
+from jobs.route_edits import clear_canary_routes
 from jobs.routes import Subsets, Weights, read_weights
 from jobs.store import RolloutStore
 from jobs.weights import Abandoned, defined_subsets, preflight, set_weights
@@ -142,8 +143,9 @@ def rollback(ctx: JobContext, request: Request) -> str:
     before, after = set_weights(ctx.kube, view.namespace, view.virtual_services, view.name,
                                 subsets, Weights(stable=100, canary=0),
                                 allow_gitops=view.gitops_allowed)
+    cleared = clear_canary_routes(ctx, view)
     metrics.rollback("manual")
-    text = (messages.already_stable(names(subsets)) if before == after
+    text = (messages.already_stable(names(subsets)) if before == after and not cleared
             else messages.rolled_back(pair(before), names(subsets)))
     channel, ts = _report(ctx, request, view, marked, text)
     record(ctx, request, "done", before=before, after=after, channel=channel, ts=ts)
@@ -170,9 +172,13 @@ def _report(ctx: JobContext, request: Request, view: ServiceView, current: Rollo
 
 def pause_or_resume(ctx: JobContext, request: Request) -> str:
     view = service_view(ctx, request)
+    current = ctx.store.get(view.name)
+    if current is not None and current.phase is Phase.AWAITING_APPROVAL \
+            and request.command.verb is Verb.RESUME:
+        return _approved_step(ctx, request, view, current)
     event = Event.PAUSE if request.command.verb is Verb.PAUSE else Event.RESUME
     now = time.time()
-    if ctx.store.get(view.name) is None:
+    if current is None:
         raise Refused(f"{view.name} has no rollout to {event.value}")
     changed = ctx.store.update(view.name, lambda cur: machine.apply(
         cur, event, now, f"by <@{request.user}>") if cur else None)
@@ -182,6 +188,28 @@ def pause_or_resume(ctx: JobContext, request: Request) -> str:
                            messages.paused_or_resumed(event.value, request.user, changed.weight))
     record(ctx, request, "done", channel=changed.channel, ts=changed.thread_ts)
     return f"{view.name}: {changed.phase.value}"
+
+
+def _approved_step(ctx: JobContext, request: Request, view: ServiceView,
+                   current: Rollout) -> str:
+    """The next step of a rollout that waited for approval, now that approvers said yes."""
+    if not request.approved_by:
+        raise Refused(f"{view.name}'s next step waits for approval: approvers react on the "
+                      "request posted in the channel")
+    now = time.time()
+    approvers = ", ".join(f"<@{a}>" for a in request.approved_by)
+    moved = ctx.store.update(view.name, lambda cur: machine.apply(
+        cur, Event.APPROVED, now, f"approved by {approvers}")
+        if cur and cur.id == current.id and cur.phase is Phase.AWAITING_APPROVAL else None)
+    if moved is None or moved.phase is Phase.AWAITING_APPROVAL:
+        raise Refused(f"{view.name} changed while approvers were asked; nothing was applied")
+    before, after = apply_weight(ctx, view, moved, Weights.canary_at(moved.weight))
+    if moved.channel and moved.thread_ts:
+        ctx.notifier.reply(moved.channel, moved.thread_ts, messages.step_advanced(
+            moved.step_index, len(moved.steps), moved.weight, [f"approved by {approvers}"]))
+    record(ctx, request, "done", before=before, after=after, channel=moved.channel,
+           ts=moved.thread_ts)
+    return f"{view.name}: {after}"
 
 
 def status(ctx: JobContext, request: Request) -> str:

@@ -9,7 +9,7 @@ import pytest
 
 from jobs.rollout import Phase
 from playground.processes import ServeProcess
-from playground.slack_client import send_slash_command
+from playground.slack_client import reaction_event, send_event, send_slash_command
 from tests.fixtures.live import Live, eventually
 from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh
 
@@ -129,3 +129,23 @@ def test_a_killed_worker_is_replaced_and_the_rollout_resumes(live: Live,
     eventually(lambda: in_phase(live, "logging-service", Phase.READY_TO_PROMOTE), 60,
                "the new worker takes the rollout over from Redis and finishes it")
     assert mesh.weights("logging-service") == {"stable": 50, "canary": 50}
+
+
+def test_a_step_above_canary_above_waits_for_approvers(live: Live, server: ServeProcess) -> None:
+    mesh = live.mesh
+    slash(mesh, server, "rollout payment-service steps=10,50 interval=2s")
+    eventually(lambda: in_phase(live, "payment-service", Phase.AWAITING_APPROVAL), 30,
+               "the step to 50% (above the critical tier's canary_above 25) waits")
+    request = mesh.slack.wait_for_message(CHANNEL, lambda m: "Approval needed" in m.text,
+                                          timeout=10)
+    assert mesh.weights("payment-service") == {"stable": 90, "canary": 10}
+    assert "needs approval" in thread_text(mesh, "payment-service")
+    for user, event_id in (("U0APPROVER1", "Ev0STEP1"), ("U0APPROVER2", "Ev0STEP2")):
+        event = reaction_event("reaction_added", user=user, reaction="white_check_mark",
+                               channel=CHANNEL, ts=request.ts)
+        assert send_event(f"{server.url}/slack/events", mesh.signing_secret, event,
+                          event_id).status == 200
+    eventually(lambda: mesh.weights("payment-service") == {"stable": 50, "canary": 50}, 30,
+               "two approvals take the step")
+    eventually(lambda: in_phase(live, "payment-service", Phase.READY_TO_PROMOTE), 30,
+               "the approved step is analysed like any other")

@@ -13,7 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import redis
 from prometheus_client.parser import text_string_to_metric_families
+from rq import Worker
 
 from playground.processes import MeshbotProcess, ServeProcess
 from playground.redis_server import RedisServer, free_port
@@ -135,6 +137,10 @@ def test_worker_health_port(mesh: Mesh, tmp_path: Path) -> None:
         assert status == 200 and json.loads(body) == {"redis": "ok"}
         assert get(port, "/nope")[0] == 404
         assert sample(port, "meshbot_queue_depth", queue="meshbot-urgent") == 0
+        # The health port opens before RQ's worker registers in Redis; once it has, the worker
+        # rides out a Redis outage (its loop retries), so the port keeps answering.
+        with redis.Redis.from_url(own.url) as client:
+            eventually(lambda: Worker.all(connection=client), 30, "the RQ worker registered")
         own.stop()
         status, body = get(port, "/readyz")
         assert status == 503 and json.loads(body)["redis"].startswith("unreachable")

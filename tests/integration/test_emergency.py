@@ -185,7 +185,8 @@ def test_emergency_steps_in_order_then_one_restart_at_a_time(ops: ChatOps, mesh:
 def test_a_rollout_past_its_deadline_stops_the_procedure(ops: ChatOps, mesh: Mesh) -> None:
     start_emergency(ops)
     [key] = mesh.redis.keys("meshbot:emergency:*")
-    request_id = key.decode().removeprefix("meshbot:emergency:")
+    name = key.decode() if isinstance(key, bytes) else key
+    request_id = name.removeprefix("meshbot:emergency:")
     later = time.time() + emergency.ROLLOUT_DEADLINE_S + 1
     assert emergency.advance(context.current(), request_id, later) == "stopped"
     assert emergency_thread(ops)[-1].startswith(

@@ -282,7 +282,7 @@ def test_bluegreen_preview_then_90_10_then_all_green_after_approval(
     assert vs(mesh, "order-service") == original  # nothing before the approvals
     approve(ops)
 
-    preview, weighted = http(mesh, "order-service")
+    preview, _ = http(mesh, "order-service")
     assert preview["match"] == [{"headers": {"canary": {"exact": "true"}}}]
     assert preview["route"] == [{"destination": {"host": "order-service", "subset": "green"}}]
     assert mesh.weights("order-service") == {"blue": 90, "green": 10}

@@ -20,8 +20,9 @@ def vs(name: str, weights: tuple[int, int] = (100, 0), **meta: Any) -> dict[str,
     }
 
 
-LIVE_META: dict[str, Any] = {"resourceVersion": "42", "uid": "u-1", "creationTimestamp": "2024-01-01T00:00:00Z",
-             "generation": 3, "managedFields": [{"manager": "kubectl"}]}
+LIVE_META: dict[str, Any] = {
+    "resourceVersion": "42", "uid": "u-1", "creationTimestamp": "2024-01-01T00:00:00Z",
+    "generation": 3, "managedFields": [{"manager": "kubectl"}]}
 
 
 def test_clean_strips_what_the_server_sets_and_keeps_the_rest() -> None:

@@ -277,16 +277,34 @@ def test_a_paused_rollout_takes_no_analysis_results(event: Event) -> None:
 # ------------------------------------------------------------------------------- approvals
 
 
-def test_gate_awaits_approval_and_approval_resumes_progressing() -> None:
+def test_gate_awaits_approval_and_approval_takes_the_next_step() -> None:
     rollout = apply(new(), Event.CHECK_PASSED, T0)
     gated = apply(rollout, Event.GATE, T0 + 10, "step 50 crosses canary_above 25")
     assert gated.phase is Phase.AWAITING_APPROVAL
     assert gated.weight == 10
     approved = apply(gated, Event.APPROVED, T0 + 20)
     assert approved.phase is Phase.PROGRESSING
-    assert approved.weight == 10
+    assert (approved.step_index, approved.weight) == (2, 25)
     assert approved.resume_phase is None
     assert approved.next_check_at == T0 + 20 + INTERVAL
+
+
+def test_checks_go_on_while_a_step_awaits_approval() -> None:
+    gated = apply(new(threshold=2), Event.GATE, T0)
+    assert gated.phase.watched
+    waiting = apply(gated, Event.CHECK_PASSED, T0 + 1)
+    assert (waiting.phase, waiting.weight) == (Phase.AWAITING_APPROVAL, 5)
+    once = apply(waiting, Event.CHECK_FAILED, T0 + 2)
+    assert once.phase is Phase.AWAITING_APPROVAL
+    twice = apply(once, Event.CHECK_FAILED, T0 + 3)
+    assert (twice.phase, twice.weight) == (Phase.ROLLED_BACK, 0)
+
+
+def test_a_rejected_step_stays_watched_where_it_was_and_never_advances() -> None:
+    gated = apply(new(), Event.GATE, T0)
+    rejected = apply(gated, Event.REJECTED, T0 + 1)
+    assert (rejected.phase, rejected.weight, rejected.fixed) == (Phase.PROGRESSING, 5, True)
+    assert apply(rejected, Event.CHECK_PASSED, T0 + 2).weight == 5
 
 
 def test_gated_promote_approval_returns_to_ready_to_promote() -> None:
@@ -395,7 +413,8 @@ def test_terminal_phases_refuse_further_events(phase: Phase, event: Event) -> No
 
 def test_terminal_phases_are_exactly_promoted_rolled_back_cancelled() -> None:
     assert {p for p in Phase if p.terminal} == {Phase.PROMOTED, Phase.ROLLED_BACK, Phase.CANCELLED}
-    assert {p for p in Phase if p.watched} == {Phase.PROGRESSING, Phase.HOLDING}
+    assert {p for p in Phase if p.watched} == {
+        Phase.PROGRESSING, Phase.HOLDING, Phase.AWAITING_APPROVAL}
 
 
 def test_refusal_names_service_and_phase() -> None:
