@@ -50,45 +50,73 @@ def thresholds(view: ServiceView) -> SLOThresholds:
     )
 
 
-def fetch(source: MetricsSource, rollouts: list[Rollout]) -> dict[tuple[str, str, str],
-                                                                   CanaryMetrics]:
+def fetch(ctx: JobContext, source: MetricsSource,
+          rollouts: list[Rollout]) -> dict[tuple[str, str, str], CanaryMetrics]:
     watched = sorted({(r.service, r.namespace) for r in rollouts})
     window = min(r.interval_s for r in rollouts)
-    return source.fetch(watched, window)
+    versions = sorted({r.canary_version for r in rollouts if r.canary_version})
+    views = [ctx.policy.service(r.service) for r in rollouts]
+    p95 = any(v is not None and v.slo.latency_p95_ms is not None for v in views)
+    return source.fetch(watched, window, versions, p95=p95)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """One rollout's check: what it was, what it becomes, and the measurements behind it."""
+
+    view: ServiceView
+    before: Rollout
+    after: Rollout
+    lines: list[str]
+    failing: list[str]
+
+    @property
+    def event(self) -> Event:
+        return self.after.history[-1].event
 
 
 @own_metrics.timed_tick  # ticks, their duration, meshbot_last_tick_timestamp
 def tick(ctx: JobContext, source: MetricsSource, now: float | None = None) -> TickReport:
+    """Read every due rollout at once, judge them all, commit every transition in one round
+    trip (skipping any that changed meanwhile), then act on the committed ones."""
     now = time.time() if now is None else now
     report = TickReport()
-    rollouts = [r for r in (ctx.store.get(s) for s in ctx.store.due(now))
-                if r is not None and r.phase.watched]
+    loaded = ctx.store.get_many(ctx.store.due(now))
+    rollouts = [rollout for _, rollout in loaded.values() if rollout.phase.watched]
     report.due = len(rollouts)
     if rollouts:
         before = source.queries_made
         try:
-            metrics = fetch(source, rollouts)
+            metrics = fetch(ctx, source, rollouts)
         except MetricsUnavailable as exc:
             # Prometheus unreachable is no data for everyone: never healthy.
             report.prometheus_error = exc.message
             metrics = {}
         report.queries = source.queries_made - before
+        judged: list[Judgement] = []
         for rollout in rollouts:
             try:
-                event = judge(ctx, rollout, metrics, now, report.prometheus_error)
+                judgement = judge(ctx, rollout, metrics, now, report.prometheus_error)
             except MeshbotError as exc:  # one rollout's trouble must not stall the others
                 log.error("judging %s failed: %s", rollout.service, exc.message,
                           extra={"rollout_id": rollout.id, "service": rollout.service})
                 continue
-            if event is not None:
-                report.events[event.value] = report.events.get(event.value, 0) + 1
+            if judgement is not None:
+                judged.append(judgement)
+        written = ctx.store.commit_many([(loaded[j.before.service][0], j.after) for j in judged])
+        for judgement, done in zip(judged, written, strict=True):
+            if done:
+                carry_out(ctx, judgement)
+                report.events[judgement.event.value] = \
+                    report.events.get(judgement.event.value, 0) + 1
     ctx.redis.set(ctx.store.keys.last_tick, str(now))
     return report
 
 
 def judge(ctx: JobContext, rollout: Rollout,
           metrics: dict[tuple[str, str, str], CanaryMetrics], now: float,
-          prometheus_error: str | None) -> Event | None:
+          prometheus_error: str | None) -> Judgement | None:
+    """The rollout's next state from its metrics (pure but for reading the policy)."""
     view = ctx.policy.service(rollout.service)
     if view is None:
         return None
@@ -100,26 +128,22 @@ def judge(ctx: JobContext, rollout: Rollout,
         result = evaluate(sample, thresholds(view))
         lines = result.lines
         failing = [c.text for c in result.checks if c.verdict is not Verdict.PASS]
-    detail = "; ".join(lines)
+    moved = apply(rollout, _event(view, rollout, result.verdict), now, "; ".join(lines))
+    after = moved.model_copy(update={"last_values": tuple(lines)})
+    return Judgement(view, rollout, after, lines, failing)
 
-    def step(current: Rollout | None) -> Rollout | None:
-        if current is None or current.id != rollout.id or not current.phase.watched:
-            return None  # rolled back, paused or replaced meanwhile: leave it alone
-        moved = apply(current, _event(view, current, result.verdict), now, detail)
-        return moved.model_copy(update={"last_values": tuple(lines)})
 
-    updated = ctx.store.update(rollout.service, step)
-    if updated is None or updated.id != rollout.id or updated.history[-1].at != now:
-        return None
-    event = updated.history[-1].event
-    log.info("%s: %s → %s (%s)", rollout.service, event.value, updated.phase.value, detail,
-             extra={"rollout_id": rollout.id, "service": rollout.service})
+def carry_out(ctx: JobContext, judgement: Judgement) -> None:
+    rollout, updated = judgement.before, judgement.after
+    extra = {"rollout_id": rollout.id, "service": rollout.service}
+    log.info("%s: %s → %s (%s)", rollout.service, judgement.event.value, updated.phase.value,
+             "; ".join(judgement.lines), extra=extra)
     try:
-        act(ctx, view, rollout, updated, event, lines, failing)
+        act(ctx, judgement.view, rollout, updated, judgement.event, judgement.lines,
+            judgement.failing)
     except MeshbotError as exc:
-        log.warning("acting on %s for %s failed: %s", event.value, rollout.service, exc.message,
-                    extra={"rollout_id": rollout.id, "service": rollout.service})
-    return event
+        log.warning("acting on %s for %s failed: %s", judgement.event.value, rollout.service,
+                    exc.message, extra=extra)
 
 
 def _event(view: ServiceView, rollout: Rollout, verdict: Verdict) -> Event:
@@ -165,7 +189,7 @@ def act(ctx: JobContext, view: ServiceView, before: Rollout, after: Rollout, eve
             ctx.notifier.post_root(channel, text)
     elif event is Event.CHECK_FAILED:
         say(messages.check_failed(after.failed_checks, after.failure_threshold, failing))
-    _update_status(ctx, after)
+    _update_status(ctx, before, after)
 
 
 def gate_request(ctx: JobContext, view: ServiceView, rollout: Rollout) -> Request:
@@ -206,7 +230,16 @@ def _thread_writer(ctx: JobContext, rollout: Rollout) -> Callable[[str], None]:
     return say
 
 
-def _update_status(ctx: JobContext, rollout: Rollout) -> None:
+def _state(rollout: Rollout) -> tuple[object, ...]:
+    return (rollout.phase, rollout.step_index, rollout.weight, rollout.failed_checks,
+            rollout.holding_since is None)
+
+
+def _update_status(ctx: JobContext, before: Rollout, rollout: Rollout) -> None:
+    # Only on a change of state, not of the measurements: watching a thousand steady rollouts
+    # must not spend Slack's chat.update budget (the values are in the milestone replies).
+    if _state(before) == _state(rollout):
+        return
     if rollout.channel and rollout.status_ts:
         ctx.notifier.update(rollout.channel, rollout.status_ts,
                             "\n".join([rollout.title, *messages.rollout_lines(rollout)]))

@@ -29,7 +29,6 @@ from jobs.promql import (
     parse_windowed,
     rate_window,
     request_rate_query,
-    success_rate_query,
 )
 from meshbot.errors import MetricsUnavailable
 
@@ -98,28 +97,33 @@ class MetricsSource:
         return result
 
     def fetch(
-        self, watched: Sequence[tuple[str, str]], window: float
+        self,
+        watched: Sequence[tuple[str, str]],
+        window: float,
+        versions: Sequence[str] = (),
+        *,
+        p95: bool = True,
     ) -> dict[SeriesKey, CanaryMetrics]:
         """Metrics of every version of every watched (service, namespace), keyed by
         (service, namespace, version). A version absent from the answer had no traffic.
 
         ``window`` (seconds) is raised to hold at least four scrapes. The number of queries is
-        the same for one service or a thousand.
+        the same for one service or a thousand: request rate, p99, and one query for the error
+        ratio over the analysis window and every burn-rate window (the success rate is the
+        analysis window's); p95 adds a fourth only when some SLO asks for it. ``versions``
+        narrows the series to the canaries' versions.
         """
         if not watched:
             return {}
         span = rate_window(window, self.scrape_interval)
         at = time.time()  # one evaluation instant, so the signals describe the same moment
-        rates = parse_vector(self.query(request_rate_query(watched, span), at))
-        success = parse_vector(self.query(success_rate_query(watched, span), at))
-        p99 = parse_vector(self.query(latency_query(watched, span, 0.99), at))
-        p95 = parse_vector(self.query(latency_query(watched, span, 0.95), at))
+        rates = parse_vector(self.query(request_rate_query(watched, span, versions), at))
+        p99 = parse_vector(self.query(latency_query(watched, span, 0.99, versions), at))
+        p95s = (parse_vector(self.query(latency_query(watched, span, 0.95, versions), at))
+                if p95 else {})
         burn_spans = [rate_window(w, self.scrape_interval) for w in self.burn_windows]
-        ratios = (
-            parse_windowed(self.query(error_ratio_query(watched, burn_spans), at))
-            if burn_spans
-            else {}
-        )
+        spans = sorted({span, *burn_spans})
+        ratios = parse_windowed(self.query(error_ratio_query(watched, spans, versions), at))
 
         wanted = set(watched)
         metrics: dict[SeriesKey, CanaryMetrics] = {}
@@ -127,11 +131,12 @@ class MetricsSource:
             if (key[0], key[1]) not in wanted:  # the regexes admit cross pairs; drop them
                 continue
             by_window = ratios.get(key, {})
+            ratio = _number(by_window.get(duration(span)))
             metrics[key] = CanaryMetrics(
                 request_rate=_number(rate),
-                success_rate=_number(success.get(key)),
+                success_rate=None if ratio is None else 100 * (1 - ratio),
                 latency_p99_ms=_number(p99.get(key)),
-                latency_p95_ms=_number(p95.get(key)),
+                latency_p95_ms=_number(p95s.get(key)),
                 error_ratios=tuple(
                     (duration(w), by_window.get(duration(w), math.nan)) for w in burn_spans
                 ),

@@ -61,7 +61,8 @@ def _alternation(names: Iterable[str]) -> str:
     return "|".join(_escape_regex(n) for n in sorted(set(names)))
 
 
-def selector(watched: Sequence[tuple[str, str]], extra: str = "") -> str:
+def selector(watched: Sequence[tuple[str, str]], extra: str = "",
+             versions: Sequence[str] = ()) -> str:
     """Label matchers for the watched (service, namespace) pairs, destination reporter only.
 
     The namespace regex is a coarse filter (it admits cross pairs); ``parse_vector`` callers
@@ -76,6 +77,10 @@ def selector(watched: Sequence[tuple[str, str]], extra: str = "") -> str:
         f'destination_service_name=~"{services}"',
         f'destination_workload_namespace=~"{namespaces}"',
     ]
+    if versions:
+        # Only the canaries are judged: skipping the stable versions' series halves the work
+        # Prometheus does for the histogram quantiles.
+        matchers.append(f'destination_version=~"{_alternation(versions)}"')
     if extra:
         matchers.append(extra)
     return "{" + ", ".join(matchers) + "}"
@@ -85,36 +90,43 @@ def _sum_rate(metric: str, sel: str, window: float, by: str = _BY) -> str:
     return f"sum by ({by}) (rate({metric}{sel}[{duration(window)}]))"
 
 
-def request_rate_query(watched: Sequence[tuple[str, str]], window: float) -> str:
+def request_rate_query(watched: Sequence[tuple[str, str]], window: float,
+                       versions: Sequence[str] = ()) -> str:
     """Requests per second reaching each version."""
-    return _sum_rate("istio_requests_total", selector(watched), window)
+    return _sum_rate("istio_requests_total", selector(watched, versions=versions), window)
 
 
-def _error_ratio(watched: Sequence[tuple[str, str]], window: float) -> str:
-    total = _sum_rate("istio_requests_total", selector(watched), window)
-    errors = _sum_rate("istio_requests_total", selector(watched, 'response_code=~"5.*"'), window)
+def _error_ratio(watched: Sequence[tuple[str, str]], window: float,
+                 versions: Sequence[str] = ()) -> str:
+    total = _sum_rate("istio_requests_total", selector(watched, versions=versions), window)
+    errors = _sum_rate("istio_requests_total",
+                       selector(watched, 'response_code=~"5.*"', versions), window)
     # Istio creates the 5xx series only when the first 5xx happens: an empty numerator means zero
     # errors. `or on() vector(0)` would give one label-less 0 that matches no group, so fill each
     # group that has traffic with 0 * its own total instead. No traffic → no series (or 0/0 = NaN).
     return f"({errors} or 0 * {total}) / {total}"
 
 
-def success_rate_query(watched: Sequence[tuple[str, str]], window: float) -> str:
+def success_rate_query(watched: Sequence[tuple[str, str]], window: float,
+                       versions: Sequence[str] = ()) -> str:
     """Percentage of requests that were not 5xx."""
-    return f"100 * (1 - {_error_ratio(watched, window)})"
+    return f"100 * (1 - {_error_ratio(watched, window, versions)})"
 
 
-def latency_query(watched: Sequence[tuple[str, str]], window: float, quantile: float) -> str:
+def latency_query(watched: Sequence[tuple[str, str]], window: float, quantile: float,
+                  versions: Sequence[str] = ()) -> str:
     """Latency quantile in milliseconds from Istio's histogram (NaN where there is no traffic)."""
     if not 0 < quantile < 1:
         raise ValueError(f"quantile must be between 0 and 1, got {quantile}")
     buckets = _sum_rate(
-        "istio_request_duration_milliseconds_bucket", selector(watched), window, by=_BY + ", le"
+        "istio_request_duration_milliseconds_bucket", selector(watched, versions=versions),
+        window, by=_BY + ", le"
     )
     return f"histogram_quantile({quantile:g}, {buckets})"
 
 
-def error_ratio_query(watched: Sequence[tuple[str, str]], windows: Sequence[float]) -> str:
+def error_ratio_query(watched: Sequence[tuple[str, str]], windows: Sequence[float],
+                      versions: Sequence[str] = ()) -> str:
     """Error ratio (0..1) over each window, told apart by a ``window`` label, in one query.
 
     It is the burn rate's numerator: each service may have its own availability SLO, so the
@@ -123,7 +135,8 @@ def error_ratio_query(watched: Sequence[tuple[str, str]], windows: Sequence[floa
     if not windows:
         raise ValueError("at least one burn-rate window is needed")
     parts = [
-        f'label_replace({_error_ratio(watched, w)}, "{WINDOW_LABEL}", "{duration(w)}", "", "")'
+        f'label_replace({_error_ratio(watched, w, versions)}, "{WINDOW_LABEL}", '
+        f'"{duration(w)}", "", "")'
         for w in windows
     ]
     return " or ".join(parts)

@@ -13,11 +13,48 @@ import redis
 from jobs.keys import Keys
 from jobs.rollout import Rollout
 
+# Write the new state only if the stored one is still what was read (compare-and-set), keeping
+# the watched set in step; many of these go to Redis in one pipelined round trip.
+_CAS = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('set', KEYS[1], ARGV[2])
+if ARGV[3] == '1' then
+  redis.call('zadd', KEYS[2], ARGV[4], ARGV[5])
+else
+  redis.call('zrem', KEYS[2], ARGV[5])
+end
+return 1
+"""
+
 
 class RolloutStore:
     def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
         self.client = client
         self.keys = keys or Keys()
+        self._cas = client.register_script(_CAS)
+
+    def get_many(self, services: list[str]) -> dict[str, tuple[bytes, Rollout]]:
+        """The stored documents (as read, for ``commit_many``) of these services, one round
+        trip; services without a rollout are left out."""
+        if not services:
+            return {}
+        raws = self.client.mget([self.keys.rollout(s) for s in services])
+        return {service: (raw if isinstance(raw, bytes) else str(raw).encode(),
+                          Rollout.model_validate_json(raw))
+                for service, raw in zip(services, raws, strict=True) if raw}
+
+    def commit_many(self, changes: list[tuple[bytes, Rollout]]) -> list[bool]:
+        """Write each new rollout unless its document changed since it was read (a rollback
+        or a pause won meanwhile); one round trip. True where written."""
+        if not changes:
+            return []
+        with self.client.pipeline(transaction=False) as pipe:
+            for raw, rollout in changes:
+                self._cas(keys=[self.keys.rollout(rollout.service), self.keys.watched],
+                          args=[raw, rollout.model_dump_json(),
+                                "1" if rollout.phase.watched else "0",
+                                rollout.next_check_at, rollout.service], client=pipe)
+            return [bool(done) for done in pipe.execute()]
 
     def get(self, service: str) -> Rollout | None:
         raw = self.client.get(self.keys.rollout(service))

@@ -16,7 +16,9 @@ import redis
 
 from jobs import context
 from jobs.analysis import tick
+from jobs.handlers.approvals import expire_due
 from jobs.metrics_source import MetricsSource
+from meshbot.errors import MeshbotError
 from meshbot.settings import Settings
 
 log = logging.getLogger("meshbot.ticker")
@@ -63,6 +65,10 @@ class Ticker:
 
     def _run(self) -> None:
         ctx = context.current()
+        try:
+            ctx.kube  # noqa: B018 — built now, not inside the first tick that must roll back
+        except MeshbotError as exc:
+            log.warning("Kubernetes client not ready yet: %s", exc.message)
         defaults = ctx.policy.defaults.slo.burn_rate.windows
         source = MetricsSource(self.settings.prometheus_url,
                                scrape_interval=self.settings.scrape_interval_s,
@@ -72,6 +78,9 @@ class Ticker:
             try:
                 if self.holds_lease():
                     report = tick(ctx, source)
+                    # A backstop for the expiry jobs RQ's scheduler runs (it may be held by a
+                    # dead worker's lock for a minute).
+                    expire_due(ctx, time.time())
                     if report.due:
                         log.info("tick: %d due, %d queries, events %s", report.due,
                                  report.queries, report.events)

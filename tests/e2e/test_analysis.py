@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from jobs.approvals import ApprovalStore
 from jobs.rollout import Phase
 from playground.processes import ServeProcess
 from playground.slack_client import reaction_event, send_event, send_slash_command
@@ -31,6 +32,15 @@ def thread_text(mesh: Mesh, service: str) -> str:
     return "\n".join(m.text for root in roots for m in mesh.slack.thread(CHANNEL, root.ts))
 
 
+def wait_thread(mesh: Mesh, service: str, *needles: str) -> str:
+    """The service's threads once they show every needle (replies land just after the state
+    and weights change, which is what the tests wait on first)."""
+    def probe() -> str | None:
+        text = thread_text(mesh, service)
+        return text if all(n in text for n in needles) else None
+    return eventually(probe, 15, f"the thread of {service} shows {needles}")
+
+
 def in_phase(live: Live, service: str, *phases: Phase) -> bool:
     rollout = live.rollout(service)
     return rollout is not None and rollout.phase in phases
@@ -49,14 +59,13 @@ def test_healthy_rollout_walks_every_step_then_promotes(live: Live,
     eventually(lambda: in_phase(live, "logging-service", Phase.READY_TO_PROMOTE), 40,
                "the rollout passes both steps")
     assert mesh.weights("logging-service") == {"stable": 50, "canary": 50}
-    text = thread_text(mesh, "logging-service")
-    assert "Step 2/2: canary now 50%" in text
-    assert "ready" in text and "success rate 100.0% ≥ 99%" in text
+    wait_thread(mesh, "logging-service", "Step 2/2: canary now 50%", "ready",
+                "success rate 100.0% ≥ 99%")
 
     slash(mesh, server, "promote logging-service")
     eventually(lambda: mesh.weights("logging-service") == {"stable": 0, "canary": 100}, 20,
                "promote sends all traffic to the canary subset")
-    assert "Promoted" in thread_text(mesh, "logging-service")
+    wait_thread(mesh, "logging-service", "Promoted")
 
 
 def test_errors_on_the_canary_roll_back_with_the_numbers(live: Live,
@@ -67,11 +76,10 @@ def test_errors_on_the_canary_roll_back_with_the_numbers(live: Live,
     eventually(lambda: rolled_back(live, "health-checker"), 40,
                "failed checks roll the canary back")
     assert mesh.weights("health-checker") == {"stable": 100, "canary": 0}
-    text = thread_text(mesh, "health-checker")
-    assert "Automatic rollback" in text and "after 2 failed checks" in text
-    assert "success rate" in text and "< 99%" in text
-    alerts = [m.text for m in mesh.slack.roots(CHANNEL) if "Alert" in m.text]
-    assert alerts and "health-checker" in alerts[0]
+    wait_thread(mesh, "health-checker", "Automatic rollback", "after 2 failed checks",
+                "success rate", "< 99%")
+    alert = mesh.slack.wait_for_message(CHANNEL, lambda m: "Alert" in m.text, timeout=10)
+    assert "health-checker" in alert.text
 
 
 def test_latency_on_the_canary_rolls_back(live: Live, server: ServeProcess) -> None:
@@ -81,7 +89,7 @@ def test_latency_on_the_canary_rolls_back(live: Live, server: ServeProcess) -> N
     eventually(lambda: rolled_back(live, "logging-service"), 40,
                "slow canary is rolled back")
     assert mesh.weights("logging-service") == {"stable": 100, "canary": 0}
-    assert "> 100 ms" in thread_text(mesh, "logging-service")
+    wait_thread(mesh, "logging-service", "> 100 ms")
 
 
 def test_too_little_traffic_holds_and_never_advances(live: Live, server: ServeProcess) -> None:
@@ -91,8 +99,7 @@ def test_too_little_traffic_holds_and_never_advances(live: Live, server: ServePr
     eventually(lambda: in_phase(live, "health-checker", Phase.HOLDING), 30,
                "a canary below min_request_rate holds")
     assert mesh.weights("health-checker") == {"stable": 90, "canary": 10}
-    text = thread_text(mesh, "health-checker")
-    assert "Holding" in text and "req/s minimum" in text
+    wait_thread(mesh, "health-checker", "Holding", "req/s minimum")
 
 
 def test_no_data_rolls_back_after_the_deadline_when_policy_says_so(
@@ -103,7 +110,7 @@ def test_no_data_rolls_back_after_the_deadline_when_policy_says_so(
     eventually(lambda: rolled_back(live, "metrics-collector"), 40,
                "no_data: rollback rolls back past the deadline")
     assert mesh.weights("metrics-collector") == {"stable": 100, "canary": 0}
-    assert "no SLO evidence past the deadline" in thread_text(mesh, "metrics-collector")
+    wait_thread(mesh, "metrics-collector", "no SLO evidence past the deadline")
 
 
 def test_prometheus_down_holds_and_never_advances(live: Live, server: ServeProcess) -> None:
@@ -115,7 +122,7 @@ def test_prometheus_down_holds_and_never_advances(live: Live, server: ServeProce
     eventually(lambda: in_phase(live, "logging-service", Phase.HOLDING), 30,
                "Prometheus unreachable is no data: hold")
     assert mesh.weights("logging-service") == {"stable": 90, "canary": 10}
-    assert "Prometheus unreachable" in thread_text(mesh, "logging-service")
+    wait_thread(mesh, "logging-service", "Prometheus unreachable")
 
 
 def test_a_killed_worker_is_replaced_and_the_rollout_resumes(live: Live,
@@ -139,7 +146,10 @@ def test_a_step_above_canary_above_waits_for_approvers(live: Live, server: Serve
     request = mesh.slack.wait_for_message(CHANNEL, lambda m: "Approval needed" in m.text,
                                           timeout=10)
     assert mesh.weights("payment-service") == {"stable": 90, "canary": 10}
-    assert "needs approval" in thread_text(mesh, "payment-service")
+    wait_thread(mesh, "payment-service", "needs approval")
+    # The request is stored just after it is posted; people cannot react faster than that.
+    eventually(lambda: ApprovalStore(mesh.redis).get(CHANNEL, request.ts), 10,
+               "the approval request is registered")
     for user, event_id in (("U0APPROVER1", "Ev0STEP1"), ("U0APPROVER2", "Ev0STEP2")):
         event = reaction_event("reaction_added", user=user, reaction="white_check_mark",
                                channel=CHANNEL, ts=request.ts)

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cloudcoil.models.istio.security import v1beta1 as istio_security
+from kubernetes.client import CustomObjectsApi
 from rq import Queue
 from rq.serializers import JSONSerializer
 
@@ -17,7 +19,7 @@ from jobs import context
 from jobs.api import queue_names
 from jobs.backups import BackupStore
 from jobs.handlers import emergency
-from jobs.kube import RESTARTED_AT
+from jobs.kube import RESTARTED_AT, load_api_client
 from meshbot.settings import Settings
 from playground.kube_emulator import RunningCluster
 from playground.sample_mesh import deployment, destination_rule, virtual_service
@@ -205,6 +207,21 @@ def test_revision_labelled_namespace_loses_its_revision(ops: ChatOps, mesh: Mesh
     assert "istio.io/rev" not in labels and "istio-injection" not in labels
     assert "Step 3/5: :syringe: sidecar injection off: label `istio.io/rev=1-20` removed." \
         in emergency_thread(ops)
+
+
+def test_a_namespace_without_peer_authentication_gets_a_valid_permissive_one(
+        ops: ChatOps, mesh: Mesh) -> None:
+    with load_api_client() as api:
+        CustomObjectsApi(api).delete_namespaced_custom_object(*SEC, NS, "peerauthentications",
+                                                              "default")
+    start_emergency(ops)
+    created = mesh.cluster.get(*SEC, "peerauthentications", NS, "default")
+    model = istio_security.PeerAuthentication.model_validate(created)
+    assert model.spec is not None
+    # Istio's published model knows every field written (it would drop an unknown one).
+    assert model.spec.model_dump(by_alias=True, exclude_none=True, mode="json") == \
+        created["spec"] == {"mtls": {"mode": "PERMISSIVE"}}
+    assert "Step 2/5: :unlock: mTLS: `default` created as PERMISSIVE." in emergency_thread(ops)
 
 
 def test_meshbots_own_namespace_is_refused_and_untouched(ops: ChatOps, mesh: Mesh) -> None:

@@ -26,7 +26,7 @@ from tests.fixtures.prometheus import BULK_SERVICES, NAMESPACE, RUNBOOK_SERVICES
 T = TypeVar("T")
 WINDOW = 5.0  # seconds: rate_window(…, 1 s scrapes) gives four scrapes plus one of margin
 SLO = SLOThresholds(success_rate=99.9, latency_p99_ms=100, min_request_rate=1.0)
-QUERIES_PER_FETCH = 5  # rate, success, p99, p95, burn (both windows in one query)
+QUERIES_PER_FETCH = 4  # rate, p99, p95, error ratio over the analysis and burn windows
 
 
 def eventually(probe: Callable[[], T], done: Callable[[T], bool], timeout: float = 25.0) -> T:
