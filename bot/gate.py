@@ -42,6 +42,9 @@ def gate(policy: Policy, text: str, *, user: str, channel: str,
         verbs = allowed_verbs(policy, user=user, user_groups=user_groups, channel=channel)
         usages = {verb.value: f"/mesh {usage}" for verb, usage in USAGE.items()}
         return Outcome(reply=messages.help_text(verbs, usages), command=command)
+    if command.verb is Verb.BACKUP and command.target is None:
+        # `/mesh backup` alone backs up the policy's default namespace.
+        command = command.model_copy(update={"target": policy.defaults.namespace})
     decision = decide(policy, verb=command.verb.value, target=command.target, user=user,
                       user_groups=user_groups, channel=channel, percent=command.percent,
                       switch=command.switch)  # `freeze off` needs approval, `on` does not

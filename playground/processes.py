@@ -22,15 +22,15 @@ def wait_http_ok(host: str, port: int, path: str, timeout: float,
                  process: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while True:
+        conn = http.client.HTTPConnection(host, port, timeout=1)
         try:
-            conn = http.client.HTTPConnection(host, port, timeout=1)
             conn.request("GET", path)
-            status = conn.getresponse().status
-            conn.close()
-            if status == 200:
+            if conn.getresponse().status == 200:
                 return
         except OSError:
             pass
+        finally:
+            conn.close()
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"the process exited with {process.returncode} before {path} "
                                "answered")

@@ -152,7 +152,7 @@ def _approvals_needed(
         return namespace.mtls, f"changing mTLS in namespace {target}"
     if verb is Verb.INJECT_NAMESPACE:
         return namespace.inject_namespace, f"changing sidecar injection in namespace {target}"
-    if verb is Verb.RESTORE:
+    if verb is Verb.RESTORE and switch != "dry-run":  # a dry run only shows the diff
         return namespace.restore, f"restoring backup {target}"
     if verb is Verb.FREEZE and switch == "off":
         return namespace.freeze_off, "lifting the change freeze"

@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot import messages
+from jobs.backups import BackupStore
 from jobs.context import JobContext
+from jobs.handlers.backup import require_namespace
 from jobs.handlers.common import names, pair, subsets_of
 from jobs.locks import Locks
 from jobs.routes import Subsets, Weights, read_weights
@@ -43,9 +45,30 @@ def compose(ctx: JobContext, request: Request) -> Plan:
         return Plan(messages.plan_freeze_off(freeze.user, freeze.since), facts_now(ctx, request))
     view = ctx.policy.service(command.target) if command.target else None
     if view is None:
+        _namespace_refusals(ctx, request)
         return Plan(messages.plan_namespace(command), {})
     return Plan(_service_plan(ctx, request, view), facts_now(ctx, request),
                 _thread_link(ctx, view.name))
+
+
+def _namespace_refusals(ctx: JobContext, request: Request) -> None:
+    """What the handler would refuse anyway is refused before approvers are asked, with the
+    handler's own words."""
+    command = request.command
+    target = command.target or ""
+    if command.verb is Verb.RESTORE:
+        if BackupStore(ctx.redis).get(target) is None:
+            raise Refused(messages.unknown_backup(target))
+        return
+    own = target == ctx.settings.namespace
+    if command.verb is Verb.EMERGENCY and own:
+        raise Refused(messages.emergency_own_namespace(target))
+    if command.verb is Verb.INJECT_NAMESPACE and own:
+        raise Refused(messages.own_namespace(target, "injected"))
+    if command.verb is Verb.MTLS and own and command.switch == "strict":
+        raise Refused(messages.own_namespace(target, "switched to STRICT mTLS"))
+    if command.verb in (Verb.EMERGENCY, Verb.MTLS, Verb.INJECT_NAMESPACE):
+        require_namespace(ctx, target)
 
 
 def _service_plan(ctx: JobContext, request: Request, view: ServiceView) -> str:

@@ -57,5 +57,6 @@ def test_ack_latency_bench_runs_and_prints_its_figures() -> None:
     assert "p99" in floor and "p99" in acks
     assert "20/20 x 200" in acks
     assert any(line.startswith("acks 200: 20/20") for line in lines)
-    assert "jobs enqueued: 25/25" in result.stdout  # 20 timed + one warm-up per client
+    # 20 timed bursts + 20 timed closed-loop + one warm-up per client in each of the two runs
+    assert "jobs enqueued: 50/50" in result.stdout
     assert "cores" in result.stdout

@@ -197,11 +197,13 @@ def test_inject_namespace_keeps_revision_based_injection(ops: ChatOps, mesh: Mes
 
 def test_inject_namespace_refusals_change_nothing(ops: ChatOps, mesh: Mesh) -> None:
     before = labels(mesh, "meshbot")
-    url = approved(ops, "inject-namespace meshbot")
+    # Refused before approvers are asked: there is nothing they could approve.
+    url = run(ops, "inject-namespace meshbot")
     assert any("meshbot's own namespace and is never injected" in t for t in ops.told(url))
     assert labels(mesh, "meshbot") == before
-    url = approved(ops, "inject-namespace nowhere")
+    url = run(ops, "inject-namespace nowhere")
     assert any("namespace `nowhere` does not exist" in t for t in ops.told(url))
+    assert not [m for m in mesh.slack.roots(CHANNEL) if "Approval needed" in m.text]
     assert outcomes(mesh, "meshbot")[0] == "refused"
 
 
@@ -246,7 +248,7 @@ def test_mtls_changes_only_the_mode(ops: ChatOps, mesh: Mesh) -> None:
 
 
 def test_mtls_strict_is_refused_on_meshbots_namespace(ops: ChatOps, mesh: Mesh) -> None:
-    url = approved(ops, "mtls meshbot strict")
+    url = run(ops, "mtls meshbot strict")  # refused before any approval is asked
     assert any("`meshbot` is meshbot's own namespace and is never switched to STRICT" in t
                for t in ops.told(url))
     with pytest.raises(KeyError):

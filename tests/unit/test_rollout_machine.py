@@ -345,10 +345,8 @@ def test_approval_answers_need_a_pending_approval(event: Event, phase: Phase) ->
         apply(at(phase), event, T0)
 
 
-@pytest.mark.parametrize(
-    "phase", [Phase.HOLDING, Phase.PAUSED, Phase.AWAITING_APPROVAL, *sorted(TERMINAL)]
-)
-def test_gate_only_from_progressing_or_ready(phase: Phase) -> None:
+@pytest.mark.parametrize("phase", [Phase.PAUSED, Phase.AWAITING_APPROVAL, *sorted(TERMINAL)])
+def test_gate_only_from_progressing_holding_or_ready(phase: Phase) -> None:
     with pytest.raises(Refused):
         apply(at(phase), Event.GATE, T0)
 
