@@ -12,7 +12,7 @@ with every check due (a fresh worker: every status message changes), then one in
 
 Printed per tick: wall time, and where it went (Prometheus, Redis, Slack, the rest); PromQL
 queries; Redis round trips and commands; Slack calls by method. Beside them, the floor: the same
-PromQL sent over plain HTTP, and what folding the signals into fewer queries costs.
+PromQL sent over plain HTTP.
 ``--failing K`` makes K canaries fail their last allowed check, so the tick also rolls them back.
 """
 
@@ -50,7 +50,6 @@ from policies.loader import load_policy_file
 SCRAPE_S = 1.0
 AIM_S, AIM_QUERIES = 1.0, 3
 SLACK_TIER3_PER_MIN = 50  # chat.update's documented tier: "50+ per minute"
-SIGNALS = ("rate", "success", "p99", "p95", "burn")  # MetricsSource.fetch's order
 
 
 class Timer:
@@ -163,13 +162,6 @@ def raw_query(url: str, promql: str, at: float | None) -> tuple[float, int, int]
     return seconds, len(answer["data"]["result"]), len(raw)
 
 
-def folded(queries: Sequence[str], names: Sequence[str]) -> str:
-    """Several signals as ONE query: each tagged by a ``signal`` label, joined with ``or`` (the
-    tags make every label set distinct, so ``or`` keeps all of them)."""
-    return " or ".join(f'label_replace({q}, "signal", "{n}", "", "")'
-                       for q, n in zip(queries, names, strict=True))
-
-
 def seed(stack: Stack, services: list[str], failing: set[str], interval: float,
          threshold: int) -> None:
     """N fixed canaries at 10%, each due now, each with a status message in the channel."""
@@ -248,33 +240,16 @@ def _commands(client: redis.Redis) -> int:
 
 
 def floors(url: str, recorded: list[tuple[str, float | None]]) -> None:
-    """The recorded queries over plain HTTP, then folded into 3 and into 1."""
-    if len(recorded) != len(SIGNALS):
-        print(f"floor: the tick made {len(recorded)} queries, not the {len(SIGNALS)} expected")
+    """The floor: the tick's own queries sent again over plain HTTP, nothing else around them."""
+    if not recorded:
+        print("floor: the tick made no query")
         return
     texts, at = [q for q, _ in recorded], recorded[0][1]
     parts = [raw_query(url, q, at) for q in texts]
     print(f"floor, the tick's {len(parts)} queries over plain HTTP: "
           f"{sum(p[0] for p in parts) * 1000:.1f} ms ("
-          + ", ".join(f"{n} {p[0] * 1000:.0f} ms/{p[1]} series/{p[2] // 1024} KiB"
-                      for n, p in zip(SIGNALS, parts, strict=True))
+          + ", ".join(f"{p[0] * 1000:.0f} ms/{p[1]} series/{p[2] // 1024} KiB" for p in parts)
           + f"); longest query text {max(len(q) for q in texts) // 1024} KiB")
-    series = sum(p[1] for p in parts)
-    three = [folded(texts[0:2], SIGNALS[0:2]), folded(texts[2:4], SIGNALS[2:4]), texts[4]]
-    three_parts = [raw_query(url, q, at) for q in three]
-    one = raw_query(url, folded(texts, SIGNALS), at)
-    print(f"folded into 3 queries (rate or success | p99 or p95 | burn): "
-          f"{sum(p[0] for p in three_parts) * 1000:.1f} ms, "
-          f"{sum(p[1] for p in three_parts)}/{series} series")
-    canary = [q.replace('reporter="destination", ',
-                        'reporter="destination", destination_version=~"v2", ') for q in texts]
-    narrowed = [raw_query(url, q, at) for q in canary]
-    print(f"the 5 queries restricted to the canary version (destination_version=~\"v2\"): "
-          f"{sum(p[0] for p in narrowed) * 1000:.1f} ms ("
-          + ", ".join(f"{n} {p[0] * 1000:.0f} ms" for n, p in zip(SIGNALS, narrowed, strict=True))
-          + ")")
-    print(f"folded into 1 query (all five, label_replace(..., \"signal\", ...) or ...): "
-          f"{one[0] * 1000:.1f} ms, {one[1]}/{series} series, {one[2] // 1024} KiB answer")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

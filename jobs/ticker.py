@@ -16,8 +16,10 @@ import redis
 
 from jobs import context
 from jobs.analysis import tick
+from jobs.api import queue_names
 from jobs.handlers.approvals import expire_due
 from jobs.metrics_source import MetricsSource
+from jobs.scheduled import release_due
 from meshbot.errors import MeshbotError
 from meshbot.settings import Settings
 
@@ -78,8 +80,7 @@ class Ticker:
             try:
                 if self.holds_lease():
                     report = tick(ctx, source)
-                    # A backstop for the expiry jobs RQ's scheduler runs (it may be held by a
-                    # dead worker's lock for a minute).
+                    release_due(self.connection, queue_names(self.settings.queue_name))
                     expire_due(ctx, time.time())
                     if report.due:
                         log.info("tick: %d due, %d queries, events %s", report.due,

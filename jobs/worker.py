@@ -1,4 +1,5 @@
-"""``meshbot worker``: an RQ worker (JSON serializer, scheduler on) plus meshbot's analysis ticker.
+"""``meshbot worker``: an RQ worker (JSON serializer) plus meshbot's ticker, which runs the
+analysis and releases RQ's scheduled jobs (retries, expiries) when they are due.
 
 Jobs are short (no job sleeps through an interval), so a ``SimpleWorker`` runs them in-process:
 no fork per job, and the Kubernetes and Slack clients are built once per process.
@@ -42,7 +43,9 @@ def run_worker(*, burst: bool = False, metrics_port: int | None = None) -> int:
         ticker = Ticker(connection, settings)
         ticker.start()
     try:
-        worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
+        # A long-running worker leaves scheduled jobs to its ticker (jobs/scheduled.py says why);
+        # a burst run releases the due ones itself, in-process.
+        worker.work(burst=burst, with_scheduler=burst, logging_level="WARNING")
     finally:
         if ticker is not None:
             ticker.stop()

@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="port for /healthz, /readyz and /metrics")
     socket.set_defaults(run=_socket)
 
-    worker = sub.add_parser("worker", help="an RQ worker with the scheduler enabled")
+    worker = sub.add_parser(
+        "worker", help="an RQ worker with meshbot's ticker (analysis, scheduled jobs)")
     worker.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     worker.add_argument("--metrics-port", type=int, default=None,
                         help="serve /metrics on this port")

@@ -10,16 +10,16 @@ comes, so no test sleeps through a back-off.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
-from rq import Queue
-from rq.serializers import JSONSerializer
 
 from jobs import api
 from jobs import rollout as machine
 from jobs.audit import AuditLog
 from jobs.rollout import Event, Phase
+from jobs.scheduled import release_due
 from jobs.store import RolloutStore
 from meshbot.commands import Command, Request, Verb
 from meshbot.settings import Settings
@@ -42,18 +42,10 @@ def submit(mesh: Mesh, verb: Verb, percent: int | None = None) -> Request:
 
 
 def release_retries(client: redis.Redis) -> int:
-    """Enqueue every job RQ scheduled for a retry, as its scheduler does when the time comes."""
-    released = 0
-    for name in api.queue_names(Settings().queue_name):
-        queue = Queue(name, connection=client, serializer=JSONSerializer)
-        registry = queue.scheduled_job_registry
-        for job_id in registry.get_job_ids():
-            job = queue.fetch_job(job_id)
-            assert job is not None
-            registry.remove(job)
-            queue.enqueue_job(job)
-            released += 1
-    return released
+    """Release every job RQ scheduled for a retry, as the ticker does once its time has come
+    (here: as if an hour had passed)."""
+    later = datetime.now(UTC) + timedelta(hours=1)
+    return release_due(client, api.queue_names(Settings().queue_name), now=later)
 
 
 def set_split(mesh: Mesh, stable: int, canary: int) -> None:

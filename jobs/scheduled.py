@@ -1,0 +1,36 @@
+"""Release RQ's scheduled jobs (retries, ``enqueue_in``) when they are due, from the ticker.
+
+RQ's own scheduler runs in a process forked from the worker. When a worker is killed, that
+child survives it and keeps the dead worker's blocking ``BLPOP`` connection open (the socket is
+inherited by the fork), so Redis hands the next job to a socket nobody reads: the job is lost.
+Its lock also blocks every other worker's scheduler for about a minute. The ticker, which holds
+a short lease, does the same work in-process with RQ's public registry API instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+import redis
+from rq import Queue
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+
+def release_due(connection: redis.Redis, queue_names: Iterable[str],
+                now: datetime | None = None) -> int:
+    """Move every scheduled job whose time has come to its queue; how many were moved."""
+    moment = now or datetime.now(UTC)
+    released = 0
+    for name in queue_names:
+        queue = Queue(name, connection=connection, serializer=JSONSerializer)
+        registry = queue.scheduled_job_registry
+        job_ids = registry.get_jobs_to_schedule(int(moment.timestamp()))
+        for job_id, job in zip(job_ids, Job.fetch_many(job_ids, connection=connection,
+                                                       serializer=JSONSerializer), strict=True):
+            registry.remove(job_id)
+            if job is not None:
+                queue.enqueue_job(job)
+                released += 1
+    return released
