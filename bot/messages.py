@@ -213,6 +213,11 @@ def holding_too_long(service: str, deadline_s: float, failing: Sequence[str]) ->
             f"`/mesh rollback {service}` or `/mesh resume {service}`.")
 
 
+def reapplied(weights_text: str) -> str:
+    return (f":wrench: The worker that was changing this service stopped before writing its "
+            f"weights; meshbot wrote them now: {weights_text}.")
+
+
 def check_failed(failed: int, threshold: int, failing: Sequence[str]) -> str:
     return (f":warning: Check failed ({failed}/{threshold} before automatic rollback): "
             f"{_values(failing)}")

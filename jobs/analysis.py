@@ -103,6 +103,9 @@ def tick(ctx: JobContext, source: MetricsSource, now: float | None = None) -> Ti
                 continue
             if judgement is not None:
                 judged.append(judgement)
+        moving = [j.before.service for j in judged if _moves_weights(j)]
+        for service in moving:  # before the commit: a worker dying after it is finished for
+            ctx.store.mark_unapplied(service, now)
         written = ctx.store.commit_many([(loaded[j.before.service][0], j.after) for j in judged])
         for judgement, done in zip(judged, written, strict=True):
             if done:
@@ -133,6 +136,11 @@ def judge(ctx: JobContext, rollout: Rollout,
     return Judgement(view, rollout, after, lines, failing)
 
 
+def _moves_weights(judgement: Judgement) -> bool:
+    return judgement.after.weight != judgement.before.weight \
+        or judgement.after.phase is Phase.ROLLED_BACK
+
+
 def carry_out(ctx: JobContext, judgement: Judgement) -> None:
     rollout, updated = judgement.before, judgement.after
     extra = {"rollout_id": rollout.id, "service": rollout.service}
@@ -141,6 +149,8 @@ def carry_out(ctx: JobContext, judgement: Judgement) -> None:
     try:
         act(ctx, judgement.view, rollout, updated, judgement.event, judgement.lines,
             judgement.failing)
+        if _moves_weights(judgement):
+            ctx.store.mark_applied(rollout.service)
     except MeshbotError as exc:
         log.warning("acting on %s for %s failed: %s", judgement.event.value, rollout.service,
                     exc.message, extra=extra)

@@ -34,6 +34,11 @@ class Keys:
         return f"{self.prefix}lock:{service}"
 
     @property
+    def unapplied(self) -> str:
+        """Sorted set: service → when its rollout's weights were decided but not yet written."""
+        return f"{self.prefix}unapplied"
+
+    @property
     def last_tick(self) -> str:
         return f"{self.prefix}last_tick"
 

@@ -102,6 +102,18 @@ class RolloutStore:
     def watched_count(self) -> int:
         return int(self.client.zcard(self.keys.watched))
 
+    def mark_unapplied(self, service: str, now: float) -> None:
+        """The rollout's state says a weight the VirtualService may not show yet: if the writer
+        dies before ``mark_applied``, the ticker writes it (``jobs.reconcile``)."""
+        self.client.zadd(self.keys.unapplied, {service: now}, nx=True)
+
+    def mark_applied(self, service: str) -> None:
+        self.client.zrem(self.keys.unapplied, service)
+
+    def unapplied_since(self, before: float) -> list[str]:
+        members = self.client.zrangebyscore(self.keys.unapplied, "-inf", before)
+        return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+
     def live_subset(self, service: str, default: str) -> str:
         raw = self.client.get(self.keys.live_subset(service))
         return raw.decode() if isinstance(raw, bytes) else default

@@ -19,6 +19,7 @@ from jobs.analysis import tick
 from jobs.api import queue_names
 from jobs.handlers.approvals import expire_due
 from jobs.metrics_source import MetricsSource
+from jobs.reconcile import reconcile
 from jobs.scheduled import release_due
 from meshbot.errors import MeshbotError
 from meshbot.settings import Settings
@@ -81,6 +82,7 @@ class Ticker:
                 if self.holds_lease():
                     report = tick(ctx, source)
                     release_due(self.connection, queue_names(self.settings.queue_name))
+                    reconcile(ctx)
                     expire_due(ctx, time.time())
                     if report.due:
                         log.info("tick: %d due, %d queries, events %s", report.due,

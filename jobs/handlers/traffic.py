@@ -89,8 +89,10 @@ def _begin(ctx: JobContext, request: Request, *, steps: tuple[int, ...], fixed: 
         "canary_subset": subsets.canary,
         "canary_version": labels.get(analysis.version_label, ""),
     })
+    ctx.store.mark_unapplied(view.name, time.time())
     ctx.store.put(started)
     before, after = apply_weight(ctx, view, started, target)
+    ctx.store.mark_applied(view.name)
     ctx.notifier.reply(channel, ts, messages.weights_applied(
         pair(before), pair(after), names(subsets), view.virtual_services))
     record(ctx, request, "done", before=before, after=after, channel=channel, ts=ts)
@@ -105,6 +107,7 @@ def promote(ctx: JobContext, request: Request) -> str:
     if current is None or current.phase.terminal:
         raise Refused(f"{view.name} has no rollout to promote: start one with "
                       f"`/mesh rollout {view.name}`")
+    ctx.store.mark_unapplied(view.name, now)
     promoted = ctx.store.update(view.name, lambda cur: machine.apply(
         cur, Event.PROMOTE, now, f"by <@{request.user}>") if cur and cur.id == current.id
         else None)
@@ -115,6 +118,7 @@ def promote(ctx: JobContext, request: Request) -> str:
                                 subsets, Weights(stable=0, canary=100),
                                 allow_gitops=view.gitops_allowed)
     ctx.store.set_live_subset(view.name, subsets.canary)
+    ctx.store.mark_applied(view.name)
     text = messages.promoted(pair(before), names(subsets), request.approved_by)
     if promoted.channel and promoted.thread_ts:
         ctx.notifier.reply(promoted.channel, promoted.thread_ts, text)
@@ -138,12 +142,14 @@ def rollback(ctx: JobContext, request: Request) -> str:
             raise Refused(f"{view.name} has no rollout in progress to abort")
         return machine.apply(current, event, now, f"by {who}")
 
+    ctx.store.mark_unapplied(view.name, now)  # first: a worker dying next is finished for
     marked = ctx.store.update(view.name, mark)
     subsets = subsets_of(ctx, view)
     before, after = set_weights(ctx.kube, view.namespace, view.virtual_services, view.name,
                                 subsets, Weights(stable=100, canary=0),
                                 allow_gitops=view.gitops_allowed)
     cleared = clear_canary_routes(ctx, view)
+    ctx.store.mark_applied(view.name)
     metrics.rollback("manual")
     text = (messages.already_stable(names(subsets)) if before == after and not cleared
             else messages.rolled_back(pair(before), names(subsets)))
@@ -198,12 +204,14 @@ def _approved_step(ctx: JobContext, request: Request, view: ServiceView,
                       "request posted in the channel")
     now = time.time()
     approvers = ", ".join(f"<@{a}>" for a in request.approved_by)
+    ctx.store.mark_unapplied(view.name, now)
     moved = ctx.store.update(view.name, lambda cur: machine.apply(
         cur, Event.APPROVED, now, f"approved by {approvers}")
         if cur and cur.id == current.id and cur.phase is Phase.AWAITING_APPROVAL else None)
     if moved is None or moved.phase is Phase.AWAITING_APPROVAL:
         raise Refused(f"{view.name} changed while approvers were asked; nothing was applied")
     before, after = apply_weight(ctx, view, moved, Weights.canary_at(moved.weight))
+    ctx.store.mark_applied(view.name)
     if moved.channel and moved.thread_ts:
         ctx.notifier.reply(moved.channel, moved.thread_ts, messages.step_advanced(
             moved.step_index, len(moved.steps), moved.weight, [f"approved by {approvers}"]))

@@ -3,6 +3,9 @@ Kubernetes API emulator and the Slack stand-in."""
 
 from __future__ import annotations
 
+import time
+
+from jobs.store import RolloutStore
 from playground.processes import ServeProcess
 from playground.slack_client import send_slash_command
 from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh
@@ -41,6 +44,8 @@ def test_canary_then_rollback_over_http(mesh: Mesh, server: ServeProcess) -> Non
     assert mesh.weights("payment-service") == {"stable": 100, "canary": 0}
     thread = mesh.slack.thread(CHANNEL, root.ts)
     assert "Rolled back" in thread[-1].text and "stable 100 / canary 0" in thread[-1].text
+    # Both writers finished their writes: nothing is left for the ticker to re-apply.
+    assert RolloutStore(mesh.redis).unapplied_since(time.time() + 1) == []
 
 
 def test_status_shows_weights_and_rollout(mesh: Mesh, server: ServeProcess) -> None:
