@@ -265,44 +265,17 @@ def apply(rollout: Rollout, event: Event, now: float, detail: str = "") -> Rollo
             next_check_at=now + rollout.interval_s,
         )
     # CHECK_PASSED: advance a step, or stop ready to promote after the last one.
-    passed = rollout.passed_checks + 1
+    healthy: dict[str, object] = {"passed_checks": rollout.passed_checks + 1,
+                                  "failed_checks": 0, "holding_since": None}
+    following = now + rollout.interval_s
     if rollout.fixed:
-        return _move(
-            rollout,
-            event,
-            now,
-            Phase.PROGRESSING,
-            detail,
-            passed_checks=passed,
-            failed_checks=0,
-            holding_since=None,
-            next_check_at=now + rollout.interval_s,
-        )
+        return _move(rollout, event, now, Phase.PROGRESSING, detail, next_check_at=following,
+                     **healthy)
     if rollout.last_step:
-        return _move(
-            rollout,
-            event,
-            now,
-            Phase.READY_TO_PROMOTE,
-            detail,
-            passed_checks=passed,
-            failed_checks=0,
-            holding_since=None,
-        )
+        return _move(rollout, event, now, Phase.READY_TO_PROMOTE, detail, **healthy)
     index = rollout.step_index + 1
-    return _move(
-        rollout,
-        event,
-        now,
-        Phase.PROGRESSING,
-        detail,
-        passed_checks=passed,
-        failed_checks=0,
-        holding_since=None,
-        step_index=index,
-        weight=rollout.steps[index],
-        next_check_at=now + rollout.interval_s,
-    )
+    return _move(rollout, event, now, Phase.PROGRESSING, detail, step_index=index,
+                 weight=rollout.steps[index], next_check_at=following, **healthy)
 
 
 def start(
