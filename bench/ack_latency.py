@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
 from rq import Queue
@@ -100,30 +101,49 @@ class HealthClient:
         self.conn.close()
 
 
-def run_load(name: str, requests: int, concurrency: int,
-             make_client: Callable[[], tuple[Callable[[int], Sample], Callable[[], None]]],
-             cpu_meter: Callable[[], dict[str, float]]) -> Load:
-    """``requests`` calls spread over ``concurrency`` threads, each with its own client.
+MakeClient = Callable[[], tuple[Callable[[int], Sample], Callable[[], None]]]
+
+
+def run_load(name: str, requests: int, concurrency: int, make_client: MakeClient,
+             cpu_meter: Callable[[], dict[str, float]], *, bursts: bool = False) -> Load:
+    """``requests`` calls over ``concurrency`` threads, each with its own client.
 
     Each thread first makes one untimed call (it opens the connection and warms the server),
-    then all start together, so every timed request meets a server under the full load.
+    then all start together. In a closed loop each client sends its next request as soon as it
+    is answered; in ``bursts`` the clients send one request each at the same instant, and the
+    next round only once the whole round was answered (N concurrent slash commands, as a
+    channel's worth of people send them).
     """
     per_thread = [requests // concurrency + (i < requests % concurrency)
                   for i in range(concurrency)]
+    if bursts:
+        per_thread = [max(1, requests // concurrency)] * concurrency
     samples: list[list[Sample]] = [[] for _ in range(concurrency)]
-    barrier = threading.Barrier(concurrency + 1)
+    begun: dict[str, Any] = {}
+
+    def begin() -> None:
+        # Run by the barrier as it opens, before any client goes on: the clock starts exactly
+        # when the load does (the main thread may get the GIL back much later).
+        begun["cpu"], begun["at"] = cpu_meter(), time.perf_counter()
+
+    start = threading.Barrier(concurrency + 1, action=begin)
+    round_ = threading.Barrier(concurrency)
     errors: list[BaseException] = []
 
     def client_thread(index: int) -> None:
         call, close = make_client()
         try:
             call(-1 - index)  # warm-up, not counted
-            barrier.wait()
+            start.wait()
             first = sum(per_thread[:index])
-            samples[index] = [call(first + k) for k in range(per_thread[index])]
+            for k in range(per_thread[index]):
+                if bursts:
+                    round_.wait(timeout=60)
+                samples[index].append(call(first + k))
         except BaseException as exc:  # reported by the caller; a thread cannot raise to it
             errors.append(exc)
-            barrier.abort()
+            start.abort()
+            round_.abort()
         finally:
             close()
 
@@ -132,58 +152,16 @@ def run_load(name: str, requests: int, concurrency: int,
     for thread in threads:
         thread.start()
     with contextlib.suppress(threading.BrokenBarrierError):
-        barrier.wait(timeout=60)  # broken when a client failed in warm-up: raised below
-    cpu_before = cpu_meter()
-    started = time.perf_counter()
+        start.wait(timeout=60)  # broken when a client failed in warm-up: raised below
     for thread in threads:
         thread.join()
-    wall = time.perf_counter() - started
+    ended = time.perf_counter()
     cpu_after = cpu_meter()
     if errors:
         raise RuntimeError(f"{name}: a client failed: {errors[0]!r}") from errors[0]
-    cpu = {party: cpu_after[party] - cpu_before[party]
-           for party in cpu_after.keys() & cpu_before.keys()}
-    return Load(name, [s for thread_samples in samples for s in thread_samples], wall, cpu)
-
-
-def run_bursts(name: str, requests: int, concurrency: int,
-               make_client: Callable[[], tuple[Callable[[int], Sample], Callable[[], None]]],
-               cpu_meter: Callable[[], dict[str, float]]) -> Load:
-    """Rounds of ``concurrency`` requests sent at the same instant, one per client, the next
-    round only after the whole previous one was answered: N concurrent slash commands, as a
-    channel's worth of people would send them, rather than a sustained closed loop."""
-    rounds = max(1, requests // concurrency)
-    samples: list[list[Sample]] = [[] for _ in range(concurrency)]
-    barrier = threading.Barrier(concurrency)
-    errors: list[BaseException] = []
-
-    def client_thread(index: int) -> None:
-        call, close = make_client()
-        try:
-            call(-1 - index)  # warm-up, not counted
-            for round_ in range(rounds):
-                barrier.wait(timeout=60)
-                samples[index].append(call(round_ * concurrency + index))
-        except BaseException as exc:  # reported by the caller; a thread cannot raise to it
-            errors.append(exc)
-            barrier.abort()
-        finally:
-            close()
-
-    threads = [threading.Thread(target=client_thread, args=(i,), name=f"{name}-{i}")
-               for i in range(concurrency)]
-    cpu_before = cpu_meter()
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - started
-    cpu_after = cpu_meter()
-    if errors:
-        raise RuntimeError(f"{name}: a client failed: {errors[0]!r}") from errors[0]
-    cpu = {party: cpu_after[party] - cpu_before[party]
-           for party in cpu_after.keys() & cpu_before.keys()}
+    wall = ended - begun["at"]
+    cpu = {party: cpu_after[party] - begun["cpu"][party]
+           for party in cpu_after.keys() & begun["cpu"].keys()}
     return Load(name, [s for thread_samples in samples for s in thread_samples], wall, cpu)
 
 
@@ -290,10 +268,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 server = process_tree_cpu_s(server_pid)
                 return used if server is None else {**used, "meshbot serve": server}
 
-            floor = run_bursts("GET /healthz (no-op)", args.requests, args.concurrency,
-                               health_client, cpu_meter)
-            acks = run_bursts("/mesh canary (ack)", args.requests, args.concurrency,
-                              slash_client, cpu_meter)
+            floor = run_load("GET /healthz (no-op)", args.requests, args.concurrency,
+                             health_client, cpu_meter, bursts=True)
+            acks = run_load("/mesh canary (ack)", args.requests, args.concurrency,
+                            slash_client, cpu_meter, bursts=True)
             sustained_floor = run_load("GET /healthz, sustained", args.requests,
                                        args.concurrency, health_client, cpu_meter)
             sustained = run_load("/mesh canary, sustained", args.requests, args.concurrency,
