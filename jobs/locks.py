@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import redis
 from pydantic import BaseModel, ConfigDict
@@ -41,6 +42,9 @@ LOCKING = frozenset({
 
 def _text(raw: bytes | str) -> str:
     return raw.decode() if isinstance(raw, bytes) else raw
+
+
+T = TypeVar("T")
 
 
 class Lock(BaseModel):
@@ -90,22 +94,7 @@ class Locks:
         return self._delete_if(service, lambda held: held.request_id == holder_request_id)
 
     def _delete_if(self, service: str, check: Callable[[Lock], bool]) -> Lock | None:
-        key = self.keys.lock(service)
-        with self.client.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(key)  # type: ignore[no-untyped-call]
-                    raw = pipe.get(key)
-                    held = Lock.model_validate_json(raw) if raw else None
-                    if held is None or not check(held):
-                        pipe.unwatch()
-                        return None
-                    pipe.multi()
-                    pipe.delete(key)
-                    pipe.execute()
-                    return held
-                except redis.WatchError:
-                    continue
+        return _delete_if(self.client, self.keys.lock(service), Lock.model_validate_json, check)
 
     def all(self) -> list[Lock]:
         found = []
@@ -129,22 +118,29 @@ class Locks:
 
     def lift_freeze(self, request_id: str | None = None) -> Freeze | None:
         """Lift the freeze (only the one set by ``request_id``, if given); what was lifted."""
-        key = self.keys.freeze
-        with self.client.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(key)  # type: ignore[no-untyped-call]
-                    raw = pipe.get(key)
-                    held = Freeze.model_validate_json(raw) if raw else None
-                    if held is None or (request_id and held.request_id != request_id):
-                        pipe.unwatch()
-                        return None
-                    pipe.multi()
-                    pipe.delete(key)
-                    pipe.execute()
-                    return held
-                except redis.WatchError:
-                    continue
+        return _delete_if(self.client, self.keys.freeze, Freeze.model_validate_json,
+                          lambda held: not request_id or held.request_id == request_id)
+
+
+def _delete_if(client: redis.Redis, key: str, parse: Callable[[bytes | str], T],
+               check: Callable[[T], bool]) -> T | None:
+    """Delete ``key`` if what it holds passes ``check``, atomically (WATCH/MULTI); what was
+    deleted, or None."""
+    with client.pipeline() as pipe:
+        while True:
+            try:
+                pipe.watch(key)  # type: ignore[no-untyped-call]
+                raw = pipe.get(key)
+                held = parse(raw) if raw else None
+                if held is None or not check(held):
+                    pipe.unwatch()
+                    return None
+                pipe.multi()
+                pipe.delete(key)
+                pipe.execute()
+                return held
+            except redis.WatchError:
+                continue
 
 
 def check_gates(locks: Locks, request: Request) -> None:
