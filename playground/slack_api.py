@@ -19,6 +19,7 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
@@ -29,6 +30,7 @@ from playground.slack_model import Call, JSONDict, ResponsePost, SlackMethodErro
 from playground.slack_workspace import SlackWorkspace
 
 RESPONSE_URL_USES = 5  # Slack accepts up to five posts to one response_url
+OPEN_CONNECTION = "apps.connections.open"  # the one method that takes an app-level token
 
 
 class _Server(ThreadingHTTPServer):
@@ -115,6 +117,7 @@ class SlackApiStandIn(SlackWorkspace):
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._response_urls: dict[str, tuple[str | None, str | None, int]] = {}
+        self._socket_mode: Callable[[], str] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -197,6 +200,12 @@ class SlackApiStandIn(SlackWorkspace):
                 self.post(channel, str(body.get("text", "")), user=None)
             return 200, "ok"
 
+    # -- Socket Mode -------------------------------------------------------------------------
+
+    def attach_socket_mode(self, issue_url: Callable[[], str]) -> None:
+        """Answer ``apps.connections.open`` with ``issue_url()`` (a Socket Mode server's)."""
+        self._socket_mode = issue_url
+
     # -- the Web API -------------------------------------------------------------------------
 
     def answer(
@@ -217,8 +226,11 @@ class SlackApiStandIn(SlackWorkspace):
         token = token or str(params.get("token") or "")
         if not token:
             return 200, {}, {"ok": False, "error": "not_authed"}
-        if not token.startswith("xoxb-"):
-            return 200, {}, {"ok": False, "error": "invalid_auth"}
+        wanted = "xapp-" if method == OPEN_CONNECTION else "xoxb-"
+        if not token.startswith(wanted):
+            wrong_type = token.startswith(("xoxb-", "xapp-"))
+            error = "not_allowed_token_type" if wrong_type else "invalid_auth"
+            return 200, {}, {"ok": False, "error": error}
         fault = self.take_fault(method)
         if fault is not None:
             extra = {}
@@ -228,6 +240,10 @@ class SlackApiStandIn(SlackWorkspace):
                 whole = seconds == int(seconds)
                 extra["Retry-After"] = str(int(seconds)) if whole else str(seconds)
             return fault.status, extra, {"ok": False, "error": fault.error}
+        if method == OPEN_CONNECTION:
+            if self._socket_mode is None:  # the stand-in's name: no server was attached
+                return 200, {}, {"ok": False, "error": "socket_mode_not_enabled"}
+            return 200, {}, {"ok": True, "url": self._socket_mode()}
         handler = METHODS.get(method)
         if handler is None:
             return 200, {}, {"ok": False, "error": "unknown_method"}
