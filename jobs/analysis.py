@@ -20,7 +20,7 @@ from jobs.metrics_source import MetricsSource
 from jobs.promql import CanaryMetrics, CheckResult, SLOThresholds, Verdict, evaluate
 from jobs.rollout import Event, Phase, Rollout, apply
 from jobs.route_edits import clear_canary_routes
-from jobs.routes import Subsets, Weights
+from jobs.routes import Weights
 from jobs.weights import set_weights
 from meshbot import metrics as own_metrics  # not the tick's `metrics` (Prometheus samples)
 from meshbot.commands import Command, Request, Verb
@@ -227,7 +227,7 @@ def _first_alert(ctx: JobContext, rollout: Rollout) -> bool:
 
 
 def apply_rollback(ctx: JobContext, view: ServiceView, rollout: Rollout) -> None:
-    subsets = Subsets(stable=rollout.stable_subset, canary=rollout.canary_subset)
+    subsets = rollout.subsets
     set_weights(ctx.kube, view.namespace, view.virtual_services, view.name, subsets,
                 Weights(stable=100, canary=0), allow_gitops=view.gitops_allowed)
     clear_canary_routes(ctx, view)

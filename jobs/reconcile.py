@@ -14,7 +14,7 @@ from bot import messages
 from jobs.context import JobContext
 from jobs.rollout import Phase, Rollout
 from jobs.route_edits import clear_canary_routes
-from jobs.routes import Subsets, Weights
+from jobs.routes import Weights
 from jobs.weights import set_weights
 from meshbot.errors import MeshbotError
 
@@ -42,7 +42,7 @@ def reconcile(ctx: JobContext, now: float | None = None) -> list[str]:
             ctx.store.mark_applied(service)
             continue
         target = desired(rollout)
-        subsets = Subsets(stable=rollout.stable_subset, canary=rollout.canary_subset)
+        subsets = rollout.subsets
         try:
             set_weights(ctx.kube, view.namespace, view.virtual_services, view.name, subsets,
                         target, allow_gitops=view.gitops_allowed)

@@ -11,6 +11,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
+from jobs.routes import Subsets
 from meshbot.errors import Refused
 
 
@@ -100,6 +101,11 @@ class Rollout(BaseModel):
     @property
     def step_weight(self) -> int:
         return self.steps[self.step_index]
+
+    @property
+    def subsets(self) -> Subsets:
+        """The subsets in their roles for this rollout (they swap after each promote)."""
+        return Subsets(stable=self.stable_subset, canary=self.canary_subset)
 
     @property
     def last_step(self) -> bool:

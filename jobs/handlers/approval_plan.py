@@ -15,7 +15,7 @@ from jobs.context import JobContext
 from jobs.handlers.backup import require_namespace
 from jobs.handlers.common import names, pair, subsets_of
 from jobs.locks import Locks
-from jobs.routes import Subsets, Weights, read_weights
+from jobs.routes import Weights, read_weights
 from jobs.weights import preflight
 from meshbot.commands import Request, Verb
 from meshbot.errors import MeshbotError, Refused
@@ -83,7 +83,7 @@ def _service_plan(ctx: JobContext, request: Request, view: ServiceView) -> str:
     elif command.verb in (Verb.PROMOTE, Verb.BLUEGREEN):
         rollout = ctx.store.get(view.name)
         if rollout is not None and not rollout.phase.terminal:
-            subsets = Subsets(stable=rollout.stable_subset, canary=rollout.canary_subset)
+            subsets = rollout.subsets
         before = _weights(ctx, view)
         target = Weights(stable=0, canary=100)
     else:

@@ -18,7 +18,7 @@ from jobs.handlers.common import (
 )
 from jobs.rollout import Event, Phase, Rollout
 from jobs.route_edits import clear_canary_routes
-from jobs.routes import Subsets, Weights, read_weights
+from jobs.routes import Weights, read_weights
 from jobs.store import RolloutStore
 from jobs.weights import Abandoned, defined_subsets, preflight, set_weights
 from meshbot import metrics
@@ -37,7 +37,7 @@ def still_wanted(store: RolloutStore, service: str, rollout_id: str) -> bool:
 
 def apply_weight(ctx: JobContext, view: ServiceView, rollout: Rollout,
                  target: Weights) -> tuple[Weights, Weights]:
-    subsets = Subsets(stable=rollout.stable_subset, canary=rollout.canary_subset)
+    subsets = rollout.subsets
     return set_weights(
         ctx.kube, view.namespace, view.virtual_services, view.name, subsets, target,
         should_continue=lambda: still_wanted(ctx.store, view.name, rollout.id),
@@ -113,7 +113,7 @@ def promote(ctx: JobContext, request: Request) -> str:
         else None)
     if promoted is None or promoted.phase is not Phase.PROMOTED:
         raise Refused(f"{view.name} changed while promoting; see `/mesh status {view.name}`")
-    subsets = Subsets(stable=promoted.stable_subset, canary=promoted.canary_subset)
+    subsets = promoted.subsets
     before, after = set_weights(ctx.kube, view.namespace, view.virtual_services, view.name,
                                 subsets, Weights(stable=0, canary=100),
                                 allow_gitops=view.gitops_allowed)
