@@ -13,16 +13,12 @@ from jobs.context import JobContext
 from jobs.kube import ensure_not_gitops_owned
 from jobs.routes import Route
 from jobs.routes_match import plan_header_route_off, plan_mirror_off
+from jobs.weights import qualified
 from meshbot.errors import MeshConflict
 from policies.views import ServiceView
 
 Planner = Callable[[dict[str, Any]], list[Route] | None]
 MAX_ATTEMPTS = 5
-
-
-def _qualified(namespace: str, name: str) -> tuple[str, str]:
-    vs_ns, _, vs_name = name.rpartition("/")
-    return vs_ns or namespace, vs_name
 
 
 @dataclass
@@ -39,7 +35,7 @@ def read_and_plan(ctx: JobContext, view: ServiceView, plan: Planner) -> list[Pla
     (MeshInvalid) or a GitOps owner stops everything before the first write."""
     planned = []
     for name in view.virtual_services:
-        vs = ctx.kube.get_virtual_service(*_qualified(view.namespace, name))
+        vs = ctx.kube.get_virtual_service(*qualified(view.namespace, name))
         ensure_not_gitops_owned(vs, allowed=view.gitops_allowed)
         planned.append(Planned(name, vs, plan(vs)))
     return planned
@@ -57,14 +53,14 @@ def write_planned(ctx: JobContext, view: ServiceView, planned: list[Planned],
                 break
             try:
                 ctx.kube.patch_virtual_service_route(
-                    *_qualified(view.namespace, item.name), http,
+                    *qualified(view.namespace, item.name), http,
                     vs["metadata"]["resourceVersion"])
                 changed.append(item.name)
                 break
             except MeshConflict:
                 if attempt == MAX_ATTEMPTS:
                     raise
-                vs = ctx.kube.get_virtual_service(*_qualified(view.namespace, item.name))
+                vs = ctx.kube.get_virtual_service(*qualified(view.namespace, item.name))
                 ensure_not_gitops_owned(vs, allowed=view.gitops_allowed)
                 http = plan(vs)
     return changed

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jobs.kube import KubeClient, ensure_not_gitops_owned
-from jobs.routes import RoutePlan, Subsets, Weights, host_matches, plan_weights
+from jobs.routes import RoutePlan, Subsets, Weights, host_matches, plan_weights, read_weights
 from meshbot.errors import MeshConflict, PermanentError, Refused
 
 
@@ -52,7 +52,7 @@ class _Change:
     allow_gitops: bool
 
     def read_and_plan(self, name: str) -> tuple[dict[str, Any], RoutePlan]:
-        vs = self.client.get_virtual_service(*_qualified(self.namespace, name))
+        vs = self.client.get_virtual_service(*qualified(self.namespace, name))
         ensure_not_gitops_owned(vs, allowed=self.allow_gitops)
         plan = plan_weights(
             vs, self.host, self.namespace, self.target,
@@ -105,7 +105,7 @@ def set_weights(
     if target.canary:
         _ensure_ready_canary(change, app_label)
     for name in vs_names:
-        vs_ns, vs_name = _qualified(namespace, name)
+        vs_ns, vs_name = qualified(namespace, name)
         vs, plan = plans[name]
         for attempt in range(1, max_attempts + 1):
             if not plan.changes_anything:
@@ -143,9 +143,17 @@ def _prepare(
     return change, {name: change.read_and_plan(name) for name in vs_names}
 
 
-def _qualified(namespace: str, name: str) -> tuple[str, str]:
+def qualified(namespace: str, name: str) -> tuple[str, str]:
+    """(namespace, name) of a VirtualService named ``name`` or ``other-namespace/name``."""
     vs_ns, _, vs_name = name.rpartition("/")
     return vs_ns or namespace, vs_name
+
+
+def live_weights(client: KubeClient, namespace: str, vs_name: str, host: str,
+                 subsets: Subsets) -> Weights:
+    """The split the VirtualService shows now."""
+    vs = client.get_virtual_service(*qualified(namespace, vs_name))
+    return read_weights(vs, host, namespace, subsets)
 
 
 def _ensure_ready_canary(change: _Change, app_label: str) -> None:

@@ -15,8 +15,8 @@ from jobs.context import JobContext
 from jobs.handlers.backup import require_namespace
 from jobs.handlers.common import names, pair, subsets_of
 from jobs.locks import Locks
-from jobs.routes import Weights, read_weights
-from jobs.weights import preflight
+from jobs.routes import Weights
+from jobs.weights import live_weights, preflight
 from meshbot.commands import Request, Verb
 from meshbot.errors import MeshbotError, Refused
 from policies.views import ServiceView
@@ -93,9 +93,8 @@ def _service_plan(ctx: JobContext, request: Request, view: ServiceView) -> str:
 
 
 def _weights(ctx: JobContext, view: ServiceView) -> Weights:
-    vs_ns, _, name = view.virtual_services[0].rpartition("/")
-    vs = ctx.kube.get_virtual_service(vs_ns or view.namespace, name)
-    return read_weights(vs, view.name, view.namespace, subsets_of(ctx, view))
+    return live_weights(ctx.kube, view.namespace, view.virtual_services[0], view.name,
+                        subsets_of(ctx, view))
 
 
 def facts_now(ctx: JobContext, request: Request) -> dict[str, str]:

@@ -18,9 +18,9 @@ from jobs.handlers.common import (
 )
 from jobs.rollout import Event, Phase, Rollout
 from jobs.route_edits import clear_canary_routes
-from jobs.routes import Weights, read_weights
+from jobs.routes import Weights
 from jobs.store import RolloutStore
-from jobs.weights import Abandoned, defined_subsets, preflight, set_weights
+from jobs.weights import Abandoned, defined_subsets, live_weights, preflight, set_weights
 from meshbot import metrics
 from meshbot.commands import Request, Verb
 from meshbot.errors import MeshbotError, Refused
@@ -223,9 +223,8 @@ def _approved_step(ctx: JobContext, request: Request, view: ServiceView,
 def status(ctx: JobContext, request: Request) -> str:
     view = service_view(ctx, request)
     subsets = subsets_of(ctx, view)
-    vs_ns, _, vs_name = view.virtual_services[0].rpartition("/")
-    vs = ctx.kube.get_virtual_service(vs_ns or view.namespace, vs_name)
-    weights = read_weights(vs, view.name, view.namespace, subsets)
+    weights = live_weights(ctx.kube, view.namespace, view.virtual_services[0], view.name,
+                           subsets)
     current = ctx.store.get(view.name)
     text = messages.status(view.name, view.namespace, pair(weights), names(subsets),
                            messages.rollout_lines(current) if current else [])
