@@ -19,9 +19,8 @@ from jobs.handlers.traffic import apply_weight
 from jobs.metrics_source import MetricsSource
 from jobs.promql import CanaryMetrics, CheckResult, SLOThresholds, Verdict, evaluate
 from jobs.rollout import Event, Phase, Rollout, apply
-from jobs.route_edits import clear_canary_routes
+from jobs.route_edits import back_to_stable
 from jobs.routes import Weights
-from jobs.weights import set_weights
 from meshbot import metrics as own_metrics  # not the tick's `metrics` (Prometheus samples)
 from meshbot.commands import Command, Request, Verb
 from meshbot.errors import MeshbotError, MetricsUnavailable
@@ -172,7 +171,7 @@ def act(ctx: JobContext, view: ServiceView, before: Rollout, after: Rollout, eve
     """Carry out what the transition means, and say so in the rollout's thread."""
     say = _thread_writer(ctx, after)
     if after.phase is Phase.ROLLED_BACK:
-        apply_rollback(ctx, view, after)
+        back_to_stable(ctx, view, after.subsets)
         own_metrics.rollback("automatic")
         reason = messages.automatic_rollback(view.name, failing, after.failed_checks,
                                              event is Event.NO_DATA)
@@ -224,13 +223,6 @@ def _past_deadline(rollout: Rollout) -> bool:
 
 def _first_alert(ctx: JobContext, rollout: Rollout) -> bool:
     return bool(ctx.redis.set(f"meshbot:hold-alert:{rollout.id}", "1", nx=True, ex=86400))
-
-
-def apply_rollback(ctx: JobContext, view: ServiceView, rollout: Rollout) -> None:
-    subsets = rollout.subsets
-    set_weights(ctx.kube, view.namespace, view.virtual_services, view.name, subsets,
-                Weights(stable=100, canary=0), allow_gitops=view.gitops_allowed)
-    clear_canary_routes(ctx, view)
 
 
 def _thread_writer(ctx: JobContext, rollout: Rollout) -> Callable[[str], None]:

@@ -13,7 +13,7 @@ import time
 from bot import messages
 from jobs.context import JobContext
 from jobs.rollout import Phase, Rollout
-from jobs.route_edits import clear_canary_routes
+from jobs.route_edits import back_to_stable
 from jobs.routes import Weights
 from jobs.weights import set_weights
 from meshbot.errors import MeshbotError
@@ -44,10 +44,11 @@ def reconcile(ctx: JobContext, now: float | None = None) -> list[str]:
         target = desired(rollout)
         subsets = rollout.subsets
         try:
-            set_weights(ctx.kube, view.namespace, view.virtual_services, view.name, subsets,
-                        target, allow_gitops=view.gitops_allowed)
             if rollout.phase is Phase.ROLLED_BACK:
-                clear_canary_routes(ctx, view)
+                back_to_stable(ctx, view, subsets)
+            else:
+                set_weights(ctx.kube, view.namespace, view.virtual_services, view.name, subsets,
+                            target, allow_gitops=view.gitops_allowed)
         except MeshbotError as exc:  # tried again next tick
             log.warning("could not re-apply %s for %s: %s", target, service, exc.message)
             continue

@@ -11,9 +11,9 @@ from typing import Any
 
 from jobs.context import JobContext
 from jobs.kube import ensure_not_gitops_owned
-from jobs.routes import Route
+from jobs.routes import Route, Subsets, Weights
 from jobs.routes_match import plan_header_route_off, plan_mirror_off
-from jobs.weights import qualified
+from jobs.weights import qualified, set_weights
 from meshbot.errors import MeshConflict
 from policies.views import ServiceView
 
@@ -82,3 +82,13 @@ def clear_canary_routes(ctx: JobContext, view: ServiceView) -> list[str]:
         return without_mirror if without_mirror is not None else without_header
 
     return edit_routes(ctx, view, plan)
+
+
+def back_to_stable(ctx: JobContext, view: ServiceView,
+                   subsets: Subsets) -> tuple[Weights, Weights, list[str]]:
+    """What every rollback does: all traffic to the stable subset, then meshbot's header route
+    and mirror removed. (before, after, the VirtualServices whose extra routes were removed)."""
+    before, after = set_weights(ctx.kube, view.namespace, view.virtual_services, view.name,
+                                subsets, Weights(stable=100, canary=0),
+                                allow_gitops=view.gitops_allowed)
+    return before, after, clear_canary_routes(ctx, view)

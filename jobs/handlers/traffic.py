@@ -17,7 +17,7 @@ from jobs.handlers.common import (
     subsets_of,
 )
 from jobs.rollout import Event, Phase, Rollout
-from jobs.route_edits import clear_canary_routes
+from jobs.route_edits import back_to_stable
 from jobs.routes import Weights
 from jobs.store import RolloutStore
 from jobs.weights import Abandoned, defined_subsets, live_weights, preflight, set_weights
@@ -145,10 +145,7 @@ def rollback(ctx: JobContext, request: Request) -> str:
     ctx.store.mark_unapplied(view.name, now)  # first: a worker dying next is finished for
     marked = ctx.store.update(view.name, mark)
     subsets = subsets_of(ctx, view)
-    before, after = set_weights(ctx.kube, view.namespace, view.virtual_services, view.name,
-                                subsets, Weights(stable=100, canary=0),
-                                allow_gitops=view.gitops_allowed)
-    cleared = clear_canary_routes(ctx, view)
+    before, after, cleared = back_to_stable(ctx, view, subsets)
     ctx.store.mark_applied(view.name)
     metrics.rollback("manual")
     text = (messages.already_stable(names(subsets)) if before == after and not cleared
