@@ -3,30 +3,18 @@ the channel, two approvers reacting over signed Events API callbacks, the worker
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import TypeVar
 
 from jobs.approval_rules import ApprovalState, PendingApproval
 from jobs.approvals import ApprovalStore
 from playground.processes import ServeProcess
 from playground.slack_client import reaction_event, send_event, send_slash_command
+from tests.fixtures.live import eventually
 from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh
 
 T = TypeVar("T")
 A1, A2 = "U0APPROVER1", "U0APPROVER2"
 SERVICE = "payment-service"
-
-
-def eventually(probe: Callable[[], T | None], what: str, timeout: float = 10.0) -> T:
-    """The server counts a reaction just after acking it: wait for that, with a deadline."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.02)  # polling Redis for a condition, bounded by the deadline
-    raise AssertionError(f"within {timeout}s: {what}")
 
 
 def react(mesh: Mesh, server: ServeProcess, user: str, ts: str, event_id: str,
@@ -58,13 +46,15 @@ def test_two_approvers_react_and_the_canary_runs(mesh: Mesh, server: ServeProces
     react(mesh, server, A1, request.ts, "Ev0FIRST")
     # Slack did not see our ack in time and delivers the same event again: counted once.
     react(mesh, server, A1, request.ts, "Ev0FIRST", retry_num=1)
-    eventually(lambda: "Ev0FIRST" in approval(mesh, request.ts).seen_events, "A1 counted")
+    eventually(lambda: "Ev0FIRST" in approval(mesh, request.ts).seen_events, 10, "A1 counted",
+               interval=0.02)
     mesh.run_jobs()
     assert approval(mesh, request.ts).approvals == (A1,)
     assert mesh.weights(SERVICE) == {"stable": 100, "canary": 0}
 
     react(mesh, server, A2, request.ts, "Ev0SECOND")
-    eventually(lambda: approval(mesh, request.ts).state is ApprovalState.APPROVED, "quorum")
+    eventually(lambda: approval(mesh, request.ts).state is ApprovalState.APPROVED, 10, "quorum",
+               interval=0.02)
     mesh.run_jobs()
 
     assert mesh.weights(SERVICE) == {"stable": 70, "canary": 30}

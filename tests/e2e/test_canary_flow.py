@@ -8,7 +8,7 @@ import time
 from jobs.store import RolloutStore
 from playground.processes import ServeProcess
 from playground.slack_client import send_slash_command
-from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh
+from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh, assert_canary_thread
 
 
 def slash(mesh: Mesh, server: ServeProcess, text: str, user: str = OPERATOR,
@@ -28,21 +28,14 @@ def test_canary_then_rollback_over_http(mesh: Mesh, server: ServeProcess) -> Non
     mesh.run_jobs()
 
     assert mesh.weights("payment-service") == {"stable": 90, "canary": 10}
-    roots = mesh.slack.roots(CHANNEL)
-    assert len(roots) == 1
-    root = roots[0]
-    assert "payment-service" in root.text and f"<@{OPERATOR}>" in root.text
-    assert "stable 100→90 / canary 0→10" in root.text
-    thread = mesh.slack.thread(CHANNEL, root.ts)
-    assert [m.thread_ts for m in thread[1:]] == [root.ts]
-    assert "stable 90 / canary 10" in thread[1].text
+    root_ts = assert_canary_thread(mesh)
 
     status, _, _ = slash(mesh, server, "rollback payment-service")
     assert status == 200
     mesh.run_jobs()
 
     assert mesh.weights("payment-service") == {"stable": 100, "canary": 0}
-    thread = mesh.slack.thread(CHANNEL, root.ts)
+    thread = mesh.slack.thread(CHANNEL, root_ts)
     assert "Rolled back" in thread[-1].text and "stable 100 / canary 0" in thread[-1].text
     # Both writers finished their writes: nothing is left for the ticker to re-apply.
     assert RolloutStore(mesh.redis).unapplied_since(time.time() + 1) == []

@@ -18,7 +18,7 @@ from playground.processes import MeshbotProcess, wait_http_ok
 from playground.redis_server import free_port
 from playground.slack_client import DEFAULT_APP_ID, DEFAULT_TEAM_ID, new_trigger_id
 from playground.socket_mode_server import Ack, SocketModeServer
-from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh
+from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh, assert_canary_thread
 
 APP_TOKEN = "xapp-1-A0MESHBOT-1-playground"
 GROUP, VERSION, NS = "networking.istio.io", "v1beta1", "production"
@@ -99,14 +99,7 @@ def test_canary_over_socket_mode(mesh: Mesh, socket_bot: SocketBot) -> None:
     mesh.run_jobs()
 
     assert mesh.weights("payment-service") == {"stable": 90, "canary": 10}
-    roots = mesh.slack.roots(CHANNEL)
-    assert len(roots) == 1
-    root = roots[0]
-    assert "payment-service" in root.text and f"<@{OPERATOR}>" in root.text
-    assert "stable 100→90 / canary 0→10" in root.text
-    thread = mesh.slack.thread(CHANNEL, root.ts)
-    assert [m.thread_ts for m in thread[1:]] == [root.ts]
-    assert "stable 90 / canary 10" in thread[1].text
+    assert_canary_thread(mesh)
     assert socket_bot.sockets.connected  # one session served it all, no reconnect
     assert socket_bot.sockets.connections_opened == 1
 
