@@ -648,7 +648,8 @@ def _listed(names: Iterable[str]) -> str:
 
 def no_ready_canary(service: str, subset: str, selector: str, namespace: str) -> str:
     return (f"the {subset!r} subset of {service} has no ready pods (selector {selector} in "
-            f"namespace {namespace}); nothing was changed. Deploy it and wait until it is ready.")
+            f"namespace {namespace}); no traffic was shifted and nothing was changed. Deploy it "
+            "and wait until it is ready.")
 
 
 def ab_root(service: str, namespace: str, requester: str, header: object | None,

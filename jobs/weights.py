@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bot import messages
 from jobs.kube import KubeClient, ensure_not_gitops_owned
 from jobs.routes import RoutePlan, Subsets, Weights, host_matches, plan_weights, read_weights
 from meshbot.errors import MeshConflict, PermanentError, Refused
@@ -75,7 +76,8 @@ def preflight(
     """Every check set_weights makes, without writing; returns the current split (``before``)."""
     change, plans = _prepare(client, namespace, vs_names, host, subsets, target, allow_gitops)
     if target.canary:
-        _ensure_ready_canary(change, app_label)
+        ensure_ready_canary(change.client, change.namespace, change.host,
+                            change.subsets.canary, change.known, app_label)
     return plans[vs_names[0]][1].before
 
 
@@ -103,7 +105,8 @@ def set_weights(
     """
     change, plans = _prepare(client, namespace, vs_names, host, subsets, target, allow_gitops)
     if target.canary:
-        _ensure_ready_canary(change, app_label)
+        ensure_ready_canary(change.client, change.namespace, change.host,
+                            change.subsets.canary, change.known, app_label)
     for name in vs_names:
         vs_ns, vs_name = qualified(namespace, name)
         vs, plan = plans[name]
@@ -156,12 +159,11 @@ def live_weights(client: KubeClient, namespace: str, vs_name: str, host: str,
     return read_weights(vs, host, namespace, subsets)
 
 
-def _ensure_ready_canary(change: _Change, app_label: str) -> None:
-    labels = {app_label: change.host, **change.known.get(change.subsets.canary, {})}
-    if change.client.count_ready_pods(change.namespace, labels) == 0:
+def ensure_ready_canary(client: KubeClient, namespace: str, host: str, subset: str,
+                        known: Mapping[str, Mapping[str, str]], app_label: str = "app") -> None:
+    """Refused unless the subset's pods (its DestinationRule labels) have one ready: no request,
+    weighted, header-routed or mirrored, goes to a canary that cannot answer it."""
+    labels = {app_label: host, **known.get(subset, {})}
+    if client.count_ready_pods(namespace, labels) == 0:
         selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-        raise Refused(
-            f"the {change.subsets.canary!r} subset of {change.host} has no ready pods (selector "
-            f"{selector} in namespace {change.namespace}); no traffic was shifted. Deploy the "
-            f"canary and wait until it is ready."
-        )
+        raise Refused(messages.no_ready_canary(host, subset, selector, namespace))

@@ -26,7 +26,7 @@ from jobs.routes_match import (
     plan_mirror,
     plan_mirror_off,
 )
-from jobs.weights import defined_subsets, preflight
+from jobs.weights import defined_subsets, ensure_ready_canary, preflight
 from meshbot.commands import Request
 from meshbot.errors import MeshInvalid, Refused
 from policies.views import ServiceView
@@ -45,11 +45,7 @@ def require_ready_canary(ctx: JobContext, view: ServiceView, subsets: Subsets) -
         raise MeshInvalid(
             f"no DestinationRule for host {view.name} defines subset {subsets.canary!r}: add it "
             f"(with the canary's version label) before sending traffic to it")
-    labels = {"app": view.name, **known[subsets.canary]}
-    if ctx.kube.count_ready_pods(view.namespace, labels) == 0:
-        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-        raise Refused(messages.no_ready_canary(view.name, subsets.canary, selector,
-                                               view.namespace))
+    ensure_ready_canary(ctx.kube, view.namespace, view.name, subsets.canary, known)
 
 
 # --- /mesh ab -----------------------------------------------------------------------------------
