@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from jobs import context
 from jobs.reconcile import GRACE_S, reconcile
@@ -12,6 +15,11 @@ from jobs.store import RolloutStore
 from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh
 
 SERVICE = "user-service"
+
+
+@pytest.fixture
+def policy_path(analysis_policy: Path) -> Path:
+    return analysis_policy  # it lets operators pause and resume
 
 
 def canary_at(mesh: Mesh, percent: int) -> None:
@@ -54,3 +62,26 @@ def test_a_writer_still_within_its_grace_is_left_alone(mesh: Mesh) -> None:
 
     assert mesh.weights(SERVICE) == {"stable": 70, "canary": 30}
     assert RolloutStore(mesh.redis).unapplied_since(time.time() + 1) == [SERVICE]
+
+
+def test_resume_without_approvals_does_not_take_a_gated_step(mesh: Mesh) -> None:
+    """`/mesh resume` typed on a rollout whose next step waits for approvers is refused, and
+    the rollout and its weights stay where they were."""
+    from jobs.rollout import Phase
+    from tests.integration.chatops import ChatOps
+
+    now = time.time()
+    rollout = start(rollout_id="r-2", service=SERVICE, namespace="production", steps=(10, 50),
+                    fixed=False, interval_s=30, failure_threshold=3, no_data_policy="hold",
+                    deadline_s=600, requested_by=OPERATOR, channel=CHANNEL, now=now)
+    RolloutStore(mesh.redis).put(apply(rollout, Event.GATE, now))
+    canary_at(mesh, 10)
+    ops = ChatOps.start(mesh)
+
+    _, url = ops.command(f"resume {SERVICE}")
+    ops.run()
+
+    assert any("next step waits for approval" in t for t in ops.told(url)), ops.told(url)
+    gated = RolloutStore(mesh.redis).get(SERVICE)
+    assert gated is not None and gated.phase is Phase.AWAITING_APPROVAL and gated.weight == 10
+    assert mesh.weights(SERVICE) == {"stable": 90, "canary": 10}
