@@ -14,7 +14,9 @@ COPY meshbot/ meshbot/
 COPY bot/ bot/
 COPY jobs/ jobs/
 COPY policies/ policies/
-COPY playground/ playground/
+COPY rendering/ rendering/
+# playground/ (the local stand-ins) is not copied: setuptools packages only what it finds,
+# so the image carries no test stand-in; `meshbot demo` there says how to get it.
 # Every dependency ships manylinux wheels for CPython 3.11, so no compiler is needed even here;
 # if one ever needs building, install gcc in this stage only — it never reaches the final one.
 RUN pip wheel --wheel-dir /wheels .

@@ -10,7 +10,7 @@ APT_UPDATED := $(VENV)/.apt-updated
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,playground]'
 	touch $@
 
 # Debian packages for the real Redis and Prometheus the suite and the demo start on free ports.

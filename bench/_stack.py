@@ -9,14 +9,10 @@ import contextlib
 import json
 import statistics
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import redis
-
-from playground.kube_emulator import RunningCluster, start_cluster
-from playground.redis_server import RedisServer
+from playground.kube_emulator import RunningCluster
 from playground.sample_mesh import (
     NAMESPACE,
     NETWORKING,
@@ -24,10 +20,9 @@ from playground.sample_mesh import (
     deployment,
     destination_rule,
     ready_pod,
-    seed_sample_mesh,
     virtual_service,
 )
-from playground.slack_api import SlackApiStandIn
+from playground.stack import LocalStack, local_stack
 
 BOT_TOKEN = "xoxb-meshbot-bench"
 SIGNING_SECRET = "meshbot-bench-signing-secret"
@@ -95,38 +90,15 @@ def vs_weights(cluster: RunningCluster, service: str) -> dict[str, int]:
     return {d["destination"]["subset"]: int(d.get("weight", 100)) for d in route["route"]}
 
 
-@dataclass
-class Stack:
-    tmp: Path
-    redis_url: str
-    redis: redis.Redis
-    cluster: RunningCluster
-    slack: SlackApiStandIn
-    env: dict[str, str]  # what `meshbot worker` (or an in-process JobContext) is configured by
+Stack = LocalStack
 
 
 @contextlib.contextmanager
 def base_stack(tmp: Path, policy: Path, *, sample_mesh: bool = True) -> Iterator[Stack]:
     """Redis, the emulator (with the sample mesh unless told not to) and the Slack stand-in."""
-    with (RedisServer(tmp / "redis") as redis_server,
-          start_cluster() as cluster,
-          SlackApiStandIn() as slack):
-        if sample_mesh:
-            seed_sample_mesh(cluster)
-        slack.add_channel(CHANNEL, "mesh-ops")
-        env = {
-            "SLACK_API_URL": slack.base_url,
-            "SLACK_BOT_TOKEN": BOT_TOKEN,
-            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-            "REDIS_URL": redis_server.url,
-            "KUBECONFIG": str(cluster.write_kubeconfig(tmp / "kubeconfig")),
-            "MESHBOT_POLICY": str(policy),
-        }
-        client = redis.Redis.from_url(redis_server.url)
-        try:
-            yield Stack(tmp, redis_server.url, client, cluster, slack, env)
-        finally:
-            client.close()
+    with local_stack(tmp, policy, channel=(CHANNEL, "mesh-ops"), bot_token=BOT_TOKEN,
+                     signing_secret=SIGNING_SECRET, sample_mesh=sample_mesh) as stack:
+        yield stack
 
 
 def summary(values: Sequence[float]) -> str:

@@ -31,7 +31,7 @@ import redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from jobs.api import job_id
+from jobs.runtime.api import job_id
 from meshbot.cli import build_parser
 from meshbot.settings import packaged_default_policy
 from playground.kube_emulator import start_cluster

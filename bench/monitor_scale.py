@@ -35,13 +35,13 @@ import redis
 
 from bench._stack import CHANNEL, OPERATOR, Stack, base_stack, seed_services, write_policy
 from bench._static_metrics import StaticMesh, StaticMetricsServer
-from jobs.analysis import TickReport, tick
-from jobs.context import JobContext
-from jobs.kube import KubeClient
-from jobs.metrics_source import MetricsSource
-from jobs.notifier import Notifier, UpdateOutcome
-from jobs.rollout import start
-from jobs.store import RolloutStore
+from jobs.adapters.kube import KubeClient
+from jobs.adapters.prometheus import MetricsSource
+from jobs.adapters.rollout_store import RolloutStore
+from jobs.adapters.slack_notifier import Notifier, UpdateOutcome
+from jobs.domain.rollout import start
+from jobs.runtime.analysis import TickReport, tick
+from jobs.runtime.context import JobContext
 from meshbot.settings import Settings
 from playground.prometheus_server import PrometheusServer
 from playground.sample_mesh import NAMESPACE

@@ -51,11 +51,11 @@ from bench._stack import (
     write_policy,
 )
 from bot.gate import gate
-from jobs.api import submit
-from jobs.metrics_source import MetricsSource
-from jobs.promql import parse_vector, rate_window, success_rate_query
-from jobs.rollout import Event, Phase, Rollout
-from jobs.store import RolloutStore
+from jobs.adapters.prometheus import MetricsSource
+from jobs.adapters.rollout_store import RolloutStore
+from jobs.domain.promql import parse_vector, rate_window, success_rate_query
+from jobs.domain.rollout import Event, Phase, Rollout
+from jobs.runtime.api import submit
 from meshbot.commands import Request
 from meshbot.errors import MetricsUnavailable
 from playground.mesh_weights import VirtualServiceWeights

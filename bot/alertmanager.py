@@ -8,7 +8,6 @@ notification whose content was already accepted is acknowledged without enqueuei
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import logging
@@ -16,9 +15,10 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import redis
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
-from jobs import api
+from jobs.runtime import api
+from meshbot.alerts import Notification
 from meshbot.settings import Settings
 
 if TYPE_CHECKING:
@@ -26,52 +26,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("meshbot.alertmanager")
 MAX_BODY = 1 << 20  # Alertmanager caps a group's alerts; a megabyte is far beyond a real one
-
-
-class Alert(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
-
-    status: str
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
-    starts_at: str = Field("", alias="startsAt")
-    ends_at: str = Field("", alias="endsAt")
-    generator_url: str = Field("", alias="generatorURL")
-    fingerprint: str = ""
-
-
-class Notification(BaseModel):
-    """One webhook call: an alert group's current state (Alertmanager's documented format)."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
-
-    version: str
-    group_key: str = Field(alias="groupKey")
-    status: str
-    receiver: str = ""
-    group_labels: dict[str, str] = Field(default_factory=dict, alias="groupLabels")
-    common_labels: dict[str, str] = Field(default_factory=dict, alias="commonLabels")
-    common_annotations: dict[str, str] = Field(default_factory=dict, alias="commonAnnotations")
-    external_url: str = Field("", alias="externalURL")
-    truncated_alerts: int = Field(0, alias="truncatedAlerts")
-    alerts: list[Alert] = Field(min_length=1)
-
-    def service(self) -> str | None:
-        """The service concerned: Istio's ``destination_service_name`` label, else ``service``
-        (common labels first, then the first alert that has one)."""
-        for key in ("destination_service_name", "service"):
-            for labels in (self.common_labels, *(a.labels for a in self.alerts)):
-                if labels.get(key):
-                    # Istio labels may carry the FQDN's first label only; keep that part.
-                    return labels[key].split(".")[0]
-        return None
-
-    def digest(self) -> str:
-        """The content that matters to the thread; equal digests mean nothing new to say."""
-        alerts = sorted(json.dumps([a.fingerprint, a.status, a.starts_at, a.labels,
-                                    a.annotations], sort_keys=True) for a in self.alerts)
-        shown = [self.group_key, self.status, *alerts]
-        return hashlib.sha256(json.dumps(shown).encode()).hexdigest()
 
 
 def _answer(start_response: StartResponse, status: str, body: dict[str, Any],

@@ -15,15 +15,15 @@ import redis
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
-from bot import messages
 from bot.auth import static_authorize
 from bot.gate import gate, policy_groups
 from bot.groups import GroupResolver
-from jobs import api
+from jobs.runtime import api
 from meshbot import metrics
 from meshbot.commands import Command, Request, Verb
 from meshbot.settings import Settings
 from policies.policy import Policy
+from rendering import replies
 
 log = logging.getLogger("meshbot.bot")
 
@@ -134,6 +134,6 @@ def handle_command(ctx: BotContext, body: dict[str, Any]) -> str:
         return outcome.reply
     if not api.submit(ctx.redis, request, queue=ctx.settings.queue_name):
         metrics.command(verb, "duplicate")
-        return messages.duplicate(outcome.command)
+        return replies.duplicate(outcome.command)
     metrics.command(verb, "accepted")
     return outcome.reply

@@ -26,7 +26,7 @@ def build_app(settings: Settings) -> tuple[App, BotContext]:
 
 def build_wsgi(settings: Settings) -> MeshbotWSGI:
     app, ctx = build_app(settings)
-    # Alertmanager's webhook (DESIGN: interfaces): validated here, posted by a job.
+    # Alertmanager's webhook: validated here, posted by a job.
     alerts = AlertmanagerWebhook(settings, ctx.redis)
     return MeshbotWSGI(SlackRequestHandler(app), ctx.redis, queue=settings.queue_name,
                        extra={("POST", "/alertmanager"): alerts})

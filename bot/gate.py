@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot import messages
 from bot.grammar import USAGE, parse
 from meshbot.commands import Command, Verb
 from meshbot.errors import GrammarError
 from policies.decide import Allow, Deny, NeedsApproval, allowed_verbs, decide
 from policies.policy import Policy
+from rendering import help as help_text
+from rendering import replies
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,11 @@ def gate(policy: Policy, text: str, *, user: str, channel: str,
     try:
         command = parse(text)
     except GrammarError as exc:
-        return Outcome(reply=messages.refused(exc.message), refusal=exc.message)
+        return Outcome(reply=replies.refused(exc.message), refusal=exc.message)
     if command.verb is Verb.HELP:
         verbs = allowed_verbs(policy, user=user, user_groups=user_groups, channel=channel)
         usages = {verb.value: f"/mesh {usage}" for verb, usage in USAGE.items()}
-        return Outcome(reply=messages.help_text(verbs, usages), command=command)
+        return Outcome(reply=help_text.help_text(verbs, usages), command=command)
     if command.verb is Verb.BACKUP and command.target is None:
         # `/mesh backup` alone backs up the policy's default namespace.
         command = command.model_copy(update={"target": policy.defaults.namespace})
@@ -49,11 +50,11 @@ def gate(policy: Policy, text: str, *, user: str, channel: str,
                       user_groups=user_groups, channel=channel, percent=command.percent,
                       switch=command.switch)  # `freeze off` needs approval, `on` does not
     if isinstance(decision, Deny):
-        return Outcome(reply=messages.refused(decision.reason), command=command,
+        return Outcome(reply=replies.refused(decision.reason), command=command,
                        refusal=decision.reason)
     if isinstance(decision, NeedsApproval):
-        return Outcome(reply=messages.needs_approval(command, decision.reason), command=command,
+        return Outcome(reply=replies.needs_approval(command, decision.reason), command=command,
                        submit=True, approvals_required=decision.count,
                        approvers=decision.approvers)
     assert isinstance(decision, Allow)
-    return Outcome(reply=messages.accepted(command), command=command, submit=True)
+    return Outcome(reply=replies.accepted(command), command=command, submit=True)

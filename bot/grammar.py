@@ -11,55 +11,19 @@ from collections.abc import Callable
 
 from meshbot.commands import Command, TargetKind, Verb
 from meshbot.errors import GrammarError
+from meshbot.verbs import REGISTRY, VERBS, Args
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 BACKUP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,80}$")
 DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
-TARGETS: dict[Verb, TargetKind] = {
-    Verb.HELP: TargetKind.NONE,
-    Verb.LOCKS: TargetKind.NONE,
-    Verb.BACKUPS: TargetKind.NONE,
-    Verb.READINESS: TargetKind.NONE,
-    Verb.FREEZE: TargetKind.NONE,
-    Verb.INJECT_NAMESPACE: TargetKind.NAMESPACE,
-    Verb.MTLS: TargetKind.NAMESPACE,
-    Verb.EMERGENCY: TargetKind.NAMESPACE,
-    Verb.BACKUP: TargetKind.NAMESPACE,
-    Verb.RESTORE: TargetKind.BACKUP,
-}
-
-USAGE: dict[Verb, str] = {
-    Verb.HELP: "help",
-    Verb.STATUS: "status <service>",
-    Verb.CANARY: "canary <service> <percent 0-100>",
-    Verb.ROLLOUT: "rollout <service> [steps=5,10,25,50] [interval=30s]",
-    Verb.PROMOTE: "promote <service>",
-    Verb.ROLLBACK: "rollback <service>",
-    Verb.PAUSE: "pause <service>",
-    Verb.RESUME: "resume <service>",
-    Verb.ABORT: "abort <service>",
-    Verb.AUDIT: "audit <service> [n]",
-    Verb.LOCKS: "locks",
-    Verb.UNLOCK: "unlock <service>",
-    Verb.FREEZE: "freeze on|off",
-    Verb.AB: "ab <service> header=<name>:<value> | ab <service> off",
-    Verb.MIRROR: "mirror <service> <percent 0-100>|off [confirm=yes]",
-    Verb.BLUEGREEN: "bluegreen <service>",
-    Verb.INJECT: "inject <service>",
-    Verb.INJECT_NAMESPACE: "inject-namespace <namespace>",
-    Verb.MTLS: "mtls <namespace> strict|permissive",
-    Verb.BACKUP: "backup [namespace]",
-    Verb.BACKUPS: "backups",
-    Verb.RESTORE: "restore <backup-id> [dry-run]",
-    Verb.EMERGENCY: "emergency <namespace>",
-    Verb.READINESS: "readiness",
-}
+# Derived from the verb registry: usage lines for /mesh help and every error message.
+USAGE: dict[Verb, str] = {s.verb: s.usage for s in REGISTRY}
 
 
 def target_kind(verb: Verb) -> TargetKind:
-    return TARGETS.get(verb, TargetKind.SERVICE)
+    return VERBS[verb].target
 
 
 def usage(verb: Verb) -> str:
@@ -121,13 +85,14 @@ def parse(text: str) -> Command:
     kind = target_kind(verb)
     target: str | None = None
     if kind is not TargetKind.NONE:
-        optional_target = verb is Verb.BACKUP
+        # status and audit name their service; backup defaults to the policy's namespace.
+        optional_target = kind is TargetKind.NAMESPACE and VERBS[verb].target_optional
         if not positional:
             if not optional_target:
                 raise GrammarError(f"`{verb.value}` needs a {kind.value}. Usage: `{usage(verb)}`")
         else:
             target = _check_name(verb, kind, positional.pop(0))
-    return _VERB_ARGS.get(verb, _no_args)(verb, target, positional, options)
+    return _PARSERS[VERBS[verb].args](verb, target, positional, options)
 
 
 def _reject_extra(verb: Verb, positional: list[str], options: dict[str, str],
@@ -184,17 +149,15 @@ def _audit(verb: Verb, target: str | None, positional: list[str],
     return Command(verb=verb, target=target, options={"n": str(count)})
 
 
-def _switch(choices: tuple[str, ...]) -> Callable[[Verb, str | None, list[str], dict[str, str]],
-                                                  Command]:
-    def parse_switch(verb: Verb, target: str | None, positional: list[str],
-                     options: dict[str, str]) -> Command:
-        if not positional or positional[0].lower() not in choices:
-            raise GrammarError(f"`{verb.value}` needs one of {' | '.join(choices)}. "
-                               f"Usage: `{usage(verb)}`")
-        switch = positional.pop(0).lower()
-        _reject_extra(verb, positional, options)
-        return Command(verb=verb, target=target, switch=switch)
-    return parse_switch
+def _switch(verb: Verb, target: str | None, positional: list[str],
+            options: dict[str, str]) -> Command:
+    choices = VERBS[verb].switches
+    if not positional or positional[0].lower() not in choices:
+        raise GrammarError(f"`{verb.value}` needs one of {' | '.join(choices)}. "
+                           f"Usage: `{usage(verb)}`")
+    switch = positional.pop(0).lower()
+    _reject_extra(verb, positional, options)
+    return Command(verb=verb, target=target, switch=switch)
 
 
 def _restore(verb: Verb, target: str | None, positional: list[str],
@@ -238,13 +201,14 @@ def _mirror(verb: Verb, target: str | None, positional: list[str],
     return Command(verb=verb, target=target, percent=parse_percent(word), options=confirm)
 
 
-_VERB_ARGS: dict[Verb, Callable[[Verb, str | None, list[str], dict[str, str]], Command]] = {
-    Verb.CANARY: _canary,
-    Verb.ROLLOUT: _rollout,
-    Verb.AUDIT: _audit,
-    Verb.FREEZE: _switch(("on", "off")),
-    Verb.MTLS: _switch(("strict", "permissive")),
-    Verb.RESTORE: _restore,
-    Verb.AB: _ab,
-    Verb.MIRROR: _mirror,
+Parser = Callable[[Verb, str | None, list[str], dict[str, str]], Command]
+_PARSERS: dict[Args, Parser] = {
+    Args.NONE: _no_args,
+    Args.PERCENT: _canary,
+    Args.ROLLOUT: _rollout,
+    Args.COUNT: _audit,
+    Args.SWITCH: _switch,
+    Args.RESTORE: _restore,
+    Args.HEADER: _ab,
+    Args.MIRROR: _mirror,
 }

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import redis
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
-from jobs import api
+from jobs.runtime import api
 from meshbot import metrics
 from meshbot.health_server import readiness
 

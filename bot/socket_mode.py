@@ -13,7 +13,7 @@ import logging
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 
 from bot.assembly import build_app
-from jobs import api
+from jobs.runtime import api
 from meshbot.health_server import start_health_server
 from meshbot.logs import configure_logging
 from meshbot.settings import Settings

@@ -1,4 +1,4 @@
-"""The ``meshbot`` command line (a contract: DESIGN.md → Interfaces).
+"""The ``meshbot`` command line (a contract operators script against: keep its verbs and flags).
 
 Each sub-command imports only what it needs, so ``meshbot policy check`` starts fast and the
 bot's process never loads the Kubernetes client.
@@ -28,7 +28,7 @@ def _socket(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from jobs.worker import run_worker
+    from jobs.runtime.worker import run_worker
 
     return run_worker(burst=args.burst, metrics_port=args.metrics_port)
 
@@ -54,13 +54,19 @@ def _policy_schema(_args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from jobs.shell import rollback_from_shell
+    from jobs.runtime.shell import rollback_from_shell
 
     return rollback_from_shell(args.service, actor=args.actor, reason=args.reason)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from playground.demo import run_demo
+    try:
+        from playground.demo import run_demo
+    except ImportError as exc:
+        print("meshbot demo needs the playground, which this installation does not have "
+              f"({exc}). From a checkout: pip install -e '.[playground]' (or `make demo`).",
+              file=sys.stderr)
+        return 2
 
     return run_demo(workdir=Path(args.workdir))
 

@@ -10,10 +10,7 @@ from typing import NewType
 
 from pydantic import BaseModel, ConfigDict, Field
 
-RequestId = NewType("RequestId", str)
 ServiceName = NewType("ServiceName", str)
-UserId = NewType("UserId", str)
-ChannelId = NewType("ChannelId", str)
 
 
 class Verb(StrEnum):

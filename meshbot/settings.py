@@ -1,4 +1,7 @@
-"""The one typed settings object, read from the environment (names are a contract: DESIGN.md)."""
+"""The one typed settings object, read from the environment.
+
+The variable names are a contract with operators and the Helm chart: keep them.
+"""
 
 from __future__ import annotations
 
@@ -41,6 +44,11 @@ class Settings(BaseSettings):
         default="meshbot",
         validation_alias="MESHBOT_NAMESPACE",
         description="meshbot's own namespace: never injected, made STRICT, or touched by emergency",
+    )
+    istio_namespace: str = Field(
+        default="istio-system",
+        validation_alias="MESHBOT_ISTIO_NAMESPACE",
+        description="Istio's control-plane namespace, where `readiness` looks for istiod",
     )
     networking_api_version: str = Field(
         default="networking.istio.io/v1beta1", validation_alias="MESHBOT_NETWORKING_API_VERSION"

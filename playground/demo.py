@@ -27,14 +27,15 @@ import redis
 from rq import Worker
 
 from meshbot.settings import packaged_default_policy
-from playground.kube_emulator import RunningCluster, start_cluster
+from playground.kube_emulator import RunningCluster
 from playground.mesh_weights import managed_route
 from playground.processes import MeshbotProcess, ServeProcess
-from playground.redis_server import RedisServer, free_port
-from playground.sample_mesh import NETWORKING, SERVICES, seed_sample_mesh
+from playground.redis_server import free_port
+from playground.sample_mesh import NETWORKING, SERVICES
 from playground.slack_api import SlackApiStandIn
 from playground.slack_client import SlackSender
 from playground.slack_model import Message
+from playground.stack import local_stack
 from policies.loader import load_policy_file
 from policies.views import ServiceView
 
@@ -90,20 +91,14 @@ def _installation(workdir: Path, logs: dict[str, Path]) -> Iterator[Session]:
     if view is None or not policy.channels or not policy.members(["operators"]):
         raise DemoFailed(f"{policy_path} lists no {SERVICE}, channel or operator to play with")
     with ExitStack() as stack:
-        redis_server = stack.enter_context(RedisServer(workdir / "redis"))
-        cluster = stack.enter_context(start_cluster())
-        seed_sample_mesh(cluster)
-        slack = stack.enter_context(SlackApiStandIn())
         channel, operator = policy.channels[0], policy.members(["operators"])[0]
-        slack.add_channel(channel, CHANNEL_NAME)
+        local = stack.enter_context(local_stack(
+            workdir, policy_path, channel=(channel, CHANNEL_NAME), bot_token=BOT_TOKEN,
+            signing_secret=SIGNING_SECRET))
+        cluster, slack = local.cluster, local.slack
         slack.add_user(operator, OPERATOR_NAME, real_name="Alex (on-call operator)")
         env = {
-            "SLACK_API_URL": slack.base_url,
-            "SLACK_BOT_TOKEN": BOT_TOKEN,
-            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-            "REDIS_URL": redis_server.url,
-            "KUBECONFIG": str(cluster.write_kubeconfig(workdir / "kubeconfig")),
-            "MESHBOT_POLICY": str(policy_path),
+            **local.env,
             # The demo runs no Prometheus: a port nobody listens on, so no shared Prometheus on
             # localhost:9090 is ever queried (no data means "hold", never "healthy").
             "PROMETHEUS_URL": f"http://127.0.0.1:{free_port()}",
@@ -114,12 +109,12 @@ def _installation(workdir: Path, logs: dict[str, Path]) -> Iterator[Session]:
         worker = stack.enter_context(MeshbotProcess(["worker"], env, logs["meshbot worker"]))
         serve = ServeProcess(env, logs["meshbot serve"])
         stack.enter_context(serve)  # starts it and waits for /healthz
-        _wait_for_worker(worker, redis_server.url, STARTUP_DEADLINE_S)
+        _wait_for_worker(worker, local.redis_url, STARTUP_DEADLINE_S)
         sender = stack.enter_context(
             SlackSender(f"{serve.url}/slack/events", SIGNING_SECRET, persistent=True))
         print(RULE)
         print("meshbot demo: everything runs on this machine (loopback only)")
-        print(f"  Redis                {redis_server.url}")
+        print(f"  Redis                {local.redis_url}")
         print(f"  Kubernetes emulator  {cluster.url}  ({len(SERVICES)} services in production)")
         print(f"  Slack stand-in       {slack.base_url}  (channel #{CHANNEL_NAME} = {channel})")
         print(f"  meshbot serve        {serve.url}  log: {logs['meshbot serve']}")
@@ -255,5 +250,5 @@ class Session:
         return namespace or self.view.namespace, name
 
     def weights_text(self, stable: int, canary: int) -> str:
-        """Weights as meshbot writes them (a DESIGN.md contract): ``stable 90 / canary 10``."""
+        """Weights as meshbot writes them in every message: ``stable 90 / canary 10``."""
         return f"{self.view.subsets.stable} {stable} / {self.view.subsets.canary} {canary}"

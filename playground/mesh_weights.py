@@ -71,7 +71,7 @@ def _short_host(host: str) -> str:
 
 
 def managed_route(spec: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The route meshbot manages (DESIGN.md): the first http route without a match."""
+    """The route meshbot manages: the first http route without a match."""
     for route in spec.get("http") or []:
         if not route.get("match"):
             return dict(route)

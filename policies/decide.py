@@ -9,29 +9,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from meshbot.commands import Verb
+from meshbot.commands import TargetKind, Verb
+from meshbot.verbs import ApprovalKind, verbs_where
+from meshbot.verbs import spec as verb_spec
 from policies.policy import Policy
 from policies.views import ServiceView
 
-SERVICE_VERBS = frozenset(
-    {
-        Verb.CANARY,
-        Verb.ROLLOUT,
-        Verb.PROMOTE,
-        Verb.ROLLBACK,
-        Verb.PAUSE,
-        Verb.RESUME,
-        Verb.ABORT,
-        Verb.UNLOCK,
-        Verb.AB,
-        Verb.MIRROR,
-        Verb.BLUEGREEN,
-        Verb.INJECT,
-    }
-)
+_SERVICE = TargetKind.SERVICE
+SERVICE_VERBS = verbs_where(target=_SERVICE, target_optional=False)
 # Their target is optional: without one they cover every service.
-OPTIONAL_SERVICE_VERBS = frozenset({Verb.STATUS, Verb.AUDIT})
-NAMESPACE_VERBS = frozenset({Verb.MTLS, Verb.INJECT_NAMESPACE, Verb.EMERGENCY, Verb.BACKUP})
+OPTIONAL_SERVICE_VERBS = verbs_where(target=_SERVICE, target_optional=True)
+NAMESPACE_VERBS = verbs_where(target=TargetKind.NAMESPACE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,32 +117,33 @@ def _approvals_needed(
 ) -> tuple[int, str]:
     """(count, why) for a permitted command; count 0 means no approval."""
     namespace = policy.namespace_approvals
+    kind = verb_spec(verb).approval
     if view is not None:
         tier = f"tier {view.tier}"
-        if verb is Verb.PROMOTE:
-            return view.approvals.promote, f"{view.name} is in {tier}"
-        if verb is Verb.BLUEGREEN:
+        if kind is ApprovalKind.TIER_PROMOTE and verb is Verb.BLUEGREEN:
             return view.approvals.promote, f"a blue-green switch is a promote in {tier}"
-        if verb is Verb.CANARY and percent is not None:
+        if kind is ApprovalKind.TIER_PROMOTE:
+            return view.approvals.promote, f"{view.name} is in {tier}"
+        if kind is ApprovalKind.TIER_WEIGHT and percent is not None:
             count = view.approvals_for_weight(percent)
             if percent >= 100:
                 return count, f"a canary at 100% is a promote in {tier}"
             return count, f"{tier} needs approval above {view.approvals.canary_above}%"
-        if verb is Verb.UNLOCK:
+        if kind is ApprovalKind.TIER_UNLOCK:
             return view.approvals.unlock, f"breaking a lock in {tier}"
         return 0, ""
-    if verb is Verb.EMERGENCY:
+    if kind is ApprovalKind.NAMESPACE_EMERGENCY:
         # A namespace holding critical services deserves the critical tier's bar, if higher.
         tiers = policy.namespace_tiers(target or "")
         count = max([namespace.emergency, *(t.approvals.emergency for t in tiers)])
         return count, f"an emergency in namespace {target}"
-    if verb is Verb.MTLS:
+    if kind is ApprovalKind.NAMESPACE_MTLS:
         return namespace.mtls, f"changing mTLS in namespace {target}"
-    if verb is Verb.INJECT_NAMESPACE:
+    if kind is ApprovalKind.NAMESPACE_INJECT:
         return namespace.inject_namespace, f"changing sidecar injection in namespace {target}"
-    if verb is Verb.RESTORE and switch != "dry-run":  # a dry run only shows the diff
+    if kind is ApprovalKind.NAMESPACE_RESTORE and switch != "dry-run":  # a dry run only shows
         return namespace.restore, f"restoring backup {target}"
-    if verb is Verb.FREEZE and switch == "off":
+    if kind is ApprovalKind.FREEZE_OFF and switch == "off":
         return namespace.freeze_off, "lifting the change freeze"
     return 0, ""
 

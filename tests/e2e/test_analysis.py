@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.approvals import ApprovalStore
-from jobs.rollout import Phase
+from jobs.adapters.approval_store import ApprovalStore
+from jobs.domain.rollout import Phase
 from playground.processes import ServeProcess
 from playground.slack_client import reaction_event, send_event, send_slash_command
 from tests.fixtures.live import Live, eventually

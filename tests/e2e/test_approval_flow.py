@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from jobs.approval_rules import ApprovalState, PendingApproval
-from jobs.approvals import ApprovalStore
+from jobs.adapters.approval_store import ApprovalStore
+from jobs.domain.approval_rules import ApprovalState, PendingApproval
 from playground.processes import ServeProcess
 from playground.slack_client import reaction_event, send_event, send_slash_command
 from tests.fixtures.live import eventually

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from jobs.store import RolloutStore
+from jobs.adapters.rollout_store import RolloutStore
 from playground.processes import ServeProcess
 from playground.slack_client import send_slash_command
 from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh, assert_canary_thread

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from jobs.audit import AuditLog
+from jobs.adapters.audit import AuditLog
 from meshbot.settings import packaged_default_policy
 from playground.redis_server import free_port
 from tests.fixtures.meshbot import CHANNEL, CONTRACT_POLICY, Mesh

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from jobs.audit import AuditEntry, AuditLog
-from jobs.kube import load_api_client
+from jobs.adapters.audit import AuditEntry, AuditLog
+from jobs.adapters.kube import load_api_client
 from playground.processes import ServeProcess
 from playground.slack_client import new_trigger_id, send_slash_command
 from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh

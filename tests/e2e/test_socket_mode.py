@@ -13,7 +13,7 @@ import pytest
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from jobs.audit import AuditLog
+from jobs.adapters.audit import AuditLog
 from playground.processes import MeshbotProcess, wait_http_ok
 from playground.redis_server import free_port
 from playground.slack_client import DEFAULT_APP_ID, DEFAULT_TEAM_ID, new_trigger_id

@@ -12,7 +12,7 @@ import yaml
 
 from bot.app import BotContext, handle_command, handle_reaction, web_client
 from bot.groups import GroupResolver
-from jobs.locks import Lock, Locks
+from jobs.adapters.locks import Lock, Locks
 from meshbot.settings import Settings, packaged_default_policy
 from playground.slack_client import new_trigger_id, reaction_event
 from playground.slack_model import Message

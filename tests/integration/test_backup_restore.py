@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from kubernetes.client import CustomObjectsApi
 
-from jobs.backups import KINDS, BackupStore, managed_view
-from jobs.kube import load_api_client
+from jobs.adapters.backup_store import BackupStore
+from jobs.adapters.kube import load_api_client
+from jobs.domain.backup_diff import KINDS, managed_view
 from playground.kube_emulator import RunningCluster
 from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh
 from tests.integration.chatops import APPROVERS, ChatOps, write_policy

@@ -15,11 +15,11 @@ from kubernetes.client import CustomObjectsApi
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from jobs import context
-from jobs.api import queue_names
-from jobs.backups import BackupStore
-from jobs.handlers import emergency
-from jobs.kube import RESTARTED_AT, load_api_client
+from jobs.adapters.backup_store import BackupStore
+from jobs.adapters.kube import RESTARTED_AT, load_api_client
+from jobs.runtime import context
+from jobs.runtime.api import queue_names
+from jobs.runtime.handlers import emergency
 from meshbot.settings import Settings
 from playground.kube_emulator import RunningCluster
 from playground.sample_mesh import deployment, destination_rule, virtual_service

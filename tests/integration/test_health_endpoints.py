@@ -20,7 +20,7 @@ import redis
 from slack_bolt.request import BoltRequest
 
 from bot.socket_mode import MissingAppToken, build_handler
-from jobs import api
+from jobs.runtime import api
 from meshbot.health_server import HealthServer
 from meshbot.settings import Settings
 from playground.redis_server import RedisServer

@@ -19,7 +19,7 @@ import helm_python as helm
 import pytest
 import yaml
 
-from jobs.rbac import NAMED_BY_MANAGED_NAMESPACES, rules_by_scope
+from jobs.domain.rbac import NAMED_BY_MANAGED_NAMESPACES, rules_by_scope
 from meshbot.cli import build_parser
 from meshbot.settings import Settings
 

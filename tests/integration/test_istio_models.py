@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from cloudcoil.models.istio.networking import v1beta1 as istio
 
-from jobs.kube import KubeClient
-from jobs.routes import Subsets, Weights, plan_weights
-from jobs.weights import set_weights
+from jobs.adapters.kube import KubeClient
+from jobs.domain.routes import Subsets, Weights, plan_weights
+from jobs.runtime.weights import set_weights
 from playground.kube_emulator import RunningCluster
 from playground.sample_mesh import SERVICES, sample_mesh_objects, virtual_service
 

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from jobs.kube import KubeClient, load_api_client
-from jobs.routes import Subsets, Weights
-from jobs.weights import Abandoned, preflight, set_weights
+from jobs.adapters.kube import KubeClient, load_api_client
+from jobs.domain.routes import Subsets, Weights
+from jobs.runtime.weights import Abandoned, preflight, set_weights
 from meshbot.errors import (
     GitOpsOwned,
     MeshConflict,

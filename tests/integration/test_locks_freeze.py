@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.locks import Locks
+from jobs.adapters.locks import Locks
 from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh
 from tests.integration.chatops import APPROVERS, ChatOps, write_policy
 

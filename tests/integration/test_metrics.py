@@ -20,13 +20,13 @@ import redis
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from jobs import api
-from jobs import rollout as machine
-from jobs.analysis import tick
-from jobs.context import JobContext
-from jobs.metrics_source import MetricsSource
-from jobs.rollout import Phase
-from jobs.store import RolloutStore
+from jobs.adapters.prometheus import MetricsSource
+from jobs.adapters.rollout_store import RolloutStore
+from jobs.domain import rollout as machine
+from jobs.domain.rollout import Phase
+from jobs.runtime import api
+from jobs.runtime.analysis import tick
+from jobs.runtime.context import JobContext
 from meshbot import metrics
 from meshbot.commands import Command, Request, Verb
 from meshbot.logs import JsonFormatter

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.notifier import BotNotInChannel, Notifier, SlackCallFailed, UpdateOutcome
+from jobs.adapters.slack_notifier import BotNotInChannel, Notifier, SlackCallFailed, UpdateOutcome
 from meshbot.errors import PermanentError, SlackRateLimited, TemporaryError
 from playground.slack_api import SlackApiStandIn
 from tests.fixtures.slack import SlackEnv

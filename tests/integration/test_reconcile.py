@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from jobs import context
-from jobs.reconcile import GRACE_S, reconcile
-from jobs.rollout import Event, apply, start
-from jobs.store import RolloutStore
+from jobs.adapters.rollout_store import RolloutStore
+from jobs.domain.rollout import Event, apply, start
+from jobs.runtime import context
+from jobs.runtime.reconcile import GRACE_S, reconcile
 from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh
 
 SERVICE = "user-service"
@@ -67,7 +67,7 @@ def test_a_writer_still_within_its_grace_is_left_alone(mesh: Mesh) -> None:
 def test_resume_without_approvals_does_not_take_a_gated_step(mesh: Mesh) -> None:
     """`/mesh resume` typed on a rollout whose next step waits for approvers is refused, and
     the rollout and its weights stay where they were."""
-    from jobs.rollout import Phase
+    from jobs.domain.rollout import Phase
     from tests.integration.chatops import ChatOps
 
     now = time.time()

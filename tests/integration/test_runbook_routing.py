@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 import yaml
 
-from jobs import rollout as machine
-from jobs.audit import AuditEntry, AuditLog
-from jobs.rollout import Event, Phase
-from jobs.store import RolloutStore
+from jobs.adapters.audit import AuditEntry, AuditLog
+from jobs.adapters.rollout_store import RolloutStore
+from jobs.domain import rollout as machine
+from jobs.domain.rollout import Event, Phase
 from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh
 from tests.integration.chatops import APPROVERS, ChatOps, write_policy
 from tests.integration.test_istio_models import assert_valid_istio

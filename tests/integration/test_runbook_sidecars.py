@@ -12,7 +12,7 @@ import pytest
 import yaml
 from cloudcoil.models.istio.security import v1beta1 as security
 
-from jobs.audit import AuditLog
+from jobs.adapters.audit import AuditLog
 from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh
 from tests.integration.chatops import APPROVERS, ChatOps
 from tests.integration.test_istio_models import assert_valid_istio

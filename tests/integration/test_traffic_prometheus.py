@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from jobs.metrics_source import MetricsSource
-from jobs.promql import CanaryMetrics, SeriesKey, SLOThresholds, Verdict, evaluate
+from jobs.adapters.prometheus import MetricsSource
+from jobs.domain.promql import CanaryMetrics, SeriesKey, SLOThresholds, Verdict, evaluate
 from meshbot.errors import MetricsUnavailable
 from playground.kube_emulator import start_cluster
 from playground.mesh_weights import StaticWeights, VirtualServiceWeights

@@ -15,12 +15,12 @@ from typing import Any
 
 import redis
 
-from jobs import api
-from jobs import rollout as machine
-from jobs.audit import AuditLog
-from jobs.rollout import Event, Phase
-from jobs.scheduled import release_due
-from jobs.store import RolloutStore
+from jobs.adapters.audit import AuditLog
+from jobs.adapters.rollout_store import RolloutStore
+from jobs.domain import rollout as machine
+from jobs.domain.rollout import Event, Phase
+from jobs.runtime import api
+from jobs.runtime.scheduled import release_due
 from meshbot.commands import Command, Request, Verb
 from meshbot.settings import Settings
 from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh

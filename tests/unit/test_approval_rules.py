@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobs.approval_rules import (
+from jobs.domain.approval_rules import (
     ApprovalState,
     PendingApproval,
     Reaction,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from jobs.backups import Backup, Change, clean, diff, field_differences, restored_body
+from jobs.domain.backup_diff import Backup, Change, clean, diff, field_differences, restored_body
 
 
 def vs(name: str, weights: tuple[int, int] = (100, 0), **meta: Any) -> dict[str, Any]:

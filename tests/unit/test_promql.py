@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from jobs.promql import (
+from jobs.domain.promql import (
     CanaryMetrics,
     SLOThresholds,
     Verdict,
@@ -245,3 +245,15 @@ def test_burn_rate_without_data_in_a_window_is_no_data() -> None:
     result = evaluate(sample, SLO)
     assert result.verdict is Verdict.NO_DATA
     assert "burn rate no data over 1h" in result.lines
+
+
+def test_a_service_is_judged_on_its_own_burn_windows_only() -> None:
+    """The batched query holds every service's windows; each judgement keeps its own."""
+    sample = CanaryMetrics(request_rate=10.0, success_rate=99.99, latency_p99_ms=10.0,
+                           error_ratios=(("5m", 0.5), ("30m", 0.0001), ("1h", 0.5)))
+    own = SLOThresholds(success_rate=99.0, latency_p99_ms=100.0, burn_windows=(300.0, 3600.0))
+    other = SLOThresholds(success_rate=99.0, latency_p99_ms=100.0, burn_windows=(300.0, 1800.0))
+    burn_own = next(c for c in evaluate(sample, own).checks if c.name == "burn rate")
+    burn_other = next(c for c in evaluate(sample, other).checks if c.name == "burn rate")
+    assert burn_own.verdict is Verdict.FAIL and "30m" not in burn_own.text
+    assert burn_other.verdict is Verdict.PASS and "1h" not in burn_other.text

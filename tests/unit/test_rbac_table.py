@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.rbac import (
+from jobs.domain.rbac import (
     PERMISSIONS,
     SCOPES,
     VERB_ORDER,

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from jobs.rollout import TERMINAL, Event, Phase, Rollout, Transition, apply, start
+from jobs.domain.rollout import TERMINAL, Event, Phase, Rollout, Transition, apply, start
 from meshbot.errors import Refused
 
 T0 = 1_000.0

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from jobs.routes import (
+from jobs.domain.routes import (
     Subsets,
     Weights,
     find_managed_route,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from jobs.routes_match import (
+from jobs.domain.routes_match import (
     AB_ROUTE,
     HeaderMatch,
     current_header,

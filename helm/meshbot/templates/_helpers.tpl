@@ -104,6 +104,8 @@ are referenced, never copied into the manifest.
   value: {{ include "meshbot.policyPath" . }}
 - name: MESHBOT_NAMESPACE
   value: {{ .Release.Namespace | quote }}
+- name: MESHBOT_ISTIO_NAMESPACE
+  value: {{ .Values.rbac.istioNamespace | quote }}
 {{- end -}}
 
 {{/* The policy ConfigMap (read-only) and a writable /tmp (the root filesystem is read-only). */}}

@@ -1,5 +1,5 @@
 {{/*
-The permissions of jobs/rbac.py's table, merged per scope (jobs.rbac.rules_by_scope()).
+The permissions of jobs/domain/rbac.py's table, merged per scope (jobs.domain.rbac.rules_by_scope()).
 Values never change these rules, only where they apply; tests/integration/test_helm_chart.py
 renders the chart and fails if they differ from the table by a single verb. Edit the table
 first, then these lines.
@@ -51,7 +51,7 @@ first, then these lines.
 
 {{/*
 ClusterRole: cluster-scoped resources only. Namespaces are narrowed by resourceNames to the
-managed ones (jobs.rbac.NAMED_BY_MANAGED_NAMESPACES), so meshbot cannot relabel any other
+managed ones (jobs.domain.rbac.NAMED_BY_MANAGED_NAMESPACES), so meshbot cannot relabel any other
 namespace; Nodes are read for their zone labels.
 */}}
 {{- define "meshbot.rbac.clusterRules" -}}

@@ -1,0 +1,96 @@
+"""Pending approvals in Redis, and the counting of reactions on them (the bot's side).
+
+The bot calls ``react`` (through ``jobs.api``) for every ``reaction_added``/``reaction_removed``;
+it touches only Redis and RQ, never the cluster. Each approval is one JSON document under its
+Slack message, changed only inside a WATCH/MULTI transaction, so two approvers reacting at the
+same moment on different gunicorn workers cannot lose a vote or both reach the quorum. When
+the quorum is reached the work is enqueued once (RQ ``unique`` job id derived from the request);
+everything a person sees about it (the updated request message, the thread) is posted by a job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import redis
+
+from jobs.adapters.keys import Keys
+from jobs.domain.approval_rules import PendingApproval
+
+T = TypeVar("T")
+
+# Kept after it closes, so a late reaction still finds the request (and is told nothing).
+KEEP_AFTER_EXPIRY_S = 7 * 24 * 3600
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+class ApprovalStore:
+    def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
+        self.client = client
+        self.keys = keys or Keys()
+
+    def get(self, channel: str, ts: str) -> PendingApproval | None:
+        raw = self.client.get(self.keys.approval(channel, ts))
+        return PendingApproval.model_validate_json(raw) if raw else None
+
+    def for_request(self, request_id: str) -> PendingApproval | None:
+        where = self.client.get(self.keys.approval_for(request_id))
+        if not where:
+            return None
+        channel, _, ts = _text(where).partition(" ")
+        return self.get(channel, ts)
+
+    def create(self, pending: PendingApproval) -> None:
+        ttl = int(max(1.0, pending.expires_at - pending.created_at)) + KEEP_AFTER_EXPIRY_S
+        member = f"{pending.channel} {pending.ts}"
+        with self.client.pipeline() as pipe:
+            pipe.set(self.keys.approval(pending.channel, pending.ts),
+                     pending.model_dump_json(), ex=ttl)
+            pipe.set(self.keys.approval_for(pending.request.id), member, ex=ttl)
+            pipe.zadd(self.keys.approvals_open, {member: pending.expires_at})
+            pipe.execute()
+
+    def update(self, channel: str, ts: str,
+               change: Callable[[PendingApproval], tuple[PendingApproval, T]],
+               ) -> tuple[PendingApproval, T] | None:
+        """Apply ``change`` atomically; None when there is no such approval."""
+        key = self.keys.approval(channel, ts)
+        with self.client.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    raw = pipe.get(key)
+                    if not raw:
+                        pipe.unwatch()
+                        return None
+                    current = PendingApproval.model_validate_json(raw)
+                    updated, result = change(current)
+                    if updated == current:
+                        pipe.unwatch()
+                        return current, result
+                    ttl = pipe.ttl(key)
+                    pipe.multi()
+                    pipe.set(key, updated.model_dump_json(),
+                             ex=int(ttl) if ttl and int(ttl) > 0 else KEEP_AFTER_EXPIRY_S)
+                    if updated.state.closed:
+                        pipe.zrem(self.keys.approvals_open, f"{channel} {ts}")
+                    pipe.execute()
+                    return updated, result
+                except redis.WatchError:
+                    continue
+
+    def due(self, now: float, limit: int = 1000) -> list[tuple[str, str]]:
+        """(channel, ts) of open approvals whose expiry has come."""
+        members = self.client.zrangebyscore(self.keys.approvals_open, "-inf", now,
+                                            start=0, num=limit)
+        found = []
+        for member in members:
+            text = member.decode() if isinstance(member, bytes) else str(member)
+            channel, _, ts = text.partition(" ")
+            found.append((channel, ts))
+        return found
+
+    def open_count(self) -> int:
+        return int(self.client.zcard(self.keys.approvals_open))

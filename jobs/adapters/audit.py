@@ -1,0 +1,61 @@
+"""The append-only audit log: a Redis stream (global and per target) plus one JSON log line.
+
+Every change of the mesh, every refusal and every approval is recorded here with who, what,
+before/after and the Slack permalink. Entries are only ever appended.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import redis
+from pydantic import BaseModel, ConfigDict, Field
+
+from jobs.adapters.keys import Keys
+
+log = logging.getLogger("meshbot.audit")
+
+
+class AuditEntry(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    at: float = Field(default_factory=time.time)
+    actor: str
+    action: str
+    target: str | None = None
+    outcome: str  # done | refused | failed | approved | rejected | requested | ignored …
+    request_id: str | None = None
+    before: str | None = None
+    after: str | None = None
+    approvers: tuple[str, ...] = ()
+    permalink: str | None = None
+    detail: str = ""
+
+
+class AuditLog:
+    def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
+        self.client = client
+        self.keys = keys or Keys()
+
+    def record(self, entry: AuditEntry) -> None:
+        fields: dict[Any, Any] = {"entry": entry.model_dump_json()}
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.xadd(self.keys.audit, fields)
+            if entry.target:
+                pipe.xadd(self.keys.audit_for(entry.target), fields)
+            pipe.execute()
+        log.info(json.dumps({"audit": entry.model_dump(mode="json")}, sort_keys=True))
+
+    def last(self, target: str | None, count: int) -> list[AuditEntry]:
+        """The newest ``count`` entries for ``target`` (or all), newest first."""
+        key = self.keys.audit_for(target) if target else self.keys.audit
+        rows = self.client.xrevrange(key, count=count)
+        entries = []
+        for _id, fields in rows or []:
+            raw = (fields or {}).get(b"entry") or (fields or {}).get("entry")
+            if raw:
+                entries.append(AuditEntry.model_validate_json(raw))
+        return entries

@@ -1,0 +1,388 @@
+"""meshbot's one Kubernetes adapter: everything above it sees meshbot errors, never the client's.
+
+    404 → MeshNotFound    409 → MeshConflict    429, 5xx, timeouts, refused connections →
+    MeshUnavailable       anything else (400, 401, 403, 422, bad configuration) → PermanentError
+
+Configuration is the standard one: an explicit ``KUBECONFIG`` first, else the in-cluster service
+account when running in a pod, else ``~/.kube/config``; optionally a named context. Calls use short
+timeouts and no transport retries: retrying is the job's decision (``TemporaryError.delay``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, cast
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from meshbot.errors import (
+    MeshConflict,
+    MeshNotFound,
+    MeshUnavailable,
+    PermanentError,
+)
+from meshbot.settings import Settings
+
+Obj = dict[str, Any]
+
+DEFAULT_TIMEOUT = (2.0, 5.0)  # (connect, read) seconds
+
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # the pod-template stamp of a restart
+
+def load_api_client(context: str | None = None) -> client.ApiClient:
+    """An ApiClient configured the standard way (see the module docstring)."""
+    configuration = client.Configuration()
+    try:
+        explicit = os.environ.get("KUBECONFIG")
+        if not explicit and os.environ.get("KUBERNETES_SERVICE_HOST") and context is None:
+            config.load_incluster_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration
+            )
+        else:
+            # Passed explicitly: the client reads KUBECONFIG once, when it is imported.
+            path = explicit or str(Path("~/.kube/config").expanduser())
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=path, context=context, client_configuration=configuration
+            )
+    except (ConfigException, OSError) as exc:
+        raise PermanentError(f"no usable Kubernetes configuration: {exc}") from exc
+    configuration.retries = 0  # fail fast: the job decides about retrying
+    return client.ApiClient(configuration)
+
+class KubeClient:
+    """The Kubernetes operations meshbot performs, each mapped onto meshbot's errors."""
+
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        *,
+        settings: Settings | None = None,
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+    ) -> None:
+        settings = settings or Settings()
+        self._api_client = api_client
+        self._custom = client.CustomObjectsApi(api_client)
+        self._core = client.CoreV1Api(api_client)
+        self._apps = client.AppsV1Api(api_client)
+        self._policy = client.PolicyV1Api(api_client)
+        self._autoscaling = client.AutoscalingV2Api(api_client)
+        self._networking = settings.networking_group_version
+        self._security = settings.security_group_version
+        self._timeout = timeout
+
+    @classmethod
+    def from_environment(
+        cls, context: str | None = None, *, settings: Settings | None = None
+    ) -> KubeClient:
+        return cls(load_api_client(context), settings=settings)
+
+    def close(self) -> None:
+        self._api_client.close()  # type: ignore[no-untyped-call]
+
+    def __enter__(self) -> KubeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- Istio networking (networking.istio.io) ---
+
+    def get_virtual_service(self, namespace: str, name: str) -> Obj:
+        return self._get_networking("virtualservices", "VirtualService", namespace, name)
+
+    def get_destination_rule(self, namespace: str, name: str) -> Obj:
+        return self._get_networking("destinationrules", "DestinationRule", namespace, name)
+
+    def list_destination_rules(self, namespace: str) -> list[Obj]:
+        group, version = self._networking
+        with _translated(f"DestinationRules in namespace {namespace}"):
+            listing = self._custom.list_namespaced_custom_object(
+                group, version, namespace, "destinationrules", _request_timeout=self._timeout
+            )
+        return list(cast(Obj, listing).get("items") or [])
+
+    def patch_virtual_service_route(
+        self, namespace: str, name: str, http: list[Obj], resource_version: str
+    ) -> Obj:
+        """Replace ``spec.http``, only if the object is still at ``resource_version``.
+
+        A JSON merge patch that carries metadata.resourceVersion is conditional on it: if anyone
+        wrote the object since we read it, the API server answers 409 (MeshConflict).
+        """
+        group, version = self._networking
+        body = {"metadata": {"resourceVersion": resource_version}, "spec": {"http": http}}
+        with _translated(f"VirtualService {namespace}/{name}"):
+            result = self._custom.patch_namespaced_custom_object(
+                group,
+                version,
+                namespace,
+                "virtualservices",
+                name,
+                body,
+                _content_type="application/merge-patch+json",
+                _request_timeout=self._timeout,
+            )
+        return cast(Obj, result)
+
+    # --- runbook: routing, sidecars, mTLS ---
+    # Each write is a JSON merge patch of only the fields meshbot owns, conditional on the
+    # resourceVersion that was read (409 → MeshConflict), so nothing else is overwritten.
+
+    def patch_destination_rule_tls_mode(
+        self, namespace: str, name: str, mode: str, resource_version: str
+    ) -> Obj:
+        """Set ``spec.trafficPolicy.tls.mode`` and nothing else (merge patch merges the rest)."""
+        group, version = self._networking
+        body = {
+            "metadata": {"resourceVersion": resource_version},
+            "spec": {"trafficPolicy": {"tls": {"mode": mode}}},
+        }
+        with _translated(f"DestinationRule {namespace}/{name}"):
+            result = self._custom.patch_namespaced_custom_object(
+                group, version, namespace, "destinationrules", name, body,
+                _content_type="application/merge-patch+json", _request_timeout=self._timeout,
+            )
+        return cast(Obj, result)
+
+    def get_peer_authentication(self, namespace: str, name: str) -> Obj:
+        group, version = self._security
+        with _translated(f"PeerAuthentication {namespace}/{name}"):
+            result = self._custom.get_namespaced_custom_object(
+                group, version, namespace, "peerauthentications", name,
+                _request_timeout=self._timeout,
+            )
+        return cast(Obj, result)
+
+    def create_peer_authentication(self, namespace: str, name: str, mode: str) -> Obj:
+        """A namespace-wide PeerAuthentication (no selector) with ``spec.mtls.mode``."""
+        group, version = self._security
+        body = {
+            "apiVersion": f"{group}/{version}",
+            "kind": "PeerAuthentication",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"mtls": {"mode": mode}},
+        }
+        with _translated(f"PeerAuthentication {namespace}/{name}"):
+            result = self._custom.create_namespaced_custom_object(
+                group, version, namespace, "peerauthentications", body,
+                _request_timeout=self._timeout,
+            )
+        return cast(Obj, result)
+
+    def set_peer_authentication_mode(
+        self, namespace: str, name: str, mode: str, resource_version: str
+    ) -> Obj:
+        """Set ``spec.mtls.mode`` only (a selector or port-level settings stay as found)."""
+        group, version = self._security
+        body = {
+            "metadata": {"resourceVersion": resource_version},
+            "spec": {"mtls": {"mode": mode}},
+        }
+        with _translated(f"PeerAuthentication {namespace}/{name}"):
+            result = self._custom.patch_namespaced_custom_object(
+                group, version, namespace, "peerauthentications", name, body,
+                _content_type="application/merge-patch+json", _request_timeout=self._timeout,
+            )
+        return cast(Obj, result)
+
+    def find_deployments(self, namespace: str, labels: Mapping[str, str]) -> list[Obj]:
+        """Deployments whose own labels match all ``labels`` (a label selector)."""
+        selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+        with _translated(f"Deployments {selector} in namespace {namespace}"):
+            listing = self._apps.list_namespaced_deployment(
+                namespace, label_selector=selector, _request_timeout=self._timeout
+            )
+        return [self._dict(item) for item in listing.items]
+
+    def annotate_pod_template(
+        self, namespace: str, name: str, annotations: Mapping[str, str], resource_version: str
+    ) -> Obj:
+        """Set pod-template annotations; a changed template is what rolls the pods."""
+        body = {
+            "metadata": {"resourceVersion": resource_version},
+            "spec": {"template": {"metadata": {"annotations": dict(annotations)}}},
+        }
+        with _translated(f"Deployment {namespace}/{name}"):
+            result = self._apps.patch_namespaced_deployment(
+                name, namespace, body, _content_type="application/merge-patch+json",
+                _request_timeout=self._timeout,
+            )
+        return self._dict(result)
+
+    # --- workloads (core/v1) ---
+
+    def count_ready_pods(self, namespace: str, labels: Mapping[str, str]) -> int:
+        """Pods matching all ``labels`` whose Ready condition is True and that are not deleting."""
+        selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+        with _translated(f"pods {selector} in namespace {namespace}"):
+            pods = self._core.list_namespaced_pod(
+                namespace, label_selector=selector, _request_timeout=self._timeout
+            )
+        return sum(
+            1
+            for pod in pods.items
+            if pod.metadata is None or pod.metadata.deletion_timestamp is None
+            if any(
+                c.type == "Ready" and c.status == "True"
+                for c in (pod.status.conditions if pod.status else None) or []
+            )
+        )
+
+    def _get_networking(self, plural: str, kind: str, namespace: str, name: str) -> Obj:
+        group, version = self._networking
+        with _translated(f"{kind} {namespace}/{name}"):
+            result = self._custom.get_namespaced_custom_object(
+                group, version, namespace, plural, name, _request_timeout=self._timeout
+            )
+        return cast(Obj, result)
+
+    # --- runbook: backup, restore, emergency, readiness ---
+    # Plain dicts in and out (the API's own JSON shape), so jobs compare and store them as-is.
+
+    def list_custom(self, group: str, version: str, plural: str, namespace: str) -> list[Obj]:
+        """Objects of one Istio kind in ``namespace``; [] when the API does not serve the kind
+        (its CRD is not installed: then there is nothing of it to back up or restore)."""
+        try:
+            with _translated(f"{plural}.{group} in namespace {namespace}"):
+                listing = self._custom.list_namespaced_custom_object(
+                    group, version, namespace, plural, _request_timeout=self._timeout
+                )
+        except MeshNotFound:
+            return []
+        return list(cast(Obj, listing).get("items") or [])
+
+    def create_custom(self, group: str, version: str, plural: str, namespace: str,
+                      body: Obj) -> Obj:
+        name = (body.get("metadata") or {}).get("name")
+        with _translated(f"{plural}.{group} {namespace}/{name}"):
+            result = self._custom.create_namespaced_custom_object(
+                group, version, namespace, plural, body, _request_timeout=self._timeout
+            )
+        return cast(Obj, result)
+
+    def replace_custom(self, group: str, version: str, plural: str, namespace: str, name: str,
+                       body: Obj) -> Obj:
+        """PUT the whole object; conditional on ``body``'s metadata.resourceVersion (409)."""
+        with _translated(f"{plural}.{group} {namespace}/{name}"):
+            result = self._custom.replace_namespaced_custom_object(
+                group, version, namespace, plural, name, body, _request_timeout=self._timeout
+            )
+        return cast(Obj, result)
+
+    def patch_custom(self, group: str, version: str, plural: str, namespace: str, name: str,
+                     patch: Obj) -> Obj:
+        """JSON merge patch (null deletes a key)."""
+        with _translated(f"{plural}.{group} {namespace}/{name}"):
+            result = self._custom.patch_namespaced_custom_object(
+                group, version, namespace, plural, name, patch,
+                _content_type="application/merge-patch+json", _request_timeout=self._timeout,
+            )
+        return cast(Obj, result)
+
+    def delete_custom(self, group: str, version: str, plural: str, namespace: str,
+                      name: str) -> None:
+        with _translated(f"{plural}.{group} {namespace}/{name}"):
+            self._custom.delete_namespaced_custom_object(
+                group, version, namespace, plural, name, _request_timeout=self._timeout
+            )
+
+    def get_namespace(self, name: str) -> Obj:
+        with _translated(f"namespace {name}"):
+            return self._dict(self._core.read_namespace(name, _request_timeout=self._timeout))
+
+    def patch_namespace_labels(self, name: str, labels: Mapping[str, str | None],
+                               resource_version: str) -> Obj:
+        """Set labels (None removes one), only if the namespace is still at
+        ``resource_version`` (409 otherwise)."""
+        body = {"metadata": {"resourceVersion": resource_version, "labels": dict(labels)}}
+        with _translated(f"namespace {name}"):
+            return self._dict(self._core.patch_namespace(
+                name, body, _content_type="application/merge-patch+json",
+                _request_timeout=self._timeout,
+            ))
+
+    def list_deployments(self, namespace: str) -> list[Obj]:
+        with _translated(f"Deployments in namespace {namespace}"):
+            listing = self._apps.list_namespaced_deployment(
+                namespace, _request_timeout=self._timeout
+            )
+        return [self._dict(item) for item in listing.items]
+
+    def get_deployment(self, namespace: str, name: str) -> Obj:
+        with _translated(f"Deployment {namespace}/{name}"):
+            return self._dict(self._apps.read_namespaced_deployment(
+                name, namespace, _request_timeout=self._timeout
+            ))
+
+    def restart_deployment(self, namespace: str, name: str, at: str) -> Obj:
+        """What ``kubectl rollout restart`` does: stamp the pod template, which rolls the pods.
+        The same ``at`` twice is one restart (a retried job does not restart again)."""
+        body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: at}}}}}
+        with _translated(f"Deployment {namespace}/{name}"):
+            return self._dict(self._apps.patch_namespaced_deployment(
+                name, namespace, body, _content_type="application/merge-patch+json",
+                _request_timeout=self._timeout,
+            ))
+
+    def list_pod_disruption_budgets(self, namespace: str) -> list[Obj]:
+        with _translated(f"PodDisruptionBudgets in namespace {namespace}"):
+            listing = self._policy.list_namespaced_pod_disruption_budget(
+                namespace, _request_timeout=self._timeout
+            )
+        return [self._dict(item) for item in listing.items]
+
+    def list_horizontal_pod_autoscalers(self, namespace: str) -> list[Obj]:
+        with _translated(f"HorizontalPodAutoscalers in namespace {namespace}"):
+            listing = self._autoscaling.list_namespaced_horizontal_pod_autoscaler(
+                namespace, _request_timeout=self._timeout
+            )
+        return [self._dict(item) for item in listing.items]
+
+    def list_pods(self, namespace: str, labels: Mapping[str, str]) -> list[Obj]:
+        selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+        with _translated(f"pods {selector} in namespace {namespace}"):
+            listing = self._core.list_namespaced_pod(
+                namespace, label_selector=selector, _request_timeout=self._timeout
+            )
+        return [self._dict(item) for item in listing.items]
+
+    def list_nodes(self) -> list[Obj]:
+        with _translated("nodes"):
+            listing = self._core.list_node(_request_timeout=self._timeout)
+        return [self._dict(item) for item in listing.items]
+
+    def _dict(self, model: object) -> Obj:
+        return cast(Obj, self._api_client.sanitize_for_serialization(model))  # type: ignore[no-untyped-call]
+
+@contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """Turn the client's exceptions into meshbot's, naming the object concerned."""
+    try:
+        yield
+    except ApiException as exc:
+        raise _from_status(exc, what) from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:  # timeouts, refused, reset
+        raise MeshUnavailable(f"the Kubernetes API did not answer about {what}: {exc}") from exc
+
+def _from_status(exc: ApiException, what: str) -> PermanentError | MeshUnavailable | MeshConflict:
+    status = int(exc.status or 0)
+    if status == 404:
+        return MeshNotFound(f"{what} does not exist")
+    if status == 409:
+        return MeshConflict(f"{what} changed while meshbot was updating it", delay=0.2)
+    if status == 429 or status >= 500:
+        delay = _retry_after((exc.headers or {}).get("Retry-After"))
+        return MeshUnavailable(f"the Kubernetes API answered {status} for {what}", delay=delay)
+    return PermanentError(f"the Kubernetes API refused {what}: {status} {exc.reason}")
+
+def _retry_after(value: str | None) -> float:
+    try:
+        return max(float(value or 1.0), 0.0)
+    except ValueError:  # an HTTP date: not worth parsing for a hint
+        return 1.0

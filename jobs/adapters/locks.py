@@ -1,0 +1,119 @@
+"""Per-service locks while work is in flight, the change freeze, and the guard that applies both.
+
+A lock is one Redis key per service (``SET NX``) naming who holds it, for what, since when and
+for which request; a retry of the same request (RQ retry, a worker killed mid-job) takes it back
+instead of finding itself busy. It carries a long TTL only as a backstop: a stale lock is meant
+to be broken with ``/mesh unlock`` (with approval), not to vanish silently mid-change.
+
+Rollback (and abort, which rolls back) is never blocked and never waits: it takes no lock and
+ignores the freeze: a rollback is never blocked by a lock, it wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import redis
+from pydantic import BaseModel, ConfigDict
+
+from jobs.adapters.keys import Keys
+
+LOCK_TTL_S = 6 * 3600
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+T = TypeVar("T")
+
+class Lock(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    service: str
+    request_id: str
+    user: str
+    what: str  # the command, as the holder typed it
+    since: float
+
+class Freeze(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    request_id: str
+    user: str
+    since: float
+
+class Locks:
+    def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
+        self.client = client
+        self.keys = keys or Keys()
+
+    def get(self, service: str) -> Lock | None:
+        raw = self.client.get(self.keys.lock(service))
+        return Lock.model_validate_json(raw) if raw else None
+
+    def acquire(self, lock: Lock, ttl_s: int = LOCK_TTL_S) -> Lock | None:
+        """Take the lock; None on success, else the lock someone else holds."""
+        key = self.keys.lock(lock.service)
+        while True:
+            if self.client.set(key, lock.model_dump_json(), nx=True, ex=ttl_s):
+                return None
+            holder = self.get(lock.service)
+            if holder is None:
+                continue  # released between our SET and GET: try again
+            return None if holder.request_id == lock.request_id else holder
+
+    def release(self, service: str, request_id: str) -> bool:
+        """Drop the lock only if ``request_id`` still holds it (it may have been broken)."""
+        return self._delete_if(service, lambda held: held.request_id == request_id) is not None
+
+    def break_lock(self, service: str, holder_request_id: str) -> Lock | None:
+        """Break the lock if the same holder still has it; the lock that was broken."""
+        return self._delete_if(service, lambda held: held.request_id == holder_request_id)
+
+    def _delete_if(self, service: str, check: Callable[[Lock], bool]) -> Lock | None:
+        return _delete_if(self.client, self.keys.lock(service), Lock.model_validate_json, check)
+
+    def all(self) -> list[Lock]:
+        found = []
+        for key in self.client.scan_iter(match=self.keys.lock_pattern, count=500):
+            raw = self.client.get(_text(key))
+            if raw:
+                found.append(Lock.model_validate_json(raw))
+        return sorted(found, key=lambda lock: lock.since)
+
+    # -- the freeze ------------------------------------------------------------------------
+
+    def freeze(self) -> Freeze | None:
+        raw = self.client.get(self.keys.freeze)
+        return Freeze.model_validate_json(raw) if raw else None
+
+    def set_freeze(self, freeze: Freeze) -> Freeze | None:
+        """Turn the freeze on; None if it was off, else the freeze already in force."""
+        if self.client.set(self.keys.freeze, freeze.model_dump_json(), nx=True):
+            return None
+        return self.freeze()
+
+    def lift_freeze(self, request_id: str | None = None) -> Freeze | None:
+        """Lift the freeze (only the one set by ``request_id``, if given); what was lifted."""
+        return _delete_if(self.client, self.keys.freeze, Freeze.model_validate_json,
+                          lambda held: not request_id or held.request_id == request_id)
+
+def _delete_if(client: redis.Redis, key: str, parse: Callable[[bytes | str], T],
+               check: Callable[[T], bool]) -> T | None:
+    """Delete ``key`` if what it holds passes ``check``, atomically (WATCH/MULTI); what was
+    deleted, or None."""
+    with client.pipeline() as pipe:
+        while True:
+            try:
+                pipe.watch(key)  # type: ignore[no-untyped-call]
+                raw = pipe.get(key)
+                held = parse(raw) if raw else None
+                if held is None or not check(held):
+                    pipe.unwatch()
+                    return None
+                pipe.multi()
+                pipe.delete(key)
+                pipe.execute()
+                return held
+            except redis.WatchError:
+                continue

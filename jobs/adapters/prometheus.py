@@ -1,0 +1,149 @@
+"""The one Prometheus adapter: a constant number of batched queries per analysis tick.
+
+Nothing above this module sees a ``requests`` or ``prometheus_api_client`` exception: every
+failure to get an answer becomes ``MetricsUnavailable`` (a ``TemporaryError``), which the
+analysis treats as "no data" — never as healthy.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+import requests
+import urllib3
+from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from urllib3.util.retry import Retry
+
+from jobs.domain.promql import (
+    CanaryMetrics,
+    SeriesKey,
+    duration,
+    error_ratio_query,
+    latency_query,
+    parse_vector,
+    parse_windowed,
+    rate_window,
+    request_rate_query,
+)
+from meshbot.errors import MetricsUnavailable
+
+DEFAULT_SCRAPE_INTERVAL = 15.0  # Prometheus's own default; pass the real one when it differs
+DEFAULT_BURN_WINDOWS = (300.0, 3600.0)  # 5m and 1h, the runbook's multi-window burn alert
+
+
+def _number(value: float | None) -> float | None:
+    # NaN is how PromQL says "nothing to divide" (no traffic); callers get None for that.
+    return None if value is None or math.isnan(value) else value
+
+
+class MetricsSource:
+    """Reads canary metrics for every watched service at once."""
+
+    def __init__(
+        self,
+        url: str,
+        timeout: float = 5.0,
+        *,
+        scrape_interval: float = DEFAULT_SCRAPE_INTERVAL,
+        burn_windows: Sequence[float] = DEFAULT_BURN_WINDOWS,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.scrape_interval = scrape_interval
+        self.burn_windows = tuple(sorted(burn_windows))
+        self.queries_made = 0  # cumulative; benchmarks print it to show it does not grow with N
+        # No retries here: the analysis tick is the retry loop (MetricsUnavailable carries the
+        # delay), and urllib3's default backoff would stall a tick for seconds. read=False makes
+        # urllib3 re-raise a read timeout as itself, so requests reports it as a Timeout.
+        self._client = PrometheusConnect(
+            url=self.url, timeout=timeout, retry=Retry(total=0, read=False)
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> MetricsSource:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def query(self, promql: str, at: float | None = None) -> list[dict[str, Any]]:
+        """One instant query; any failure to get an answer → MetricsUnavailable."""
+        params = {} if at is None else {"time": f"{at:.3f}"}
+        self.queries_made += 1
+        try:
+            result = self._client.custom_query(promql, params=params)
+        except requests.Timeout as exc:
+            raise MetricsUnavailable(
+                f"Prometheus at {self.url} did not answer within {self.timeout:g}s"
+            ) from exc
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+            raise MetricsUnavailable(f"Prometheus at {self.url} is unreachable: {exc}") from exc
+        except (PrometheusApiClientException, ValueError, KeyError, TypeError) as exc:
+            raise MetricsUnavailable(f"Prometheus at {self.url} answered an error: {exc}") from exc
+        if not isinstance(result, list):
+            raise MetricsUnavailable(f"Prometheus at {self.url} answered something not a vector")
+        return result
+
+    def fetch(
+        self,
+        watched: Sequence[tuple[str, str]],
+        window: float,
+        versions: Sequence[str] = (),
+        *,
+        p95: bool = True,
+        burn_windows: Sequence[float] | None = None,
+    ) -> dict[SeriesKey, CanaryMetrics]:
+        """Metrics of every version of every watched (service, namespace), keyed by
+        (service, namespace, version). A version absent from the answer had no traffic.
+
+        ``window`` (seconds) is raised to hold at least four scrapes. The number of queries is
+        the same for one service or a thousand: request rate, p99, and one query for the error
+        ratio over the analysis window and every burn-rate window (the success rate is the
+        analysis window's); p95 adds a fourth only when some SLO asks for it. ``versions``
+        narrows the series to the canaries' versions. ``burn_windows`` (every window any
+        watched service's SLO names; default: the source's) are told apart by their label, the
+        policy's duration, so each service's judgement can keep its own.
+        """
+        if not watched:
+            return {}
+        span = rate_window(window, self.scrape_interval)
+        at = time.time()  # one evaluation instant, so the signals describe the same moment
+        rates = parse_vector(self.query(request_rate_query(watched, span, versions), at))
+        p99 = parse_vector(self.query(latency_query(watched, span, 0.99, versions), at))
+        p95s = (parse_vector(self.query(latency_query(watched, span, 0.95, versions), at))
+                if p95 else {})
+        windows = sorted(set(burn_windows)) if burn_windows else list(self.burn_windows)
+        burn_spans = {w: rate_window(w, self.scrape_interval) for w in windows}
+        spans = sorted({span, *burn_spans.values()})
+        ratios = parse_windowed(self.query(error_ratio_query(watched, spans, versions), at))
+
+        wanted = set(watched)
+        metrics: dict[SeriesKey, CanaryMetrics] = {}
+        for key, rate in rates.items():
+            if (key[0], key[1]) not in wanted:  # the regexes admit cross pairs; drop them
+                continue
+            by_window = ratios.get(key, {})
+            ratio = _number(by_window.get(duration(span)))
+            metrics[key] = CanaryMetrics(
+                request_rate=_number(rate),
+                success_rate=None if ratio is None else 100 * (1 - ratio),
+                latency_p99_ms=_number(p99.get(key)),
+                latency_p95_ms=_number(p95s.get(key)),
+                error_ratios=tuple(
+                    (duration(w), by_window.get(duration(s), math.nan))
+                    for w, s in burn_spans.items()
+                ),
+            )
+        return metrics

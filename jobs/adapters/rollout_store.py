@@ -1,0 +1,122 @@
+"""Rollout state in Redis: one JSON document per service, changed only inside a transaction.
+
+A rollback and an analysis tick may race on the same rollout; ``update`` retries on a concurrent
+change (WATCH/MULTI), so neither overwrites the other blindly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import redis
+
+from jobs.adapters.keys import Keys
+from jobs.domain.rollout import Rollout
+
+# Write the new state only if the stored one is still what was read (compare-and-set), keeping
+# the watched set in step; many of these go to Redis in one pipelined round trip.
+_CAS = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('set', KEYS[1], ARGV[2])
+if ARGV[3] == '1' then
+  redis.call('zadd', KEYS[2], ARGV[4], ARGV[5])
+else
+  redis.call('zrem', KEYS[2], ARGV[5])
+end
+return 1
+"""
+
+
+class RolloutStore:
+    def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
+        self.client = client
+        self.keys = keys or Keys()
+        self._cas = client.register_script(_CAS)
+
+    def get_many(self, services: list[str]) -> dict[str, tuple[bytes, Rollout]]:
+        """The stored documents (as read, for ``commit_many``) of these services, one round
+        trip; services without a rollout are left out."""
+        if not services:
+            return {}
+        raws = self.client.mget([self.keys.rollout(s) for s in services])
+        return {service: (raw if isinstance(raw, bytes) else str(raw).encode(),
+                          Rollout.model_validate_json(raw))
+                for service, raw in zip(services, raws, strict=True) if raw}
+
+    def commit_many(self, changes: list[tuple[bytes, Rollout]]) -> list[bool]:
+        """Write each new rollout unless its document changed since it was read (a rollback
+        or a pause won meanwhile); one round trip. True where written."""
+        if not changes:
+            return []
+        with self.client.pipeline(transaction=False) as pipe:
+            for raw, rollout in changes:
+                self._cas(keys=[self.keys.rollout(rollout.service), self.keys.watched],
+                          args=[raw, rollout.model_dump_json(),
+                                "1" if rollout.phase.watched else "0",
+                                rollout.next_check_at, rollout.service], client=pipe)
+            return [bool(done) for done in pipe.execute()]
+
+    def get(self, service: str) -> Rollout | None:
+        raw = self.client.get(self.keys.rollout(service))
+        return Rollout.model_validate_json(raw) if raw else None
+
+    def put(self, rollout: Rollout) -> None:
+        with self.client.pipeline() as pipe:
+            self._write(pipe, rollout)
+            pipe.execute()
+
+    def _write(self, pipe: redis.client.Pipeline, rollout: Rollout) -> None:
+        pipe.set(self.keys.rollout(rollout.service), rollout.model_dump_json())
+        if rollout.phase.watched:
+            pipe.zadd(self.keys.watched, {rollout.service: rollout.next_check_at})
+        else:
+            pipe.zrem(self.keys.watched, rollout.service)
+
+    def update(
+        self, service: str, change: Callable[[Rollout | None], Rollout | None]
+    ) -> Rollout | None:
+        """Apply ``change`` to the current state atomically; ``None`` from it writes nothing."""
+        key = self.keys.rollout(service)
+        with self.client.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    raw = pipe.get(key)
+                    current = Rollout.model_validate_json(raw) if raw else None
+                    updated = change(current)
+                    if updated is None:
+                        pipe.unwatch()
+                        return current
+                    pipe.multi()
+                    self._write(pipe, updated)
+                    pipe.execute()
+                    return updated
+                except redis.WatchError:
+                    continue
+
+    def due(self, now: float, limit: int = 10_000) -> list[str]:
+        """Services whose next analysis check has come."""
+        members = self.client.zrangebyscore(self.keys.watched, "-inf", now, start=0, num=limit)
+        return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+
+    def watched_count(self) -> int:
+        return int(self.client.zcard(self.keys.watched))
+
+    def mark_unapplied(self, service: str, now: float) -> None:
+        """The rollout's state says a weight the VirtualService may not show yet: if the writer
+        dies before ``mark_applied``, the ticker writes it (``jobs.reconcile``)."""
+        self.client.zadd(self.keys.unapplied, {service: now}, nx=True)
+
+    def mark_applied(self, service: str) -> None:
+        self.client.zrem(self.keys.unapplied, service)
+
+    def unapplied_since(self, before: float) -> list[str]:
+        members = self.client.zrangebyscore(self.keys.unapplied, "-inf", before)
+        return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+
+    def live_subset(self, service: str, default: str) -> str:
+        raw = self.client.get(self.keys.live_subset(service))
+        return raw.decode() if isinstance(raw, bytes) else default
+
+    def set_live_subset(self, service: str, subset: str) -> None:
+        self.client.set(self.keys.live_subset(service), subset)

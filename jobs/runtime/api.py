@@ -1,0 +1,152 @@
+"""The one door from the bot into the work side: submit a request, record a refusal, read state.
+
+Imports nothing that touches the cluster or Prometheus: the bot decides and enqueues, workers act.
+A request is enqueued at most once per id (a Slack retry of the same request is recognised), and
+it is in Redis before the bot acks, so an acked command is never lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+import redis
+from rq import Queue, Retry
+from rq.serializers import JSONSerializer
+
+from jobs.adapters.alert_threads import ROLLBACK_EMOJI, AlertThreads
+from jobs.adapters.audit import AuditEntry, AuditLog
+from jobs.adapters.keys import Keys
+from jobs.adapters.state_gauges import read_state as _read_state
+
+# Re-exported: the bot reaches jobs only through this module.
+from jobs.domain.approval_rules import Reaction as Reaction
+from jobs.domain.approval_rules import Verdict as Verdict
+from jobs.runtime.approvals import GroupsOf
+from jobs.runtime.approvals import react as _react
+from meshbot.commands import Command, Request, Verb
+from meshbot.metrics import StateSample
+from meshbot.verbs import verbs_where
+from policies.decide import Allow, Deny, decide
+from policies.policy import Policy
+
+TASK = "jobs.runtime.tasks.handle_request"
+DEDUPE_TTL_S = 24 * 3600
+# Rollbacks go to their own queue, which workers drain first: a rollback never waits behind work.
+URGENT_SUFFIX = "-urgent"
+URGENT_VERBS = verbs_where(urgent=True)
+RETRY = Retry(max=5, interval=[1, 2, 4, 8, 16])
+
+
+def queue_names(base: str) -> list[str]:
+    """Queues a worker listens on, most urgent first."""
+    return [base + URGENT_SUFFIX, base]
+
+
+def read_state(client: redis.Redis, queue: str = "meshbot") -> StateSample | None:
+    """Queue depth and rollouts by phase for /metrics; None while Redis does not answer."""
+    return _read_state(client, queue_names(queue))
+
+
+def job_id(request_id: str) -> str:
+    """RQ accepts only letters, digits, '_' and '-'; Slack's trigger ids contain dots."""
+    return "req-" + hashlib.sha256(request_id.encode()).hexdigest()[:32]
+
+
+def submit(
+    client: redis.Redis, request: Request, *, queue: str = "meshbot", keys: Keys | None = None
+) -> bool:
+    """Enqueue ``request`` unless one with the same id was already accepted. True if enqueued."""
+    keys = keys or Keys()
+    if not client.set(keys.request(request.id), "1", nx=True, ex=DEDUPE_TTL_S):
+        return False
+    name = queue + URGENT_SUFFIX if request.command.verb in URGENT_VERBS else queue
+    # One round trip for all of RQ's writes (the ack waits on it).
+    with client.pipeline() as pipe:
+        Queue(name, connection=client, serializer=JSONSerializer).enqueue_call(
+            TASK,
+            args=(request.model_dump(mode="json"),),
+            job_id=job_id(request.id),
+            retry=RETRY,
+            timeout=120,
+            result_ttl=3600,
+            failure_ttl=7 * 24 * 3600,
+            pipeline=pipe,
+        )
+        pipe.execute()
+    return True
+
+
+def record_refusal(
+    client: redis.Redis, request: Request, reason: str, keys: Keys | None = None
+) -> None:
+    AuditLog(client, keys).record(
+        AuditEntry(
+            actor=request.user,
+            action=request.command.verb.value,
+            target=request.command.target,
+            outcome="refused",
+            request_id=request.id,
+            detail=reason,
+        )
+    )
+
+
+def react(client: redis.Redis, reaction: Reaction, *, policy: Policy, groups_of: GroupsOf,
+          queue: str = "meshbot", now: float | None = None) -> Verdict:
+    """Count a reaction on an approval request (``jobs.approvals``); a reaction on any other
+    message is ignored. Idempotent per ``reaction.event_id``; enqueues the work at quorum."""
+    return _react(client, reaction, policy=policy, groups_of=groups_of, queue=queue,
+                  now=time.time() if now is None else now)
+
+
+# --- alert threads (Alertmanager webhook → a job that posts; rollback reactions on them) ---
+
+ALERT_TASK = "jobs.runtime.handlers.alerts.alert_job"
+NOTE_TASK = "jobs.runtime.handlers.alerts.note_job"
+
+
+def submit_alert(client: redis.Redis, payload: dict[str, Any], digest: str, *,
+                 queue: str = "meshbot") -> bool:
+    """Enqueue one Alertmanager notification (already validated) unless the same content was
+    accepted already; True if enqueued."""
+    if not AlertThreads(client).first_delivery(digest):
+        return False
+    Queue(queue, connection=client, serializer=JSONSerializer).enqueue(
+        ALERT_TASK, payload, job_id="alert-" + digest[:32], retry=RETRY, job_timeout=60,
+        result_ttl=3600, failure_ttl=7 * 24 * 3600,
+    )
+    return True
+
+
+def alert_reaction(client: redis.Redis, reaction: Reaction, *, policy: Policy,
+                   groups_of: GroupsOf, queue: str = "meshbot") -> str:
+    """A rollback emoji on an alert message asks for ``/mesh rollback <service>``, judged by
+    the policy exactly as the typed command would be (permission, channel)."""
+    if not reaction.added or reaction.emoji not in ROLLBACK_EMOJI:
+        return "ignored"
+    service = AlertThreads(client).service_at(reaction.channel, reaction.ts)
+    if service is None:
+        return "not_an_alert"
+    groups = frozenset(m for ms in policy.roles.values() for m in ms if m.startswith("S"))
+    user_groups = groups_of(reaction.user, groups) if groups else frozenset()
+    request = Request(
+        id=f"alert-rollback:{reaction.event_id or reaction.channel + reaction.ts + reaction.user}",
+        command=Command(verb=Verb.ROLLBACK, target=service), user=reaction.user,
+        channel=reaction.channel, received_at=time.time(),
+    )
+    decision = decide(policy, verb=Verb.ROLLBACK.value, target=service, user=reaction.user,
+                      user_groups=user_groups, channel=reaction.channel)
+    notes = Queue(queue, connection=client, serializer=JSONSerializer)
+    if not isinstance(decision, Allow):  # a rollback never needs approval: anything else is no
+        reason = decision.reason if isinstance(decision, Deny) else "it would need approval"
+        record_refusal(client, request, reason)
+        notes.enqueue(NOTE_TASK, reaction.channel, reaction.ts, reaction.user, service, reason,
+                      retry=RETRY, result_ttl=600)
+        return "refused"
+    if not submit(client, request, queue=queue):
+        return "duplicate"
+    notes.enqueue(NOTE_TASK, reaction.channel, reaction.ts, reaction.user, service, None,
+                  retry=RETRY, result_ttl=600)
+    return "rollback"

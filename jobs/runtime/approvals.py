@@ -1,0 +1,116 @@
+"""Pending approvals in Redis, and the counting of reactions on them (the bot's side).
+
+The bot calls ``react`` (through ``jobs.api``) for every ``reaction_added``/``reaction_removed``;
+it touches only Redis and RQ, never the cluster. Each approval is one JSON document under its
+Slack message, changed only inside a WATCH/MULTI transaction, so two approvers reacting at the
+same moment on different gunicorn workers cannot lose a vote or both reach the quorum. When
+the quorum is reached the work is enqueued once (RQ ``unique`` job id derived from the request);
+everything a person sees about it (the updated request message, the thread) is posted by a job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+
+import redis
+from rq import Queue, Retry
+from rq.exceptions import DuplicateJobError
+from rq.serializers import JSONSerializer
+
+from jobs.adapters.approval_store import ApprovalStore
+from jobs.adapters.audit import AuditEntry, AuditLog
+from jobs.adapters.keys import Keys
+from jobs.domain.approval_rules import PendingApproval, Reaction, Verdict, judge, may_approve
+from policies.policy import Policy
+
+GroupsOf = Callable[[str, Iterable[str]], frozenset[str]]
+
+REQUEST_TASK = "jobs.runtime.tasks.handle_request"
+
+REFRESH_TASK = "jobs.runtime.handlers.approvals.refresh_job"
+
+RETRY = Retry(max=5, interval=[1, 2, 4, 8, 16])
+
+URGENT_SUFFIX = "-urgent"
+
+def approved_job_id(request_id: str) -> str:
+    """RQ job id of the approved work: one per request, so it is enqueued at most once."""
+    return "approved-" + hashlib.sha256(request_id.encode()).hexdigest()[:32]
+
+def enqueue_approved(client: redis.Redis, pending: PendingApproval, queue: str) -> bool:
+    """Enqueue the request with its approvers; False when it was enqueued already."""
+    request = pending.request.model_copy(update={"approved_by": pending.approvals})
+    name = queue + URGENT_SUFFIX if request.command.verb.value in ("emergency",) else queue
+    try:
+        Queue(name, connection=client, serializer=JSONSerializer).enqueue(
+            REQUEST_TASK, request.model_dump(mode="json"), job_id=approved_job_id(request.id),
+            unique=True, retry=RETRY, job_timeout=120, result_ttl=3600,
+            failure_ttl=7 * 24 * 3600,
+        )
+    except DuplicateJobError:
+        return False
+    return True
+
+def enqueue_refresh(client: redis.Redis, channel: str, ts: str, queue: str) -> None:
+    """A job re-renders the approval message and tells the thread what changed."""
+    Queue(queue, connection=client, serializer=JSONSerializer).enqueue(
+        REFRESH_TASK, channel, ts, retry=RETRY, job_timeout=60, result_ttl=600,
+        failure_ttl=24 * 3600,
+    )
+
+_OUTCOMES = {
+    Verdict.REQUESTER: ("ignored", "the requester's own reaction does not count"),
+    Verdict.NOT_APPROVER: ("ignored", "not an approver for this request"),
+    Verdict.COUNTED: ("approval", ""),
+    Verdict.QUORUM: ("approved", "quorum reached; the work is enqueued"),
+    Verdict.WITHDRAWN: ("approval withdrawn", ""),
+    Verdict.REJECTED: ("rejected", ""),
+    Verdict.EXPIRED: ("ignored", "the request has expired"),
+    Verdict.CLOSED: ("ignored", "the request is closed"),
+}
+
+def react(client: redis.Redis, reaction: Reaction, *, policy: Policy, groups_of: GroupsOf,
+          queue: str, now: float, keys: Keys | None = None) -> Verdict:
+    """Count one reaction event on an approval request; what it did."""
+    store = ApprovalStore(client, keys)
+    pending = store.get(reaction.channel, reaction.ts)
+    if pending is None:
+        return Verdict.NOT_A_REQUEST
+    settings = policy.approvals
+
+    def approver() -> bool:
+        # Resolve user groups only for reactions that can matter: every emoji in a busy
+        # channel must not cost a usergroups.users.list call.
+        groups = [m for m in pending.eligible if m.startswith("S")]
+        member_of = groups_of(reaction.user, groups) if groups else frozenset()
+        return may_approve(reaction.user, pending.eligible, member_of)
+
+    is_approver = False
+    if reaction.emoji.split("::", 1)[0] in (settings.approve_emoji, settings.reject_emoji):
+        is_approver = reaction.user != pending.request.user and approver()
+    result = store.update(reaction.channel, reaction.ts, lambda p: judge(
+        p, reaction, approver=is_approver, approve_emoji=settings.approve_emoji,
+        reject_emoji=settings.reject_emoji, now=now))
+    if result is None:
+        return Verdict.NOT_A_REQUEST
+    updated, verdict = result
+    if verdict.audited:
+        _audit(client, keys, updated, reaction, verdict)
+    if verdict is Verdict.QUORUM:
+        enqueue_approved(client, updated, queue)
+    if verdict.changes_message:
+        enqueue_refresh(client, reaction.channel, reaction.ts, queue)
+    return verdict
+
+def _audit(client: redis.Redis, keys: Keys | None, pending: PendingApproval,
+           reaction: Reaction, verdict: Verdict) -> None:
+    outcome, detail = _OUTCOMES[verdict]
+    command = pending.request.command
+    if verdict in (Verdict.REQUESTER, Verdict.NOT_APPROVER):
+        detail = f"{detail} (:{reaction.emoji}: {'added' if reaction.added else 'removed'})"
+    AuditLog(client, keys).record(AuditEntry(
+        actor=reaction.user, action=command.verb.value, target=command.target,
+        outcome=outcome, request_id=pending.request.id, approvers=pending.approvals,
+        permalink=pending.permalink, detail=detail.strip(),
+    ))

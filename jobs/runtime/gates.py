@@ -1,0 +1,61 @@
+"""Per-service locks while work is in flight, the change freeze, and the guard that applies both.
+
+A lock is one Redis key per service (``SET NX``) naming who holds it, for what, since when and
+for which request; a retry of the same request (RQ retry, a worker killed mid-job) takes it back
+instead of finding itself busy. It carries a long TTL only as a backstop: a stale lock is meant
+to be broken with ``/mesh unlock`` (with approval), not to vanish silently mid-change.
+
+Rollback (and abort, which rolls back) is never blocked and never waits: it takes no lock and
+ignores the freeze: a rollback is never blocked by a lock, it wins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+
+from jobs.adapters.locks import Lock, Locks
+from meshbot.commands import Request
+from meshbot.errors import Refused
+from meshbot.verbs import verbs_where
+from rendering import approvals as approval_text
+from rendering import common as words
+
+# Rollback wins: never blocked by a lock or the freeze.
+ALWAYS_ALLOWED = verbs_where(wins=True)
+# Verbs that change the mesh; the freeze refuses them.
+CHANGES = verbs_where(changes_mesh=True)
+# Of those, the ones that act on one service and so hold its lock while they run.
+LOCKING = verbs_where(locks_service=True)
+
+
+def check_gates(locks: Locks, request: Request) -> None:
+    """Refuse (``Refused``) a change during a freeze, or on a service someone else has locked."""
+    verb = request.command.verb
+    if verb in ALWAYS_ALLOWED:
+        return
+    if verb in CHANGES:
+        frozen = locks.freeze()
+        if frozen is not None:
+            raise Refused(approval_text.frozen(frozen.user, frozen.since))
+    if verb in LOCKING and request.command.target:
+        holder = locks.get(request.command.target)
+        if holder is not None and holder.request_id != request.id:
+            raise Refused(approval_text.busy(holder.user, holder.what, holder.since))
+
+@contextlib.contextmanager
+def service_lock(locks: Locks, request: Request) -> Iterator[None]:
+    """Hold the target service's lock while the work runs (a no-op for verbs that take none)."""
+    service = request.command.target
+    if request.command.verb not in LOCKING or not service:
+        yield
+        return
+    holder = locks.acquire(Lock(service=service, request_id=request.id, user=request.user,
+                                what=words.describe(request.command), since=time.time()))
+    if holder is not None:
+        raise Refused(approval_text.busy(holder.user, holder.what, holder.since))
+    try:
+        yield
+    finally:
+        locks.release(service, request.id)

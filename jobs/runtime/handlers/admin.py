@@ -1,0 +1,87 @@
+"""``/mesh locks``, ``unlock``, ``freeze on|off`` and ``audit``: meshbot's own controls.
+
+Their answers are channel messages (the team sees who froze, who broke a lock). ``unlock`` and
+``freeze off`` arrive here only once approved (the policy decides how many approvals; the
+approval's re-check has confirmed the same lock or freeze is still there).
+"""
+
+from __future__ import annotations
+
+import time
+
+from jobs.adapters.audit import AuditEntry
+from jobs.adapters.locks import Freeze, Locks
+from jobs.runtime.context import JobContext
+from meshbot.commands import Request
+from meshbot.errors import MeshbotError, Refused
+from rendering import admin as admin_text
+from rendering import audit as audit_text
+
+
+def locks(ctx: JobContext, request: Request) -> str:
+    held = Locks(ctx.redis).all()
+    freeze = Locks(ctx.redis).freeze()
+    rows = [(lock.service, lock.user, lock.what, lock.since) for lock in held]
+    text = admin_text.locks_list(rows, (freeze.user, freeze.since) if freeze else None)
+    ctx.notifier.post_root(request.channel, text)
+    return f"{len(held)} locks"
+
+
+def unlock(ctx: JobContext, request: Request) -> str:
+    service = request.command.target or ""
+    store = Locks(ctx.redis)
+    held = store.get(service)
+    if held is None:
+        raise Refused(admin_text.not_locked(service))
+    broken = store.break_lock(service, held.request_id)
+    if broken is None:  # released between the read and the break: nothing stale any more
+        raise Refused(admin_text.not_locked(service))
+    text = admin_text.lock_broken(service, broken.user, broken.what, broken.since, request.user,
+                                request.approved_by)
+    ts = ctx.notifier.post_root(request.channel, text)
+    _record(ctx, request, "done", before=f"locked by {broken.user}: {broken.what}",
+            after="unlocked", ts=ts)
+    return f"{service}: unlocked"
+
+
+def freeze(ctx: JobContext, request: Request) -> str:
+    store = Locks(ctx.redis)
+    if request.command.switch == "on":
+        already = store.set_freeze(Freeze(request_id=request.id, user=request.user,
+                                          since=time.time()))
+        if already is not None:
+            if already.request_id == request.id:
+                return "frozen"  # a retry of this job
+            raise Refused(admin_text.freeze_already(already.user, already.since))
+        ts = ctx.notifier.post_root(request.channel, admin_text.freeze_on(request.user))
+        _record(ctx, request, "done", before="off", after="frozen", ts=ts)
+        return "frozen"
+    lifted = store.lift_freeze()
+    if lifted is None:
+        raise Refused(admin_text.no_freeze())
+    ts = ctx.notifier.post_root(request.channel, admin_text.freeze_lifted(
+        request.user, request.approved_by, lifted.user, lifted.since))
+    _record(ctx, request, "done", before=f"frozen by {lifted.user}", after="off", ts=ts)
+    return "lifted"
+
+
+def audit(ctx: JobContext, request: Request) -> str:
+    target = request.command.target or ""
+    count = int(request.command.options.get("n", "10"))
+    entries = ctx.audit.last(target, count)
+    ctx.notifier.post_root(request.channel, audit_text.audit_list(target, entries, count))
+    return f"{len(entries)} entries"
+
+
+def _record(ctx: JobContext, request: Request, outcome: str, *, before: str, after: str,
+            ts: str) -> None:
+    try:
+        permalink: str | None = ctx.notifier.permalink(request.channel, ts)
+    except MeshbotError:  # the entry matters more than its link
+        permalink = None
+    ctx.audit.record(AuditEntry(
+        actor=request.user, action=request.command.verb.value,
+        target=request.command.target or request.command.verb.value, outcome=outcome,
+        request_id=request.id, before=before, after=after, approvers=request.approved_by,
+        permalink=permalink,
+    ))

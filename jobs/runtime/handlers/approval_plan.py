@@ -1,0 +1,140 @@
+"""What an approval request says will change, and the facts it was made under. Reads the cluster.
+
+The facts (current weights, the service's rollout, the lock or the freeze being lifted) are read
+again when the quorum is reached: if any differs, approvers said yes to something that is no
+longer what would happen, and the request is voided instead of run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from jobs.adapters.backup_store import BackupStore
+from jobs.adapters.locks import Locks
+from jobs.domain.routes import Weights
+from jobs.runtime.context import JobContext
+from jobs.runtime.handlers.backup import require_namespace
+from jobs.runtime.handlers.common import names, pair, subsets_of
+from jobs.runtime.weights import live_weights, preflight
+from meshbot.commands import Request, Verb
+from meshbot.errors import MeshbotError, Refused
+from policies.views import ServiceView
+from rendering import admin as admin_text
+from rendering import approvals as approval_text
+from rendering import common as words
+from rendering import runbook as runbook_text
+from rendering import sidecars as sidecar_text
+
+
+@dataclass(frozen=True)
+class Plan:
+    text: str
+    facts: dict[str, str]
+    thread_link: str | None = None
+
+
+def compose(ctx: JobContext, request: Request) -> Plan:
+    """The plan for ``request``; ``Refused`` when there is nothing to approve (no lock, …)."""
+    command = request.command
+    if command.verb is Verb.UNLOCK:
+        lock = Locks(ctx.redis).get(command.target or "")
+        if lock is None:
+            raise Refused(admin_text.not_locked(command.target or ""))
+        return Plan(approval_text.plan_unlock(lock.service, lock.user, lock.what, lock.since),
+                    facts_now(ctx, request))
+    if command.verb is Verb.FREEZE:
+        freeze = Locks(ctx.redis).freeze()
+        if freeze is None:
+            raise Refused(admin_text.no_freeze())
+        return Plan(approval_text.plan_freeze_off(freeze.user, freeze.since),
+                    facts_now(ctx, request))
+    view = ctx.policy.service(command.target) if command.target else None
+    if view is None:
+        _namespace_refusals(ctx, request)
+        return Plan(approval_text.plan_namespace(command), {})
+    return Plan(_service_plan(ctx, request, view), facts_now(ctx, request),
+                _thread_link(ctx, view.name))
+
+
+def _namespace_refusals(ctx: JobContext, request: Request) -> None:
+    """What the handler would refuse anyway is refused before approvers are asked, with the
+    handler's own words."""
+    command = request.command
+    target = command.target or ""
+    if command.verb is Verb.RESTORE:
+        if BackupStore(ctx.redis).get(target) is None:
+            raise Refused(runbook_text.unknown_backup(target))
+        return
+    own = target == ctx.settings.namespace
+    if command.verb is Verb.EMERGENCY and own:
+        raise Refused(runbook_text.emergency_own_namespace(target))
+    if command.verb is Verb.INJECT_NAMESPACE and own:
+        raise Refused(sidecar_text.own_namespace(target, "injected"))
+    if command.verb is Verb.MTLS and own and command.switch == "strict":
+        raise Refused(sidecar_text.own_namespace(target, "switched to STRICT mTLS"))
+    if command.verb in (Verb.EMERGENCY, Verb.MTLS, Verb.INJECT_NAMESPACE):
+        require_namespace(ctx, target)
+
+
+def _service_plan(ctx: JobContext, request: Request, view: ServiceView) -> str:
+    subsets = subsets_of(ctx, view)
+    command = request.command
+    if command.verb is Verb.CANARY and command.percent is not None:
+        target = Weights.canary_at(command.percent)
+        # Every check the change itself makes (GitOps owner, managed route, ready canary pods),
+        # so approvers are not asked for something that would be refused anyway.
+        before = preflight(ctx.kube, view.namespace, view.virtual_services, view.name, subsets,
+                           target, allow_gitops=view.gitops_allowed)
+    elif command.verb in (Verb.PROMOTE, Verb.BLUEGREEN):
+        rollout = ctx.store.get(view.name)
+        if rollout is not None and not rollout.phase.terminal:
+            subsets = rollout.subsets
+        before = _weights(ctx, view)
+        target = Weights(stable=0, canary=100)
+    else:
+        return f"`{words.describe(command)}` on `{view.name}` ({view.namespace})"
+    return approval_text.plan_weights(view.name, view.namespace, pair(before), pair(target),
+                                 names(subsets))
+
+
+def _weights(ctx: JobContext, view: ServiceView) -> Weights:
+    return live_weights(ctx.kube, view.namespace, view.virtual_services[0], view.name,
+                        subsets_of(ctx, view))
+
+
+def facts_now(ctx: JobContext, request: Request) -> dict[str, str]:
+    """The facts the request depends on, as they are now."""
+    command = request.command
+    target = command.target or ""
+    if command.verb is Verb.UNLOCK:
+        lock = Locks(ctx.redis).get(target)
+        held = (f"held by {words.who(lock.user)} for `{lock.what}` since "
+                f"{words.when(lock.since)}") if lock else "not locked"
+        return {"lock": held}
+    if command.verb is Verb.FREEZE:
+        freeze = Locks(ctx.redis).freeze()
+        return {"freeze": (f"set by {words.who(freeze.user)} since "
+                           f"{words.when(freeze.since)}") if freeze else "off"}
+    view = ctx.policy.service(target) if target else None
+    if view is None:
+        return {}
+    rollout = ctx.store.get(view.name)
+    if rollout is None:
+        state = "none"
+    else:
+        started = rollout.history[0].at if rollout.history else 0.0
+        # Liveness, not the exact phase: holding ↔ progressing must not void a promote.
+        phase = "in progress" if not rollout.phase.terminal else rollout.phase.value
+        state = (f"{phase}, started by {words.who(rollout.requested_by)} "
+                 f"{words.when(started)}")
+    return {"weights": str(_weights(ctx, view)), "rollout": state}
+
+
+def _thread_link(ctx: JobContext, service: str) -> str | None:
+    rollout = ctx.store.get(service)
+    if rollout is None or rollout.phase.terminal or not (rollout.channel and rollout.thread_ts):
+        return None
+    try:
+        return ctx.notifier.permalink(rollout.channel, rollout.thread_ts)
+    except MeshbotError:
+        return None  # the request is still worth posting without the link

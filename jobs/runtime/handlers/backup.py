@@ -1,0 +1,160 @@
+"""``/mesh backup [namespace]``, ``/mesh backups`` and ``/mesh restore <id> [dry-run]``.
+
+A restore arrives here already approved (``jobs.tasks`` holds it until the policy's approvals are
+in). It recomputes the diff against the live objects on every attempt, so a retried job neither
+writes twice nor misses an object: creating what is missing and putting back the managed fields
+(spec, labels, annotations) of what changed, each write conditional on the resourceVersion read.
+"""
+
+from __future__ import annotations
+
+import time
+
+from jobs.adapters.audit import AuditEntry
+from jobs.adapters.backup_store import BackupStore
+from jobs.adapters.kube import Obj
+from jobs.domain.backup_diff import (
+    KINDS,
+    Backup,
+    Change,
+    MeshKind,
+    ObjectDiff,
+    clean,
+    diff,
+    new_backup_id,
+    object_key,
+    restored_body,
+)
+from jobs.runtime.context import JobContext
+from jobs.runtime.handlers.common import request_thread
+from meshbot.commands import Request
+from meshbot.errors import MeshbotError, MeshNotFound, Refused
+from rendering import runbook as runbook_text
+
+
+def group_version(ctx: JobContext, kind: MeshKind) -> tuple[str, str]:
+    settings = ctx.settings
+    return (settings.networking_group_version if kind.api == "networking"
+            else settings.security_group_version)
+
+
+def live_objects(ctx: JobContext, namespace: str, kinds: tuple[MeshKind, ...] = KINDS
+                 ) -> list[Obj]:
+    found: list[Obj] = []
+    for kind in kinds:
+        group, version = group_version(ctx, kind)
+        for obj in ctx.kube.list_custom(group, version, kind.plural, namespace):
+            # Items of a list carry their kind on a real API server; be sure of it regardless.
+            obj.setdefault("kind", kind.kind)
+            obj.setdefault("apiVersion", f"{group}/{version}")
+            found.append(obj)
+    return found
+
+
+def require_namespace(ctx: JobContext, namespace: str) -> Obj:
+    try:
+        return ctx.kube.get_namespace(namespace)
+    except MeshNotFound as exc:
+        raise Refused(f"namespace `{namespace}` does not exist") from exc
+
+
+def take_backup(ctx: JobContext, request: Request, namespace: str) -> Backup:
+    """Snapshot ``namespace``; a retry of the same request returns the snapshot it took."""
+    store = BackupStore(ctx.redis)
+    existing = store.for_request(request.id)
+    if existing is not None:
+        return existing
+    now = time.time()
+    backup = Backup(
+        id=new_backup_id(namespace, now), namespace=namespace, created_at=now,
+        user=request.user, request_id=request.id,
+        objects=tuple(clean(obj) for obj in live_objects(ctx, namespace)),
+    )
+    store.save(backup)
+    return backup
+
+
+def backup(ctx: JobContext, request: Request) -> str:
+    namespace = request.command.target or ctx.policy.defaults.namespace
+    require_namespace(ctx, namespace)
+    taken = take_backup(ctx, request, namespace)
+    text = runbook_text.backup_taken(taken.id, namespace, request.user, taken.counts())
+    ts = request_thread(ctx, request, request.channel, text)
+    audit(ctx, request, "done", namespace, after=f"backup {taken.id}", ts=ts)
+    return taken.id
+
+
+def backups(ctx: JobContext, request: Request) -> str:
+    found = BackupStore(ctx.redis).latest()
+    rows = [(b.id, b.namespace, b.created_at, b.user, b.counts()) for b in found]
+    ctx.notifier.post_root(request.channel, runbook_text.backups_list(rows))
+    return f"{len(found)} backups"
+
+
+def restore(ctx: JobContext, request: Request) -> str:
+    backup_id = request.command.target or ""
+    saved = BackupStore(ctx.redis).get(backup_id)
+    if saved is None:
+        raise Refused(runbook_text.unknown_backup(backup_id))
+    dry_run = request.command.switch == "dry-run"
+    namespace = saved.namespace
+    require_namespace(ctx, namespace)
+    live = live_objects(ctx, namespace)
+    diffs = diff(saved.objects, live)
+    root = runbook_text.restore_root(backup_id, namespace, request.user, dry_run,
+                                     request.approved_by)
+    ts = request_thread(ctx, request, request.channel, root)
+    ctx.notifier.reply(request.channel, ts, runbook_text.restore_diff(
+        [(d.kind, d.name, d.change.value, d.fields, d.restorable) for d in diffs]))
+    pending = [d for d in diffs if d.restorable and d.change is not Change.UNCHANGED]
+    skipped = [d for d in diffs if not d.restorable and d.change is not Change.UNCHANGED]
+    if skipped or any(not k.restorable for k in KINDS):
+        ctx.notifier.reply(request.channel, ts, runbook_text.restore_kinds_skipped(
+            [k.kind for k in KINDS if not k.restorable], len(skipped)))
+    to_create = [d for d in pending if d.change is Change.CREATED]
+    if dry_run:
+        ctx.notifier.reply(request.channel, ts, runbook_text.restore_dry_run_done(
+            len(to_create), len(pending) - len(to_create)))
+        audit(ctx, request, "dry-run", backup_id, after=f"{len(pending)} to restore", ts=ts)
+        return f"dry run: {len(pending)} to restore"
+    _write(ctx, saved, live, pending)
+    created = [f"{d.kind}/{d.name}" for d in to_create]
+    updated = [f"{d.kind}/{d.name}" for d in pending if d.change is Change.CHANGED]
+    unchanged = sum(d.change is Change.UNCHANGED for d in diffs)
+    ctx.notifier.reply(request.channel, ts, runbook_text.restore_done(created, updated, unchanged))
+    audit(ctx, request, "done", backup_id, before=f"{len(pending)} differed",
+           after=f"created {len(created)}, updated {len(updated)}", ts=ts)
+    return f"restored {len(pending)}"
+
+
+def _write(ctx: JobContext, saved: Backup, live: list[Obj], pending: list[ObjectDiff]) -> None:
+    by_key = {object_key(obj): obj for obj in saved.objects}
+    live_by_key = {object_key(obj): obj for obj in live}
+    kinds = {k.kind: k for k in KINDS}
+    for item in pending:
+        kind = kinds[item.kind]
+        group, version = group_version(ctx, kind)
+        current = live_by_key.get((item.kind, item.name))
+        body = restored_body(by_key[(item.kind, item.name)], current)
+        if current is None:
+            ctx.kube.create_custom(group, version, kind.plural, saved.namespace, body)
+        else:
+            # A replace, not a merge patch: fields added since the backup must go too. The
+            # resourceVersion makes it conditional (409 → the job retries with a fresh diff).
+            ctx.kube.replace_custom(group, version, kind.plural, saved.namespace, item.name,
+                                    body)
+
+
+def audit(ctx: JobContext, request: Request, outcome: str, target: str, *,
+           before: str | None = None, after: str | None = None, ts: str | None = None) -> None:
+    permalink = None
+    if ts:
+        try:
+            permalink = ctx.notifier.permalink(request.channel, ts)
+        except MeshbotError:  # the entry matters more than its link
+            permalink = None
+    ctx.audit.record(AuditEntry(
+        actor=request.user, action=request.command.verb.value, target=target, outcome=outcome,
+        request_id=request.id, before=before, after=after, approvers=request.approved_by,
+        permalink=permalink,
+    ))

@@ -1,0 +1,179 @@
+"""Routing verbs beyond weights: a header route (ab), mirroring (mirror), blue-green (bluegreen).
+
+Each reads and plans every VirtualService of the service before writing any, so a refusal
+(GitOps owner, no managed route, no ready canary) changes nothing; each write is conditional on
+the resourceVersion read, and a conflict re-reads and re-plans. meshbot writes only its header
+route and the managed route's mirror fields (``jobs.routes_match``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jobs.domain.rollout import Phase
+from jobs.domain.routes import Route, Subsets, Weights
+from jobs.domain.routes_match import (
+    HeaderMatch,
+    current_header,
+    current_mirror,
+    plan_header_route,
+    plan_header_route_off,
+    plan_mirror,
+    plan_mirror_off,
+)
+from jobs.runtime.context import JobContext
+from jobs.runtime.handlers import traffic
+from jobs.runtime.handlers.common import names, record, request_thread, service_view, subsets_of
+from jobs.runtime.route_edits import edit_routes, read_and_plan, write_planned
+from jobs.runtime.weights import defined_subsets, ensure_ready_canary, preflight
+from meshbot.commands import Request
+from meshbot.errors import MeshInvalid, Refused
+from policies.views import ServiceView
+from rendering import routing as routing_text
+
+MAX_ATTEMPTS = 5
+# The runbook's preview header for a blue-green cutover.
+PREVIEW = HeaderMatch("canary", "true")
+BLUEGREEN_STEP = 10  # the runbook's 90/10 under analysis
+
+
+def require_ready_canary(ctx: JobContext, view: ServiceView, subsets: Subsets) -> None:
+    """Traffic (even one header's, or a mirrored copy) goes only to a defined subset with ready
+    pods: no traffic ever shifts to a subset with nothing to serve it."""
+    known = defined_subsets(ctx.kube, view.namespace, view.name)
+    if subsets.canary not in known:
+        raise MeshInvalid(
+            f"no DestinationRule for host {view.name} defines subset {subsets.canary!r}: add it "
+            f"(with the canary's version label) before sending traffic to it")
+    ensure_ready_canary(ctx.kube, view.namespace, view.name, subsets.canary, known)
+
+
+# --- /mesh ab -----------------------------------------------------------------------------------
+
+def ab(ctx: JobContext, request: Request) -> str:
+    view = service_view(ctx, request)
+    subsets = subsets_of(ctx, view)
+    if request.command.switch == "off":
+        return _ab_off(ctx, request, view, subsets)
+    header = HeaderMatch(request.command.options["header"].lower(),
+                         request.command.options["value"])
+
+    def on(vs: dict[str, Any]) -> list[Route] | None:
+        return plan_header_route(vs, view.name, view.namespace, header, subsets.canary)
+
+    planned = read_and_plan(ctx, view, on)
+    require_ready_canary(ctx, view, subsets)
+    before = next((h for h in (current_header(p.vs) for p in planned) if h is not None), None)
+    ts = request_thread(ctx, request, request.channel, routing_text.ab_root(
+        view.name, view.namespace, request.user, header, subsets.canary))
+    changed = write_planned(ctx, view, planned, on)
+    ctx.notifier.reply(request.channel, ts, routing_text.ab_applied(
+        header, subsets.canary, view.virtual_services, changed, before))
+    record(ctx, request, "done", channel=request.channel, ts=ts,
+           detail=f"header route {before or 'none'} → {header} to {subsets.canary}")
+    return f"{view.name}: header route {header}"
+
+
+def _ab_off(ctx: JobContext, request: Request, view: ServiceView, subsets: Subsets) -> str:
+    planned = read_and_plan(ctx, view, plan_header_route_off)
+    header = next((h for h in (current_header(p.vs) for p in planned) if h is not None), None)
+    if header is None:
+        raise Refused(routing_text.no_header_route(view.name))
+    ts = request_thread(ctx, request, request.channel, routing_text.ab_root(
+        view.name, view.namespace, request.user, None, subsets.canary))
+    changed = write_planned(ctx, view, planned, plan_header_route_off)
+    ctx.notifier.reply(request.channel, ts, routing_text.ab_removed(header, changed))
+    record(ctx, request, "done", channel=request.channel, ts=ts,
+           detail=f"header route {header} → none")
+    return f"{view.name}: header route removed"
+
+
+# --- /mesh mirror -------------------------------------------------------------------------------
+
+def mirror(ctx: JobContext, request: Request) -> str:
+    view = service_view(ctx, request)
+    subsets = subsets_of(ctx, view)
+    command = request.command
+    percent = None if command.switch == "off" else command.percent or 0
+    if percent is None:
+        def planner(vs: dict[str, Any]) -> list[Route] | None:
+            return plan_mirror_off(vs, view.name, view.namespace)
+    else:
+        if percent == 0:
+            raise Refused(routing_text.mirror_zero(view.name))
+        if not view.mirror_safe and command.options.get("confirm") != "yes":
+            raise Refused(routing_text.mirror_needs_confirmation(view.name, percent))
+
+        def planner(vs: dict[str, Any]) -> list[Route] | None:
+            return plan_mirror(vs, view.name, view.namespace, percent or 0, subsets.canary)
+
+    planned = read_and_plan(ctx, view, planner)
+    before = current_mirror(planned[0].vs, view.name, view.namespace)
+    if percent is None and all(p.http is None for p in planned):
+        raise Refused(routing_text.not_mirrored(view.name))
+    if percent is not None:
+        require_ready_canary(ctx, view, subsets)
+    ts = request_thread(ctx, request, request.channel, routing_text.mirror_root(
+        view.name, view.namespace, request.user, percent, subsets.canary))
+    changed = write_planned(ctx, view, planned, planner)
+    ctx.notifier.reply(request.channel, ts, routing_text.mirror_applied(
+        percent, before, subsets.canary, view.virtual_services, changed, view.mirror_safe))
+    shown = "none" if before is None else f"{before:g}%"
+    after = "none" if percent is None else f"{percent}% to {subsets.canary}"
+    record(ctx, request, "done", channel=request.channel, ts=ts,
+           detail=f"mirror {shown} → {after}")
+    return f"{view.name}: mirror {after}"
+
+
+# --- /mesh bluegreen ----------------------------------------------------------------------------
+
+def bluegreen(ctx: JobContext, request: Request) -> str:
+    """Preview on a header, then 90/10 under analysis; once analysis passed, the same command
+    (or ``/mesh promote``) switches all traffic — each gated by the policy's approvals."""
+    view = service_view(ctx, request)
+    current = ctx.store.get(view.name)
+    if current is not None and current.phase is Phase.READY_TO_PROMOTE:
+        return _cutover(ctx, request, view)
+    if current is not None and not current.phase.terminal:
+        raise Refused(routing_text.bluegreen_busy(view.name, current.phase.value))
+    subsets = subsets_of(ctx, view)
+    # Every check the 90/10 step makes (GitOps owner, managed route, ready green pods), before
+    # the preview route is written: a refusal changes nothing.
+    preflight(ctx.kube, view.namespace, view.virtual_services, view.name, subsets,
+              Weights.canary_at(BLUEGREEN_STEP), allow_gitops=view.gitops_allowed)
+
+    def preview(vs: dict[str, Any]) -> list[Route] | None:
+        return plan_header_route(vs, view.name, view.namespace, PREVIEW, subsets.canary)
+
+    planned = read_and_plan(ctx, view, preview)
+    title = routing_text.bluegreen_root(view.name, view.namespace, request.user, PREVIEW,
+                                    names(subsets), view.approvals.promote)
+    ts = request_thread(ctx, request, request.channel, title)
+    write_planned(ctx, view, planned, preview)
+    ctx.notifier.reply(request.channel, ts, routing_text.bluegreen_preview(
+        PREVIEW, subsets.canary, view.virtual_services))
+    record(ctx, request, "done", channel=request.channel, ts=ts,
+           detail=f"preview header route {PREVIEW} → {subsets.canary}")
+    # The 90/10 step is an ordinary rollout of one step: the same checks, state and analysis.
+    step = request.command.model_copy(update={"steps": (BLUEGREEN_STEP,)})
+    result = traffic.rollout(ctx, request.model_copy(update={"command": step}))
+    # The analysis tick rewrites the thread root from the rollout's title: keep blue-green's.
+    ctx.store.update(view.name, lambda r: r.model_copy(update={"title": title})
+                     if r is not None and r.id == request.id else None)
+    ctx.notifier.reply(request.channel, ts, routing_text.bluegreen_next(
+        view.name, names(subsets), view.approvals.promote))
+    return result
+
+
+def _cutover(ctx: JobContext, request: Request, view: ServiceView) -> str:
+    """All traffic to green through the promote path, then the preview route goes."""
+    rollout = ctx.store.get(view.name)
+    result = traffic.promote(ctx, request)
+    changed = edit_routes(ctx, view, plan_header_route_off)
+    if rollout is not None and rollout.channel and rollout.thread_ts:
+        ctx.notifier.reply(rollout.channel, rollout.thread_ts, routing_text.bluegreen_done(
+            (rollout.stable_subset, rollout.canary_subset), changed))
+    record(ctx, request, "done", channel=rollout.channel if rollout else None,
+           ts=rollout.thread_ts if rollout else None, detail=f"preview header route removed "
+           f"from {', '.join(changed) or 'none'}")
+    return result

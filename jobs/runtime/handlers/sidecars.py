@@ -1,0 +1,234 @@
+"""Sidecar migration and mTLS: inject (one service), inject-namespace, mtls.
+
+The runbook migrates in tiers, pilot → core → critical, one service at a time, and only then
+labels the namespace; these commands warn (in the thread) when that order is skipped. meshbot's
+own namespace is never injected nor made STRICT. Every write is a merge patch of only the field
+meshbot owns, conditional on the resourceVersion read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from jobs.domain.gitops import ensure_not_gitops_owned
+from jobs.runtime.context import JobContext
+from jobs.runtime.handlers.common import record, request_thread, service_view
+from meshbot.commands import Request
+from meshbot.errors import MeshNotFound, Refused
+from policies.views import ServiceView
+from rendering import sidecars as sidecar_text
+
+Obj = dict[str, Any]
+INJECT = "sidecar.istio.io/inject"
+INJECTION_LABEL = "istio-injection"
+REVISION_LABEL = "istio.io/rev"
+TIER_ORDER = ("pilot", "core", "critical")
+PEER_AUTHENTICATION = "default"
+MUTUAL = "ISTIO_MUTUAL"
+# TLS origination to hosts outside the mesh: switching those to ISTIO_MUTUAL would break them.
+ORIGINATION = frozenset({"SIMPLE", "MUTUAL"})
+
+
+# --- what is injected (pure) --------------------------------------------------------------------
+
+def namespace_injects(labels: Mapping[str, str]) -> bool:
+    return labels.get(INJECTION_LABEL) == "enabled" or REVISION_LABEL in labels
+
+
+def deployment_injected(deployment: Mapping[str, Any], namespace_labels: Mapping[str, str]) -> bool:
+    """Whether the Deployment's pods get a sidecar: the pod template's own say first (annotation,
+    or the newer label), else the namespace's."""
+    meta = (deployment.get("spec") or {}).get("template", {}).get("metadata") or {}
+    say = (meta.get("annotations") or {}).get(INJECT) or (meta.get("labels") or {}).get(INJECT)
+    if say is not None:
+        return str(say).lower() == "true"
+    return namespace_injects(namespace_labels)
+
+
+def _labels(namespace: Obj) -> dict[str, str]:
+    return dict((namespace.get("metadata") or {}).get("labels") or {})
+
+
+def _tier_rank(tier: str) -> int | None:
+    return TIER_ORDER.index(tier) if tier in TIER_ORDER else None
+
+
+def not_injected(ctx: JobContext, views: list[ServiceView]) -> dict[str, list[str]]:
+    """Tier → the services of ``views`` whose Deployments do not all get a sidecar yet."""
+    missing: dict[str, list[str]] = {}
+    namespaces: dict[str, dict[str, str]] = {}
+    for view in sorted(views, key=lambda v: v.name):
+        if view.namespace not in namespaces:
+            namespaces[view.namespace] = _labels(_namespace(ctx, view.namespace))
+        found = ctx.kube.find_deployments(view.namespace, {"app": view.name})
+        if found and not all(deployment_injected(d, namespaces[view.namespace]) for d in found):
+            missing.setdefault(view.tier, []).append(view.name)
+    return missing
+
+
+def _earlier_tiers(ctx: JobContext, tier: str) -> list[ServiceView]:
+    rank = _tier_rank(tier)
+    views = [ctx.policy.service(name) for name in ctx.policy.service_names]
+    return [v for v in views if v is not None and rank is not None
+            and (r := _tier_rank(v.tier)) is not None and r < rank]
+
+
+def _namespace(ctx: JobContext, name: str) -> Obj:
+    try:
+        return ctx.kube.get_namespace(name)
+    except MeshNotFound:
+        raise Refused(sidecar_text.no_namespace(name)) from None
+
+
+def _not_own(ctx: JobContext, namespace: str, what: str) -> None:
+    if namespace == ctx.settings.namespace:
+        raise Refused(sidecar_text.own_namespace(namespace, what))
+
+
+# --- /mesh inject <service> ---------------------------------------------------------------------
+
+def inject(ctx: JobContext, request: Request) -> str:
+    view = service_view(ctx, request)
+    _not_own(ctx, view.namespace, "injected")
+    deployments = ctx.kube.find_deployments(view.namespace, {"app": view.name})
+    if not deployments:
+        raise Refused(sidecar_text.no_deployments(view.name, view.namespace))
+    for deployment in deployments:
+        ensure_not_gitops_owned(deployment, allowed=view.gitops_allowed)
+    skipped = not_injected(ctx, _earlier_tiers(ctx, view.tier))
+    ts = request_thread(ctx, request, request.channel, sidecar_text.inject_root(
+        view.name, view.namespace, request.user, [_name(d) for d in deployments]))
+    if skipped:
+        ctx.notifier.reply(request.channel, ts, sidecar_text.tier_order_skipped(
+            view.name, view.tier, skipped))
+    lines, changed = [], []
+    for deployment in deployments:
+        annotations = _template_annotations(deployment)
+        if annotations.get(INJECT) == "true":
+            lines.append(sidecar_text.deployment_unchanged(_name(deployment)))
+            continue
+        written = ctx.kube.annotate_pod_template(
+            view.namespace, _name(deployment), {INJECT: "true"},
+            deployment["metadata"]["resourceVersion"])
+        changed.append(_name(deployment))
+        lines.append(sidecar_text.deployment_rolling(_name(deployment), _rollout_facts(written)))
+    ctx.notifier.reply(request.channel, ts,
+                       sidecar_text.inject_done(view.name, lines, bool(changed)))
+    record(ctx, request, "done", channel=request.channel, ts=ts,
+           detail=f"{INJECT}=true on {', '.join(changed) or 'nothing (already set)'}")
+    return f"{view.name}: injected {len(changed)}"
+
+
+def _name(obj: Mapping[str, Any]) -> str:
+    return str(obj["metadata"]["name"])
+
+
+def _template_annotations(deployment: Mapping[str, Any]) -> dict[str, str]:
+    meta = (deployment.get("spec") or {}).get("template", {}).get("metadata") or {}
+    return dict(meta.get("annotations") or {})
+
+
+def _rollout_facts(deployment: Mapping[str, Any]) -> dict[str, int]:
+    spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
+    return {
+        "generation": int(deployment["metadata"].get("generation") or 0),
+        "replicas": int(spec.get("replicas") or 0),
+        "updated": int(status.get("updatedReplicas") or 0),
+        "ready": int(status.get("readyReplicas") or 0),
+    }
+
+
+# --- /mesh inject-namespace <ns> ----------------------------------------------------------------
+
+def inject_namespace(ctx: JobContext, request: Request) -> str:
+    name = request.command.target or ""
+    _not_own(ctx, name, "injected")
+    namespace = _namespace(ctx, name)
+    ensure_not_gitops_owned(namespace, allowed=ctx.policy.gitops_allowed)
+    labels = _labels(namespace)
+    views = [v for v in (ctx.policy.service(s) for s in ctx.policy.service_names)
+             if v is not None and v.namespace == name]
+    pending = not_injected(ctx, views)
+    ts = request_thread(ctx, request, request.channel,
+                        sidecar_text.inject_namespace_root(name, request.user))
+    if pending:
+        ctx.notifier.reply(request.channel, ts, sidecar_text.namespace_before_tiers(name, pending))
+    if REVISION_LABEL in labels:
+        # A revision label selects a specific istiod; istio-injection would override it.
+        text = sidecar_text.namespace_revision(name, labels[REVISION_LABEL])
+        outcome = f"kept {REVISION_LABEL}={labels[REVISION_LABEL]}"
+    elif labels.get(INJECTION_LABEL) == "enabled":
+        text = sidecar_text.namespace_already_injected(name)
+        outcome = f"{INJECTION_LABEL}=enabled already"
+    else:
+        ctx.kube.patch_namespace_labels(name, {INJECTION_LABEL: "enabled"},
+                                        namespace["metadata"]["resourceVersion"])
+        text = sidecar_text.namespace_injected(name, labels.get(INJECTION_LABEL))
+        outcome = f"{INJECTION_LABEL} {labels.get(INJECTION_LABEL) or 'unset'} → enabled"
+    ctx.notifier.reply(request.channel, ts, text)
+    record(ctx, request, "done", channel=request.channel, ts=ts, detail=outcome)
+    return f"{name}: {outcome}"
+
+
+# --- /mesh mtls <ns> strict|permissive ----------------------------------------------------------
+
+def plan_tls(rules: list[Obj]) -> tuple[list[Obj], list[str], list[tuple[str, str]]]:
+    """(rules to set to ISTIO_MUTUAL, names already so, (name, mode) left alone). Pure."""
+    to_set, already, left = [], [], []
+    for rule in rules:
+        tls = ((rule.get("spec") or {}).get("trafficPolicy") or {}).get("tls") or {}
+        mode = str(tls.get("mode") or "")
+        if mode == MUTUAL:
+            already.append(_name(rule))
+        elif mode in ORIGINATION:
+            left.append((_name(rule), mode))
+        else:
+            to_set.append(rule)
+    return to_set, already, left
+
+
+def mtls(ctx: JobContext, request: Request) -> str:
+    name = request.command.target or ""
+    mode = (request.command.switch or "").upper()
+    if mode == "STRICT":
+        _not_own(ctx, name, "switched to STRICT mTLS")
+    namespace = _namespace(ctx, name)
+    allowed = ctx.policy.gitops_allowed
+    try:
+        peer: Obj | None = ctx.kube.get_peer_authentication(name, PEER_AUTHENTICATION)
+    except MeshNotFound:
+        peer = None
+    if peer is not None:
+        ensure_not_gitops_owned(peer, allowed=allowed)
+    to_set: list[Obj] = []
+    already: list[str] = []
+    left: list[tuple[str, str]] = []
+    if mode == "STRICT":
+        to_set, already, left = plan_tls(ctx.kube.list_destination_rules(name))
+        for rule in to_set:
+            ensure_not_gitops_owned(rule, allowed=allowed)
+    before = str(((peer or {}).get("spec") or {}).get("mtls", {}).get("mode") or "") or None
+    root = sidecar_text.mtls_root(name, mode, request.user)
+    ts = request_thread(ctx, request, request.channel, root)
+    if mode == "STRICT" and not namespace_injects(_labels(namespace)):
+        ctx.notifier.reply(request.channel, ts, sidecar_text.strict_without_injection(name))
+    # Clients first: with ISTIO_MUTUAL on the DestinationRules they already speak mTLS, which a
+    # PERMISSIVE server accepts, so turning the server STRICT afterwards breaks no call.
+    for rule in to_set:
+        ctx.kube.patch_destination_rule_tls_mode(name, _name(rule), MUTUAL,
+                                                 rule["metadata"]["resourceVersion"])
+    if mode == "STRICT":
+        ctx.notifier.reply(request.channel, ts, sidecar_text.mtls_destination_rules(
+            [_name(r) for r in to_set], already, left))
+    if peer is None:
+        ctx.kube.create_peer_authentication(name, PEER_AUTHENTICATION, mode)
+    elif before != mode:
+        ctx.kube.set_peer_authentication_mode(name, PEER_AUTHENTICATION, mode,
+                                              peer["metadata"]["resourceVersion"])
+    ctx.notifier.reply(request.channel, ts, sidecar_text.mtls_peer_authentication(
+        name, PEER_AUTHENTICATION, before, mode, created=peer is None))
+    detail = (f"PeerAuthentication {name}/{PEER_AUTHENTICATION} {before or 'none'} → {mode}; "
+              f"{MUTUAL} set on {', '.join(_name(r) for r in to_set) or 'no DestinationRule'}")
+    record(ctx, request, "done", channel=request.channel, ts=ts, detail=detail)
+    return f"{name}: mTLS {mode}"

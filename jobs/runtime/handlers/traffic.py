@@ -1,0 +1,230 @@
+"""The verbs that set or read a service's split: canary, rollout, promote, rollback, status."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from jobs.adapters.rollout_store import RolloutStore
+from jobs.domain import rollout as machine
+from jobs.domain.rollout import Event, Phase, Rollout
+from jobs.domain.routes import Weights
+from jobs.runtime.context import JobContext
+from jobs.runtime.handlers.common import (
+    names,
+    pair,
+    record,
+    request_thread,
+    service_view,
+    subsets_of,
+)
+from jobs.runtime.route_edits import back_to_stable
+from jobs.runtime.weights import Abandoned, defined_subsets, live_weights, preflight, set_weights
+from meshbot import metrics
+from meshbot.commands import Request, Verb
+from meshbot.errors import MeshbotError, Refused
+from policies.views import ServiceView
+from rendering import traffic as traffic_text
+
+log = logging.getLogger("meshbot.jobs")
+
+
+def still_wanted(store: RolloutStore, service: str, rollout_id: str) -> bool:
+    """Whether a rollout still wants its weight: after a rollback a job never re-applies it."""
+    current = store.get(service)
+    return current is not None and current.id == rollout_id and not current.phase.terminal
+
+
+def apply_weight(ctx: JobContext, view: ServiceView, rollout: Rollout,
+                 target: Weights) -> tuple[Weights, Weights]:
+    subsets = rollout.subsets
+    return set_weights(
+        ctx.kube, view.namespace, view.virtual_services, view.name, subsets, target,
+        should_continue=lambda: still_wanted(ctx.store, view.name, rollout.id),
+        allow_gitops=view.gitops_allowed,
+    )
+
+
+def canary(ctx: JobContext, request: Request) -> str:
+    """A rollout with one step that never advances: watched at a fixed weight."""
+    percent = request.command.percent or 0
+    return _begin(ctx, request, steps=(percent,), fixed=True)
+
+
+def rollout(ctx: JobContext, request: Request) -> str:
+    view = service_view(ctx, request)
+    steps = request.command.steps or tuple(view.analysis.steps)
+    return _begin(ctx, request, steps=steps, fixed=False)
+
+
+def _begin(ctx: JobContext, request: Request, *, steps: tuple[int, ...], fixed: bool) -> str:
+    view = service_view(ctx, request)
+    current = ctx.store.get(view.name)
+    if current is not None and current.id == request.id and current.phase.terminal:
+        # A retry of this very request after a rollback (or promote) ended it: never re-apply.
+        raise Abandoned(f"{view.name}'s rollout ended ({current.phase.value}) before this "
+                        "retry; nothing was re-applied")
+    if current is not None and not current.phase.terminal and current.id != request.id:
+        raise Refused(f"{view.name} already has a rollout {current.phase.value.replace('_', ' ')}"
+                      f" (requested by <@{current.requested_by}>): `/mesh rollback {view.name}`"
+                      " or `/mesh promote` it first")
+    subsets = subsets_of(ctx, view)
+    target = Weights.canary_at(steps[0])
+    before = preflight(ctx.kube, view.namespace, view.virtual_services, view.name, subsets,
+                       target, allow_gitops=view.gitops_allowed)
+    labels = defined_subsets(ctx.kube, view.namespace, view.name).get(subsets.canary, {})
+    analysis = view.analysis
+    interval = request.command.interval_s or analysis.interval
+    channel = request.channel
+    header = traffic_text.rollout_header(request.command, view.name, view.namespace, request.user,
+                                     pair(before), pair(target), names(subsets))
+    ts = request_thread(ctx, request, channel, header)
+    started = machine.start(
+        rollout_id=request.id, service=view.name, namespace=view.namespace, steps=steps,
+        fixed=fixed, interval_s=interval, failure_threshold=analysis.failure_threshold,
+        no_data_policy=str(analysis.no_data), deadline_s=analysis.deadline,
+        requested_by=request.user, channel=channel, now=time.time(),
+    ).model_copy(update={
+        "thread_ts": ts, "status_ts": ts, "title": header, "stable_subset": subsets.stable,
+        "canary_subset": subsets.canary,
+        "canary_version": labels.get(analysis.version_label, ""),
+    })
+    ctx.store.mark_unapplied(view.name, time.time())
+    ctx.store.put(started)
+    before, after = apply_weight(ctx, view, started, target)
+    ctx.store.mark_applied(view.name)
+    ctx.notifier.reply(channel, ts, traffic_text.weights_applied(
+        pair(before), pair(after), names(subsets), view.virtual_services))
+    record(ctx, request, "done", before=before, after=after, channel=channel, ts=ts)
+    return f"{view.name}: {after}"
+
+
+def promote(ctx: JobContext, request: Request) -> str:
+    """All traffic to the canary subset, which becomes the live one."""
+    view = service_view(ctx, request)
+    now = time.time()
+    current = ctx.store.get(view.name)
+    if current is None or current.phase.terminal:
+        raise Refused(f"{view.name} has no rollout to promote: start one with "
+                      f"`/mesh rollout {view.name}`")
+    ctx.store.mark_unapplied(view.name, now)
+    promoted = ctx.store.update(view.name, lambda cur: machine.apply(
+        cur, Event.PROMOTE, now, f"by <@{request.user}>") if cur and cur.id == current.id
+        else None)
+    if promoted is None or promoted.phase is not Phase.PROMOTED:
+        raise Refused(f"{view.name} changed while promoting; see `/mesh status {view.name}`")
+    subsets = promoted.subsets
+    before, after = set_weights(ctx.kube, view.namespace, view.virtual_services, view.name,
+                                subsets, Weights(stable=0, canary=100),
+                                allow_gitops=view.gitops_allowed)
+    ctx.store.set_live_subset(view.name, subsets.canary)
+    ctx.store.mark_applied(view.name)
+    text = traffic_text.promoted(pair(before), names(subsets), request.approved_by)
+    if promoted.channel and promoted.thread_ts:
+        ctx.notifier.reply(promoted.channel, promoted.thread_ts, text)
+    record(ctx, request, "done", before=before, after=after, channel=promoted.channel,
+           ts=promoted.thread_ts)
+    return f"{view.name}: promoted"
+
+
+def rollback(ctx: JobContext, request: Request) -> str:
+    """All traffic back to the live subset. Never waits for Slack: the weights change first."""
+    view = service_view(ctx, request)
+    now = time.time()
+    who = f"<@{request.user}>" if request.user.startswith(("U", "W")) else request.user
+    event = Event.ABORT if request.command.verb is Verb.ABORT else Event.ROLLBACK
+
+    def mark(current: Rollout | None) -> Rollout | None:
+        # Marked first: any job still writing this rollout's weight sees it and stops.
+        if current is None or current.phase is Phase.ROLLED_BACK:
+            return None
+        if event is Event.ABORT and current.phase.terminal:
+            raise Refused(f"{view.name} has no rollout in progress to abort")
+        return machine.apply(current, event, now, f"by {who}")
+
+    ctx.store.mark_unapplied(view.name, now)  # first: a worker dying next is finished for
+    marked = ctx.store.update(view.name, mark)
+    subsets = subsets_of(ctx, view)
+    before, after, cleared = back_to_stable(ctx, view, subsets)
+    ctx.store.mark_applied(view.name)
+    metrics.rollback("manual")
+    text = (traffic_text.already_stable(names(subsets)) if before == after and not cleared
+            else traffic_text.rolled_back(pair(before), names(subsets)))
+    channel, ts = _report(ctx, request, view, marked, text)
+    record(ctx, request, "done", before=before, after=after, channel=channel, ts=ts)
+    return f"{view.name}: {after}"
+
+
+def _report(ctx: JobContext, request: Request, view: ServiceView, current: Rollout | None,
+            text: str) -> tuple[str | None, str | None]:
+    """Into the rollout's thread if it has one, else a new thread; Slack being down is logged."""
+    root = traffic_text.rollback_root(view.name, view.namespace, request.user, request.command.verb)
+    try:
+        if current is not None and current.thread_ts and current.channel:
+            channel, ts = current.channel, current.thread_ts
+            ctx.notifier.reply(channel, ts, root)
+        else:
+            channel = request.channel
+            ts = request_thread(ctx, request, channel, root)
+        ctx.notifier.reply(channel, ts, text)
+        return channel, ts
+    except MeshbotError as exc:
+        log.warning("rollback of %s done, but not reported in Slack: %s", view.name, exc.message)
+        return None, None
+
+
+def pause_or_resume(ctx: JobContext, request: Request) -> str:
+    view = service_view(ctx, request)
+    current = ctx.store.get(view.name)
+    if current is not None and current.phase is Phase.AWAITING_APPROVAL \
+            and request.command.verb is Verb.RESUME:
+        return _approved_step(ctx, request, view, current)
+    event = Event.PAUSE if request.command.verb is Verb.PAUSE else Event.RESUME
+    now = time.time()
+    if current is None:
+        raise Refused(f"{view.name} has no rollout to {event.value}")
+    changed = ctx.store.update(view.name, lambda cur: machine.apply(
+        cur, event, now, f"by <@{request.user}>") if cur else None)
+    assert changed is not None
+    if changed.channel and changed.thread_ts:
+        ctx.notifier.reply(changed.channel, changed.thread_ts,
+                           traffic_text.paused_or_resumed(event.value, request.user,
+                                                          changed.weight))
+    record(ctx, request, "done", channel=changed.channel, ts=changed.thread_ts)
+    return f"{view.name}: {changed.phase.value}"
+
+
+def _approved_step(ctx: JobContext, request: Request, view: ServiceView,
+                   current: Rollout) -> str:
+    """The next step of a rollout that waited for approval, now that approvers said yes."""
+    if not request.approved_by:
+        raise Refused(f"{view.name}'s next step waits for approval: approvers react on the "
+                      "request posted in the channel")
+    now = time.time()
+    approvers = ", ".join(f"<@{a}>" for a in request.approved_by)
+    ctx.store.mark_unapplied(view.name, now)
+    moved = ctx.store.update(view.name, lambda cur: machine.apply(
+        cur, Event.APPROVED, now, f"approved by {approvers}")
+        if cur and cur.id == current.id and cur.phase is Phase.AWAITING_APPROVAL else None)
+    if moved is None or moved.phase is Phase.AWAITING_APPROVAL:
+        raise Refused(f"{view.name} changed while approvers were asked; nothing was applied")
+    before, after = apply_weight(ctx, view, moved, Weights.canary_at(moved.weight))
+    ctx.store.mark_applied(view.name)
+    if moved.channel and moved.thread_ts:
+        ctx.notifier.reply(moved.channel, moved.thread_ts, traffic_text.step_advanced(
+            moved.step_index, len(moved.steps), moved.weight, [f"approved by {approvers}"]))
+    record(ctx, request, "done", before=before, after=after, channel=moved.channel,
+           ts=moved.thread_ts)
+    return f"{view.name}: {after}"
+
+
+def status(ctx: JobContext, request: Request) -> str:
+    view = service_view(ctx, request)
+    subsets = subsets_of(ctx, view)
+    weights = live_weights(ctx.kube, view.namespace, view.virtual_services[0], view.name,
+                           subsets)
+    current = ctx.store.get(view.name)
+    text = traffic_text.status(view.name, view.namespace, pair(weights), names(subsets),
+                           traffic_text.rollout_lines(current) if current else [])
+    ctx.notifier.post_root(request.channel, text)
+    return text

@@ -1,0 +1,94 @@
+"""Edits of a service's VirtualService routes beyond the weights, shared by the routing verbs
+and by rollback: read and plan every VirtualService first (a refusal changes nothing), then write
+each conditionally on the resourceVersion read, re-reading and re-planning on a conflict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from jobs.domain.gitops import ensure_not_gitops_owned
+from jobs.domain.routes import Route, Subsets, Weights
+from jobs.domain.routes_match import plan_header_route_off, plan_mirror_off
+from jobs.runtime.context import JobContext
+from jobs.runtime.weights import qualified, set_weights
+from meshbot.errors import MeshConflict
+from policies.views import ServiceView
+
+Planner = Callable[[dict[str, Any]], list[Route] | None]
+MAX_ATTEMPTS = 5
+
+
+@dataclass
+class Planned:
+    """One VirtualService as read, and the ``spec.http`` to write (None: already as asked)."""
+
+    name: str
+    vs: dict[str, Any]
+    http: list[Route] | None
+
+
+def read_and_plan(ctx: JobContext, view: ServiceView, plan: Planner) -> list[Planned]:
+    """Read and plan every VirtualService of the service, writing nothing: a plan that raises
+    (MeshInvalid) or a GitOps owner stops everything before the first write."""
+    planned = []
+    for name in view.virtual_services:
+        vs = ctx.kube.get_virtual_service(*qualified(view.namespace, name))
+        ensure_not_gitops_owned(vs, allowed=view.gitops_allowed)
+        planned.append(Planned(name, vs, plan(vs)))
+    return planned
+
+
+def write_planned(ctx: JobContext, view: ServiceView, planned: list[Planned],
+                  plan: Planner) -> list[str]:
+    """Write each plan conditionally on the resourceVersion read; on a conflict re-read and
+    re-plan (someone else's change survives). Returns the names of the objects changed."""
+    changed: list[str] = []
+    for item in planned:
+        vs, http = item.vs, item.http
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            if http is None:
+                break
+            try:
+                ctx.kube.patch_virtual_service_route(
+                    *qualified(view.namespace, item.name), http,
+                    vs["metadata"]["resourceVersion"])
+                changed.append(item.name)
+                break
+            except MeshConflict:
+                if attempt == MAX_ATTEMPTS:
+                    raise
+                vs = ctx.kube.get_virtual_service(*qualified(view.namespace, item.name))
+                ensure_not_gitops_owned(vs, allowed=view.gitops_allowed)
+                http = plan(vs)
+    return changed
+
+
+def edit_routes(ctx: JobContext, view: ServiceView, plan: Planner) -> list[str]:
+    return write_planned(ctx, view, read_and_plan(ctx, view, plan), plan)
+
+
+def clear_canary_routes(ctx: JobContext, view: ServiceView) -> list[str]:
+    """Remove meshbot's header route and the managed route's mirror: after a rollback no request
+    reaches the canary subset, not even one with the preview header or a mirrored copy."""
+
+    def plan(vs: dict[str, Any]) -> list[Route] | None:
+        without_header = plan_header_route_off(vs)
+        current = vs if without_header is None else {**vs, "spec": {**vs["spec"],
+                                                                    "http": without_header}}
+        without_mirror = plan_mirror_off(current, view.name, view.namespace)
+        return without_mirror if without_mirror is not None else without_header
+
+    return edit_routes(ctx, view, plan)
+
+
+def back_to_stable(ctx: JobContext, view: ServiceView,
+                   subsets: Subsets) -> tuple[Weights, Weights, list[str]]:
+    """What every rollback does: all traffic to the stable subset, then meshbot's header route
+    and mirror removed. (before, after, the VirtualServices whose extra routes were removed)."""
+    before, after = set_weights(ctx.kube, view.namespace, view.virtual_services, view.name,
+                                subsets, Weights(stable=100, canary=0),
+                                allow_gitops=view.gitops_allowed)
+    return before, after, clear_canary_routes(ctx, view)

@@ -1,0 +1,110 @@
+"""RQ job functions: module-level, JSON-safe arguments (RQ's JSON serializer, never pickle).
+
+``handle_request`` is the one entry point for commands; it maps meshbot's errors onto what the
+caller is told and onto RQ's retries (the one place that mapping lives).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+from typing import Any, cast
+
+from rq import get_current_job
+
+from jobs.runtime import context
+from jobs.runtime.context import JobContext
+from jobs.runtime.handlers import approvals
+from jobs.runtime.handlers.common import record
+from jobs.runtime.weights import Abandoned
+from meshbot import metrics
+from meshbot.commands import Request, Verb
+from meshbot.errors import (
+    GitOpsOwned,
+    MeshbotError,
+    MeshInvalid,
+    MeshNotFound,
+    PermanentError,
+    TemporaryError,
+    UserError,
+)
+from meshbot.verbs import REGISTRY
+from rendering import common as words
+from rendering import replies
+
+log = logging.getLogger("meshbot.jobs")
+
+Handler = Callable[[JobContext, Request], str]
+
+
+
+def _resolve(path: str) -> Handler:
+    module, _, name = path.partition(":")
+    return cast(Handler, getattr(importlib.import_module(module), name))
+
+
+# Derived from the verb registry; approvals and handler modules are imported here, eagerly.
+HANDLERS: dict[Verb, Handler] = {s.verb: _resolve(s.handler) for s in REGISTRY if s.handler}
+
+
+@metrics.counts_job  # commands by verb and outcome (done, failed, ...), job failures
+def handle_request(payload: dict[str, Any]) -> str:
+    request = Request.model_validate(payload)
+    ctx = context.current()
+    handler = HANDLERS.get(request.command.verb)
+    extra = {"request_id": request.id, "service": request.command.target}
+    if handler is None:
+        _tell(ctx, request, replies.refused(
+            f"`/mesh {request.command.verb.value}` is not available in this version"))
+        return "unsupported"
+    try:
+        # Freeze, lock and approvals (issue 4): a request still lacking approvals is posted
+        # for approval here and never reaches its handler.
+        result = approvals.run_gated(ctx, request, handler)
+        log.info("done %s", words.describe(request.command), extra=extra)
+        return result
+    except Abandoned:
+        # A rollback won meanwhile: nothing was applied, and that is the right outcome.
+        text = replies.stopped_by_rollback(request.command.target or "")
+        _tell(ctx, request, text)
+        record(ctx, request, "abandoned", detail=text)
+        return "abandoned"
+    # What the cluster's state refuses (a missing VirtualService, a GitOps owner) is told
+    # as a refusal, like the policy's, not as a failure.
+    except (UserError, MeshNotFound, MeshInvalid, GitOpsOwned) as exc:
+        _tell(ctx, request, replies.refused(exc.message))
+        record(ctx, request, "refused", detail=exc.message)
+        return "refused"
+    except TemporaryError as exc:
+        job = get_current_job()
+        if job is not None and (job.retries_left or 0) > 0:
+            log.warning("will retry %s: %s", request.id, exc.message, extra=extra)
+            raise
+        _tell(ctx, request, replies.gave_up(request.command, exc.message, _attempts(job)))
+        record(ctx, request, "failed", detail=exc.message)
+        return "failed"
+    except (PermanentError, MeshbotError) as exc:
+        _tell(ctx, request, replies.failed(request.command, exc.message))
+        record(ctx, request, "failed", detail=exc.message)
+        return "failed"
+    except Exception as exc:
+        # A bug, not a state of the world: say so rather than leave the caller waiting.
+        log.exception("unexpected error in %s", request.id, extra=extra)
+        reason = f"internal error ({type(exc).__name__})"
+        _tell(ctx, request, replies.failed(request.command, reason))
+        record(ctx, request, "failed", detail=repr(exc))
+        return "failed"
+
+
+def _attempts(job: Any) -> int:
+    return 1 + len(getattr(job, "retry_intervals", None) or []) if job is not None else 1
+
+
+def _tell(ctx: JobContext, request: Request, text: str) -> None:
+    """Tell the caller only (ephemeral)."""
+    try:
+        ctx.notifier.ephemeral(text, response_url=request.response_url,
+                               channel=request.channel, user=request.user)
+    except MeshbotError as exc:
+        log.warning("could not tell %s: %s", request.user, exc.message)

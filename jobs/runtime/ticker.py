@@ -1,0 +1,93 @@
+"""The analysis ticker: one periodic tick across all workers, taken over at once when one dies.
+
+Each worker runs a ticker thread; a short Redis lease (a few tick periods) decides which one
+ticks. A worker that starts takes the lease as soon as the last holder's expires, so a killed
+worker stops the analysis for seconds, not for the minute RQ's scheduler lock would hold it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+
+import redis
+
+from jobs.adapters.prometheus import MetricsSource
+from jobs.runtime import context
+from jobs.runtime.analysis import tick
+from jobs.runtime.api import queue_names
+from jobs.runtime.handlers.approvals import expire_due
+from jobs.runtime.reconcile import reconcile
+from jobs.runtime.scheduled import release_due
+from meshbot.errors import MeshbotError
+from meshbot.settings import Settings
+
+log = logging.getLogger("meshbot.ticker")
+
+LEASE_KEY = "meshbot:tick-lease"
+# Renew only if we still hold it; never extend someone else's lease.
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
+class Ticker:
+    def __init__(self, connection: redis.Redis, settings: Settings) -> None:
+        self.connection = connection
+        self.settings = settings
+        self.owner = uuid.uuid4().hex
+        self.lease_ms = int(max(3.0, 3 * settings.tick_period_s) * 1000)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="meshbot-ticker", daemon=True)
+        self._renew = connection.register_script(_RENEW)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._release()
+
+    def holds_lease(self) -> bool:
+        if self._renew(keys=[LEASE_KEY], args=[self.owner, self.lease_ms]):
+            return True
+        return bool(self.connection.set(LEASE_KEY, self.owner, nx=True, px=self.lease_ms))
+
+    def _release(self) -> None:
+        try:
+            if self.connection.get(LEASE_KEY) == self.owner.encode():
+                self.connection.delete(LEASE_KEY)
+        except redis.RedisError:
+            pass
+
+    def _run(self) -> None:
+        ctx = context.current()
+        try:
+            ctx.kube  # noqa: B018 — built now, not inside the first tick that must roll back
+        except MeshbotError as exc:
+            log.warning("Kubernetes client not ready yet: %s", exc.message)
+        defaults = ctx.policy.defaults.slo.burn_rate.windows
+        source = MetricsSource(self.settings.prometheus_url,
+                               scrape_interval=self.settings.scrape_interval_s,
+                               burn_windows=tuple(defaults))
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                if self.holds_lease():
+                    report = tick(ctx, source)
+                    release_due(self.connection, queue_names(self.settings.queue_name))
+                    reconcile(ctx)
+                    expire_due(ctx, time.time())
+                    if report.due:
+                        log.info("tick: %d due, %d queries, events %s", report.due,
+                                 report.queries, report.events)
+            except Exception:  # the ticker must outlive any one bad tick
+                log.exception("analysis tick failed")
+            self._stop.wait(max(0.0, self.settings.tick_period_s - (time.monotonic() - started)))
+        source.close()

@@ -1,0 +1,170 @@
+"""Set a service's traffic split on its VirtualServices: read, plan, conditional write, retry.
+
+Every VirtualService is read and planned before the first write, so a refusal (GitOps owner, a
+route meshbot cannot manage, no ready canary pods) changes nothing. Each write is conditional on
+the resourceVersion that was read; on a conflict the object is re-read and re-planned, but only
+after ``should_continue()`` confirms the rollout still wants this weight — after a rollback the
+job never re-applies its own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from jobs.adapters.kube import KubeClient
+from jobs.domain.gitops import ensure_not_gitops_owned
+from jobs.domain.routes import RoutePlan, Subsets, Weights, host_matches, plan_weights, read_weights
+from meshbot.errors import MeshConflict, PermanentError, Refused
+from rendering import traffic as traffic_text
+
+
+class Abandoned(PermanentError):
+    """The caller's ``should_continue()`` said stop: the rollout moved on (e.g. rolled back)."""
+
+
+def _always() -> bool:
+    return True
+
+
+def defined_subsets(client: KubeClient, namespace: str, host: str) -> dict[str, dict[str, str]]:
+    """Subset name → labels, from every DestinationRule in the namespace for the service's host."""
+    subsets: dict[str, dict[str, str]] = {}
+    for rule in client.list_destination_rules(namespace):
+        spec: Mapping[str, Any] = rule.get("spec") or {}
+        rule_ns = rule.get("metadata", {}).get("namespace", namespace)
+        if host_matches(str(spec.get("host", "")), host, namespace, rule_ns):
+            for subset in spec.get("subsets") or []:
+                subsets[str(subset.get("name"))] = dict(subset.get("labels") or {})
+    return subsets
+
+
+@dataclass(frozen=True)
+class _Change:
+    """One weight change: where, to what, and what the DestinationRules define."""
+
+    client: KubeClient
+    namespace: str
+    host: str
+    subsets: Subsets
+    target: Weights
+    known: Mapping[str, Mapping[str, str]]
+    allow_gitops: bool
+
+    def read_and_plan(self, name: str) -> tuple[dict[str, Any], RoutePlan]:
+        vs = self.client.get_virtual_service(*qualified(self.namespace, name))
+        ensure_not_gitops_owned(vs, allowed=self.allow_gitops)
+        plan = plan_weights(
+            vs, self.host, self.namespace, self.target,
+            subsets=self.subsets, defined_subsets=self.known,
+        )  # fmt: skip
+        return vs, plan
+
+
+def preflight(
+    client: KubeClient,
+    namespace: str,
+    vs_names: Sequence[str],
+    host: str,
+    subsets: Subsets,
+    target: Weights,
+    *,
+    allow_gitops: bool = False,
+    app_label: str = "app",
+) -> Weights:
+    """Every check set_weights makes, without writing; returns the current split (``before``)."""
+    change, plans = _prepare(client, namespace, vs_names, host, subsets, target, allow_gitops)
+    if target.canary:
+        ensure_ready_canary(change.client, change.namespace, change.host,
+                            change.subsets.canary, change.known, app_label)
+    return plans[vs_names[0]][1].before
+
+
+def set_weights(
+    client: KubeClient,
+    namespace: str,
+    vs_names: Sequence[str],
+    host: str,
+    subsets: Subsets,
+    target: Weights,
+    *,
+    max_attempts: int = 5,
+    should_continue: Callable[[], bool] = _always,
+    allow_gitops: bool = False,
+    app_label: str = "app",
+    backoff: float = 0.05,
+) -> tuple[Weights, Weights]:
+    """Set ``target`` on every VirtualService in ``vs_names``; returns (before, after).
+
+    A name is looked up in ``namespace`` (the service's) unless written ``other-namespace/name``
+    (e.g. an ingress-gateway VirtualService in istio-system, which must use the FQDN host).
+    ``before`` is the split the first VirtualService had. Raises Refused when traffic would go to
+    a canary subset without ready pods, GitOpsOwned, MeshInvalid, MeshNotFound, MeshUnavailable,
+    MeshConflict (still conflicting after ``max_attempts``) or Abandoned.
+    """
+    change, plans = _prepare(client, namespace, vs_names, host, subsets, target, allow_gitops)
+    if target.canary:
+        ensure_ready_canary(change.client, change.namespace, change.host,
+                            change.subsets.canary, change.known, app_label)
+    for name in vs_names:
+        vs_ns, vs_name = qualified(namespace, name)
+        vs, plan = plans[name]
+        for attempt in range(1, max_attempts + 1):
+            if not plan.changes_anything:
+                break
+            try:
+                rv = vs["metadata"]["resourceVersion"]
+                client.patch_virtual_service_route(vs_ns, vs_name, plan.http, rv)
+                break
+            except MeshConflict:
+                if attempt == max_attempts:
+                    raise
+                if not should_continue():
+                    raise Abandoned(
+                        f"stopped before retrying VirtualService {vs_ns}/{vs_name}: the rollout "
+                        f"of {host} no longer wants {target}"
+                    ) from None
+                time.sleep(backoff * attempt)  # short: others are writing the same object now
+                vs, plan = change.read_and_plan(name)
+    return plans[vs_names[0]][1].before, target
+
+
+def _prepare(
+    client: KubeClient,
+    namespace: str,
+    vs_names: Sequence[str],
+    host: str,
+    subsets: Subsets,
+    target: Weights,
+    allow_gitops: bool,
+) -> tuple[_Change, dict[str, tuple[dict[str, Any], RoutePlan]]]:
+    if not vs_names:
+        raise ValueError("a service needs at least one VirtualService name")
+    known = defined_subsets(client, namespace, host)
+    change = _Change(client, namespace, host, subsets, target, known, allow_gitops)
+    return change, {name: change.read_and_plan(name) for name in vs_names}
+
+
+def qualified(namespace: str, name: str) -> tuple[str, str]:
+    """(namespace, name) of a VirtualService named ``name`` or ``other-namespace/name``."""
+    vs_ns, _, vs_name = name.rpartition("/")
+    return vs_ns or namespace, vs_name
+
+
+def live_weights(client: KubeClient, namespace: str, vs_name: str, host: str,
+                 subsets: Subsets) -> Weights:
+    """The split the VirtualService shows now."""
+    vs = client.get_virtual_service(*qualified(namespace, vs_name))
+    return read_weights(vs, host, namespace, subsets)
+
+
+def ensure_ready_canary(client: KubeClient, namespace: str, host: str, subset: str,
+                        known: Mapping[str, Mapping[str, str]], app_label: str = "app") -> None:
+    """Refused unless the subset's pods (its DestinationRule labels) have one ready: no request,
+    weighted, header-routed or mirrored, goes to a canary that cannot answer it."""
+    labels = {app_label: host, **known.get(subset, {})}
+    if client.count_ready_pods(namespace, labels) == 0:
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        raise Refused(traffic_text.no_ready_canary(host, subset, selector, namespace))

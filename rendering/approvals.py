@@ -1,0 +1,98 @@
+"""Every piece of user-facing Slack text meshbot writes, as small pure functions.
+
+Messages carry their essentials in plain ``text`` (Block Kit may only add layout), name people as
+``<@U…>`` and write weights as ``stable 90 / canary 10``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from meshbot.commands import Command, Verb
+from rendering.common import (
+    describe,
+    duration,
+    member,
+    people,
+    user,
+    weight_change,
+    when,
+    who,
+)
+
+
+def busy(holder: str, what: str, since: float) -> str:
+    return f"busy: {who(holder)} `{what}` since {when(since)}"
+
+def frozen(holder: str, since: float) -> str:
+    return (f"changes are frozen: {who(holder)} froze them since {when(since)}; only "
+            "`/mesh rollback` runs until `/mesh freeze off` (which needs approval)")
+
+def plan_weights(service: str, namespace: str, before: tuple[int, int],
+                 after: tuple[int, int], names: tuple[str, str]) -> str:
+    return f"`{service}` ({namespace}): {weight_change(before, after, names)}"
+
+def plan_namespace(command: Command) -> str:
+    target = command.target or ""
+    if command.verb is Verb.MTLS:
+        return f"mTLS in namespace `{target}` set to {(command.switch or '').upper()}"
+    if command.verb is Verb.INJECT_NAMESPACE:
+        return f"sidecar injection turned on for namespace `{target}`"
+    if command.verb is Verb.EMERGENCY:
+        return (f"emergency in namespace `{target}`: mTLS PERMISSIVE, sidecar injection off, "
+                "its VirtualServices and DestinationRules removed (after a backup), "
+                "Deployments restarted one at a time")
+    if command.verb is Verb.RESTORE:
+        return f"mesh configuration restored from backup `{target}`"
+    return f"`{describe(command)}`"
+
+def plan_unlock(service: str, holder: str, what: str, since: float) -> str:
+    return (f"break the lock on `{service}` held by {who(holder)} for `{what}` "
+            f"since {when(since)}")
+
+def plan_freeze_off(holder: str, since: float) -> str:
+    return f"lift the change freeze set by {who(holder)} since {when(since)}"
+
+def approval_request(command: Command, requester: str, plan: str, approvers: Sequence[str],
+                     required: int, approve_emoji: str, reject_emoji: str, expires_at: float,
+                     ttl_s: float, thread_link: str | None, status_line: str) -> str:
+    plural = "approval" if required == 1 else "approvals"
+    lines = [
+        f":raised_hand: *Approval needed*: `{describe(command)}` requested by {user(requester)}",
+        f"Plan: {plan}",
+        f"Needs {required} {plural} from {', '.join(member(a) for a in approvers)} "
+        "(the requester's own reaction does not count).",
+        f"React with :{approve_emoji}: to approve or :{reject_emoji}: to reject. "
+        f"Expires {when(expires_at)} ({duration(ttl_s)} after the request).",
+    ]
+    if thread_link:
+        lines.append(f"Rollout thread: <{thread_link}|open>")
+    lines.append(status_line)
+    return "\n".join(lines)
+
+def approval_progress(approvals: Sequence[str], required: int) -> str:
+    if not approvals:
+        return f"Approvals so far: 0 of {required}."
+    return f"Approvals so far: {len(approvals)} of {required} — {people(approvals)}."
+
+def approval_approved(approvals: Sequence[str]) -> str:
+    return f":white_check_mark: Approved by {people(approvals)}; the change is running."
+
+def approval_rejected(by: str) -> str:
+    return f":x: Rejected by {user(by)}; nothing was changed."
+
+def approval_expired(ttl_s: float, approvals: Sequence[str], required: int) -> str:
+    return (f":hourglass: Expired: {len(approvals)} of {required} approvals within "
+            f"{duration(ttl_s)}; nothing was changed. Run the command again if still wanted.")
+
+def approval_voided(changes: Sequence[tuple[str, str, str]]) -> str:
+    listed = "; ".join(f"{fact} was {was}, now {now}" for fact, was, now in changes)
+    return (f":warning: Voided: the target changed since this was requested ({listed}). "
+            "Nothing was changed; run the command again if still wanted.")
+
+def approval_done(approvals: Sequence[str]) -> str:
+    return f":white_check_mark: Approved by {people(approvals)}; done."
+
+def approved_by(approvals: Sequence[str], link: str | None) -> str:
+    where = f" (<{link}|approval request>)" if link else ""
+    return f":white_check_mark: Approved by {people(approvals)}{where}."

@@ -1,0 +1,86 @@
+"""Every piece of user-facing Slack text meshbot writes, as small pure functions.
+
+Messages carry their essentials in plain ``text`` (Block Kit may only add layout), name people as
+``<@U…>`` and write weights as ``stable 90 / canary 10``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from meshbot.commands import Command
+
+
+def user(user_id: str) -> str:
+    return f"<@{user_id}>"
+
+def weights(stable: int, canary: int, stable_name: str = "stable",
+            canary_name: str = "canary") -> str:
+    return f"{stable_name} {stable} / {canary_name} {canary}"
+
+def weight_change(before: tuple[int, int], after: tuple[int, int],
+                  names: tuple[str, str] = ("stable", "canary")) -> str:
+    return (f"{names[0]} {before[0]}→{after[0]} / {names[1]} {before[1]}→{after[1]}")
+
+def describe(command: Command) -> str:
+    """The command as the caller typed it, normalised."""
+    parts = ["/mesh", command.verb.value]
+    if command.target:
+        parts.append(command.target)
+    if command.percent is not None:
+        parts.append(str(command.percent))
+    if command.switch:
+        parts.append(command.switch)
+    if command.steps:
+        parts.append("steps=" + ",".join(str(s) for s in command.steps))
+    if command.interval_s is not None:
+        parts.append(f"interval={command.interval_s:g}s")
+    return " ".join(parts)
+
+def phase_name(phase: Any) -> str:
+    return str(getattr(phase, "value", phase)).replace("_", " ")
+
+def _values(lines: Sequence[str]) -> str:
+    return "; ".join(lines) if lines else "no measurements"
+
+def when(epoch: float) -> str:
+    """A moment as Slack renders it in the reader's time zone, with a UTC fallback in ``text``."""
+    fallback = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
+    return f"<!date^{int(epoch)}^{{date_short_pretty}} {{time_secs}}|{fallback}>"
+
+def duration(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g}h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g}m"
+    return f"{seconds:g}s"
+
+def member(member_id: str) -> str:
+    """A user (``<@U…>``) or a user group (``<!subteam^S…>``), as Slack renders them."""
+    return f"<!subteam^{member_id}>" if member_id.startswith("S") else f"<@{member_id}>"
+
+def who(actor: str) -> str:
+    """Slack users as mentions; anything else (``shell:alice``, ``meshbot``) as written."""
+    return user(actor) if actor.startswith(("U", "W")) else (actor or "meshbot")
+
+def people(ids: Sequence[str]) -> str:
+    names = [member(i) for i in ids]
+    if len(names) <= 1:
+        return "".join(names) or "nobody"
+    return ", ".join(names[:-1]) + " and " + names[-1]
+
+_PLURALS = {"VirtualService": "VirtualServices", "DestinationRule": "DestinationRules",
+            "Gateway": "Gateways", "PeerAuthentication": "PeerAuthentications",
+            "AuthorizationPolicy": "AuthorizationPolicies"}
+
+def kind_count(kind: str, count: int) -> str:
+    return f"{count} {kind if count == 1 else _PLURALS.get(kind, kind + 's')}"
+
+def object_counts(counts: dict[str, int]) -> str:
+    return ", ".join(kind_count(kind, n) for kind, n in counts.items())
+
+def _listed(names: Iterable[str]) -> str:
+    shown = ", ".join(f"`{n}`" for n in names)
+    return shown or "nothing (already as asked)"

@@ -1,0 +1,17 @@
+"""Every piece of user-facing Slack text meshbot writes, as small pure functions.
+
+Messages carry their essentials in plain ``text`` (Block Kit may only add layout), name people as
+``<@U…>`` and write weights as ``stable 90 / canary 10``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def help_text(verbs: Sequence[str], usages: dict[str, str]) -> str:
+    if not verbs:
+        return "You may not run any /mesh command in this channel."
+    lines = ["*/mesh commands you may run here:*"]
+    lines += [f"• `{usages[v]}`" for v in verbs if v in usages]
+    return "\n".join(lines)
