@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "tests.fixtures.redis_server",
+    "tests.fixtures.apiserver",
     "tests.fixtures.kube",
     "tests.fixtures.slack",
     "tests.fixtures.prometheus",
