@@ -1,7 +1,7 @@
-"""Every piece of user-facing Slack text meshbot writes, as small pure functions.
+"""Locks and the change freeze.
 
-Messages carry their essentials in plain ``text`` (Block Kit may only add layout), name people as
-``<@U…>`` and write weights as ``stable 90 / canary 10``.
+Pure functions: facts in, Slack mrkdwn out. Every message carries its essentials in ``text``,
+names people as ``<@U…>`` and writes weights as ``stable 90 / canary 10``.
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ def locks_list(locks: Sequence[tuple[str, str, str, float]],
         lines.append(f"• `{service}`: {who(holder)} `{what}` since {when(since)}")
     return "\n".join(lines)
 
+
 def not_locked(service: str) -> str:
     return f"`{service}` is not locked; there is nothing to unlock."
+
 
 def lock_broken(service: str, holder: str, what: str, since: float, by: str,
                 approvals: Sequence[str]) -> str:
@@ -36,15 +38,19 @@ def lock_broken(service: str, holder: str, what: str, since: float, by: str,
     return (f":unlock: Lock on `{service}` broken by {who(by)}{approved}. It was held by "
             f"{who(holder)} for `{what}` since {when(since)}.")
 
+
 def freeze_on(by: str) -> str:
     return (f":snowflake: *Change freeze on* by {who(by)}: every change but `/mesh rollback` is "
             "refused until `/mesh freeze off` (which needs approval).")
 
+
 def freeze_already(holder: str, since: float) -> str:
     return f"The change freeze is already on: set by {who(holder)} since {when(since)}."
 
+
 def no_freeze() -> str:
     return "There is no change freeze to lift."
+
 
 def freeze_lifted(by: str, approvals: Sequence[str], holder: str, since: float) -> str:
     approved = f", approved by {people(approvals)}" if approvals else ""

@@ -1,7 +1,7 @@
-"""Every piece of user-facing Slack text meshbot writes, as small pure functions.
+"""Alert threads: an Alertmanager group as a Slack thread.
 
-Messages carry their essentials in plain ``text`` (Block Kit may only add layout), name people as
-``<@U…>`` and write weights as ``stable 90 / canary 10``.
+Pure functions: facts in, Slack mrkdwn out. Every message carries its essentials in ``text``,
+names people as ``<@U…>`` and writes weights as ``stable 90 / canary 10``.
 """
 
 from __future__ import annotations
@@ -28,13 +28,16 @@ def alert_thread(service: str, status: str, alerts: Sequence[Sequence[str]],
                      f"to this message with :{rollback_emoji}: to roll back.")
     return "\n".join(lines)
 
+
 def alert_update(status: str, alerts: Sequence[Sequence[str]]) -> str:
     if status == "resolved":
         return ":white_check_mark: Resolved: " + "; ".join(a[0] for a in alerts)
     return ":rotating_light: Update: " + "; ".join(a[0] for a in alerts)
 
+
 def alert_rollback_started(by: str, service: str) -> str:
     return f":rewind: {who(by)} asked for a rollback of `{service}` from this alert."
+
 
 def alert_rollback_refused(service: str, reason: str) -> str:
     return f"the rollback of `{service}` from the alert was refused: {reason}"

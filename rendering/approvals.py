@@ -1,7 +1,7 @@
-"""Every piece of user-facing Slack text meshbot writes, as small pure functions.
+"""Approval requests, their progress and outcome, and the plans approvers read.
 
-Messages carry their essentials in plain ``text`` (Block Kit may only add layout), name people as
-``<@U…>`` and write weights as ``stable 90 / canary 10``.
+Pure functions: facts in, Slack mrkdwn out. Every message carries its essentials in ``text``,
+names people as ``<@U…>`` and writes weights as ``stable 90 / canary 10``.
 """
 
 from __future__ import annotations
@@ -24,13 +24,16 @@ from rendering.common import (
 def busy(holder: str, what: str, since: float) -> str:
     return f"busy: {who(holder)} `{what}` since {when(since)}"
 
+
 def frozen(holder: str, since: float) -> str:
     return (f"changes are frozen: {who(holder)} froze them since {when(since)}; only "
             "`/mesh rollback` runs until `/mesh freeze off` (which needs approval)")
 
+
 def plan_weights(service: str, namespace: str, before: tuple[int, int],
                  after: tuple[int, int], names: tuple[str, str]) -> str:
     return f"`{service}` ({namespace}): {weight_change(before, after, names)}"
+
 
 def plan_namespace(command: Command) -> str:
     target = command.target or ""
@@ -46,12 +49,15 @@ def plan_namespace(command: Command) -> str:
         return f"mesh configuration restored from backup `{target}`"
     return f"`{describe(command)}`"
 
+
 def plan_unlock(service: str, holder: str, what: str, since: float) -> str:
     return (f"break the lock on `{service}` held by {who(holder)} for `{what}` "
             f"since {when(since)}")
 
+
 def plan_freeze_off(holder: str, since: float) -> str:
     return f"lift the change freeze set by {who(holder)} since {when(since)}"
+
 
 def approval_request(command: Command, requester: str, plan: str, approvers: Sequence[str],
                      required: int, approve_emoji: str, reject_emoji: str, expires_at: float,
@@ -70,28 +76,35 @@ def approval_request(command: Command, requester: str, plan: str, approvers: Seq
     lines.append(status_line)
     return "\n".join(lines)
 
+
 def approval_progress(approvals: Sequence[str], required: int) -> str:
     if not approvals:
         return f"Approvals so far: 0 of {required}."
     return f"Approvals so far: {len(approvals)} of {required} — {people(approvals)}."
 
+
 def approval_approved(approvals: Sequence[str]) -> str:
     return f":white_check_mark: Approved by {people(approvals)}; the change is running."
+
 
 def approval_rejected(by: str) -> str:
     return f":x: Rejected by {user(by)}; nothing was changed."
 
+
 def approval_expired(ttl_s: float, approvals: Sequence[str], required: int) -> str:
     return (f":hourglass: Expired: {len(approvals)} of {required} approvals within "
             f"{duration(ttl_s)}; nothing was changed. Run the command again if still wanted.")
+
 
 def approval_voided(changes: Sequence[tuple[str, str, str]]) -> str:
     listed = "; ".join(f"{fact} was {was}, now {now}" for fact, was, now in changes)
     return (f":warning: Voided: the target changed since this was requested ({listed}). "
             "Nothing was changed; run the command again if still wanted.")
 
+
 def approval_done(approvals: Sequence[str]) -> str:
     return f":white_check_mark: Approved by {people(approvals)}; done."
+
 
 def approved_by(approvals: Sequence[str], link: str | None) -> str:
     where = f" (<{link}|approval request>)" if link else ""

@@ -1,7 +1,7 @@
-"""Every piece of user-facing Slack text meshbot writes, as small pure functions.
+"""`/mesh audit`: the audit log as people read it.
 
-Messages carry their essentials in plain ``text`` (Block Kit may only add layout), name people as
-``<@U…>`` and write weights as ``stable 90 / canary 10``.
+Pure functions: facts in, Slack mrkdwn out. Every message carries its essentials in ``text``,
+names people as ``<@U…>`` and writes weights as ``stable 90 / canary 10``.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ class AuditLike(Protocol):
     @property
     def detail(self) -> str: ...
 
+
 def audit_line(entry: AuditLike) -> str:
     parts = [f"• {when(entry.at)} {who(entry.actor)} {entry.action} — {entry.outcome}"]
     if entry.before or entry.after:
@@ -49,6 +50,7 @@ def audit_line(entry: AuditLike) -> str:
     if entry.permalink:
         parts.append(f"<{entry.permalink}|link>")
     return "; ".join(parts)
+
 
 def audit_list(target: str, entries: Sequence[AuditLike], count: int) -> str:
     if not entries:

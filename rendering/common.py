@@ -1,7 +1,7 @@
-"""Every piece of user-facing Slack text meshbot writes, as small pure functions.
+"""The small words every message shares: people, weights, times, counts.
 
-Messages carry their essentials in plain ``text`` (Block Kit may only add layout), name people as
-``<@U…>`` and write weights as ``stable 90 / canary 10``.
+Pure functions: facts in, Slack mrkdwn out. Every message carries its essentials in ``text``,
+names people as ``<@U…>`` and writes weights as ``stable 90 / canary 10``.
 """
 
 from __future__ import annotations
@@ -16,13 +16,16 @@ from meshbot.commands import Command
 def user(user_id: str) -> str:
     return f"<@{user_id}>"
 
+
 def weights(stable: int, canary: int, stable_name: str = "stable",
             canary_name: str = "canary") -> str:
     return f"{stable_name} {stable} / {canary_name} {canary}"
 
+
 def weight_change(before: tuple[int, int], after: tuple[int, int],
                   names: tuple[str, str] = ("stable", "canary")) -> str:
     return (f"{names[0]} {before[0]}→{after[0]} / {names[1]} {before[1]}→{after[1]}")
+
 
 def describe(command: Command) -> str:
     """The command as the caller typed it, normalised."""
@@ -39,16 +42,20 @@ def describe(command: Command) -> str:
         parts.append(f"interval={command.interval_s:g}s")
     return " ".join(parts)
 
+
 def phase_name(phase: Any) -> str:
     return str(getattr(phase, "value", phase)).replace("_", " ")
 
+
 def _values(lines: Sequence[str]) -> str:
     return "; ".join(lines) if lines else "no measurements"
+
 
 def when(epoch: float) -> str:
     """A moment as Slack renders it in the reader's time zone, with a UTC fallback in ``text``."""
     fallback = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
     return f"<!date^{int(epoch)}^{{date_short_pretty}} {{time_secs}}|{fallback}>"
+
 
 def duration(seconds: float) -> str:
     if seconds >= 3600 and seconds % 3600 == 0:
@@ -57,13 +64,16 @@ def duration(seconds: float) -> str:
         return f"{seconds / 60:g}m"
     return f"{seconds:g}s"
 
+
 def member(member_id: str) -> str:
     """A user (``<@U…>``) or a user group (``<!subteam^S…>``), as Slack renders them."""
     return f"<!subteam^{member_id}>" if member_id.startswith("S") else f"<@{member_id}>"
 
+
 def who(actor: str) -> str:
     """Slack users as mentions; anything else (``shell:alice``, ``meshbot``) as written."""
     return user(actor) if actor.startswith(("U", "W")) else (actor or "meshbot")
+
 
 def people(ids: Sequence[str]) -> str:
     names = [member(i) for i in ids]
@@ -71,15 +81,19 @@ def people(ids: Sequence[str]) -> str:
         return "".join(names) or "nobody"
     return ", ".join(names[:-1]) + " and " + names[-1]
 
+
 _PLURALS = {"VirtualService": "VirtualServices", "DestinationRule": "DestinationRules",
             "Gateway": "Gateways", "PeerAuthentication": "PeerAuthentications",
             "AuthorizationPolicy": "AuthorizationPolicies"}
 
+
 def kind_count(kind: str, count: int) -> str:
     return f"{count} {kind if count == 1 else _PLURALS.get(kind, kind + 's')}"
 
+
 def object_counts(counts: dict[str, int]) -> str:
     return ", ".join(kind_count(kind, n) for kind, n in counts.items())
+
 
 def _listed(names: Iterable[str]) -> str:
     shown = ", ".join(f"`{n}`" for n in names)

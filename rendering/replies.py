@@ -1,7 +1,7 @@
-"""Every piece of user-facing Slack text meshbot writes, as small pure functions.
+"""What only the caller sees (ephemeral): refusals, acceptance, failures.
 
-Messages carry their essentials in plain ``text`` (Block Kit may only add layout), name people as
-``<@U…>`` and write weights as ``stable 90 / canary 10``.
+Pure functions: facts in, Slack mrkdwn out. Every message carries its essentials in ``text``,
+names people as ``<@U…>`` and writes weights as ``stable 90 / canary 10``.
 """
 
 from __future__ import annotations
@@ -15,21 +15,32 @@ from rendering.common import (
 def refused(reason: str) -> str:
     return f":no_entry: Refused: {reason}"
 
+
 def accepted(command: Command) -> str:
     return f":hourglass_flowing_sand: Accepted `{describe(command)}` — working on it."
+
 
 def needs_approval(command: Command, reason: str) -> str:
     return (f":hourglass_flowing_sand: Accepted `{describe(command)}`, pending approval: {reason} "
             "The request is posted in the channel for approvers to react on.")
 
+
 def duplicate(command: Command) -> str:
     return f"`{describe(command)}` was already received; it runs once."
+
 
 def failed(command: Command, reason: str) -> str:
     return f":x: `{describe(command)}` failed: {reason}"
 
+
 def gave_up(command: Command, reason: str, attempts: int) -> str:
     return f":x: `{describe(command)}` gave up after {attempts} attempts: {reason}"
 
+
 def stopped_by_rollback(service: str) -> str:
     return f":rewind: `{service}` was rolled back meanwhile; this change was not applied."
+
+
+def queue_unavailable() -> str:
+    return (":warning: meshbot cannot reach its queue (Redis); nothing was done — try again "
+            "in a minute. If it persists, tell whoever runs meshbot.")

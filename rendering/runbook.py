@@ -1,7 +1,7 @@
-"""Every piece of user-facing Slack text meshbot writes, as small pure functions.
+"""Backup, restore, emergency and readiness: what their threads and tables say.
 
-Messages carry their essentials in plain ``text`` (Block Kit may only add layout), name people as
-``<@U…>`` and write weights as ``stable 90 / canary 10``.
+Pure functions: facts in, Slack mrkdwn out. Every message carries its essentials in ``text``,
+names people as ``<@U…>`` and writes weights as ``stable 90 / canary 10``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ def backup_taken(backup_id: str, namespace: str, by: str, counts: dict[str, int]
             f"{who(by)}: {object_counts(counts)}. Compare with "
             f"`/mesh restore {backup_id} dry-run`; restore with `/mesh restore {backup_id}`.")
 
+
 def backups_list(rows: Sequence[tuple[str, str, float, str, dict[str, int]]]) -> str:
     if not rows:
         return ":floppy_disk: *Backups*: none yet. Take one with `/mesh backup [namespace]`."
@@ -32,8 +33,10 @@ def backups_list(rows: Sequence[tuple[str, str, float, str, dict[str, int]]]) ->
                      f"{who(by)}: {object_counts(counts)}")
     return "\n".join(lines)
 
+
 def unknown_backup(backup_id: str) -> str:
     return f"there is no backup `{backup_id}` (it may have expired); `/mesh backups` lists them"
+
 
 def restore_root(backup_id: str, namespace: str, by: str, dry_run: bool,
                  approvals: Sequence[str]) -> str:
@@ -41,6 +44,7 @@ def restore_root(backup_id: str, namespace: str, by: str, dry_run: bool,
     approved = f", approved by {people(approvals)}" if approvals else ""
     return (f":rewind: *{what}* of backup `{backup_id}` into namespace `{namespace}` requested "
             f"by {who(by)}{approved}")
+
 
 def restore_diff(diffs: Sequence[tuple[str, str, str, Sequence[str], bool]]) -> str:
     """One line per object of the backup: (kind, name, change, fields, restorable)."""
@@ -58,15 +62,18 @@ def restore_diff(diffs: Sequence[tuple[str, str, str, Sequence[str], bool]]) -> 
         lines.append(line)
     return "\n".join(lines)
 
+
 def restore_kinds_skipped(kinds: Sequence[str], differing: int) -> str:
     listed = " and ".join(_PLURALS.get(k, k) for k in kinds)
     return (f":information_source: {listed} are kept in the backup but not restored: meshbot "
             f"is not allowed to write them (its RBAC reads them only). {differing} of them "
             "differ from the backup; re-apply those by hand if needed.")
 
+
 def restore_dry_run_done(to_create: int, to_update: int) -> str:
     return (f":mag: Dry run: a restore would create {to_create} and update {to_update} "
             "objects. Nothing was changed.")
+
 
 def restore_done(created: Sequence[str], updated: Sequence[str], unchanged: int) -> str:
     if not created and not updated:
@@ -79,9 +86,11 @@ def restore_done(created: Sequence[str], updated: Sequence[str], unchanged: int)
     return (f":white_check_mark: Restored: {'; '.join(parts)} ({unchanged} already "
             "matched).")
 
+
 def emergency_own_namespace(namespace: str) -> str:
     return (f"`{namespace}` is meshbot's own namespace: emergency never touches it (it would "
             "cut meshbot off while it works). Name the namespace in trouble.")
+
 
 def emergency_root(namespace: str, by: str, approvals: Sequence[str]) -> str:
     approved = f", approved by {people(approvals)}" if approvals else ""
@@ -89,18 +98,22 @@ def emergency_root(namespace: str, by: str, approvals: Sequence[str]) -> str:
             f"{approved}: backup, mTLS PERMISSIVE, sidecar injection off, VirtualServices and "
             "DestinationRules removed, Deployments restarted one at a time.")
 
+
 def emergency_step(step: int, total: int, text: str) -> str:
     return f"Step {step}/{total}: {text}"
+
 
 def emergency_backup(backup_id: str, counts: dict[str, int]) -> str:
     return (f":floppy_disk: backup `{backup_id}` taken ({object_counts(counts)}); undo the "
             f"routing removal with `/mesh restore {backup_id}`.")
+
 
 def emergency_permissive(changed: Sequence[str], created: str | None) -> str:
     parts = [f"`{n}` set to PERMISSIVE" for n in changed]
     if created:
         parts.append(f"`{created}` created as PERMISSIVE")
     return ":unlock: mTLS: " + ("; ".join(parts) if parts else "already PERMISSIVE") + "."
+
 
 def emergency_injection(label: str, before: str | None, after: str | None) -> str:
     if before == after:
@@ -109,6 +122,7 @@ def emergency_injection(label: str, before: str | None, after: str | None) -> st
         return f":syringe: sidecar injection off: label `{label}={before}` removed."
     return f":syringe: sidecar injection off: label `{label}` {before or 'unset'} → {after}."
 
+
 def emergency_routing_removed(virtual_services: Sequence[str],
                               destination_rules: Sequence[str]) -> str:
     def listed(names: Sequence[str]) -> str:
@@ -116,17 +130,21 @@ def emergency_routing_removed(virtual_services: Sequence[str],
     return (f":scissors: removed VirtualServices {listed(virtual_services)}; DestinationRules "
             f"{listed(destination_rules)}.")
 
+
 def emergency_restarts_planned(names: Sequence[str]) -> str:
     if not names:
         return ":recycle: no Deployments to restart."
     return (f":recycle: restarting {len(names)} Deployments one at a time, each waiting for the "
             f"previous rollout and its PodDisruptionBudget: {', '.join(f'`{n}`' for n in names)}.")
 
+
 def emergency_restarting(name: str, index: int, total: int) -> str:
     return f":recycle: restarting `{name}` ({index}/{total})."
 
+
 def emergency_restarted(name: str, index: int, total: int) -> str:
     return f":white_check_mark: `{name}` restarted and ready ({index}/{total})."
+
 
 def emergency_stuck(name: str, reason: str, waited_s: float, remaining: Sequence[str]) -> str:
     rest = ", ".join(f"`{n}`" for n in remaining) or "none"
@@ -134,9 +152,11 @@ def emergency_stuck(name: str, reason: str, waited_s: float, remaining: Sequence
     return (f":warning: Stopped: `{name}` is not ready after {waited} ({reason}). "
             f"Not restarted: {rest}. Check the rollout, then restart them by hand.")
 
+
 def emergency_done(namespace: str, restarted: int) -> str:
     return (f":white_check_mark: Emergency in `{namespace}` complete: {restarted} Deployments "
             "restarted without sidecars.")
+
 
 def readiness_table(rows: Sequence[tuple[str, bool, str]]) -> str:
     passed = sum(ok for _, ok, _ in rows)

@@ -1,7 +1,7 @@
-"""Every piece of user-facing Slack text meshbot writes, as small pure functions.
+"""Canary, rollout, promote, rollback and status: thread roots, progress and the analysis.
 
-Messages carry their essentials in plain ``text`` (Block Kit may only add layout), name people as
-``<@U…>`` and write weights as ``stable 90 / canary 10``.
+Pure functions: facts in, Slack mrkdwn out. Every message carries its essentials in ``text``,
+names people as ``<@U…>`` and writes weights as ``stable 90 / canary 10``.
 """
 
 from __future__ import annotations
@@ -25,17 +25,21 @@ def weights_applied(before: tuple[int, int], after: tuple[int, int],
     return (f":white_check_mark: Weights applied on {listed}: now "
             f"{weights(after[0], after[1], *names)} (was {weights(before[0], before[1], *names)})")
 
+
 def rollback_root(service: str, namespace: str, requester: str, verb: str = "rollback") -> str:
     who = user(requester) if requester.startswith(("U", "W")) else (requester or "meshbot")
     title = "Abort" if verb == "abort" else "Rollback"
     return f":rewind: *{title}* `{service}` ({namespace}) requested by {who}"
 
+
 def rolled_back(before: tuple[int, int], names: tuple[str, str]) -> str:
     return (f":rewind: Rolled back: all traffic on {names[0]} — {weights(100, 0, *names)} "
             f"(was {weights(before[0], before[1], *names)})")
 
+
 def already_stable(names: tuple[str, str]) -> str:
     return f"Nothing to roll back: traffic is already {weights(100, 0, *names)}."
+
 
 def rollout_header(command: Command, service: str, namespace: str, requester: str,
                    before: tuple[int, int], after: tuple[int, int],
@@ -47,16 +51,19 @@ def rollout_header(command: Command, service: str, namespace: str, requester: st
     return (f":large_yellow_circle: *{kind}* `{service}` ({namespace}) requested by "
             f"{user(requester)}:{plan} {weight_change(before, after, names)}")
 
+
 def promoted(before: tuple[int, int], names: tuple[str, str],
              approvers: Sequence[str]) -> str:
     by = f" (approved by {', '.join(user(a) for a in approvers)})" if approvers else ""
     return (f":rocket: Promoted: all traffic on {names[1]} — {weights(0, 100, *names)} "
             f"(was {weights(before[0], before[1], *names)}){by}. {names[1]} is now live.")
 
+
 def paused_or_resumed(action: str, requester: str, weight: int) -> str:
     icon = ":double_vertical_bar:" if action == "pause" else ":arrow_forward:"
     verb = "Paused" if action == "pause" else "Resumed"
     return f"{icon} {verb} by {user(requester)} at canary {weight}%"
+
 
 class RolloutLike(Protocol):
     """What the status lines read from a rollout (kept structural: bot does not import jobs)."""
@@ -80,6 +87,7 @@ class RolloutLike(Protocol):
     @property
     def last_values(self) -> tuple[str, ...]: ...
 
+
 def rollout_lines(rollout: RolloutLike) -> list[str]:
     lines = [f"Rollout: {phase_name(rollout.phase)}, canary {rollout.weight}%"]
     if not rollout.fixed:
@@ -90,10 +98,12 @@ def rollout_lines(rollout: RolloutLike) -> list[str]:
     lines += [f"• {value}" for value in rollout.last_values]
     return lines
 
+
 def status(service: str, namespace: str, current: tuple[int, int], names: tuple[str, str],
            lines: Sequence[str]) -> str:
     head = f":bar_chart: *Status* `{service}` ({namespace}): {weights(*current, *names)}"
     return "\n".join([head, *(lines or ["Rollout: none"])])
+
 
 def automatic_rollback(service: str, failing: Sequence[str], failed_checks: int,
                        no_data: bool) -> str:
@@ -103,39 +113,48 @@ def automatic_rollback(service: str, failing: Sequence[str], failed_checks: int,
     return (f":rotating_light: Automatic rollback of `{service}` after {failed_checks} failed "
             f"checks in a row: {_values(failing)}. All traffic is back on stable.")
 
+
 def rollback_alert(service: str, reason: str) -> str:
     return f":rotating_light: *Alert* `{service}` was rolled back automatically. {reason}"
+
 
 def step_advanced(index: int, count: int, weight: int, lines: Sequence[str]) -> str:
     return (f":arrow_up: Step {index + 1}/{count}: canary now {weight}% — the previous step "
             f"passed ({_values(lines)})")
+
 
 def step_needs_approval(weight: int, lines: Sequence[str]) -> str:
     return (f":raised_hand: The step passed ({_values(lines)}), but the next one, canary "
             f"{weight}%, needs approval: the request is posted in the channel. Checks go on "
             "at the current weight meanwhile.")
 
+
 def ready_to_promote(service: str, lines: Sequence[str]) -> str:
     return (f":white_check_mark: Last step passed ({_values(lines)}). `{service}` is ready: "
             f"`/mesh promote {service}` sends all traffic to the canary.")
+
 
 def holding(failing: Sequence[str], policy: str, deadline_s: float) -> str:
     then = "roll back" if policy == "rollback" else "keep holding and alert"
     return (f":pause_button: Holding: no SLO evidence ({_values(failing)}). Not advancing; "
             f"after {deadline_s:g}s without data meshbot will {then}.")
 
+
 def holding_too_long(service: str, deadline_s: float, failing: Sequence[str]) -> str:
     return (f":rotating_light: *Alert* `{service}` has held for more than {deadline_s:g}s without "
             f"SLO evidence ({_values(failing)}). Check its traffic and Prometheus, then "
             f"`/mesh rollback {service}` or `/mesh resume {service}`.")
 
+
 def reapplied(weights_text: str) -> str:
     return (f":wrench: The worker that was changing this service stopped before writing its "
             f"weights; meshbot wrote them now: {weights_text}.")
 
+
 def check_failed(failed: int, threshold: int, failing: Sequence[str]) -> str:
     return (f":warning: Check failed ({failed}/{threshold} before automatic rollback): "
             f"{_values(failing)}")
+
 
 def no_ready_canary(service: str, subset: str, selector: str, namespace: str) -> str:
     return (f"the {subset!r} subset of {service} has no ready pods (selector {selector} in "
