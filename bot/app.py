@@ -21,6 +21,7 @@ from bot.groups import GroupResolver
 from jobs.runtime import api
 from meshbot import metrics
 from meshbot.commands import Command, Request, Verb
+from meshbot.errors import QueueUnavailable
 from meshbot.settings import Settings
 from policies.policy import Policy
 from rendering import replies
@@ -56,25 +57,40 @@ def create_app(ctx: BotContext) -> App:
 
     @app.command("/mesh")
     def on_mesh(ack: Ack, body: dict[str, Any]) -> None:
-        ack(response_type="ephemeral", text=handle_command(ctx, body))
+        try:
+            text = handle_command(ctx, body)
+        except QueueUnavailable as exc:
+            # Within Slack's 3 s and with HTTP 200: the caller learns nothing was done.
+            log.warning("command not taken: %s", exc.message)
+            metrics.command("unknown", "queue_unavailable")
+            text = replies.queue_unavailable()
+        ack(response_type="ephemeral", text=text)
 
     # Events are acked by Bolt at once; counting runs right after (Redis only, fast).
     @app.event("reaction_added")
     def on_reaction_added(body: dict[str, Any]) -> None:
-        handle_reaction(ctx, body)
+        _count_reaction(ctx, body)
 
     @app.event("reaction_removed")
     def on_reaction_removed(body: dict[str, Any]) -> None:
-        handle_reaction(ctx, body)
+        _count_reaction(ctx, body)
 
     return app
 
 
+def _count_reaction(ctx: BotContext, body: dict[str, Any]) -> None:
+    try:
+        handle_reaction(ctx, body)
+    except QueueUnavailable as exc:
+        # The event was acked; Slack does not re-deliver it. Say so in the log, once, plainly.
+        log.warning("reaction not counted: %s", exc.message)
+
+
 def handle_reaction(ctx: BotContext, body: dict[str, Any]) -> str:
     """Count a reaction on an approval request; what it did (``jobs.api.Verdict``)."""
-    event = body.get("event") or {}
-    item = event.get("item") or {}
-    if item.get("type") != "message":
+    event = body.get("event")
+    item = event.get("item") if isinstance(event, dict) else None
+    if not isinstance(event, dict) or not isinstance(item, dict) or item.get("type") != "message":
         return api.Verdict.NOT_A_REQUEST.value  # reactions on files and the like
     reaction = api.Reaction(
         # Slack re-delivers an event with the same event_id (X-Slack-Retry-Num): counted once.

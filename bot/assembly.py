@@ -17,8 +17,9 @@ from policies.loader import load_policy_file
 
 def build_app(settings: Settings) -> tuple[App, BotContext]:
     policy = load_policy_file(settings.policy_path)
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5,
-                                  health_check_interval=30)
+    # Short timeouts: a hung Redis must still let the listener answer within Slack's 3 s.
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=1.0,
+                                  socket_connect_timeout=1.0, health_check_interval=30)
     ctx = BotContext(settings=settings, policy=policy, redis=client,
                      groups=GroupResolver(web_client(settings)))
     return create_app(ctx), ctx

@@ -17,7 +17,8 @@ and is mapped onto RQ's ``Retry`` in exactly one place (``jobs.retry``).
         ├── MeshConflict          the object changed under us (HTTP 409 / stale resourceVersion)
         ├── MeshUnavailable       the Kubernetes API answered 5xx, timed out or refused
         ├── MetricsUnavailable    Prometheus could not be queried
-        └── SlackRateLimited      Slack answered 429; ``delay`` is its Retry-After
+        ├── SlackRateLimited      Slack answered 429; ``delay`` is its Retry-After
+        └── QueueUnavailable      Redis (the queue and every store) did not answer
 """
 
 from __future__ import annotations
@@ -104,3 +105,7 @@ class MetricsUnavailable(TemporaryError):
 
 class SlackRateLimited(TemporaryError):
     """Slack answered 429; ``delay`` is its Retry-After."""
+
+
+class QueueUnavailable(TemporaryError):
+    """Redis, which holds the queue and every store, did not answer (down, hung, refused)."""

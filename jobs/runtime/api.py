@@ -26,6 +26,7 @@ from jobs.domain.approval_rules import Verdict as Verdict
 from jobs.runtime.approvals import GroupsOf
 from jobs.runtime.approvals import react as _react
 from meshbot.commands import Command, Request, Verb
+from meshbot.errors import QueueUnavailable
 from meshbot.metrics import StateSample
 from meshbot.verbs import verbs_where
 from policies.decide import Allow, Deny, decide
@@ -57,28 +58,64 @@ def job_id(request_id: str) -> str:
 def submit(
     client: redis.Redis, request: Request, *, queue: str = "meshbot", keys: Keys | None = None
 ) -> bool:
-    """Enqueue ``request`` unless one with the same id was already accepted. True if enqueued."""
+    """Enqueue ``request`` unless one with the same id was already accepted. True if enqueued.
+
+    The dedupe mark and RQ's writes go in one MULTI/EXEC, so either both land or neither: a
+    failure half-way can never leave a request marked as received but not queued (Slack's retry
+    would then be answered "duplicate" and the command lost). Redis failing → QueueUnavailable.
+    """
     keys = keys or Keys()
-    if not client.set(keys.request(request.id), "1", nx=True, ex=DEDUPE_TTL_S):
-        return False
+    mark = keys.request(request.id)
     name = queue + URGENT_SUFFIX if request.command.verb in URGENT_VERBS else queue
-    # One round trip for all of RQ's writes (the ack waits on it).
-    with client.pipeline() as pipe:
-        Queue(name, connection=client, serializer=JSONSerializer).enqueue_call(
-            TASK,
-            args=(request.model_dump(mode="json"),),
-            job_id=job_id(request.id),
-            retry=RETRY,
-            timeout=120,
-            result_ttl=3600,
-            failure_ttl=7 * 24 * 3600,
-            pipeline=pipe,
-        )
-        pipe.execute()
+    try:
+        with client.pipeline() as pipe:
+            pipe.watch(mark)  # type: ignore[no-untyped-call]
+            if pipe.exists(mark):
+                pipe.unwatch()
+                return False
+            pipe.multi()
+            pipe.set(mark, "1", ex=DEDUPE_TTL_S)
+            Queue(name, connection=client, serializer=JSONSerializer).enqueue_call(
+                TASK,
+                args=(request.model_dump(mode="json"),),
+                job_id=job_id(request.id),
+                retry=RETRY,
+                timeout=120,
+                result_ttl=3600,
+                failure_ttl=7 * 24 * 3600,
+                pipeline=pipe,
+            )
+            pipe.execute()
+    except redis.WatchError as exc:
+        # Either the same request, delivered twice at once, got in first, or the connection
+        # dropped while watching (redis-py says so with a WatchError too): tell them apart.
+        if _marked(client, mark):
+            return False
+        raise QueueUnavailable("Redis dropped the connection while taking the request") from exc
+    except redis.RedisError as exc:
+        raise QueueUnavailable(f"Redis did not take the request ({type(exc).__name__})") from exc
     return True
 
 
+def _marked(client: redis.Redis, mark: str) -> bool:
+    try:
+        return bool(client.exists(mark))
+    except redis.RedisError as exc:
+        raise QueueUnavailable(f"Redis did not answer ({type(exc).__name__})") from exc
+
+
 def record_refusal(
+    client: redis.Redis, request: Request, reason: str, keys: Keys | None = None
+) -> None:
+    """Audit a refusal; Redis failing → QueueUnavailable (the caller is told anyway)."""
+    try:
+        _record_refusal(client, request, reason, keys)
+    except redis.RedisError as exc:
+        raise QueueUnavailable(f"Redis did not take the audit entry ({type(exc).__name__})"
+                               ) from exc
+
+
+def _record_refusal(
     client: redis.Redis, request: Request, reason: str, keys: Keys | None = None
 ) -> None:
     AuditLog(client, keys).record(
@@ -97,8 +134,12 @@ def react(client: redis.Redis, reaction: Reaction, *, policy: Policy, groups_of:
           queue: str = "meshbot", now: float | None = None) -> Verdict:
     """Count a reaction on an approval request (``jobs.approvals``); a reaction on any other
     message is ignored. Idempotent per ``reaction.event_id``; enqueues the work at quorum."""
-    return _react(client, reaction, policy=policy, groups_of=groups_of, queue=queue,
-                  now=time.time() if now is None else now)
+    try:
+        return _react(client, reaction, policy=policy, groups_of=groups_of, queue=queue,
+                      now=time.time() if now is None else now)
+    except redis.RedisError as exc:
+        raise QueueUnavailable(f"Redis did not take the reaction ({type(exc).__name__})"
+                               ) from exc
 
 
 # --- alert threads (Alertmanager webhook → a job that posts; rollback reactions on them) ---
