@@ -6,12 +6,16 @@ change (WATCH/MULTI), so neither overwrites the other blindly.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import redis
+from pydantic import ValidationError
 
 from jobs.adapters.keys import Keys
 from jobs.domain.rollout import Rollout
+
+log = logging.getLogger("meshbot.store")
 
 # Write the new state only if the stored one is still what was read (compare-and-set), keeping
 # the watched set in step; many of these go to Redis in one pipelined round trip.
@@ -39,9 +43,29 @@ class RolloutStore:
         if not services:
             return {}
         raws = self.client.mget([self.keys.rollout(s) for s in services])
-        return {service: (raw if isinstance(raw, bytes) else str(raw).encode(),
-                          Rollout.model_validate_json(raw))
-                for service, raw in zip(services, raws, strict=True) if raw}
+        found: dict[str, tuple[bytes, Rollout]] = {}
+        for service, raw in zip(services, raws, strict=True):
+            if not raw:
+                continue
+            document = raw if isinstance(raw, bytes) else str(raw).encode()
+            try:
+                found[service] = (document, Rollout.model_validate_json(document))
+            except ValidationError as exc:
+                # One bad record must not stop the tick for everyone: set it aside, once.
+                self.set_aside(service, document, str(exc))
+        return found
+
+    def set_aside(self, service: str, document: bytes, why: str) -> None:
+        """Move an undecodable rollout out of the analysis (kept under ``…:undecodable`` for a
+        person to read), and say so in the log once."""
+        with self.client.pipeline() as pipe:
+            pipe.set(self.keys.rollout(service) + ":undecodable", document)
+            pipe.delete(self.keys.rollout(service))
+            pipe.zrem(self.keys.watched, service)
+            pipe.execute()
+        log.error("rollout record of %s is undecodable and was set aside (%s): %s", service,
+                  self.keys.rollout(service) + ":undecodable", why.splitlines()[0],
+                  extra={"service": service})
 
     def commit_many(self, changes: list[tuple[bytes, Rollout]]) -> list[bool]:
         """Write each new rollout unless its document changed since it was read (a rollback

@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 import redis
 
@@ -79,15 +80,33 @@ class Ticker:
         while not self._stop.is_set():
             started = time.monotonic()
             try:
-                if self.holds_lease():
-                    report = tick(ctx, source)
-                    release_due(self.connection, queue_names(self.settings.queue_name))
-                    reconcile(ctx)
-                    expire_due(ctx, time.time())
-                    if report.due:
-                        log.info("tick: %d due, %d queries, events %s", report.due,
-                                 report.queries, report.events)
-            except Exception:  # the ticker must outlive any one bad tick
-                log.exception("analysis tick failed")
+                holds = self.holds_lease()
+            except redis.RedisError as exc:
+                log.warning("ticker: Redis did not answer (%s); trying again", type(exc).__name__)
+                holds = False
+            if holds:
+                self.run_once(ctx, source)
             self._stop.wait(max(0.0, self.settings.tick_period_s - (time.monotonic() - started)))
         source.close()
+
+    def run_once(self, ctx: context.JobContext, source: MetricsSource) -> None:
+        """One tick's four duties, each on its own: one failing never stops the others."""
+        queues = queue_names(self.settings.queue_name)
+        duties: list[tuple[str, Callable[[], object]]] = [
+            ("analysis", lambda: self._analyse(ctx, source)),
+            ("release of scheduled jobs", lambda: release_due(self.connection, queues)),
+            ("reconcile", lambda: reconcile(ctx)),
+            ("expiry of approvals", lambda: expire_due(ctx, time.time())),
+        ]
+        for name, duty in duties:
+            try:
+                duty()
+            except Exception:  # the ticker must outlive any one bad duty
+                log.exception("ticker: %s failed", name)
+
+    @staticmethod
+    def _analyse(ctx: context.JobContext, source: MetricsSource) -> None:
+        report = tick(ctx, source)
+        if report.due:
+            log.info("tick: %d due, %d queries, events %s", report.due, report.queries,
+                     report.events)
