@@ -29,8 +29,26 @@ def release_due(connection: redis.Redis, queue_names: Iterable[str],
         job_ids = registry.get_jobs_to_schedule(int(moment.timestamp()))
         for job_id, job in zip(job_ids, Job.fetch_many(job_ids, connection=connection,
                                                        serializer=JSONSerializer), strict=True):
-            registry.remove(job_id)
-            if job is not None:
-                queue.enqueue_job(job)
+            if job is None:
+                registry.remove(job_id)  # its data expired: nothing to release
+            elif _release(connection, queue, registry.key, job):
                 released += 1
     return released
+
+
+def _release(connection: redis.Redis, queue: Queue, registry_key: str, job: Job) -> bool:
+    """Take the job off the schedule and put it on its queue in one MULTI/EXEC: a crash or a
+    dropped connection between the two can no longer lose it. False if another took it."""
+    with connection.pipeline() as pipe:
+        try:
+            pipe.watch(registry_key)  # type: ignore[no-untyped-call]
+            if pipe.zscore(registry_key, job.id) is None:
+                pipe.unwatch()
+                return False
+            pipe.multi()
+            pipe.zrem(registry_key, job.id)
+            queue.enqueue_job(job, pipeline=pipe)
+            pipe.execute()
+        except redis.WatchError:
+            return False
+    return True
