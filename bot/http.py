@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import redis
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
+from bot import request_guard
 from jobs.runtime import api
 from meshbot import metrics
 from meshbot.health_server import readiness
@@ -44,6 +45,10 @@ class MeshbotWSGI:
         method = environ.get("REQUEST_METHOD", "GET")
         path = environ.get("PATH_INFO", "")
         if path == "/slack/events" and method == "POST":
+            rejected = request_guard.check(environ)
+            if rejected is not None:
+                body = json.dumps({"error": rejected.reason}).encode()
+                return _respond(start_response, rejected.status, body)
             return self.slack(environ, start_response)
         if path == "/healthz" and method == "GET":
             return _respond(start_response, "200 OK", b'{"status": "ok"}')

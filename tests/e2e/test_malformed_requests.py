@@ -1,0 +1,91 @@
+"""Malformed requests on ``POST /slack/events`` get a 4xx and change nothing — before the
+signature is checked (what anybody can send) and after (what a signed but odd payload holds)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from playground.processes import ServeProcess
+from playground.redis_server import free_port
+from playground.slack_client import SlackSender
+from tests.fixtures.slack import SlackEnv
+
+
+@pytest.fixture
+def server(slack_env: SlackEnv, policy_path: Path, redis_url: str,
+           tmp_path: Path) -> Iterator[ServeProcess]:
+    env = {"SLACK_API_URL": slack_env.api_url, "SLACK_BOT_TOKEN": slack_env.bot_token,
+           "SLACK_SIGNING_SECRET": slack_env.signing_secret, "REDIS_URL": redis_url,
+           "MESHBOT_POLICY": str(policy_path), "KUBECONFIG": str(tmp_path / "none"),
+           "PROMETHEUS_URL": f"http://127.0.0.1:{free_port()}"}
+    with ServeProcess(env, tmp_path / "serve.log") as process:
+        yield process
+        log = process.log()
+    assert "Traceback" not in log, log
+
+
+def raw_post(server: ServeProcess, body: bytes, headers: dict[str, str]) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request("POST", "/slack/events", body=body, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+NOW = str(int(time.time()))
+
+
+@pytest.mark.parametrize(("body", "headers"), [
+    (b"{not json", {"Content-Type": "application/json", "X-Slack-Request-Timestamp": NOW}),
+    (b"[1, 2]", {"Content-Type": "application/json", "X-Slack-Request-Timestamp": NOW}),
+    (b"text=\xff\xfe", {"Content-Type": "application/x-www-form-urlencoded",
+                        "X-Slack-Request-Timestamp": NOW}),
+    (b"text=help", {"Content-Type": "application/x-www-form-urlencoded",
+                    "X-Slack-Request-Timestamp": "abc"}),
+    (b"payload=%7Bnope", {"Content-Type": "application/x-www-form-urlencoded",
+                          "X-Slack-Request-Timestamp": NOW}),
+], ids=["invalid-json", "json-array", "not-utf8", "timestamp-abc", "bad-payload-field"])
+def test_unsigned_garbage_gets_a_4xx(server: ServeProcess, body: bytes,
+                                     headers: dict[str, str]) -> None:
+    status = raw_post(server, body, headers)
+    assert 400 <= status < 500
+
+
+@pytest.mark.parametrize("payload", [
+    {"type": "event_callback", "event_id": "Ev1", "event": None},
+    {"type": "event_callback", "event_id": "Ev2", "event": "reaction_added"},
+    {"type": "event_callback", "event_id": "Ev3",
+     "event": {"type": "reaction_added", "user": "U1", "reaction": "x", "item": "message"}},
+], ids=["event-null", "event-string", "item-string"])
+def test_signed_events_of_the_wrong_shape_get_a_4xx(server: ServeProcess, slack_env: SlackEnv,
+                                                   payload: dict[str, object]) -> None:
+    with SlackSender(f"{server.url}/slack/events", slack_env.signing_secret) as sender:
+        reply = sender.post(json.dumps(payload).encode(), "application/json")
+    assert 400 <= reply.status < 500
+    assert slack_env.api.calls("chat.postMessage") == []
+
+
+def test_a_body_past_the_limit_is_refused_unread(server: ServeProcess) -> None:
+    """A client announcing 5 MB gets 413 after sending the first kilobyte: the rest is never
+    read (nor parsed)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.putrequest("POST", "/slack/events")
+        conn.putheader("Content-Type", "application/x-www-form-urlencoded")
+        conn.putheader("X-Slack-Request-Timestamp", NOW)
+        conn.putheader("Content-Length", str(5 * 1024 * 1024))
+        conn.endheaders()
+        conn.send(b"text=" + b"a" * 1024)
+        response = conn.getresponse()
+        assert response.status == 413
+    finally:
+        conn.close()
