@@ -58,6 +58,8 @@ class VerbSpec:
     locks_service: bool = False
     urgent: bool = False
     wins: bool = False  # never blocked by a lock or the freeze (rollback wins)
+    # Runs during a change freeze: incident work, which keeps its own approvals.
+    during_freeze: bool = False
     handler: str | None = None  # "module:function" run by the worker; None: the bot answers
 
     @property
@@ -121,7 +123,7 @@ REGISTRY: tuple[VerbSpec, ...] = (
              handler=_B + "restore"),
     VerbSpec(Verb.EMERGENCY, "emergency <namespace>", _NS,
              approval=ApprovalKind.NAMESPACE_EMERGENCY, changes_mesh=True, urgent=True,
-             handler="jobs.runtime.handlers.emergency:emergency"),
+             during_freeze=True, handler="jobs.runtime.handlers.emergency:emergency"),
     VerbSpec(Verb.READINESS, "readiness", _NONE,
              handler="jobs.runtime.handlers.readiness:readiness"),
 )

@@ -24,8 +24,9 @@ from rendering import common as words
 
 # Rollback wins: never blocked by a lock or the freeze.
 ALWAYS_ALLOWED = verbs_where(wins=True)
-# Verbs that change the mesh; the freeze refuses them.
+# Verbs that change the mesh; the freeze refuses them, except incident work (emergency).
 CHANGES = verbs_where(changes_mesh=True)
+FROZEN = verbs_where(changes_mesh=True, during_freeze=False)
 # Of those, the ones that act on one service and so hold its lock while they run.
 LOCKING = verbs_where(locks_service=True)
 
@@ -35,7 +36,7 @@ def check_gates(locks: Locks, request: Request) -> None:
     verb = request.command.verb
     if verb in ALWAYS_ALLOWED:
         return
-    if verb in CHANGES:
+    if verb in FROZEN:
         frozen = locks.freeze()
         if frozen is not None:
             raise Refused(approval_text.frozen(frozen.user, frozen.since))
