@@ -5,9 +5,9 @@ from __future__ import annotations
 from jobs.adapters.locks import Locks
 from tests.fixtures.meshbot import Mesh
 from tests.integration.chatops import ChatOps
-from tests.integration.test_emergency import emergency_thread, ops, start_emergency
+from tests.integration.test_emergency import emergency_thread, ops, policy_path, start_emergency
 
-__all__ = ["ops"]  # the emergency tests' fixture: their namespace, policy and approvers
+__all__ = ["ops", "policy_path"]  # the emergency tests' fixtures: namespace, policy, approvers
 
 
 def test_an_emergency_runs_during_a_change_freeze(ops: ChatOps, mesh: Mesh) -> None:
