@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -17,6 +18,7 @@ import redis
 
 from meshbot import metrics
 from meshbot.settings import Settings
+from meshbot.state_epoch import lost_since
 
 log = logging.getLogger("meshbot.health")
 
@@ -36,6 +38,14 @@ def readiness(client: redis.Redis) -> tuple[bool, dict[str, str]]:
     report["redis"] = "ok"
     if not int(info.get("aof_enabled", 0)):
         report["warning"] = AOF_OFF
+    try:
+        lost = lost_since(client)
+    except redis.RedisError:
+        lost = None
+    if lost is not None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(lost))
+        report["state"] = (f"Redis lost meshbot's state at {stamp}: rollouts, approvals, locks "
+                           "and audit entries from before are gone; check the mesh")
     return True, report
 
 

@@ -56,3 +56,11 @@ def freeze_lifted(by: str, approvals: Sequence[str], holder: str, since: float) 
     approved = f", approved by {people(approvals)}" if approvals else ""
     return (f":sunny: *Change freeze lifted* by {who(by)}{approved} (it was set by {who(holder)} "
             f"since {when(since)}). Changes are accepted again.")
+
+
+def state_vanished(at: float) -> str:
+    return (f":rotating_light: *meshbot lost its state*: Redis came back empty at {when(at)} "
+            "(restarted without persistence, or flushed). Rollouts, approvals, locks and audit "
+            "entries from before are gone and nothing is watching them: check each service "
+            "with `/mesh status <service>` and start again what must go on. Run Redis with "
+            "AOF so this cannot happen.")

@@ -24,6 +24,8 @@ from jobs.runtime.reconcile import reconcile
 from jobs.runtime.scheduled import release_due
 from meshbot.errors import MeshbotError
 from meshbot.settings import Settings
+from meshbot.state_epoch import StateEpoch
+from rendering import admin as admin_text
 
 log = logging.getLogger("meshbot.ticker")
 
@@ -46,6 +48,7 @@ class Ticker:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="meshbot-ticker", daemon=True)
         self._renew = connection.register_script(_RENEW)
+        self.epoch = StateEpoch(connection)
 
     def start(self) -> None:
         self._thread.start()
@@ -93,6 +96,7 @@ class Ticker:
         """One tick's four duties, each on its own: one failing never stops the others."""
         queues = queue_names(self.settings.queue_name)
         duties: list[tuple[str, Callable[[], object]]] = [
+            ("state check", lambda: self._check_state(ctx)),
             ("analysis", lambda: self._analyse(ctx, source)),
             ("release of scheduled jobs", lambda: release_due(self.connection, queues)),
             ("reconcile", lambda: reconcile(ctx)),
@@ -103,6 +107,14 @@ class Ticker:
                 duty()
             except Exception:  # the ticker must outlive any one bad duty
                 log.exception("ticker: %s failed", name)
+
+    def _check_state(self, ctx: context.JobContext) -> None:
+        if not self.epoch.check():
+            return
+        log.error("Redis lost meshbot's state (it came back empty): rollouts, approvals and "
+                  "audit entries from before are gone")
+        if ctx.policy.channels:
+            ctx.notifier.post_root(ctx.policy.channels[0], admin_text.state_vanished(time.time()))
 
     @staticmethod
     def _analyse(ctx: context.JobContext, source: MetricsSource) -> None:

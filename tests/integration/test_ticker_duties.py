@@ -16,6 +16,7 @@ from jobs.adapters.keys import Keys
 from jobs.adapters.prometheus import MetricsSource
 from jobs.runtime import context
 from jobs.runtime.ticker import Ticker
+from meshbot.health_server import readiness
 from meshbot.settings import Settings
 from playground.redis_server import free_port
 from tests.fixtures.slack import SlackEnv
@@ -44,4 +45,29 @@ def test_a_bad_rollout_record_stops_nothing_else(
         caplog.clear()
         ticker.run_once(context.current(), source)  # the next tick is quiet
         assert "set aside" not in caplog.text and "failed" not in caplog.text
+    context.reset()
+
+
+def test_redis_coming_back_empty_is_noticed_and_said_once(
+        redis_client: redis.Redis, redis_url: str, slack_env: SlackEnv, policy_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Redis without persistence that restarts loses every rollout, approval and audit
+    entry: the ticker notices its epoch is gone, says so in the channel once, and /readyz
+    reports it."""
+    monkeypatch.setenv("MESHBOT_POLICY", str(policy_path))
+    context.reset()
+    ticker = Ticker(redis_client, Settings())
+    channel = context.current().policy.channels[0]
+    slack_env.api.add_channel(channel, "mesh-ops")
+    with MetricsSource(f"http://127.0.0.1:{free_port()}", timeout=0.5) as source:
+        ticker.run_once(context.current(), source)
+        assert readiness(redis_client)[1].get("state") is None
+        assert slack_env.api.messages(channel) == []
+        redis_client.flushall()  # what a restart without AOF leaves
+        ticker.run_once(context.current(), source)
+        ticker.run_once(context.current(), source)
+    said = [m.text for m in slack_env.api.messages(channel)]
+    assert len(said) == 1 and "meshbot lost its state" in said[0]
+    ready, report = readiness(redis_client)
+    assert ready and "Redis lost meshbot's state" in report["state"]
     context.reset()
