@@ -80,6 +80,11 @@ class _Handler(BaseHTTPRequestHandler):
             status, text = stand_in.receive_response(parts.path.removeprefix("/response/"), raw)
             self._send(status, text.encode(), "text/plain; charset=utf-8")
             return
+        if parts.path.startswith("/upload/"):  # a file's bytes, to the URL it was given
+            stored = stand_in.receive_file(parts.path.removeprefix("/upload/"), raw)
+            self._send(200 if stored else 404, b"OK" if stored else b"not found",
+                       "text/plain; charset=utf-8")
+            return
         if not parts.path.startswith("/api/"):
             self._send(404, b"not found", "text/plain; charset=utf-8")
             return
@@ -168,6 +173,9 @@ class SlackApiStandIn(SlackWorkspace):
     def base_url(self) -> str:
         """What ``WebClient(base_url=...)`` and ``SLACK_API_URL`` take (ends with ``/``)."""
         return self.url + "api/"
+
+    def upload_url(self, file_id: str) -> str:
+        return f"{self.url}upload/{file_id}"
 
     # -- response_url ------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ layer runs each handler inside ``workspace.transaction()``, so check-then-change
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -128,6 +129,48 @@ def reactions_get(ws: SlackWorkspace, params: Params) -> JSONDict:
     return {"type": "message", "channel": channel.id, "message": message.as_slack(ws.bot_id)}
 
 
+def get_upload_url(ws: SlackWorkspace, params: Params) -> JSONDict:
+    filename = _arg(params, "filename")
+    try:
+        length = int(_arg(params, "length"))
+    except ValueError:
+        raise SlackMethodError("invalid_arguments") from None
+    if not filename or length <= 0:
+        raise SlackMethodError("invalid_arguments")
+    file = ws.new_file(filename, length, _arg(params, "alt_txt"))
+    return {"upload_url": ws.upload_url(file.id), "file_id": file.id}
+
+
+def complete_upload(ws: SlackWorkspace, params: Params) -> JSONDict:
+    try:
+        listed = json.loads(_arg(params, "files") or "[]")
+    except ValueError:
+        raise SlackMethodError("invalid_arguments") from None
+    if not isinstance(listed, list) or not listed:
+        raise SlackMethodError("invalid_arguments")
+    wanted: list[tuple[str, str]] = []
+    for item in listed:
+        file = ws.file(str(item.get("id", "")) if isinstance(item, dict) else "")
+        if file.content is None:
+            raise SlackMethodError("file_not_found")  # Slack: the bytes never arrived
+        if len(file.content) != file.length:
+            raise SlackMethodError("invalid_file_length")  # the stand-in's name for it
+        wanted.append((file.id, str(item.get("title") or "")))
+    channel_id = _arg(params, "channel_id")
+    shared: list[JSONDict] = []
+    if channel_id:
+        channel = _postable(ws, channel_id)
+        thread_ts = _arg(params, "thread_ts") or None
+        if thread_ts is not None:
+            try:
+                ws.message(channel.id, thread_ts)
+            except SlackMethodError:
+                raise SlackMethodError("thread_not_found") from None
+        ws.share_files(channel.id, wanted, _arg(params, "initial_comment"), thread_ts)
+    shared = [ws.file(file_id).as_slack() for file_id, _ in wanted]
+    return {"files": shared}
+
+
 def auth_test(ws: SlackWorkspace, params: Params) -> JSONDict:
     return {
         "url": f"https://{ws.team_domain}.slack.com/",
@@ -151,4 +194,6 @@ METHODS: Mapping[str, Handler] = {
     "users.info": user_info,
     "reactions.get": reactions_get,
     "auth.test": auth_test,
+    "files.getUploadURLExternal": get_upload_url,
+    "files.completeUploadExternal": complete_upload,
 }

@@ -91,6 +91,7 @@ class Message:
     thread_ts: str | None = None  # set on replies only (Slack also sets it on a root with replies)
     history: tuple[str, ...] = ()
     reactions: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    files: tuple[str, ...] = ()  # ids of the files shared with this message
 
     @property
     def is_reply(self) -> bool:
@@ -112,12 +113,38 @@ class Message:
             body["blocks"] = [copy.deepcopy(b) for b in self.blocks]
         if self.thread_ts is not None:
             body["thread_ts"] = self.thread_ts
+        if self.files:
+            body["files"] = [{"id": file_id} for file_id in self.files]
         if self.reactions:
             body["reactions"] = [
                 {"name": name, "users": list(users), "count": len(users)}
                 for name, users in self.reactions.items()
             ]
         return body
+
+
+@dataclass(frozen=True)
+class File:
+    """A file uploaded through files.getUploadURLExternal; shared once completed."""
+
+    id: str
+    filename: str
+    length: int  # what getUploadURLExternal was told
+    alt_txt: str = ""
+    title: str = ""
+    content: bytes | None = None  # None until the bytes reach the upload URL
+    shared_in: tuple[tuple[str, str], ...] = ()  # (channel, message ts)
+
+    @property
+    def mimetype(self) -> str:
+        if self.content is not None and self.content.startswith(b"\x89PNG\r\n\x1a\n"):
+            return "image/png"
+        return "application/octet-stream"
+
+    def as_slack(self) -> JSONDict:
+        return {"id": self.id, "name": self.filename, "title": self.title or self.filename,
+                "mimetype": self.mimetype, "size": len(self.content or b""),
+                "alt_txt": self.alt_txt}
 
 
 @dataclass(frozen=True)

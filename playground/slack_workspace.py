@@ -18,6 +18,7 @@ from playground.slack_model import (
     Call,
     Channel,
     Ephemeral,
+    File,
     JSONDict,
     Message,
     ResponsePost,
@@ -71,6 +72,7 @@ class SlackWorkspace:
         self._responses: list[ResponsePost] = []
         self._calls: list[Call] = []
         self._faults: dict[str, list[Fault]] = {}
+        self._files: dict[str, File] = {}
 
     # -- locking ---------------------------------------------------------------------------
 
@@ -187,6 +189,48 @@ class SlackWorkspace:
             )
             self._messages.setdefault(channel, []).append(message)
             return message
+
+    def upload_url(self, file_id: str) -> str:
+        """Where a file's bytes go (the HTTP stand-in serves it on its own port)."""
+        return f"https://files.slack.invalid/upload/v1/{file_id}"
+
+    def new_file(self, filename: str, length: int, alt_txt: str = "") -> File:
+        with self.transaction():
+            file = File(f"F{len(self._files) + 1:08d}", filename, length, alt_txt)
+            self._files[file.id] = file
+            return file
+
+    def receive_file(self, file_id: str, content: bytes) -> bool:
+        """The bytes POSTed to a file's upload URL; False for an unknown or used URL."""
+        with self.transaction():
+            file = self._files.get(file_id)
+            if file is None or file.content is not None:
+                return False
+            self._files[file_id] = replace(file, content=content)
+            return True
+
+    def share_files(self, channel: str, file_ids: list[tuple[str, str]], comment: str,
+                    thread_ts: str | None) -> Message:
+        """Complete uploads: one message (in the thread, if given) carrying the files."""
+        with self.transaction():
+            message = self.post(channel, comment, thread_ts=thread_ts)
+            message = replace(message, files=tuple(file_id for file_id, _ in file_ids))
+            self._replace(message)
+            for file_id, title in file_ids:
+                file = self._files[file_id]
+                self._files[file_id] = replace(file, title=title or file.title, shared_in=(
+                    *file.shared_in, (channel, message.ts)))
+            return message
+
+    def file(self, file_id: str) -> File:
+        with self.transaction():
+            if file_id not in self._files:
+                raise SlackMethodError("file_not_found")
+            return self._files[file_id]
+
+    def files(self) -> list[File]:
+        with self.transaction():
+            return list(self._files.values())
 
     def edit(self, channel: str, ts: str, text: str, blocks: tuple[JSONDict, ...]) -> Message:
         with self.transaction():

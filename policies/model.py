@@ -76,6 +76,35 @@ class Analysis(Section):
     version_label: LabelKey = Field(
         "version", description="pod label whose value tells the subsets' pods apart"
     )
+    sequential: bool = Field(
+        True,
+        description="compare the canary with the stable on counts since the step began "
+        "(anytime-valid e-values) and roll back as soon as the evidence is conclusive; false: "
+        "only the SLO guards judge",
+    )
+    alpha: float = Field(
+        0.01,
+        gt=0,
+        lt=1,
+        description="chance at most that a canary no worse than the stable is ever rolled back "
+        "by the comparison over a whole rollout; split evenly between the error and the latency "
+        "test and across the steps (each test of a step reaches its verdict at e-value >= "
+        "2 x steps / alpha)",
+    )
+    tolerance: float = Field(
+        0.1,
+        ge=0,
+        le=10,
+        description="relative slack: the canary counts as worse only beyond (1 + tolerance) "
+        "times the stable's error (or slow-request) rate, and beyond tolerance_floor",
+    )
+    tolerance_floor: float = Field(
+        0.001,
+        ge=0,
+        lt=1,
+        description="absolute slack (a fraction: 0.001 = 0.1 percentage points): the canary "
+        "counts as worse only beyond the stable's rate plus this, and beyond tolerance",
+    )
 
 
 class BurnRate(Section):
@@ -137,6 +166,14 @@ class AnalysisOverride(Section):
     no_data: NoData | None = Field(None, description="see defaults.analysis.no_data")
     deadline: Duration | None = Field(None, description="see defaults.analysis.deadline")
     version_label: LabelKey | None = Field(None, description="see defaults.analysis.version_label")
+    sequential: bool | None = Field(None, description="see defaults.analysis.sequential")
+    alpha: float | None = Field(None, gt=0, lt=1, description="see defaults.analysis.alpha")
+    tolerance: float | None = Field(
+        None, ge=0, le=10, description="see defaults.analysis.tolerance"
+    )
+    tolerance_floor: float | None = Field(
+        None, ge=0, lt=1, description="see defaults.analysis.tolerance_floor"
+    )
 
 
 class BurnRateOverride(Section):

@@ -6,6 +6,7 @@ names people as ``<@U…>`` and writes weights as ``stable 90 / canary 10``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
@@ -160,3 +161,60 @@ def no_ready_canary(service: str, subset: str, selector: str, namespace: str) ->
     return (f"the {subset!r} subset of {service} has no ready pods (selector {selector} in "
             f"namespace {namespace}); no traffic was shifted and nothing was changed. Deploy it "
             "and wait until it is ready.")
+
+def _share(events: float, requests: float) -> str:
+    if requests <= 0:
+        return "no requests"
+    rate = 100 * events / requests
+    shown = f"{rate:.2f}" if rate < 10 else f"{rate:.1f}"
+    return f"{shown}% ({events:,.0f}/{requests:,.0f})"
+
+
+def _e(value: float) -> str:
+    return f"{value:.3g}" if 1e-3 <= value < 1e4 else f"{value:.1e}"
+
+
+def comparison_line(test: str, canary: tuple[float, float], stable: tuple[float, float],
+                    log_e: float, threshold: float, bound_ms: float | None = None) -> str:
+    """One sequential test against the stable: ``canary``/``stable`` are (events, requests)
+    since the step began; the e-value (exp ``log_e``) against 1/alpha; the requests it rests
+    on."""
+    what = f"slower than {bound_ms:g} ms" if bound_ms is not None else "5xx"
+    e_value = math.exp(min(log_e, 700.0))
+    verdict = "≥" if log_e >= math.log(threshold) else "<"
+    return (f"{test} vs stable ({what}): canary {_share(*canary)} vs stable {_share(*stable)}; "
+            f"e = {_e(e_value)} {verdict} 1/α = {threshold:g} (1/e = {_e(1 / e_value)}), on "  # noqa: RUF001
+            f"{canary[1] + stable[1]:,.0f} requests")
+
+
+def comparison_note(note: str) -> str:
+    return f"canary vs stable: {note}"
+
+
+def regression_rollback(service: str, tests: Sequence[str], lines: Sequence[str]) -> str:
+    return (f":rotating_light: Automatic rollback of `{service}`: the canary is worse than "
+            f"stable on {' and '.join(tests)}, conclusively ({_values(lines)}). All traffic is "
+            "back on stable.")
+
+
+def service_wide_numbers(check: str, canary: float, stable: float, threshold: float,
+                         unit: str) -> str:
+    return (f"{check} canary {canary:.2f}{unit} vs stable {stable:.2f}{unit} "
+            f"(SLO {threshold:g}{unit})")
+
+
+def service_wide_hold(service: str, numbers: Sequence[str]) -> str:
+    return (f":pause_button: Holding `{service}` — service-wide: stable is as bad "
+            f"({_values(numbers)}). The canary is not blamed; meshbot will not advance while "
+            "it lasts and checks go on.")
+
+
+def service_wide_alert(service: str, numbers: Sequence[str]) -> str:
+    return (f":rotating_light: *Alert* `{service}` — service-wide: stable is as bad as the "
+            f"canary ({_values(numbers)}). The rollout holds; look at the service itself, not "
+            "the canary.")
+
+
+def chart_comment(service: str) -> str:
+    return (f":chart_with_downwards_trend: `{service}`: canary vs stable over the step, the "
+            "rollback marked.")

@@ -7,6 +7,7 @@ analysis treats as "no data" — never as healthy.
 
 from __future__ import annotations
 
+import datetime
 import math
 import time
 from collections.abc import Sequence
@@ -21,10 +22,13 @@ from urllib3.util.retry import Retry
 
 from jobs.domain.promql import (
     CanaryMetrics,
+    RawCounts,
     SeriesKey,
+    counts_query,
     duration,
     error_ratio_query,
     latency_query,
+    parse_counts,
     parse_vector,
     parse_windowed,
     rate_window,
@@ -96,6 +100,46 @@ class MetricsSource:
             raise MetricsUnavailable(f"Prometheus at {self.url} answered something not a vector")
         return result
 
+    def _guarded(self, what: str, send: Any) -> Any:
+        try:
+            return send()
+        except requests.Timeout as exc:
+            raise MetricsUnavailable(
+                f"Prometheus at {self.url} did not answer within {self.timeout:g}s"
+            ) from exc
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+            raise MetricsUnavailable(f"Prometheus at {self.url} is unreachable: {exc}") from exc
+        except (PrometheusApiClientException, ValueError, KeyError, TypeError) as exc:
+            raise MetricsUnavailable(
+                f"Prometheus at {self.url} answered an error to {what}: {exc}") from exc
+
+    def query_range(self, promql: str, start: float, end: float,
+                    step: float) -> list[dict[str, Any]]:
+        """One range query (a matrix); any failure to get an answer → MetricsUnavailable."""
+        self.queries_made += 1
+        result = self._guarded("a range query", lambda: self._client.custom_query_range(
+            promql, start_time=datetime.datetime.fromtimestamp(start, datetime.UTC),
+            end_time=datetime.datetime.fromtimestamp(end, datetime.UTC),
+            step=f"{max(step, 0.001):.3f}"))
+        if not isinstance(result, list):
+            raise MetricsUnavailable(f"Prometheus at {self.url} answered something not a matrix")
+        return result
+
+    def counts(
+        self,
+        watched: Sequence[tuple[str, str]],
+        bounds_ms: Sequence[float],
+        versions: Sequence[str] = (),
+        at: float | None = None,
+    ) -> dict[SeriesKey, RawCounts]:
+        """Raw cumulative request, 5xx and latency-bucket counters of every version of every
+        watched (service, namespace) at ``at``, in one query (``promql.counts_query``)."""
+        if not watched:
+            return {}
+        wanted = set(watched)
+        answer = parse_counts(self.query(counts_query(watched, bounds_ms, versions), at))
+        return {key: value for key, value in answer.items() if (key[0], key[1]) in wanted}
+
     def fetch(
         self,
         watched: Sequence[tuple[str, str]],
@@ -104,6 +148,7 @@ class MetricsSource:
         *,
         p95: bool = True,
         burn_windows: Sequence[float] | None = None,
+        at: float | None = None,
     ) -> dict[SeriesKey, CanaryMetrics]:
         """Metrics of every version of every watched (service, namespace), keyed by
         (service, namespace, version). A version absent from the answer had no traffic.
@@ -112,14 +157,14 @@ class MetricsSource:
         the same for one service or a thousand: request rate, p99, and one query for the error
         ratio over the analysis window and every burn-rate window (the success rate is the
         analysis window's); p95 adds a fourth only when some SLO asks for it. ``versions``
-        narrows the series to the canaries' versions. ``burn_windows`` (every window any
-        watched service's SLO names; default: the source's) are told apart by their label, the
-        policy's duration, so each service's judgement can keep its own.
+        narrows the series to the versions compared (canaries and stables). ``burn_windows``
+        (every window any watched service's SLO names; default: the source's) are told apart by
+        their label, the policy's duration, so each service's judgement can keep its own.
         """
         if not watched:
             return {}
         span = rate_window(window, self.scrape_interval)
-        at = time.time()  # one evaluation instant, so the signals describe the same moment
+        at = time.time() if at is None else at  # one instant: the signals describe one moment
         rates = parse_vector(self.query(request_rate_query(watched, span, versions), at))
         p99 = parse_vector(self.query(latency_query(watched, span, 0.99, versions), at))
         p95s = (parse_vector(self.query(latency_query(watched, span, 0.95, versions), at))

@@ -31,6 +31,12 @@ return 1
 """
 
 
+def _score(rollout: Rollout) -> float:
+    """When the tick should next read the rollout: at its next check, or at once when its
+    step's comparison needs a baseline (the counters as the step begins)."""
+    return 0.0 if rollout.needs_baseline else rollout.next_check_at
+
+
 class RolloutStore:
     def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
         self.client = client
@@ -77,7 +83,7 @@ class RolloutStore:
                 self._cas(keys=[self.keys.rollout(rollout.service), self.keys.watched],
                           args=[raw, rollout.model_dump_json(),
                                 "1" if rollout.phase.watched else "0",
-                                rollout.next_check_at, rollout.service], client=pipe)
+                                _score(rollout), rollout.service], client=pipe)
             return [bool(done) for done in pipe.execute()]
 
     def get(self, service: str) -> Rollout | None:
@@ -92,7 +98,7 @@ class RolloutStore:
     def _write(self, pipe: redis.client.Pipeline, rollout: Rollout) -> None:
         pipe.set(self.keys.rollout(rollout.service), rollout.model_dump_json())
         if rollout.phase.watched:
-            pipe.zadd(self.keys.watched, {rollout.service: rollout.next_check_at})
+            pipe.zadd(self.keys.watched, {rollout.service: _score(rollout)})
         else:
             pipe.zrem(self.keys.watched, rollout.service)
 

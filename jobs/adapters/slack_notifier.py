@@ -225,6 +225,20 @@ class Notifier:
             while len(self._shown) > REMEMBERED_MESSAGES:
                 self._shown.popitem(last=False)
 
+    def upload(self, channel: str, thread_ts: str | None, filename: str, content: bytes, *,
+               title: str, comment: str | None = None, alt_text: str | None = None) -> str:
+        """Upload a file into the thread of ``thread_ts`` (``files_upload_v2``: an upload URL,
+        the bytes sent to it, then the completion that shares it); returns the file's id."""
+        response = self._call(
+            "files.upload",
+            lambda: self._client.files_upload_v2(
+                channel=channel, thread_ts=thread_ts, filename=filename, content=content,
+                title=title, initial_comment=comment, alt_txt=alt_text),
+            join=channel,
+        )
+        shared = response.get("file") or {}
+        return str(shared.get("id", "")) if isinstance(shared, dict) else ""
+
     # -- private replies and links ---------------------------------------------------------------
 
     def ephemeral(

@@ -78,8 +78,8 @@ def selector(watched: Sequence[tuple[str, str]], extra: str = "",
         f'destination_workload_namespace=~"{namespaces}"',
     ]
     if versions:
-        # Only the canaries are judged: skipping the stable versions' series halves the work
-        # Prometheus does for the histogram quantiles.
+        # The versions under comparison (each rollout's canary and stable): other versions'
+        # series (an old release still scraped) are no work for Prometheus.
         matchers.append(f'destination_version=~"{_alternation(versions)}"')
     if extra:
         matchers.append(extra)
@@ -140,6 +140,101 @@ def error_ratio_query(watched: Sequence[tuple[str, str]], windows: Sequence[floa
         for w in windows
     ]
     return " or ".join(parts)
+
+
+# Istio's default buckets for istio_request_duration_milliseconds (ms).
+ISTIO_BUCKETS_MS = (
+    0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000,
+    300000, 600000, 1800000, 3600000,
+)  # fmt: skip
+COUNT_LABEL = "count"  # what a sample of ``counts_query`` counts: requests, errors, bucket
+
+
+def bucket_bound(ms: float) -> float:
+    """The first Istio bucket bound at or above ``ms`` (the last one above them all)."""
+    return float(next((b for b in ISTIO_BUCKETS_MS if b >= ms), ISTIO_BUCKETS_MS[-1]))
+
+
+def _le_alternation(bounds_ms: Iterable[float]) -> str:
+    # Prometheus 3 writes a bucket bound as a float ("100.0"), older ones as exposed ("100").
+    forms = {f"{b:g}" for b in bounds_ms} | {f"{float(b)!r}" for b in bounds_ms}
+    return "|".join(_escape_regex(f) for f in sorted(forms)) + "|\\\\+Inf"
+
+
+def counts_query(watched: Sequence[tuple[str, str]], bounds_ms: Sequence[float],
+                 versions: Sequence[str] = ()) -> str:
+    """Raw cumulative counters at the evaluation instant, in one query: requests, 5xx and the
+    latency buckets at ``bounds_ms`` (Istio bucket bounds) and +Inf, per version, told apart by
+    a ``count`` label. No ``rate()``: the sequential comparison counts since its baseline.
+
+    A version without a 5xx yet has no errors sample: zero errors."""
+    by = _BY
+    sel = selector(watched, versions=versions)
+    errors = selector(watched, 'response_code=~"5.*"', versions)
+    parts = [
+        f"sum by ({by}) (istio_requests_total{sel})",
+        f"sum by ({by}) (istio_requests_total{errors})",
+    ]
+    if bounds_ms:
+        le = f'le=~"{_le_alternation(bounds_ms)}"'
+        parts.append(f"sum by ({by}, le) (istio_request_duration_milliseconds_bucket"
+                     f"{selector(watched, le, versions)})")
+    kinds = ("requests", "errors", "bucket")
+    return " or ".join(f'label_replace({part}, "{COUNT_LABEL}", "{kind}", "", "")'
+                       for part, kind in zip(parts, kinds, strict=False))
+
+
+def parse_counts(result: Sequence[Mapping[str, Any]]) -> dict[SeriesKey, RawCounts]:
+    """``counts_query``'s answer → {(service, namespace, version): RawCounts}."""
+    found: dict[SeriesKey, tuple[dict[str, float], dict[float, float]]] = {}
+    for sample in result:
+        metric = sample.get("metric", {})
+        key = _series_key(metric)
+        kind = metric.get(COUNT_LABEL)
+        if key is None or kind is None:
+            continue
+        value = float(sample["value"][1])
+        totals, buckets = found.setdefault(key, ({}, {}))
+        if kind == "bucket":
+            try:
+                buckets[float(metric.get("le", "nan"))] = value
+            except ValueError:
+                continue
+        else:
+            totals[str(kind)] = value
+    return {key: RawCounts(requests=totals.get("requests", 0.0),
+                           errors=totals.get("errors", 0.0),
+                           buckets=tuple(sorted((le, v) for le, v in buckets.items()
+                                                if le != math.inf)),
+                           bucketed=buckets.get(math.inf, 0.0))
+            for key, (totals, buckets) in found.items()}
+
+
+SIGNAL_LABEL = "signal"
+
+
+def chart_query(watched: Sequence[tuple[str, str]], window: float,
+                versions: Sequence[str] = ()) -> str:
+    """For a range query: each version's 5xx (% of requests) and p99 (ms), told apart by a
+    ``signal`` label (``errors``, ``p99``) — one query draws both subsets' lines."""
+    errors = f"100 * {_error_ratio(watched, window, versions)}"
+    p99 = latency_query(watched, window, 0.99, versions)
+    return (f'label_replace({errors}, "{SIGNAL_LABEL}", "errors", "", "") or '
+            f'label_replace({p99}, "{SIGNAL_LABEL}", "p99", "", "")')
+
+
+def parse_matrix(result: Sequence[Mapping[str, Any]]
+                 ) -> dict[tuple[str, SeriesKey], list[tuple[float, float]]]:
+    """``chart_query``'s range answer → {(signal, key): [(time, value), ...]}."""
+    parsed: dict[tuple[str, SeriesKey], list[tuple[float, float]]] = {}
+    for series in result:
+        metric = series.get("metric", {})
+        key = _series_key(metric)
+        signal = metric.get(SIGNAL_LABEL)
+        if key is None or not signal:
+            continue
+        parsed[(str(signal), key)] = [(float(t), float(v)) for t, v in series.get("values", [])]
+    return parsed
 
 
 def burn_rate(error_ratio: float, availability: float) -> float:
@@ -211,6 +306,16 @@ class CanaryMetrics:
     latency_p99_ms: float | None
     latency_p95_ms: float | None = None
     error_ratios: tuple[tuple[str, float], ...] = ()  # (window, 0..1), shortest window first
+
+
+@dataclass(frozen=True)
+class RawCounts:
+    """One version's cumulative counters at an instant (``counts_query``)."""
+
+    requests: float
+    errors: float
+    buckets: tuple[tuple[float, float], ...] = ()  # (le ms, cumulative count), finite bounds
+    bucketed: float = 0.0  # the +Inf bucket: every request the histogram saw
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
+from jobs.domain.comparison import Baseline
 from jobs.domain.routes import Subsets
 from meshbot.errors import Refused
 
@@ -47,6 +48,8 @@ class Event(StrEnum):
     CHECK_PASSED = "check_passed"
     CHECK_FAILED = "check_failed"
     NO_DATA = "no_data"
+    REGRESSION = "regression"  # the canary is worse than the stable, conclusively: roll back
+    SERVICE_WIDE = "service_wide"  # the stable fails the same SLO as badly: hold, no blame
     PAUSE = "pause"
     RESUME = "resume"
     ABORT = "abort"
@@ -89,6 +92,10 @@ class Rollout(BaseModel):
     stable_subset: str = "stable"
     canary_subset: str = "canary"
     canary_version: str = ""  # the version label value of the canary subset's pods
+    stable_version: str = ""  # ... and of the stable subset's (compared with the canary)
+    # Where the current step's canary-vs-stable comparison counts from (None: not taken yet).
+    baseline: Baseline | None = None
+    service_wide_since: float | None = None  # the stable as bad as the canary since then
     title: str = ""  # the thread root's first line, kept when the status below it changes
     requested_by: str = ""
     channel: str = ""
@@ -111,6 +118,13 @@ class Rollout(BaseModel):
     def last_step(self) -> bool:
         return self.step_index >= len(self.steps) - 1
 
+    @property
+    def needs_baseline(self) -> bool:
+        """Watched, and its step's comparison has no baseline yet: the tick takes one as soon
+        as it can (the store makes such a rollout due at once)."""
+        return self.phase.watched and (self.baseline is None
+                                       or self.baseline.step_index != self.step_index)
+
 
 _ALLOWED: dict[Event, frozenset[Phase]] = {
     Event.APPROVED: frozenset({Phase.AWAITING_APPROVAL}),
@@ -120,6 +134,8 @@ _ALLOWED: dict[Event, frozenset[Phase]] = {
     Event.CHECK_PASSED: frozenset({Phase.PROGRESSING, Phase.HOLDING, Phase.AWAITING_APPROVAL}),
     Event.CHECK_FAILED: frozenset({Phase.PROGRESSING, Phase.HOLDING, Phase.AWAITING_APPROVAL}),
     Event.NO_DATA: frozenset({Phase.PROGRESSING, Phase.HOLDING, Phase.AWAITING_APPROVAL}),
+    Event.REGRESSION: frozenset({Phase.PROGRESSING, Phase.HOLDING, Phase.AWAITING_APPROVAL}),
+    Event.SERVICE_WIDE: frozenset({Phase.PROGRESSING, Phase.HOLDING, Phase.AWAITING_APPROVAL}),
     Event.PAUSE: frozenset({Phase.PROGRESSING, Phase.HOLDING}),
     Event.RESUME: frozenset({Phase.PAUSED}),
     Event.ABORT: frozenset(
@@ -189,6 +205,25 @@ def apply(rollout: Rollout, event: Event, now: float, detail: str = "") -> Rollo
             f"{rollout.service} is {rollout.phase.value.replace('_', ' ')}: "
             f"cannot {event.value.replace('_', ' ')}"
         )
+    updated = _apply(rollout, event, now, detail)
+    if event in _CHECKS or event is Event.GATE:  # any other outcome of a check ends it
+        updated = updated.model_copy(update={"service_wide_since": None})
+    return updated
+
+
+def _apply(rollout: Rollout, event: Event, now: float, detail: str) -> Rollout:
+    if event is Event.REGRESSION:
+        # Conclusive evidence against the canary: no more checks to wait for.
+        return _move(rollout, event, now, Phase.ROLLED_BACK, detail, weight=0,
+                     resume_phase=None)
+    if event is Event.SERVICE_WIDE:
+        # Not the canary's fault, not healthy either: hold (a gated step keeps waiting), and
+        # neither count a failure nor clear the ones counted before.
+        since = rollout.service_wide_since if rollout.service_wide_since is not None else now
+        phase = Phase.AWAITING_APPROVAL if rollout.phase is Phase.AWAITING_APPROVAL \
+            else Phase.HOLDING
+        return _move(rollout, event, now, phase, detail, service_wide_since=since,
+                     holding_since=None, next_check_at=now + rollout.interval_s)
     if event is Event.ROLLBACK or event is Event.ABORT:
         return _move(rollout, event, now, Phase.ROLLED_BACK, detail, weight=0, resume_phase=None)
     if event is Event.PROMOTE:

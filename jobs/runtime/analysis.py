@@ -1,8 +1,13 @@
 """One analysis tick: every rollout whose check is due, judged with a constant number of queries.
 
-The tick reads the due rollouts from Redis, asks Prometheus once per signal for all of them,
-judges each canary against its service's SLO, applies the resulting event to the pure state
-machine inside a Redis transaction, and only then acts: shift weight, roll back, report.
+The tick reads the due rollouts from Redis, asks Prometheus once per signal for all of them
+(both subsets of each: the canary's and the stable's versions), judges each canary against its
+stable (``domain.comparison``: the sequential test on counts since the step began) and against
+its service's SLO (the guards), applies the resulting event to the pure state machine inside a
+Redis transaction, and only then acts: shift weight, hold, roll back (with a chart), report.
+
+A rollout whose step has no baseline for the comparison yet (it just started, or a step was
+taken outside the tick) is read at once, and only its counters are recorded.
 """
 
 from __future__ import annotations
@@ -13,7 +18,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from jobs.adapters.prometheus import MetricsSource
-from jobs.domain.promql import CanaryMetrics, CheckResult, SLOThresholds, Verdict, evaluate
+from jobs.domain import comparison as cmp
+from jobs.domain.promql import (
+    CanaryMetrics,
+    CheckResult,
+    RawCounts,
+    SeriesKey,
+    SLOThresholds,
+    Verdict,
+    chart_query,
+    evaluate,
+    parse_matrix,
+    rate_window,
+)
 from jobs.domain.rollout import Event, Phase, Rollout, apply
 from jobs.domain.routes import Weights
 from jobs.runtime.context import JobContext
@@ -25,11 +42,13 @@ from meshbot.commands import Command, Request, Verb
 from meshbot.errors import MeshbotError, MetricsUnavailable
 from policies.views import ServiceView
 from rendering import traffic as traffic_text
+from rendering.charts import RollbackChart, rollback_png
 
 log = logging.getLogger("meshbot.analysis")
 
-EVENTS = {Verdict.PASS: Event.CHECK_PASSED, Verdict.FAIL: Event.CHECK_FAILED,
-          Verdict.NO_DATA: Event.NO_DATA}
+EVENTS = {cmp.Decision.PASS: Event.CHECK_PASSED, cmp.Decision.FAIL: Event.CHECK_FAILED,
+          cmp.Decision.NO_DATA: Event.NO_DATA, cmp.Decision.REGRESSION: Event.REGRESSION,
+          cmp.Decision.SERVICE_WIDE: Event.SERVICE_WIDE}
 
 
 @dataclass
@@ -50,16 +69,48 @@ def thresholds(view: ServiceView) -> SLOThresholds:
     )
 
 
-def fetch(ctx: JobContext, source: MetricsSource,
-          rollouts: list[Rollout]) -> dict[tuple[str, str, str], CanaryMetrics]:
-    watched = sorted({(r.service, r.namespace) for r in rollouts})
-    window = min(r.interval_s for r in rollouts)
-    versions = sorted({r.canary_version for r in rollouts if r.canary_version})
-    views = [ctx.policy.service(r.service) for r in rollouts]
-    p95 = any(v is not None and v.slo.latency_p95_ms is not None for v in views)
-    # One query still: every service's burn windows, told apart by label in the answer.
-    burn_windows = sorted({w for v in views if v is not None for w in v.slo.burn_rate.windows})
-    return source.fetch(watched, window, versions, p95=p95, burn_windows=burn_windows or None)
+@dataclass(frozen=True)
+class Snapshot:
+    """What Prometheus said at one instant about every version under watch."""
+
+    metrics: dict[SeriesKey, CanaryMetrics]
+    counts: dict[SeriesKey, RawCounts] | None  # None: no rollout compares with its stable
+
+
+def _versions(rollouts: list[Rollout]) -> list[str]:
+    """The versions compared (each rollout's canary and stable); none (every version) when a
+    rollout does not know one of its own."""
+    if any(not (r.canary_version and r.stable_version) for r in rollouts):
+        return []
+    return sorted({v for r in rollouts for v in (r.canary_version, r.stable_version)})
+
+
+def fetch(ctx: JobContext, source: MetricsSource, rollouts: list[Rollout],
+          checked: list[Rollout] | None = None, at: float | None = None) -> Snapshot:
+    """The batched queries for ``rollouts``: the guards' (rate, p99, p95 if asked, error
+    ratios) for those ``checked`` (default: all), and the counters of those that compare."""
+    checked = rollouts if checked is None else checked
+    at = time.time() if at is None else at
+    metrics: dict[SeriesKey, CanaryMetrics] = {}
+    if checked:
+        watched = sorted({(r.service, r.namespace) for r in checked})
+        window = min(r.interval_s for r in checked)
+        views = [ctx.policy.service(r.service) for r in checked]
+        p95 = any(v is not None and v.slo.latency_p95_ms is not None for v in views)
+        # One query still: every service's burn windows, told apart by label in the answer.
+        burn_windows = sorted({w for v in views if v is not None
+                               for w in v.slo.burn_rate.windows})
+        metrics = source.fetch(watched, window, _versions(checked), p95=p95,
+                               burn_windows=burn_windows or None, at=at)
+    comparing = [(r, v) for r in rollouts if (v := ctx.policy.service(r.service)) is not None
+                 and v.analysis.sequential]
+    counts = None
+    if comparing:
+        bounds = sorted({b for _, v in comparing for b in cmp.latency_bounds(
+            v.slo.latency_p99_ms)})
+        counts = source.counts(sorted({(r.service, r.namespace) for r, _ in comparing}),
+                               bounds, _versions([r for r, _ in comparing]), at)
+    return Snapshot(metrics, counts)
 
 
 @dataclass(frozen=True)
@@ -71,6 +122,9 @@ class Judgement:
     after: Rollout
     lines: list[str]
     failing: list[str]
+    look: cmp.Look | None = None
+    excuses: tuple[cmp.Excuse, ...] = ()
+    checked: bool = True  # False: only the comparison's baseline was recorded
 
     @property
     def event(self) -> Event:
@@ -85,20 +139,21 @@ def tick(ctx: JobContext, source: MetricsSource, now: float | None = None) -> Ti
     report = TickReport()
     loaded = ctx.store.get_many(ctx.store.due(now))
     rollouts = [rollout for _, rollout in loaded.values() if rollout.phase.watched]
-    report.due = len(rollouts)
+    checked = [r for r in rollouts if r.next_check_at <= now]
+    report.due = len(checked)
     if rollouts:
         before = source.queries_made
         try:
-            metrics = fetch(ctx, source, rollouts)
+            snapshot = fetch(ctx, source, rollouts, checked)
         except MetricsUnavailable as exc:
             # Prometheus unreachable is no data for everyone: never healthy.
             report.prometheus_error = exc.message
-            metrics = {}
+            snapshot = Snapshot({}, None)
         report.queries = source.queries_made - before
         judged: list[Judgement] = []
         for rollout in rollouts:
             try:
-                judgement = judge(ctx, rollout, metrics, now, report.prometheus_error)
+                judgement = judge(ctx, rollout, snapshot, now, report.prometheus_error)
             except MeshbotError as exc:  # one rollout's trouble must not stall the others
                 log.error("judging %s failed: %s", rollout.service, exc.message,
                           extra={"rollout_id": rollout.id, "service": rollout.service})
@@ -110,32 +165,91 @@ def tick(ctx: JobContext, source: MetricsSource, now: float | None = None) -> Ti
             ctx.store.mark_unapplied(service, now)
         written = ctx.store.commit_many([(loaded[j.before.service][0], j.after) for j in judged])
         for judgement, done in zip(judged, written, strict=True):
-            if done:
-                carry_out(ctx, judgement)
+            if done and judgement.checked:
+                carry_out(ctx, judgement, source)
                 report.events[judgement.event.value] = \
                     report.events.get(judgement.event.value, 0) + 1
     ctx.redis.set(ctx.store.keys.last_tick, str(now))
     return report
 
 
-def judge(ctx: JobContext, rollout: Rollout,
-          metrics: dict[tuple[str, str, str], CanaryMetrics], now: float,
+def tolerances(view: ServiceView, rollout: Rollout) -> cmp.Tolerances:
+    analysis = view.analysis
+    return cmp.Tolerances(alpha=analysis.alpha, tolerance=analysis.tolerance,
+                          floor=analysis.tolerance_floor, steps=len(rollout.steps),
+                          bounds_ms=cmp.latency_bounds(view.slo.latency_p99_ms))
+
+
+def judge(ctx: JobContext, rollout: Rollout, snapshot: Snapshot, now: float,
           prometheus_error: str | None) -> Judgement | None:
     """The rollout's next state from its metrics (pure but for reading the policy)."""
     view = ctx.policy.service(rollout.service)
     if view is None:
         return None
+    canary_key = (rollout.service, rollout.namespace, rollout.canary_version)
+    stable_key = (rollout.service, rollout.namespace, rollout.stable_version)
+    knobs = tolerances(view, rollout)
+    look = None
+    if snapshot.counts is not None and view.analysis.sequential and rollout.stable_version:
+        look = cmp.look(rollout.baseline, rollout.step_index, now,
+                        snapshot.counts.get(canary_key), snapshot.counts.get(stable_key), knobs)
+    if rollout.next_check_at > now:  # read only to take its step's baseline
+        if not rollout.needs_baseline:
+            return None
+        if look is None and view.analysis.sequential and rollout.stable_version:
+            return None  # no counters (Prometheus down): try again at the next tick
+        taken = look.baseline if look is not None else cmp.baseline(rollout.step_index, now,
+                                                                    None, None)
+        return Judgement(view, rollout, rollout.model_copy(update={"baseline": taken}), [], [],
+                         look, checked=False)
+    excused: list[cmp.Excuse] | None = None
     if prometheus_error is not None:
         result = CheckResult(Verdict.NO_DATA, ())
         lines = failing = [f"Prometheus unreachable: {prometheus_error}"]
+        decision = cmp.Decision.NO_DATA
+        look = None
     else:
-        sample = metrics.get((rollout.service, rollout.namespace, rollout.canary_version))
+        sample = snapshot.metrics.get(canary_key)
         result = evaluate(sample, thresholds(view))
-        lines = result.lines
+        failing_names = cmp.failing_checks(result)
+        if failing_names and sample is not None:
+            excused = cmp.excuses(failing_names, sample, snapshot.metrics.get(stable_key),
+                                  thresholds(view), knobs.tolerance, knobs.floor)
+        decision = cmp.decide(result, look, excused)
+        lines = result.lines + comparison_lines(look)
         failing = [c.text for c in result.checks if c.verdict is not Verdict.PASS]
-    moved = apply(rollout, _event(view, rollout, result.verdict), now, "; ".join(lines))
-    after = moved.model_copy(update={"last_values": tuple(lines)})
-    return Judgement(view, rollout, after, lines, failing)
+        if decision is cmp.Decision.REGRESSION:  # what was conclusive first, then the guards
+            failing = [line for line in comparison_lines(look)
+                       if any(line.startswith(t) for t in look.conclusive)] + \
+                [c.text for c in result.checks if c.verdict is Verdict.FAIL]
+    event = _event(view, rollout, decision)
+    moved = apply(rollout, event, now, "; ".join(lines))
+    kept = rollout.baseline if look is None else look.baseline
+    if moved.step_index != rollout.step_index:  # a new step: its counters start here
+        counts = snapshot.counts
+        kept = None if counts is None else cmp.baseline(
+            moved.step_index, now, counts.get(canary_key), counts.get(stable_key))
+    after = moved.model_copy(update={"last_values": tuple(lines), "baseline": kept})
+    return Judgement(view, rollout, after, lines, failing, look, tuple(excused or ()))
+
+
+def comparison_lines(look: cmp.Look | None) -> list[str]:
+    """What the thread says the canary was compared on."""
+    if look is None:
+        return []
+    if look.errors is None or (look.note and look.errors.reason):
+        return [traffic_text.comparison_note(look.note or "no counts")]
+    errors = look.errors
+    lines = [traffic_text.comparison_line(
+        "errors", (errors.canary.events, errors.canary.requests),
+        (errors.stable.events, errors.stable.requests), look.log_e_errors, look.threshold)]
+    if look.latency is not None and look.latency.bounds:
+        worst = max(look.latency.bounds, key=lambda b: b.log_e)
+        lines.append(traffic_text.comparison_line(
+            "latency", (worst.canary.events, worst.canary.requests),
+            (worst.stable.events, worst.stable.requests), look.log_e_latency, look.threshold,
+            worst.bound_ms))
+    return lines
 
 
 def _moves_weights(judgement: Judgement) -> bool:
@@ -143,25 +257,30 @@ def _moves_weights(judgement: Judgement) -> bool:
         or judgement.after.phase is Phase.ROLLED_BACK
 
 
-def carry_out(ctx: JobContext, judgement: Judgement) -> None:
+def carry_out(ctx: JobContext, judgement: Judgement,
+              source: MetricsSource | None = None) -> None:
     rollout, updated = judgement.before, judgement.after
     extra = {"rollout_id": rollout.id, "service": rollout.service}
     log.info("%s: %s → %s (%s)", rollout.service, judgement.event.value, updated.phase.value,
              "; ".join(judgement.lines), extra=extra)
     try:
         act(ctx, judgement.view, rollout, updated, judgement.event, judgement.lines,
-            judgement.failing)
+            judgement.failing, judgement)
         if _moves_weights(judgement):
             ctx.store.mark_applied(rollout.service)
     except MeshbotError as exc:
         log.warning("acting on %s for %s failed: %s", judgement.event.value, rollout.service,
                     exc.message, extra=extra)
+        return
+    if updated.phase is Phase.ROLLED_BACK and judgement.event is not Event.NO_DATA \
+            and source is not None:
+        post_chart(ctx, source, judgement)
 
 
-def _event(view: ServiceView, rollout: Rollout, verdict: Verdict) -> Event:
-    """The verdict as an event; a passed check whose next step crosses the tier's
+def _event(view: ServiceView, rollout: Rollout, decision: cmp.Decision) -> Event:
+    """The decision as an event; a passed check whose next step crosses the tier's
     ``canary_above`` asks for approval instead of advancing; its checks go on meanwhile."""
-    event = EVENTS[verdict]
+    event = EVENTS[decision]
     if (event is Event.CHECK_PASSED and rollout.phase in (Phase.PROGRESSING, Phase.HOLDING)
             and not rollout.fixed and not rollout.last_step
             and view.approvals_for_weight(rollout.steps[rollout.step_index + 1]) > 0):
@@ -170,18 +289,31 @@ def _event(view: ServiceView, rollout: Rollout, verdict: Verdict) -> Event:
 
 
 def act(ctx: JobContext, view: ServiceView, before: Rollout, after: Rollout, event: Event,
-        lines: list[str], failing: list[str]) -> None:
+        lines: list[str], failing: list[str], judgement: Judgement | None = None) -> None:
     """Carry out what the transition means, and say so in the rollout's thread."""
     say = _thread_writer(ctx, after)
     if after.phase is Phase.ROLLED_BACK:
         back_to_stable(ctx, view, after.subsets)
         own_metrics.rollback("automatic")
-        reason = traffic_text.automatic_rollback(view.name, failing, after.failed_checks,
-                                             event is Event.NO_DATA)
+        if event is Event.REGRESSION and judgement is not None and judgement.look is not None:
+            reason = traffic_text.regression_rollback(view.name, judgement.look.conclusive,
+                                                      failing)
+        else:
+            reason = traffic_text.automatic_rollback(view.name, failing, after.failed_checks,
+                                                     event is Event.NO_DATA)
         say(reason)
         channel = view.channel or after.channel
         if channel:
             ctx.notifier.post_root(channel, traffic_text.rollback_alert(view.name, reason))
+    elif event is Event.SERVICE_WIDE:
+        numbers = [traffic_text.service_wide_numbers(e.check, e.canary, e.stable, e.threshold,
+                                                     e.unit)
+                   for e in (judgement.excuses if judgement is not None else ())]
+        if before.service_wide_since is None:
+            say(traffic_text.service_wide_hold(view.name, numbers))
+        channel = view.channel or after.channel
+        if channel and _first_alert(ctx, after, "service-wide"):
+            ctx.notifier.post_root(channel, traffic_text.service_wide_alert(view.name, numbers))
     elif event is Event.GATE:
         say(traffic_text.step_needs_approval(after.steps[after.step_index + 1], lines))
         request_approval(ctx, gate_request(ctx, view, after))
@@ -224,8 +356,8 @@ def _past_deadline(rollout: Rollout) -> bool:
     return since is not None and rollout.history[-1].at - since >= rollout.deadline_s
 
 
-def _first_alert(ctx: JobContext, rollout: Rollout) -> bool:
-    return bool(ctx.redis.set(f"meshbot:hold-alert:{rollout.id}", "1", nx=True, ex=86400))
+def _first_alert(ctx: JobContext, rollout: Rollout, kind: str = "hold") -> bool:
+    return bool(ctx.redis.set(f"meshbot:{kind}-alert:{rollout.id}", "1", nx=True, ex=86400))
 
 
 def _thread_writer(ctx: JobContext, rollout: Rollout) -> Callable[[str], None]:
@@ -237,7 +369,7 @@ def _thread_writer(ctx: JobContext, rollout: Rollout) -> Callable[[str], None]:
 
 def _state(rollout: Rollout) -> tuple[object, ...]:
     return (rollout.phase, rollout.step_index, rollout.weight, rollout.failed_checks,
-            rollout.holding_since is None)
+            rollout.holding_since is None, rollout.service_wide_since is None)
 
 
 def _update_status(ctx: JobContext, before: Rollout, rollout: Rollout) -> None:
@@ -248,3 +380,59 @@ def _update_status(ctx: JobContext, before: Rollout, rollout: Rollout) -> None:
     if rollout.channel and rollout.status_ts:
         ctx.notifier.update(rollout.channel, rollout.status_ts,
                             "\n".join([rollout.title, *traffic_text.rollout_lines(rollout)]))
+
+
+CHART_POINTS = 240  # at most this many points per line, whatever the step's length
+
+
+def post_chart(ctx: JobContext, source: MetricsSource, judgement: Judgement) -> None:
+    """After an automatic rollback: canary vs stable over the step, from one range query, as
+    a PNG in the rollout's thread. Never in the way of the rollback itself (done by now)."""
+    rollout, view = judgement.after, judgement.view
+    if not (rollout.channel and rollout.thread_ts):
+        return
+    end = rollout.history[-1].at
+    start = rollout.baseline.at if rollout.baseline is not None else _step_start(rollout)
+    start = min(start, end - 10 * source.scrape_interval)
+    step = max(source.scrape_interval, (end - start) / CHART_POINTS)
+    window = rate_window(0, source.scrape_interval)
+    roles = {rollout.canary_version: "canary", rollout.stable_version: "stable"}
+    extra = {"rollout_id": rollout.id, "service": rollout.service}
+    try:
+        answer = parse_matrix(source.query_range(
+            chart_query([(rollout.service, rollout.namespace)], window,
+                        _versions([rollout])), start - window, end + source.scrape_interval,
+            step))
+        series: dict[str, dict[str, list[tuple[float, float]]]] = {"errors": {}, "p99": {}}
+        for (signal, key), points in answer.items():
+            role = roles.get(key[2])
+            if key[:2] == (rollout.service, rollout.namespace) and role and signal in series:
+                series[signal][role] = points
+        verdict = "; ".join(judgement.failing[:2])
+        chart = RollbackChart(
+            service=view.name, start=start, detected_at=end, error_rates=series["errors"],
+            p99_ms=series["p99"], verdict=_shorten(verdict, 110),
+            slo_error_rate=100 - view.slo.success_rate, slo_p99_ms=view.slo.latency_p99_ms)
+        png = rollback_png(chart)
+        ctx.notifier.upload(rollout.channel, rollout.thread_ts, f"{view.name}-rollback.png",
+                            png, title=f"{view.name}: canary vs stable",
+                            comment=traffic_text.chart_comment(view.name),
+                            alt_text=f"{view.name}: canary and stable error rate and p99 over "
+                            "the step, the rollback marked")
+    except MeshbotError as exc:
+        log.warning("the rollback chart of %s was not posted: %s", rollout.service,
+                    exc.message, extra=extra)
+    except Exception:  # drawing must never take the tick down
+        log.exception("the rollback chart of %s could not be drawn", rollout.service,
+                      extra=extra)
+
+
+def _step_start(rollout: Rollout) -> float:
+    for transition in reversed(rollout.history[:-1]):
+        if transition.weight != rollout.history[-1].weight or transition.detail == "started":
+            return transition.at
+    return rollout.history[0].at
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -72,7 +72,8 @@ def _begin(ctx: JobContext, request: Request, *, steps: tuple[int, ...], fixed: 
     target = Weights.canary_at(steps[0])
     before = preflight(ctx.kube, view.namespace, view.virtual_services, view.name, subsets,
                        target, allow_gitops=view.gitops_allowed)
-    labels = defined_subsets(ctx.kube, view.namespace, view.name).get(subsets.canary, {})
+    defined = defined_subsets(ctx.kube, view.namespace, view.name)
+    labels = defined.get(subsets.canary, {})
     analysis = view.analysis
     interval = request.command.interval_s or analysis.interval
     channel = request.channel
@@ -88,6 +89,7 @@ def _begin(ctx: JobContext, request: Request, *, steps: tuple[int, ...], fixed: 
         "thread_ts": ts, "status_ts": ts, "title": header, "stable_subset": subsets.stable,
         "canary_subset": subsets.canary,
         "canary_version": labels.get(analysis.version_label, ""),
+        "stable_version": defined.get(subsets.stable, {}).get(analysis.version_label, ""),
     })
     ctx.store.mark_unapplied(view.name, time.time())
     ctx.store.put(started)

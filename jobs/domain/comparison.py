@@ -1,0 +1,267 @@
+"""The canary judged against its stable version: what one analysis check decides (pure).
+
+Three kinds of evidence meet here, in this order:
+
+1. **The sequential comparison** (``jobs.domain.sequential``) on counts since the step began:
+   the canary's and the stable's requests, 5xx and requests slower than a few latency bounds,
+   from raw cumulative counters minus a baseline taken when the step began (kept in the
+   rollout's state). A conclusive e-value (at least 1/alpha) rolls back at once, whatever
+   ``failure_threshold`` says: it is anytime-valid, so looking at every check spends nothing.
+   Alpha is split evenly between the error test and the latency test and across the rollout's
+   steps (each step is a test of its own at ``alpha / (2 x steps)``), so the chance that a
+   healthy canary is ever rolled back by it, over the whole rollout, is at most ``alpha``.
+   A counter that went backwards (a pod restarted) takes a new baseline; the e-value reached
+   before is carried into the new one (a product of e-values over consecutive segments is one).
+2. **The SLO guards** (``promql.evaluate``): success rate, p99, p95, burn rate of the canary,
+   judged as before, a failure counting towards ``failure_threshold``.
+3. **Service-wide**: a guard the canary fails is excused when the stable fails the same SLO in
+   the same window and the canary is not worse than it beyond the tolerances: the rollout holds
+   (never advances) and the canary is not blamed.
+
+No data is never healthy: the guards' NO_DATA stays NO_DATA.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+from jobs.domain.promql import (
+    CanaryMetrics,
+    CheckResult,
+    RawCounts,
+    SLOThresholds,
+    Verdict,
+    bucket_bound,
+)
+from jobs.domain.sequential import (
+    Counts,
+    Evidence,
+    LatencyEvidence,
+    compare,
+    latency_test,
+    service_wide,
+)
+
+
+class Tally(BaseModel):
+    """Counters of one subset (persisted with the rollout): requests, 5xx, latency buckets."""
+
+    model_config = ConfigDict(frozen=True)
+
+    requests: float = 0.0
+    errors: float = 0.0
+    buckets: tuple[tuple[float, float], ...] = ()  # (le ms, cumulative), finite bounds only
+    bucketed: float = 0.0  # the +Inf bucket
+
+    @classmethod
+    def of(cls, raw: RawCounts | None) -> Tally:
+        """A version's counters; a version with no series yet counts 0."""
+        if raw is None:
+            return cls()
+        return cls(requests=raw.requests, errors=raw.errors, buckets=raw.buckets,
+                   bucketed=raw.bucketed)
+
+    def _bucket(self, le: float) -> float:
+        return next((count for bound, count in self.buckets if bound == le), 0.0)
+
+    def minus(self, base: Tally) -> Tally:
+        """Since ``base`` (a bucket absent from ``base`` counted 0 there)."""
+        return Tally(requests=self.requests - base.requests, errors=self.errors - base.errors,
+                     buckets=tuple((le, c - base._bucket(le)) for le, c in self.buckets),
+                     bucketed=self.bucketed - base.bucketed)
+
+    def below(self, other: Tally) -> bool:
+        """Whether any counter is smaller than in ``other``: a counter reset in between."""
+        return (self.requests < other.requests or self.errors < other.errors
+                or self.bucketed < other.bucketed
+                or any(c < other._bucket(le) for le, c in self.buckets))
+
+    def histogram(self) -> list[tuple[float, float]]:
+        return [*self.buckets, (math.inf, self.bucketed)]
+
+
+class Baseline(BaseModel):
+    """Where the current step's comparison counts from, and what it saw at the last check."""
+
+    model_config = ConfigDict(frozen=True)
+
+    step_index: int
+    at: float  # when the baseline was taken (the step's start, or the last counter reset)
+    canary: Tally
+    stable: Tally
+    seen_canary: Tally  # the counters at the last check: one below them is a reset
+    seen_stable: Tally
+    carried_errors: float = 0.0  # log e-values reached before a counter reset in this step
+    carried_latency: float = 0.0
+    last_errors: float = 0.0  # log e-values at the last check, including what was carried
+    last_latency: float = 0.0
+    resets: int = 0
+
+
+def baseline(step_index: int, now: float, canary: RawCounts | None,
+             stable: RawCounts | None) -> Baseline:
+    c, s = Tally.of(canary), Tally.of(stable)
+    return Baseline(step_index=step_index, at=now, canary=c, stable=s, seen_canary=c,
+                    seen_stable=s)
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """The policy's knobs for one service's comparison."""
+
+    alpha: float = 0.01
+    tolerance: float = 0.1
+    floor: float = 0.001
+    steps: int = 1  # the rollout's steps: alpha is split across them
+    bounds_ms: tuple[float, ...] = (50.0, 100.0)  # Istio bucket bounds, chosen before the step
+
+    @property
+    def alpha_per_test(self) -> float:
+        """Each step runs two tests (errors, latency), each at alpha / (2 x steps)."""
+        return self.alpha / (2 * max(1, self.steps))
+
+
+def latency_bounds(latency_p99_ms: float) -> tuple[float, ...]:
+    """The bounds the latency test counts slow requests above: the p99 SLO and half of it,
+    snapped up to Istio's buckets (fixed by the policy, never by the step's data)."""
+    return tuple(sorted({bucket_bound(latency_p99_ms / 2), bucket_bound(latency_p99_ms)}))
+
+
+@dataclass(frozen=True)
+class Look:
+    """One check's comparison: the evidence, and the baseline to keep for the next."""
+
+    baseline: Baseline
+    threshold: float  # 1 / alpha_per_test
+    errors: Evidence | None = None
+    latency: LatencyEvidence | None = None
+    log_e_errors: float = 0.0  # including what was carried over a counter reset
+    log_e_latency: float = 0.0
+    note: str = ""  # why there is no evidence at this check ("" when there is)
+
+    @property
+    def conclusive(self) -> tuple[str, ...]:
+        """The tests whose e-value reached 1/alpha: ``errors``, ``latency``."""
+        limit = math.log(self.threshold)
+        return tuple(name for name, log_e in (("errors", self.log_e_errors),
+                                              ("latency", self.log_e_latency))
+                     if log_e >= limit and (self.errors if name == "errors" else self.latency))
+
+
+def look(previous: Baseline | None, step_index: int, now: float, canary: RawCounts | None,
+         stable: RawCounts | None, tolerances: Tolerances) -> Look:
+    """Compare the canary with the stable on their counts since the step's baseline.
+
+    Without a baseline for this step, this check takes it (no evidence yet). A counter below
+    what the last check saw starts a new baseline, carrying the e-values reached so far."""
+    threshold = 1 / tolerances.alpha_per_test
+    if previous is None or previous.step_index != step_index:
+        return Look(baseline(step_index, now, canary, stable), threshold,
+                    note="baseline taken now: the comparison counts from here")
+    c_now, s_now = Tally.of(canary), Tally.of(stable)
+    if c_now.below(previous.seen_canary) or s_now.below(previous.seen_stable):
+        fresh = baseline(step_index, now, canary, stable).model_copy(update={
+            "carried_errors": previous.last_errors, "carried_latency": previous.last_latency,
+            "last_errors": previous.last_errors, "last_latency": previous.last_latency,
+            "resets": previous.resets + 1})
+        return Look(fresh, threshold, log_e_errors=previous.last_errors,
+                    log_e_latency=previous.last_latency,
+                    note="a counter went backwards (a pod restarted): new baseline, the "
+                    "evidence so far carried")
+    c, s = c_now.minus(previous.canary), s_now.minus(previous.stable)
+    alpha, tolerance, floor = tolerances.alpha_per_test, tolerances.tolerance, tolerances.floor
+    errors = compare(Counts(c.requests, c.errors), Counts(s.requests, s.errors), alpha=alpha,
+                     tolerance=tolerance, floor=floor)
+    latency = None
+    if tolerances.bounds_ms and c.bucketed > 0 and s.bucketed > 0:
+        latency = latency_test(c.histogram(), s.histogram(), tolerances.bounds_ms, alpha=alpha,
+                               tolerance=tolerance, floor=floor)
+    log_errors = previous.carried_errors + errors.log_e
+    log_latency = previous.carried_latency + (latency.log_e if latency else 0.0)
+    kept = previous.model_copy(update={"seen_canary": c_now, "seen_stable": s_now,
+                                       "last_errors": log_errors, "last_latency": log_latency})
+    return Look(kept, threshold, errors, latency, log_errors, log_latency, errors.reason)
+
+
+@dataclass(frozen=True)
+class Excuse:
+    """A failing guard the stable fails too, in the same window: the numbers side by side."""
+
+    check: str  # "success rate", "p99", "p95", "burn rate"
+    canary: float
+    stable: float
+    threshold: float
+    unit: str
+
+
+def _as_bad(canary: float, stable: float, tolerance: float, floor: float = 0.0) -> bool:
+    return canary <= stable + max(tolerance * stable, floor)
+
+
+def excuses(failing: list[str], canary: CanaryMetrics, stable: CanaryMetrics | None,
+            slo: SLOThresholds, tolerance: float, floor: float) -> list[Excuse] | None:
+    """The excuse of every failing guard, or None when one of them has none (the canary is to
+    blame). Errors go through ``sequential.service_wide``; latency compares the quantiles the
+    guards measured (the stable's above the SLO, the canary's within tolerance of it)."""
+    if stable is None or not failing or stable.request_rate is None:
+        return None
+    found: list[Excuse] = []
+    errors_wide: Excuse | None = None
+    if canary.success_rate is not None and stable.success_rate is not None:
+        wide = service_wide(Counts(1.0, 1 - canary.success_rate / 100),
+                            Counts(1.0, 1 - stable.success_rate / 100),
+                            success_rate=slo.success_rate, tolerance=tolerance, floor=floor)
+        if wide.errors:
+            errors_wide = Excuse("success rate", canary.success_rate, stable.success_rate,
+                                 slo.success_rate, "%")
+    for name in failing:
+        if name in ("success rate", "burn rate") and errors_wide is not None:
+            found.append(errors_wide if name == "success rate"
+                         else Excuse("burn rate", *_burns(canary, stable, slo)))
+            continue
+        quantiles = {"p99": (canary.latency_p99_ms, stable.latency_p99_ms, slo.latency_p99_ms),
+                     "p95": (canary.latency_p95_ms, stable.latency_p95_ms, slo.latency_p95_ms)}
+        if name in quantiles:
+            mine, theirs, ceiling = quantiles[name]
+            if (mine is not None and theirs is not None and ceiling is not None
+                    and theirs > ceiling and _as_bad(mine, theirs, tolerance)):
+                found.append(Excuse(name, mine, theirs, ceiling, " ms"))
+                continue
+        return None
+    return found
+
+
+def _burns(canary: CanaryMetrics, stable: CanaryMetrics,
+           slo: SLOThresholds) -> tuple[float, float, float, str]:
+    def shortest(sample: CanaryMetrics) -> float:
+        ratios = [r for _, r in sample.error_ratios if not math.isnan(r)]
+        return ratios[0] / (1 - slo.availability / 100) if ratios else math.nan
+    return shortest(canary), shortest(stable), slo.burn_rate_factor, "x"
+
+
+class Decision(StrEnum):
+    REGRESSION = "regression"  # the comparison is conclusive: roll back now
+    FAIL = "fail"  # a guard failed, the canary to blame: counts towards failure_threshold
+    SERVICE_WIDE = "service_wide"  # every failing guard fails on the stable too: hold
+    NO_DATA = "no_data"
+    PASS = "pass"
+
+
+def decide(guards: CheckResult, comparison: Look | None,
+           excused: list[Excuse] | None) -> Decision:
+    """The check's outcome (see the module docstring for the order)."""
+    if comparison is not None and comparison.conclusive:
+        return Decision.REGRESSION
+    if guards.verdict is Verdict.FAIL:
+        return Decision.SERVICE_WIDE if excused else Decision.FAIL
+    if guards.verdict is Verdict.NO_DATA:
+        return Decision.NO_DATA
+    return Decision.PASS
+
+
+def failing_checks(guards: CheckResult) -> list[str]:
+    return [c.name for c in guards.checks if c.verdict is Verdict.FAIL]
