@@ -22,6 +22,7 @@ from jobs.runtime.api import queue_names
 from jobs.runtime.handlers.approvals import expire_due
 from jobs.runtime.reconcile import reconcile
 from jobs.runtime.scheduled import release_due
+from jobs.runtime.takeover import take_over
 from meshbot.errors import MeshbotError
 from meshbot.settings import Settings
 from meshbot.state_epoch import StateEpoch
@@ -99,6 +100,7 @@ class Ticker:
             ("state check", lambda: self._check_state(ctx)),
             ("analysis", lambda: self._analyse(ctx, source)),
             ("release of scheduled jobs", lambda: release_due(self.connection, queues)),
+            ("takeover of dead workers' jobs", lambda: take_over(self.connection, queues)),
             ("reconcile", lambda: reconcile(ctx)),
             ("expiry of approvals", lambda: expire_due(ctx, time.time())),
         ]

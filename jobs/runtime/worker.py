@@ -14,6 +14,7 @@ from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
 from jobs.runtime.api import queue_names, read_state
+from jobs.runtime.takeover import WorkerLease
 from meshbot.health_server import start_health_server
 from meshbot.logs import configure_logging
 from meshbot.settings import Settings
@@ -36,6 +37,7 @@ def run_worker(*, burst: bool = False, metrics_port: int | None = None) -> int:
     if metrics_port is not None:
         start_health_server(settings, metrics_port, read_state)  # /healthz, /readyz, /metrics
     worker = build_worker(settings, connection)
+    lease = WorkerLease(connection, worker.name).start()  # the ticker takes over if it lapses
     ticker = None
     if not burst:
         from jobs.runtime.ticker import Ticker
@@ -49,4 +51,5 @@ def run_worker(*, burst: bool = False, metrics_port: int | None = None) -> int:
     finally:
         if ticker is not None:
             ticker.stop()
+        lease.stop()
     return 0
