@@ -25,6 +25,7 @@ from jobs.domain.approval_rules import Reaction as Reaction
 from jobs.domain.approval_rules import Verdict as Verdict
 from jobs.runtime.approvals import GroupsOf
 from jobs.runtime.approvals import react as _react
+from jobs.runtime.retry import SCHEDULE
 from meshbot.commands import Command, Request, Verb
 from meshbot.errors import QueueUnavailable
 from meshbot.metrics import StateSample
@@ -37,7 +38,7 @@ DEDUPE_TTL_S = 24 * 3600
 # Rollbacks go to their own queue, which workers drain first: a rollback never waits behind work.
 URGENT_SUFFIX = "-urgent"
 URGENT_VERBS = verbs_where(urgent=True)
-RETRY = Retry(max=5, interval=[1, 2, 4, 8, 16])
+RETRY = Retry(max=len(SCHEDULE), interval=list(SCHEDULE))
 
 
 def queue_names(base: str) -> list[str]:

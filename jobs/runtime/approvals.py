@@ -22,6 +22,7 @@ from jobs.adapters.approval_store import ApprovalStore
 from jobs.adapters.audit import AuditEntry, AuditLog
 from jobs.adapters.keys import Keys
 from jobs.domain.approval_rules import PendingApproval, Reaction, Verdict, judge, may_approve
+from jobs.runtime.retry import SCHEDULE
 from policies.policy import Policy
 
 GroupsOf = Callable[[str, Iterable[str]], frozenset[str]]
@@ -30,7 +31,7 @@ REQUEST_TASK = "jobs.runtime.tasks.handle_request"
 
 REFRESH_TASK = "jobs.runtime.handlers.approvals.refresh_job"
 
-RETRY = Retry(max=5, interval=[1, 2, 4, 8, 16])
+RETRY = Retry(max=len(SCHEDULE), interval=list(SCHEDULE))
 
 URGENT_SUFFIX = "-urgent"
 

@@ -17,6 +17,7 @@ from jobs.runtime import context
 from jobs.runtime.context import JobContext
 from jobs.runtime.handlers import approvals
 from jobs.runtime.handlers.common import record
+from jobs.runtime.retry import honour_delay
 from jobs.runtime.weights import Abandoned
 from meshbot import metrics
 from meshbot.commands import Request, Verb
@@ -79,7 +80,8 @@ def handle_request(payload: dict[str, Any]) -> str:
     except TemporaryError as exc:
         job = get_current_job()
         if job is not None and (job.retries_left or 0) > 0:
-            log.warning("will retry %s: %s", request.id, exc.message, extra=extra)
+            wait = honour_delay(job, exc)
+            log.warning("will retry %s in %gs: %s", request.id, wait, exc.message, extra=extra)
             raise
         _tell(ctx, request, replies.gave_up(request.command, exc.message, _attempts(job)))
         record(ctx, request, "failed", detail=exc.message)
