@@ -196,3 +196,23 @@ def test_without_a_configured_token_alerts_are_refused(
     assert status == 503 and "ALERTMANAGER_TOKEN is not set" in answer["error"]
     mesh.run_jobs()
     assert alert_roots(mesh) == []
+
+
+def test_outside_text_cannot_ping_the_channel_nor_flood_it(
+        mesh: Mesh, alert_server: ServeProcess) -> None:
+    """Alert labels and annotations are someone else's text: Slack's control sequences in them
+    are shown literally, and a huge notification becomes a readable, bounded message."""
+    ping = alert("Boom <!channel>", "payment-service",
+                 description="<!here> see <https://evil.example|this> & <@U0ATTACKER>")
+    many = [alert(f"Noise{i}", "payment-service", description="x" * 5_000) for i in range(150)]
+    body = payload([ping, *many])
+    assert len(json.dumps(body)) > 750_000  # a valid notification of most of a megabyte
+    assert post(alert_server, body) == (200, {"status": "accepted"})
+    mesh.run_jobs()
+    [root] = alert_roots(mesh)
+    assert "<!channel>" not in root.text and "<!here>" not in root.text
+    assert "<@U0ATTACKER>" not in root.text and "<https://evil" not in root.text
+    assert "&lt;!channel&gt;" in root.text and "&amp;" in root.text
+    assert len(root.text) <= 4_000
+    assert "more (see Alertmanager)" in root.text or "characters cut" in root.text
+    assert "/mesh rollback payment-service" in root.text  # the commands survive the cut

@@ -14,15 +14,13 @@ from typing import Any
 from jobs.adapters.alert_threads import ROLLBACK_EMOJI, AlertThread, AlertThreads
 from jobs.runtime import context
 from jobs.runtime.context import JobContext
-from meshbot.alerts import Alert, Notification
+from meshbot.alerts import Notification
 from meshbot.errors import MeshbotError, PermanentError
 from rendering import alerts as alert_text
 from rendering import replies
 from rendering import traffic as traffic_text
 
 log = logging.getLogger("meshbot.alerts")
-SHOWN_ANNOTATIONS = ("summary", "description", "value", "runbook_url")
-SHOWN_LABELS = ("severity", "namespace", "destination_workload_namespace", "destination_version")
 
 
 def channel_for(ctx: JobContext, service: str | None) -> str:
@@ -33,26 +31,6 @@ def channel_for(ctx: JobContext, service: str | None) -> str:
         return ctx.policy.channels[0]
     raise PermanentError("an alert arrived but the policy names no channel to post it in "
                          "(set `channels`, or a `channel` for the service)")
-
-
-def alert_lines(alert: Alert) -> list[str]:
-    """An alert as the thread shows it: name, state and since when, then its values."""
-    name = alert.labels.get("alertname", "alert")
-    state = "resolved" if alert.status == "resolved" else "firing"
-    head = f"*{name}* {state}"
-    if alert.starts_at:
-        head += f" since {alert.starts_at}"
-    if state == "resolved" and alert.ends_at:
-        head += f", ended {alert.ends_at}"
-    lines = [head]
-    lines += [f"{key}: {alert.annotations[key]}" for key in SHOWN_ANNOTATIONS
-              if alert.annotations.get(key)]
-    lines += [f"{key}: {value}" for key, value in sorted(alert.annotations.items())
-              if key not in SHOWN_ANNOTATIONS]
-    labels = [f"{key}={alert.labels[key]}" for key in SHOWN_LABELS if alert.labels.get(key)]
-    if labels:
-        lines.append("labels: " + ", ".join(labels))
-    return lines
 
 
 def rollout_in_progress(ctx: JobContext, service: str | None) -> list[str]:
@@ -68,7 +46,7 @@ def handle_alert(ctx: JobContext, notification: Notification) -> str:
     existing = threads.get(notification.group_key)
     channel = existing.channel if existing else channel_for(ctx, service)
     service = service or (existing.service if existing else None)
-    alerts = [alert_lines(a) for a in notification.alerts]
+    alerts = [alert_text.alert_lines(a) for a in notification.alerts]
     root = alert_text.alert_thread(service or "unknown service", notification.status, alerts,
                                  rollout_in_progress(ctx, service), sorted(ROLLBACK_EMOJI)[0])
     digest = notification.digest()
