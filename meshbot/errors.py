@@ -11,6 +11,7 @@ and is mapped onto RQ's ``Retry`` in exactly one place (``jobs.retry``).
     ├── PolicyError               the policy file is invalid; ``problems`` name path and fix
     ├── PermanentError            retrying cannot help
     │   ├── MeshNotFound          the object meshbot needs does not exist
+    │   ├── MeshForbidden         meshbot's Kubernetes role does not allow the call (HTTP 403)
     │   ├── MeshInvalid           the object exists but is not shaped as meshbot needs
     │   └── GitOpsOwned           a GitOps controller owns the object and would revert a change
     └── TemporaryError(delay)     retrying after ``delay`` seconds may succeed
@@ -73,6 +74,11 @@ class PermanentError(MeshbotError):
 
 class MeshNotFound(PermanentError):
     """The Kubernetes object meshbot needs does not exist."""
+
+
+class MeshForbidden(PermanentError):
+    """meshbot's own identity may not make this Kubernetes call (HTTP 403); the message names
+    the verb and the resource, as a Role would grant them."""
 
 
 class MeshInvalid(PermanentError):

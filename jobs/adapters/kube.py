@@ -1,7 +1,8 @@
 """meshbot's one Kubernetes adapter: everything above it sees meshbot errors, never the client's.
 
+    403 → MeshForbidden ("meshbot is not allowed to <verb> <resource> (<object>)")
     404 → MeshNotFound    409 → MeshConflict    429, 5xx, timeouts, refused connections →
-    MeshUnavailable       anything else (400, 401, 403, 422, bad configuration) → PermanentError
+    MeshUnavailable       anything else (400, 401, 422, bad configuration) → PermanentError
 
 Configuration is the standard one: an explicit ``KUBECONFIG`` first, else the in-cluster service
 account when running in a pod, else ``~/.kube/config``; optionally a named context. Calls use short
@@ -10,6 +11,7 @@ timeouts and no transport retries: retrying is the job's decision (``TemporaryEr
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -23,6 +25,7 @@ from kubernetes.config.config_exception import ConfigException
 
 from meshbot.errors import (
     MeshConflict,
+    MeshForbidden,
     MeshNotFound,
     MeshUnavailable,
     PermanentError,
@@ -101,7 +104,7 @@ class KubeClient:
 
     def list_destination_rules(self, namespace: str) -> list[Obj]:
         group, version = self._networking
-        with _translated(f"DestinationRules in namespace {namespace}"):
+        with _translated("list", f"DestinationRules in namespace {namespace}"):
             listing = self._custom.list_namespaced_custom_object(
                 group, version, namespace, "destinationrules", _request_timeout=self._timeout
             )
@@ -117,7 +120,7 @@ class KubeClient:
         """
         group, version = self._networking
         body = {"metadata": {"resourceVersion": resource_version}, "spec": {"http": http}}
-        with _translated(f"VirtualService {namespace}/{name}"):
+        with _translated("patch", f"VirtualService {namespace}/{name}"):
             result = self._custom.patch_namespaced_custom_object(
                 group,
                 version,
@@ -143,7 +146,7 @@ class KubeClient:
             "metadata": {"resourceVersion": resource_version},
             "spec": {"trafficPolicy": {"tls": {"mode": mode}}},
         }
-        with _translated(f"DestinationRule {namespace}/{name}"):
+        with _translated("patch", f"DestinationRule {namespace}/{name}"):
             result = self._custom.patch_namespaced_custom_object(
                 group, version, namespace, "destinationrules", name, body,
                 _content_type="application/merge-patch+json", _request_timeout=self._timeout,
@@ -152,7 +155,7 @@ class KubeClient:
 
     def get_peer_authentication(self, namespace: str, name: str) -> Obj:
         group, version = self._security
-        with _translated(f"PeerAuthentication {namespace}/{name}"):
+        with _translated("get", f"PeerAuthentication {namespace}/{name}"):
             result = self._custom.get_namespaced_custom_object(
                 group, version, namespace, "peerauthentications", name,
                 _request_timeout=self._timeout,
@@ -168,7 +171,7 @@ class KubeClient:
             "metadata": {"name": name, "namespace": namespace},
             "spec": {"mtls": {"mode": mode}},
         }
-        with _translated(f"PeerAuthentication {namespace}/{name}"):
+        with _translated("create", f"PeerAuthentication {namespace}/{name}"):
             result = self._custom.create_namespaced_custom_object(
                 group, version, namespace, "peerauthentications", body,
                 _request_timeout=self._timeout,
@@ -184,7 +187,7 @@ class KubeClient:
             "metadata": {"resourceVersion": resource_version},
             "spec": {"mtls": {"mode": mode}},
         }
-        with _translated(f"PeerAuthentication {namespace}/{name}"):
+        with _translated("patch", f"PeerAuthentication {namespace}/{name}"):
             result = self._custom.patch_namespaced_custom_object(
                 group, version, namespace, "peerauthentications", name, body,
                 _content_type="application/merge-patch+json", _request_timeout=self._timeout,
@@ -194,7 +197,7 @@ class KubeClient:
     def find_deployments(self, namespace: str, labels: Mapping[str, str]) -> list[Obj]:
         """Deployments whose own labels match all ``labels`` (a label selector)."""
         selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
-        with _translated(f"Deployments {selector} in namespace {namespace}"):
+        with _translated("list", f"Deployments {selector} in namespace {namespace}"):
             listing = self._apps.list_namespaced_deployment(
                 namespace, label_selector=selector, _request_timeout=self._timeout
             )
@@ -208,7 +211,7 @@ class KubeClient:
             "metadata": {"resourceVersion": resource_version},
             "spec": {"template": {"metadata": {"annotations": dict(annotations)}}},
         }
-        with _translated(f"Deployment {namespace}/{name}"):
+        with _translated("patch", f"Deployment {namespace}/{name}"):
             result = self._apps.patch_namespaced_deployment(
                 name, namespace, body, _content_type="application/merge-patch+json",
                 _request_timeout=self._timeout,
@@ -220,7 +223,7 @@ class KubeClient:
     def count_ready_pods(self, namespace: str, labels: Mapping[str, str]) -> int:
         """Pods matching all ``labels`` whose Ready condition is True and that are not deleting."""
         selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
-        with _translated(f"pods {selector} in namespace {namespace}"):
+        with _translated("list", f"pods {selector} in namespace {namespace}"):
             pods = self._core.list_namespaced_pod(
                 namespace, label_selector=selector, _request_timeout=self._timeout
             )
@@ -236,7 +239,7 @@ class KubeClient:
 
     def _get_networking(self, plural: str, kind: str, namespace: str, name: str) -> Obj:
         group, version = self._networking
-        with _translated(f"{kind} {namespace}/{name}"):
+        with _translated("get", f"{kind} {namespace}/{name}"):
             result = self._custom.get_namespaced_custom_object(
                 group, version, namespace, plural, name, _request_timeout=self._timeout
             )
@@ -249,7 +252,7 @@ class KubeClient:
         """Objects of one Istio kind in ``namespace``; [] when the API does not serve the kind
         (its CRD is not installed: then there is nothing of it to back up or restore)."""
         try:
-            with _translated(f"{plural}.{group} in namespace {namespace}"):
+            with _translated("list", f"{plural}.{group} in namespace {namespace}"):
                 listing = self._custom.list_namespaced_custom_object(
                     group, version, namespace, plural, _request_timeout=self._timeout
                 )
@@ -260,7 +263,7 @@ class KubeClient:
     def create_custom(self, group: str, version: str, plural: str, namespace: str,
                       body: Obj) -> Obj:
         name = (body.get("metadata") or {}).get("name")
-        with _translated(f"{plural}.{group} {namespace}/{name}"):
+        with _translated("create", f"{plural}.{group} {namespace}/{name}"):
             result = self._custom.create_namespaced_custom_object(
                 group, version, namespace, plural, body, _request_timeout=self._timeout
             )
@@ -269,7 +272,7 @@ class KubeClient:
     def replace_custom(self, group: str, version: str, plural: str, namespace: str, name: str,
                        body: Obj) -> Obj:
         """PUT the whole object; conditional on ``body``'s metadata.resourceVersion (409)."""
-        with _translated(f"{plural}.{group} {namespace}/{name}"):
+        with _translated("update", f"{plural}.{group} {namespace}/{name}"):
             result = self._custom.replace_namespaced_custom_object(
                 group, version, namespace, plural, name, body, _request_timeout=self._timeout
             )
@@ -278,7 +281,7 @@ class KubeClient:
     def patch_custom(self, group: str, version: str, plural: str, namespace: str, name: str,
                      patch: Obj) -> Obj:
         """JSON merge patch (null deletes a key)."""
-        with _translated(f"{plural}.{group} {namespace}/{name}"):
+        with _translated("patch", f"{plural}.{group} {namespace}/{name}"):
             result = self._custom.patch_namespaced_custom_object(
                 group, version, namespace, plural, name, patch,
                 _content_type="application/merge-patch+json", _request_timeout=self._timeout,
@@ -287,13 +290,13 @@ class KubeClient:
 
     def delete_custom(self, group: str, version: str, plural: str, namespace: str,
                       name: str) -> None:
-        with _translated(f"{plural}.{group} {namespace}/{name}"):
+        with _translated("delete", f"{plural}.{group} {namespace}/{name}"):
             self._custom.delete_namespaced_custom_object(
                 group, version, namespace, plural, name, _request_timeout=self._timeout
             )
 
     def get_namespace(self, name: str) -> Obj:
-        with _translated(f"namespace {name}"):
+        with _translated("get", f"namespace {name}"):
             return self._dict(self._core.read_namespace(name, _request_timeout=self._timeout))
 
     def patch_namespace_labels(self, name: str, labels: Mapping[str, str | None],
@@ -301,21 +304,21 @@ class KubeClient:
         """Set labels (None removes one), only if the namespace is still at
         ``resource_version`` (409 otherwise)."""
         body = {"metadata": {"resourceVersion": resource_version, "labels": dict(labels)}}
-        with _translated(f"namespace {name}"):
+        with _translated("patch", f"namespace {name}"):
             return self._dict(self._core.patch_namespace(
                 name, body, _content_type="application/merge-patch+json",
                 _request_timeout=self._timeout,
             ))
 
     def list_deployments(self, namespace: str) -> list[Obj]:
-        with _translated(f"Deployments in namespace {namespace}"):
+        with _translated("list", f"Deployments in namespace {namespace}"):
             listing = self._apps.list_namespaced_deployment(
                 namespace, _request_timeout=self._timeout
             )
         return [self._dict(item) for item in listing.items]
 
     def get_deployment(self, namespace: str, name: str) -> Obj:
-        with _translated(f"Deployment {namespace}/{name}"):
+        with _translated("get", f"Deployment {namespace}/{name}"):
             return self._dict(self._apps.read_namespaced_deployment(
                 name, namespace, _request_timeout=self._timeout
             ))
@@ -324,21 +327,21 @@ class KubeClient:
         """What ``kubectl rollout restart`` does: stamp the pod template, which rolls the pods.
         The same ``at`` twice is one restart (a retried job does not restart again)."""
         body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: at}}}}}
-        with _translated(f"Deployment {namespace}/{name}"):
+        with _translated("patch", f"Deployment {namespace}/{name}"):
             return self._dict(self._apps.patch_namespaced_deployment(
                 name, namespace, body, _content_type="application/merge-patch+json",
                 _request_timeout=self._timeout,
             ))
 
     def list_pod_disruption_budgets(self, namespace: str) -> list[Obj]:
-        with _translated(f"PodDisruptionBudgets in namespace {namespace}"):
+        with _translated("list", f"PodDisruptionBudgets in namespace {namespace}"):
             listing = self._policy.list_namespaced_pod_disruption_budget(
                 namespace, _request_timeout=self._timeout
             )
         return [self._dict(item) for item in listing.items]
 
     def list_horizontal_pod_autoscalers(self, namespace: str) -> list[Obj]:
-        with _translated(f"HorizontalPodAutoscalers in namespace {namespace}"):
+        with _translated("list", f"HorizontalPodAutoscalers in namespace {namespace}"):
             listing = self._autoscaling.list_namespaced_horizontal_pod_autoscaler(
                 namespace, _request_timeout=self._timeout
             )
@@ -346,14 +349,14 @@ class KubeClient:
 
     def list_pods(self, namespace: str, labels: Mapping[str, str]) -> list[Obj]:
         selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
-        with _translated(f"pods {selector} in namespace {namespace}"):
+        with _translated("list", f"pods {selector} in namespace {namespace}"):
             listing = self._core.list_namespaced_pod(
                 namespace, label_selector=selector, _request_timeout=self._timeout
             )
         return [self._dict(item) for item in listing.items]
 
     def list_nodes(self) -> list[Obj]:
-        with _translated("nodes"):
+        with _translated("list", "nodes"):
             listing = self._core.list_node(_request_timeout=self._timeout)
         return [self._dict(item) for item in listing.items]
 
@@ -361,17 +364,21 @@ class KubeClient:
         return cast(Obj, self._api_client.sanitize_for_serialization(model))  # type: ignore[no-untyped-call]
 
 @contextmanager
-def _translated(what: str) -> Iterator[None]:
-    """Turn the client's exceptions into meshbot's, naming the object concerned."""
+def _translated(verb: str, what: str) -> Iterator[None]:
+    """Turn the client's exceptions into meshbot's, naming the request (``verb``, an RBAC verb)
+    and the object concerned."""
     try:
         yield
     except ApiException as exc:
-        raise _from_status(exc, what) from exc
+        raise _from_status(exc, verb, what) from exc
     except (urllib3.exceptions.HTTPError, OSError) as exc:  # timeouts, refused, reset
         raise MeshUnavailable(f"the Kubernetes API did not answer about {what}: {exc}") from exc
 
-def _from_status(exc: ApiException, what: str) -> PermanentError | MeshUnavailable | MeshConflict:
+def _from_status(exc: ApiException, verb: str,
+                 what: str) -> PermanentError | MeshUnavailable | MeshConflict:
     status = int(exc.status or 0)
+    if status == 403:
+        return MeshForbidden(_forbidden(verb, what, _status_details(exc)))
     if status == 404:
         return MeshNotFound(f"{what} does not exist")
     if status == 409:
@@ -380,6 +387,24 @@ def _from_status(exc: ApiException, what: str) -> PermanentError | MeshUnavailab
         delay = _retry_after((exc.headers or {}).get("Retry-After"))
         return MeshUnavailable(f"the Kubernetes API answered {status} for {what}", delay=delay)
     return PermanentError(f"the Kubernetes API refused {what}: {status} {exc.reason}")
+
+def _forbidden(verb: str, what: str, details: Mapping[str, Any]) -> str:
+    """``meshbot is not allowed to patch virtualservices.networking.istio.io (VirtualService
+    production/checkout)``: the verb and the resource as its RBAC role would name them."""
+    plural, group = details.get("kind"), details.get("group")
+    resource = f"{plural}.{group}" if plural and group else str(plural or "")
+    target = f"{resource} ({what})" if resource else what
+    return (f"meshbot is not allowed to {verb} {target}: its Kubernetes role does not grant "
+            "that (403 Forbidden), and the refused call changed nothing")
+
+def _status_details(exc: ApiException) -> Mapping[str, Any]:
+    """The ``details`` of the Status a refusal carries; empty when the body is not one."""
+    try:
+        body = json.loads(exc.body or "")
+    except (TypeError, ValueError):
+        return {}
+    details = body.get("details") if isinstance(body, dict) else None
+    return details if isinstance(details, dict) else {}
 
 def _retry_after(value: str | None) -> float:
     try:
