@@ -22,6 +22,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from jobs.domain.server_fields import resource_version
+
 Obj = dict[str, Any]
 
 SERVER_SET_METADATA = ("resourceVersion", "uid", "creationTimestamp", "generation",
@@ -141,10 +143,12 @@ def diff(saved: Iterable[Mapping[str, Any]], live: Iterable[Mapping[str, Any]]) 
     return result
 
 def restored_body(saved: Mapping[str, Any], live: Mapping[str, Any] | None) -> Obj:
-    """What to write: the saved object, conditional on the live one's resourceVersion."""
+    """What to write: the saved object, to create (no live one) or to PUT over the live one,
+    conditional on its resourceVersion (a real API server refuses a replace without one, and
+    without it the write would not be conditional). MeshInvalid when the live one has none."""
     body = clean(saved)
     if live is not None:
-        version = (live.get("metadata") or {}).get("resourceVersion")
-        if version:
-            body.setdefault("metadata", {})["resourceVersion"] = version
+        meta = live.get("metadata") or {}
+        what = f"{live.get('kind', 'object')} {meta.get('namespace')}/{meta.get('name')}"
+        body.setdefault("metadata", {})["resourceVersion"] = resource_version(live, what)
     return body

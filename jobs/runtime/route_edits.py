@@ -12,6 +12,7 @@ from typing import Any
 from jobs.domain.gitops import ensure_not_gitops_owned
 from jobs.domain.routes import Route, Subsets, Weights
 from jobs.domain.routes_match import plan_header_route_off, plan_mirror_off
+from jobs.domain.server_fields import resource_version
 from jobs.runtime.context import JobContext
 from jobs.runtime.weights import qualified, set_weights
 from meshbot.errors import MeshConflict
@@ -54,7 +55,7 @@ def write_planned(ctx: JobContext, view: ServiceView, planned: list[Planned],
             try:
                 ctx.kube.patch_virtual_service_route(
                     *qualified(view.namespace, item.name), http,
-                    vs["metadata"]["resourceVersion"])
+                    resource_version(vs, f"VirtualService {item.name}"))
                 changed.append(item.name)
                 break
             except MeshConflict:

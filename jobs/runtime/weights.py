@@ -17,6 +17,7 @@ from typing import Any
 from jobs.adapters.kube import KubeClient
 from jobs.domain.gitops import ensure_not_gitops_owned
 from jobs.domain.routes import RoutePlan, Subsets, Weights, host_matches, plan_weights, read_weights
+from jobs.domain.server_fields import resource_version
 from meshbot.errors import MeshConflict, PermanentError, Refused
 from rendering import traffic as traffic_text
 
@@ -115,7 +116,7 @@ def set_weights(
             if not plan.changes_anything:
                 break
             try:
-                rv = vs["metadata"]["resourceVersion"]
+                rv = resource_version(vs, f"VirtualService {vs_ns}/{vs_name}")
                 client.patch_virtual_service_route(vs_ns, vs_name, plan.http, rv)
                 break
             except MeshConflict:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import pytest
+
 from jobs.domain.backup_diff import Backup, Change, clean, diff, field_differences, restored_body
+from meshbot.errors import MeshInvalid
 
 
 def vs(name: str, weights: tuple[int, int] = (100, 0), **meta: Any) -> dict[str, Any]:
@@ -94,3 +97,10 @@ def test_diff_order_follows_kinds_then_names() -> None:
     saved = [dr, clean(vs("z")), clean(vs("b"))]
     assert [(d.kind, d.name) for d in diff(copy.deepcopy(saved), [])] == [
         ("VirtualService", "b"), ("VirtualService", "z"), ("DestinationRule", "a")]
+
+
+def test_a_live_object_without_resource_version_is_a_meshbot_error_not_a_key_error() -> None:
+    live = vs("a", (50, 50))
+    live["metadata"].pop("resourceVersion", None)
+    with pytest.raises(MeshInvalid, match=r"VirtualService production/a as .* no metadata\.re"):
+        restored_body(clean(vs("a")), live)

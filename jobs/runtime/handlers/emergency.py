@@ -27,6 +27,7 @@ from rq.serializers import JSONSerializer
 
 from jobs.adapters.kube import RESTARTED_AT, Obj
 from jobs.domain.backup_diff import KIND_BY_NAME
+from jobs.domain.server_fields import resource_version
 from jobs.runtime import context
 from jobs.runtime.api import RETRY, URGENT_SUFFIX
 from jobs.runtime.context import JobContext
@@ -146,7 +147,7 @@ def _permissive(ctx: JobContext, request: Request, run: Run) -> str:
 def _injection(ctx: JobContext, request: Request, run: Run) -> str:
     ns = ctx.kube.get_namespace(run.namespace)
     labels = ns["metadata"].get("labels") or {}
-    version = ns["metadata"]["resourceVersion"]
+    version = resource_version(ns, f"namespace {run.namespace}")
     if REVISION in labels:  # revision-based injection: without the label no revision injects
         ctx.kube.patch_namespace_labels(run.namespace, {REVISION: None}, version)
         return runbook_text.emergency_injection(REVISION, labels[REVISION], None)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from jobs.domain.gitops import ensure_not_gitops_owned
+from jobs.domain.server_fields import resource_version
 from jobs.runtime.context import JobContext
 from jobs.runtime.handlers.common import record, request_thread, service_view
 from meshbot.commands import Request
@@ -110,7 +111,7 @@ def inject(ctx: JobContext, request: Request) -> str:
             continue
         written = ctx.kube.annotate_pod_template(
             view.namespace, _name(deployment), {INJECT: "true"},
-            deployment["metadata"]["resourceVersion"])
+            resource_version(deployment, f"Deployment {view.namespace}/{_name(deployment)}"))
         changed.append(_name(deployment))
         lines.append(sidecar_text.deployment_rolling(_name(deployment), _rollout_facts(written)))
     ctx.notifier.reply(request.channel, ts,
@@ -163,7 +164,7 @@ def inject_namespace(ctx: JobContext, request: Request) -> str:
         outcome = f"{INJECTION_LABEL}=enabled already"
     else:
         ctx.kube.patch_namespace_labels(name, {INJECTION_LABEL: "enabled"},
-                                        namespace["metadata"]["resourceVersion"])
+                                        resource_version(namespace, f"namespace {name}"))
         text = sidecar_text.namespace_injected(name, labels.get(INJECTION_LABEL))
         outcome = f"{INJECTION_LABEL} {labels.get(INJECTION_LABEL) or 'unset'} → enabled"
     ctx.notifier.reply(request.channel, ts, text)
@@ -216,16 +217,18 @@ def mtls(ctx: JobContext, request: Request) -> str:
     # Clients first: with ISTIO_MUTUAL on the DestinationRules they already speak mTLS, which a
     # PERMISSIVE server accepts, so turning the server STRICT afterwards breaks no call.
     for rule in to_set:
-        ctx.kube.patch_destination_rule_tls_mode(name, _name(rule), MUTUAL,
-                                                 rule["metadata"]["resourceVersion"])
+        ctx.kube.patch_destination_rule_tls_mode(
+            name, _name(rule), MUTUAL,
+            resource_version(rule, f"DestinationRule {name}/{_name(rule)}"))
     if mode == "STRICT":
         ctx.notifier.reply(request.channel, ts, sidecar_text.mtls_destination_rules(
             [_name(r) for r in to_set], already, left))
     if peer is None:
         ctx.kube.create_peer_authentication(name, PEER_AUTHENTICATION, mode)
     elif before != mode:
-        ctx.kube.set_peer_authentication_mode(name, PEER_AUTHENTICATION, mode,
-                                              peer["metadata"]["resourceVersion"])
+        ctx.kube.set_peer_authentication_mode(
+            name, PEER_AUTHENTICATION, mode,
+            resource_version(peer, f"PeerAuthentication {name}/{PEER_AUTHENTICATION}"))
     ctx.notifier.reply(request.channel, ts, sidecar_text.mtls_peer_authentication(
         name, PEER_AUTHENTICATION, before, mode, created=peer is None))
     detail = (f"PeerAuthentication {name}/{PEER_AUTHENTICATION} {before or 'none'} → {mode}; "
