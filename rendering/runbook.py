@@ -34,6 +34,17 @@ def backups_list(rows: Sequence[tuple[str, str, float, str, dict[str, int]]]) ->
     return "\n".join(lines)
 
 
+def no_namespace(namespace: str) -> str:
+    return f"namespace `{namespace}` does not exist"
+
+
+def namespace_not_managed(namespace: str, forbidden: str) -> str:
+    """A namespace meshbot may not read: its role names the namespaces it manages, so a missing
+    one and an unmanaged one look the same to it (``forbidden`` is the 403, in meshbot's words)."""
+    return (f"namespace `{namespace}` does not exist or is not one meshbot manages "
+            f"({forbidden})")
+
+
 def unknown_backup(backup_id: str) -> str:
     return f"there is no backup `{backup_id}` (it may have expired); `/mesh backups` lists them"
 

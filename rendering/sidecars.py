@@ -18,6 +18,11 @@ def no_namespace(namespace: str) -> str:
     return f"namespace `{namespace}` does not exist; nothing was changed"
 
 
+def namespace_not_managed(namespace: str, forbidden: str) -> str:
+    return (f"namespace `{namespace}` does not exist or is not one meshbot manages "
+            f"({forbidden}); nothing was changed")
+
+
 def own_namespace(namespace: str, what: str) -> str:
     return (f"`{namespace}` is meshbot's own namespace and is never {what}: meshbot must stay "
             "reachable to roll the mesh back")

@@ -28,7 +28,7 @@ from jobs.domain.backup_diff import (
 from jobs.runtime.context import JobContext
 from jobs.runtime.handlers.common import request_thread
 from meshbot.commands import Request
-from meshbot.errors import MeshbotError, MeshNotFound, Refused
+from meshbot.errors import MeshbotError, MeshForbidden, MeshNotFound, Refused
 from rendering import runbook as runbook_text
 
 
@@ -55,7 +55,9 @@ def require_namespace(ctx: JobContext, namespace: str) -> Obj:
     try:
         return ctx.kube.get_namespace(namespace)
     except MeshNotFound as exc:
-        raise Refused(f"namespace `{namespace}` does not exist") from exc
+        raise Refused(runbook_text.no_namespace(namespace)) from exc
+    except MeshForbidden as exc:
+        raise Refused(runbook_text.namespace_not_managed(namespace, exc.message)) from exc
 
 
 def take_backup(ctx: JobContext, request: Request, namespace: str) -> Backup:

@@ -16,7 +16,7 @@ from jobs.domain.server_fields import resource_version
 from jobs.runtime.context import JobContext
 from jobs.runtime.handlers.common import record, request_thread, service_view
 from meshbot.commands import Request
-from meshbot.errors import MeshNotFound, Refused
+from meshbot.errors import MeshForbidden, MeshNotFound, Refused
 from policies.views import ServiceView
 from rendering import sidecars as sidecar_text
 
@@ -80,6 +80,8 @@ def _namespace(ctx: JobContext, name: str) -> Obj:
         return ctx.kube.get_namespace(name)
     except MeshNotFound:
         raise Refused(sidecar_text.no_namespace(name)) from None
+    except MeshForbidden as exc:
+        raise Refused(sidecar_text.namespace_not_managed(name, exc.message)) from None
 
 
 def _not_own(ctx: JobContext, namespace: str, what: str) -> None:
