@@ -56,10 +56,15 @@ def _tier_rank(tier: str) -> int | None:
 
 
 def not_injected(ctx: JobContext, views: list[ServiceView]) -> dict[str, list[str]]:
-    """Tier → the services of ``views`` whose Deployments do not all get a sidecar yet."""
+    """Tier → the services of ``views`` whose Deployments do not all get a sidecar yet.
+
+    A service in meshbot's own namespace is not part of the tier order: that namespace is never
+    injected, and meshbot's role does not even let it read it (the chart never manages it)."""
     missing: dict[str, list[str]] = {}
     namespaces: dict[str, dict[str, str]] = {}
     for view in sorted(views, key=lambda v: v.name):
+        if view.namespace == ctx.settings.namespace:
+            continue
         if view.namespace not in namespaces:
             namespaces[view.namespace] = _labels(_namespace(ctx, view.namespace))
         found = ctx.kube.find_deployments(view.namespace, {"app": view.name})
