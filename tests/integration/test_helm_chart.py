@@ -11,7 +11,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,8 @@ import yaml
 from jobs.domain.rbac import NAMED_BY_MANAGED_NAMESPACES, rules_by_scope
 from meshbot.cli import build_parser
 from meshbot.settings import Settings
+from tests.fixtures.helm_chart import CHART, RELEASE_NAMESPACE, ROOT, Rendered, render
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "helm" / "meshbot"
-RELEASE_NAMESPACE = "meshbot"
 PACKAGED_POLICY = CHART / "files" / "default-policy.yaml"
 
 Obj = dict[str, Any]
@@ -66,33 +63,6 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "serviceMonitor": {"enabled": True},
     },
 }
-
-
-@dataclass(frozen=True)
-class Rendered:
-    values: dict[str, Any]
-    objects: tuple[Obj, ...]
-    notes: str
-
-    def of_kind(self, kind: str) -> list[Obj]:
-        return [obj for obj in self.objects if obj["kind"] == kind]
-
-    def one(self, kind: str, name: str) -> Obj:
-        found = [obj for obj in self.of_kind(kind) if obj["metadata"]["name"] == name]
-        assert len(found) == 1, f"{kind}/{name}: {len(found)} objects"
-        return found[0]
-
-
-def render(overrides: dict[str, Any], release: str = "meshbot") -> Rendered:
-    with helm.Chart.load(CHART) as chart:
-        values = chart.merge_values(overrides)
-        manifests = chart.render(overrides, name=release, namespace=RELEASE_NAMESPACE)
-    objects: list[Obj] = []
-    for path, text in manifests.items():
-        if path.endswith("NOTES.txt"):
-            continue
-        objects.extend(doc for doc in yaml.safe_load_all(text) if doc)
-    return Rendered(values, tuple(objects), manifests["meshbot/templates/NOTES.txt"])
 
 
 @pytest.fixture(scope="module", params=sorted(SCENARIOS))
