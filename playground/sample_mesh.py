@@ -1,4 +1,5 @@
-"""The runbook's sample mesh, seeded into the Kubernetes emulator.
+"""The runbook's sample mesh, seeded into the Kubernetes emulator (or any cluster that has
+``put_object``: the suite's real kube-apiserver).
 
 Namespaces production, staging, istio-system and meshbot; in production the nine services of the
 runbook's migration phases, each with a VirtualService (one http route, no match, to subsets
@@ -15,11 +16,17 @@ import contextlib
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from playground.kube_emulator import RunningCluster, start_cluster
+from playground.kube_emulator import start_cluster
 
 Obj = dict[str, Any]
+
+
+class ObjectWriter(Protocol):
+    """Where the sample mesh is written: the emulator, or the suite's real API server."""
+
+    def put_object(self, group: str, version: str, plural: str, obj: Obj) -> Obj: ...
 
 NAMESPACE = "production"
 NAMESPACES = ("production", "staging", "istio-system", "meshbot")
@@ -183,7 +190,7 @@ def _namespace_labels(namespace: str) -> dict[str, str]:
     return labels
 
 
-def seed_sample_mesh(cluster: RunningCluster) -> None:
+def seed_sample_mesh(cluster: ObjectWriter) -> None:
     for group, version, plural, obj in sample_mesh_objects():
         cluster.put_object(group, version, plural, obj)
 

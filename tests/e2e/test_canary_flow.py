@@ -1,5 +1,6 @@
 """The whole path over real wires: a signed slash command to `meshbot serve`, a worker, the
-Kubernetes API emulator and the Slack stand-in."""
+real kube-apiserver (meshbot as its own identity, under the chart's RBAC) and the Slack
+stand-in."""
 
 from __future__ import annotations
 

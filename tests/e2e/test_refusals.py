@@ -13,10 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from kubernetes import client
 
 from jobs.adapters.audit import AuditEntry, AuditLog
-from jobs.adapters.kube import load_api_client
 from playground.processes import ServeProcess
 from playground.slack_client import new_trigger_id, send_slash_command
 from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh
@@ -141,18 +139,13 @@ def refused_by_job(mesh: Mesh, server: ServeProcess, text: str = "canary payment
     return str(posts[0].body.get("text", "")), after
 
 
-def delete_virtual_service(name: str = SERVICE) -> None:
-    """Delete through the Kubernetes API, as `kubectl delete virtualservice` would."""
-    api = load_api_client()
-    try:
-        client.CustomObjectsApi(api).delete_namespaced_custom_object(
-            GROUP, VERSION, NS, "virtualservices", name)
-    finally:
-        api.close()  # type: ignore[no-untyped-call]
+def delete_virtual_service(mesh: Mesh, name: str = SERVICE) -> None:
+    """Delete through the Kubernetes API as its admin, as `kubectl delete virtualservice`."""
+    mesh.cluster.delete(GROUP, VERSION, "virtualservices", NS, name)
 
 
 def test_virtual_service_missing(mesh: Mesh, server: ServeProcess) -> None:
-    delete_virtual_service()
+    delete_virtual_service(mesh)
     told, after = refused_by_job(mesh, server)
     assert f"VirtualService {NS}/{SERVICE}" in told and "does not exist" in told
     assert after is None  # meshbot did not create one either
@@ -207,7 +200,7 @@ def no_canary_subset(mesh: Mesh) -> None:
 
 
 CLUSTER_REFUSALS: dict[str, Callable[[Mesh], object]] = {
-    "missing": lambda mesh: delete_virtual_service(),
+    "missing": lambda mesh: delete_virtual_service(mesh),
     "no-canary-subset": no_canary_subset,
     "gitops": lambda mesh: mesh.cluster.change(
         GROUP, VERSION, "virtualservices", NS, SERVICE,

@@ -17,7 +17,7 @@ from meshbot.settings import Settings, packaged_default_policy
 from playground.slack_client import new_trigger_id, reaction_event
 from playground.slack_model import Message
 from policies.loader import load_policy_file
-from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh
+from tests.fixtures.meshbot import CHANNEL, OPERATOR, MeshBase
 
 APPROVERS = ("U0APPROVER1", "U0APPROVER2", "U0APPROVER3")
 ONCALL_GROUP = "S0ONCALL"
@@ -38,11 +38,11 @@ def write_policy(directory: Path) -> Path:
 
 @dataclass
 class ChatOps:
-    mesh: Mesh
+    mesh: MeshBase
     bot: BotContext
 
     @classmethod
-    def start(cls, mesh: Mesh) -> ChatOps:
+    def start(cls, mesh: MeshBase) -> ChatOps:
         settings = Settings()
         mesh.slack.set_usergroup(ONCALL_GROUP, [ONCALL])
         bot = BotContext(settings=settings, policy=load_policy_file(settings.policy_path),

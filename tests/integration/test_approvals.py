@@ -1,5 +1,6 @@
 """Approval requests and the reactions that answer them, through the bot's listener functions,
-a real RQ worker, Redis, the Kubernetes emulator and the Slack stand-in."""
+a real RQ worker, Redis, the real kube-apiserver (meshbot under the chart's RBAC) and the Slack
+stand-in."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """`/mesh backup`, `/mesh backups` and `/mesh restore` through the bot's listener, a real RQ
-worker, Redis, the Kubernetes emulator and the Slack stand-in."""
+worker, Redis, the real kube-apiserver (meshbot under the chart's RBAC) and the Slack
+stand-in."""
 
 from __future__ import annotations
 
@@ -9,13 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes.client import CustomObjectsApi
 
 from jobs.adapters.backup_store import BackupStore
-from jobs.adapters.kube import load_api_client
 from jobs.domain.backup_diff import KINDS, managed_view
-from playground.kube_emulator import RunningCluster
 from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh
+from tests.fixtures.real_cluster import Cluster
 from tests.integration.chatops import APPROVERS, ChatOps, write_policy
 
 A1, A2, _ = APPROVERS
@@ -37,7 +36,7 @@ def ops(mesh: Mesh) -> Iterator[ChatOps]:
     yield ChatOps.start(mesh)
 
 
-def seed_security_and_gateway(cluster: RunningCluster) -> None:
+def seed_security_and_gateway(cluster: Cluster) -> None:
     """The sample mesh has VirtualServices and DestinationRules; add the other three kinds."""
     cluster.put_object(*NET, "gateways", {
         "apiVersion": "networking.istio.io/v1beta1", "kind": "Gateway",
@@ -56,7 +55,7 @@ def seed_security_and_gateway(cluster: RunningCluster) -> None:
             "principals": ["cluster.local/ns/security/sa/scanner"]}}]}]}})
 
 
-def live(cluster: RunningCluster, kind: str, name: str) -> dict[str, Any] | None:
+def live(cluster: Cluster, kind: str, name: str) -> dict[str, Any] | None:
     try:
         return cluster.get(*GROUPS[kind], PLURALS[kind], NS, name)
     except KeyError:
@@ -133,9 +132,7 @@ def test_backup_change_restore_ends_identical(ops: ChatOps, mesh: Mesh) -> None:
     mesh.cluster.change(*NET, "gateways", NS, "public",
                         lambda gw: gw["spec"]["servers"][0].update(hosts=["other.example.com"]))
     # Someone deletes a DestinationRule (kubectl delete, as the runbook's emergency does).
-    with load_api_client() as api:
-        CustomObjectsApi(api).delete_namespaced_custom_object(*NET, NS, "destinationrules",
-                                                              "user-service")
+    mesh.cluster.delete(*NET, "destinationrules", NS, "user-service")
 
     ack, _ = ops.command(f"restore {backup_id}")
     assert "Accepted" in ack

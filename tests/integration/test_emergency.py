@@ -1,6 +1,6 @@
 """`/mesh emergency <namespace>` through the bot's listener, approvals, a real RQ worker, Redis,
-the Kubernetes emulator (no controllers: the tests play the Deployment and disruption
-controllers by writing status) and the Slack stand-in."""
+the real kube-apiserver with meshbot under the chart's RBAC (no controllers: the tests play the
+Deployment and disruption controllers through the status subresource) and the Slack stand-in."""
 
 from __future__ import annotations
 
@@ -11,19 +11,18 @@ from typing import Any
 
 import pytest
 from cloudcoil.models.istio.security import v1beta1 as istio_security
-from kubernetes.client import CustomObjectsApi
 from rq import Queue
 from rq.serializers import JSONSerializer
 
 from jobs.adapters.backup_store import BackupStore
-from jobs.adapters.kube import RESTARTED_AT, load_api_client
+from jobs.adapters.kube import RESTARTED_AT
 from jobs.runtime import context
 from jobs.runtime.api import queue_names
 from jobs.runtime.handlers import emergency
 from meshbot.settings import Settings
-from playground.kube_emulator import RunningCluster
 from playground.sample_mesh import deployment, destination_rule, virtual_service
 from tests.fixtures.meshbot import CHANNEL, Mesh
+from tests.fixtures.real_cluster import Cluster
 from tests.integration.chatops import APPROVERS, ChatOps, write_policy
 
 A1, A2, _ = APPROVERS
@@ -44,7 +43,7 @@ def ops(mesh: Mesh) -> Iterator[ChatOps]:
     yield ChatOps.start(mesh)
 
 
-def seed_shop(cluster: RunningCluster, labels: dict[str, str] | None = None) -> None:
+def seed_shop(cluster: Cluster, labels: dict[str, str] | None = None) -> None:
     cluster.put_object("", "v1", "namespaces", {
         "apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": NS, "labels": labels or {"istio-injection": "enabled"}}})
@@ -64,7 +63,7 @@ def seed_shop(cluster: RunningCluster, labels: dict[str, str] | None = None) -> 
         "metadata": {"name": "default", "namespace": NS}, "spec": {"mtls": {"mode": "STRICT"}}})
 
 
-def complete_rollout(cluster: RunningCluster, name: str) -> None:
+def complete_rollout(cluster: Cluster, name: str) -> None:
     """What the Deployment controller reports once every pod is new and available."""
     def done(obj: dict[str, Any]) -> None:
         wanted = obj["spec"]["replicas"]
@@ -73,7 +72,7 @@ def complete_rollout(cluster: RunningCluster, name: str) -> None:
     cluster.change(*APPS, NS, name, done)
 
 
-def set_disruptions(cluster: RunningCluster, pdb: str, allowed: int) -> None:
+def set_disruptions(cluster: Cluster, pdb: str, allowed: int) -> None:
     cluster.change(*PDBS, NS, pdb, lambda obj: obj["status"].update(disruptionsAllowed=allowed))
 
 
@@ -95,7 +94,7 @@ def release_scheduled(mesh: Mesh) -> int:
     return released
 
 
-def restarted(cluster: RunningCluster, name: str) -> bool:
+def restarted(cluster: Cluster, name: str) -> bool:
     template = cluster.get(*APPS, NS, name)["spec"]["template"]
     return RESTARTED_AT in (template.get("metadata", {}).get("annotations") or {})
 
@@ -118,7 +117,7 @@ def emergency_thread(ops: ChatOps) -> list[str]:
     return ops.thread(roots[0].ts)
 
 
-def get(cluster: RunningCluster, group: tuple[str, str], plural: str, name: str) -> Any:
+def get(cluster: Cluster, group: tuple[str, str], plural: str, name: str) -> Any:
     try:
         return cluster.get(*group, plural, NS, name)
     except KeyError:
@@ -211,9 +210,7 @@ def test_revision_labelled_namespace_loses_its_revision(ops: ChatOps, mesh: Mesh
 
 def test_a_namespace_without_peer_authentication_gets_a_valid_permissive_one(
         ops: ChatOps, mesh: Mesh) -> None:
-    with load_api_client() as api:
-        CustomObjectsApi(api).delete_namespaced_custom_object(*SEC, NS, "peerauthentications",
-                                                              "default")
+    mesh.cluster.delete(*SEC, "peerauthentications", NS, "default")  # as its admin would
     start_emergency(ops)
     created = mesh.cluster.get(*SEC, "peerauthentications", NS, "default")
     model = istio_security.PeerAuthentication.model_validate(created)

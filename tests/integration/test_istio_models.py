@@ -15,8 +15,8 @@ from cloudcoil.models.istio.networking import v1beta1 as istio
 from jobs.adapters.kube import KubeClient
 from jobs.domain.routes import Subsets, Weights, plan_weights
 from jobs.runtime.weights import set_weights
-from playground.kube_emulator import RunningCluster
 from playground.sample_mesh import SERVICES, sample_mesh_objects, virtual_service
+from tests.fixtures.real_cluster import Cluster
 
 GROUP, VERSION = "networking.istio.io", "v1beta1"
 NS, SVC = "production", "payment-service"
@@ -75,7 +75,7 @@ def test_planned_routes_are_valid(percent: int) -> None:
 
 def test_virtual_services_written_by_set_weights_are_valid(
     kube: KubeClient,
-    cluster: RunningCluster,
+    cluster: Cluster,
 ) -> None:
     cluster.change(
         GROUP,

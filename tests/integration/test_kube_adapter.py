@@ -1,4 +1,9 @@
-"""meshbot's Kubernetes adapter and set_weights against the emulator, over real HTTP."""
+"""meshbot's Kubernetes adapter and set_weights over real HTTP.
+
+Against the real kube-apiserver, meshbot as its own identity under the chart's RBAC (``kube``,
+``cluster``), except where a test injects a fault the real server will not produce on demand (a
+given status, a stall, a write slipped in just before meshbot's): those use the emulator
+(``emulated_kube``, ``emulated_cluster``)."""
 
 from __future__ import annotations
 
@@ -23,13 +28,14 @@ from meshbot.errors import (
 )
 from playground.kube_emulator import RunningCluster, start_cluster
 from playground.sample_mesh import virtual_service
+from tests.fixtures.real_cluster import Cluster, RealCluster
 
 GROUP, VERSION = "networking.istio.io", "v1beta1"
 NS, SVC = "production", "payment-service"
 SUBSETS = Subsets()
 
 
-def stored_vs(cluster: RunningCluster, name: str = SVC, ns: str = NS) -> dict[str, Any]:
+def stored_vs(cluster: Cluster, name: str = SVC, ns: str = NS) -> dict[str, Any]:
     return cluster.get(GROUP, VERSION, "virtualservices", ns, name)
 
 
@@ -52,7 +58,7 @@ def test_missing_objects_are_mesh_not_found(kube: KubeClient) -> None:
         set_weights(kube, NS, ["no-such-service"], "no-such-service", SUBSETS, Weights(90, 10))
 
 
-def test_counts_only_ready_pods(kube: KubeClient, cluster: RunningCluster) -> None:
+def test_counts_only_ready_pods(kube: KubeClient, cluster: RealCluster) -> None:
     assert kube.count_ready_pods(NS, {"app": SVC, "version": "v2"}) == 1
     assert kube.count_ready_pods("istio-system", {"app": "istiod"}) == 3
 
@@ -64,7 +70,7 @@ def test_counts_only_ready_pods(kube: KubeClient, cluster: RunningCluster) -> No
 
 
 def test_conditional_patch_of_a_stale_read_is_mesh_conflict(
-    kube: KubeClient, cluster: RunningCluster
+    kube: KubeClient, cluster: RealCluster
 ) -> None:
     vs = kube.get_virtual_service(NS, SVC)
     cluster.change(
@@ -94,19 +100,19 @@ def test_conditional_patch_of_a_stale_read_is_mesh_conflict(
     ],
 )
 def test_statuses_map_onto_meshbot_errors(
-    kube: KubeClient, cluster: RunningCluster, status: int, error: type[Exception]
+    emulated_kube: KubeClient, emulated_cluster: RunningCluster, status: int, error: type[Exception]
 ) -> None:
-    cluster.fail(status, method="GET", plural="virtualservices")
+    emulated_cluster.fail(status, method="GET", plural="virtualservices")
     with pytest.raises(error) as err:
-        kube.get_virtual_service(NS, SVC)
+        emulated_kube.get_virtual_service(NS, SVC)
     assert not isinstance(err.value, MeshNotFound)
-    assert kube.get_virtual_service(NS, SVC)  # the fault was one call only
+    assert emulated_kube.get_virtual_service(NS, SVC)  # the fault was one call only
 
 
 def test_timeouts_and_refused_connections_are_mesh_unavailable(
-    cluster: RunningCluster, tmp_path: Path
+    emulated_cluster: RunningCluster, tmp_path: Path
 ) -> None:
-    cluster.stall(30, method="GET", plural="virtualservices")
+    emulated_cluster.stall(30, method="GET", plural="virtualservices")
     slow = KubeClient(load_api_client(), timeout=(1.0, 0.2))
     with slow, pytest.raises(MeshUnavailable, match="did not answer"):
         slow.get_virtual_service(NS, SVC)
@@ -126,7 +132,7 @@ def test_missing_configuration_is_permanent(
         KubeClient.from_environment()
 
 
-def test_set_weights_shifts_traffic(kube: KubeClient, cluster: RunningCluster) -> None:
+def test_set_weights_shifts_traffic(kube: KubeClient, cluster: RealCluster) -> None:
     before, after = set_weights(kube, NS, [SVC], SVC, SUBSETS, Weights.canary_at(10))
     assert (before, after) == (Weights(100, 0), Weights(90, 10))
     assert route_weights(stored_vs(cluster)) == [("stable", 90), ("canary", 10)]
@@ -135,7 +141,7 @@ def test_set_weights_shifts_traffic(kube: KubeClient, cluster: RunningCluster) -
 
 
 def test_preflight_checks_everything_and_writes_nothing(
-    kube: KubeClient, cluster: RunningCluster
+    kube: KubeClient, cluster: RealCluster
 ) -> None:
     set_weights(kube, NS, [SVC], SVC, SUBSETS, Weights.canary_at(10))
     written = stored_vs(cluster)
@@ -146,7 +152,7 @@ def test_preflight_checks_everything_and_writes_nothing(
 
 
 def test_several_virtual_services_change_together(
-    kube: KubeClient, cluster: RunningCluster
+    kube: KubeClient, cluster: RealCluster
 ) -> None:
     ingress = virtual_service(SVC, namespace="istio-system")
     ingress["metadata"]["name"] = "payments-ingress"
@@ -164,7 +170,7 @@ def test_several_virtual_services_change_together(
 
 
 def test_a_refusal_in_any_virtual_service_changes_none(
-    kube: KubeClient, cluster: RunningCluster
+    kube: KubeClient, cluster: RealCluster
 ) -> None:
     broken = virtual_service("payments-edge")
     broken["spec"]["http"][0]["route"] = [{"destination": {"host": SVC}}]  # no subsets
@@ -184,7 +190,7 @@ def test_a_refusal_in_any_virtual_service_changes_none(
     ],
 )
 def test_gitops_owned_objects_are_refused(
-    kube: KubeClient, cluster: RunningCluster, where: str, key: str, controller: str
+    kube: KubeClient, cluster: RealCluster, where: str, key: str, controller: str
 ) -> None:
     cluster.change(
         GROUP,
@@ -203,7 +209,7 @@ def test_gitops_owned_objects_are_refused(
 
 
 def test_no_traffic_to_a_canary_without_ready_pods(
-    kube: KubeClient, cluster: RunningCluster
+    kube: KubeClient, cluster: RealCluster
 ) -> None:
     def unready(pod: dict[str, Any]) -> None:
         pod["status"]["conditions"][0]["status"] = "False"
@@ -216,7 +222,7 @@ def test_no_traffic_to_a_canary_without_ready_pods(
 
 
 def test_virtual_service_without_subsets_says_what_is_missing(
-    kube: KubeClient, cluster: RunningCluster
+    kube: KubeClient, cluster: RealCluster
 ) -> None:
     def strip_subsets(vs: dict[str, Any]) -> None:
         vs["spec"]["http"][0]["route"] = [{"destination": {"host": SVC}}]
@@ -229,7 +235,7 @@ def test_virtual_service_without_subsets_says_what_is_missing(
 
 
 def test_stable_only_route_gets_the_canary_destination(
-    kube: KubeClient, cluster: RunningCluster
+    kube: KubeClient, cluster: RealCluster
 ) -> None:
     cluster.change(
         GROUP, VERSION, "virtualservices", NS, SVC, lambda vs: vs["spec"]["http"][0]["route"].pop()
@@ -239,10 +245,10 @@ def test_stable_only_route_gets_the_canary_destination(
 
 
 def test_a_conflict_is_retried_and_keeps_the_other_writers_change(
-    kube: KubeClient,
-    cluster: RunningCluster,
+    emulated_kube: KubeClient,
+    emulated_cluster: RunningCluster,
 ) -> None:
-    cluster.interfere(
+    emulated_cluster.interfere(
         lambda vs: vs["metadata"].setdefault("labels", {}).update(team="payments"),
         plural="virtualservices",
         name=SVC,
@@ -254,17 +260,18 @@ def test_a_conflict_is_retried_and_keeps_the_other_writers_change(
         return True
 
     set_weights(
-        kube, NS, [SVC], SVC, SUBSETS, Weights.canary_at(10), should_continue=still_progressing
+        emulated_kube, NS, [SVC], SVC, SUBSETS, Weights.canary_at(10),
+        should_continue=still_progressing,
     )
-    stored = stored_vs(cluster)
+    stored = stored_vs(emulated_cluster)
     assert asked == [True]
     assert stored["metadata"]["labels"] == {"team": "payments"}
     assert route_weights(stored) == [("stable", 90), ("canary", 10)]
 
 
 def test_after_a_rollback_a_conflicting_job_never_reapplies_its_weight(
-    kube: KubeClient,
-    cluster: RunningCluster,
+    emulated_kube: KubeClient,
+    emulated_cluster: RunningCluster,
 ) -> None:
     rolled_back = threading.Event()
 
@@ -274,10 +281,10 @@ def test_after_a_rollback_a_conflicting_job_never_reapplies_its_weight(
         vs["metadata"].setdefault("annotations", {})["rolled-back"] = "true"
         rolled_back.set()
 
-    cluster.interfere(rollback, plural="virtualservices", name=SVC)
+    emulated_cluster.interfere(rollback, plural="virtualservices", name=SVC)
     with pytest.raises(Abandoned):
         set_weights(
-            kube,
+            emulated_kube,
             NS,
             [SVC],
             SVC,
@@ -285,65 +292,82 @@ def test_after_a_rollback_a_conflicting_job_never_reapplies_its_weight(
             Weights.canary_at(50),
             should_continue=lambda: not rolled_back.is_set(),
         )
-    assert route_weights(stored_vs(cluster)) == [("stable", 100), ("canary", 0)]
+    assert route_weights(stored_vs(emulated_cluster)) == [("stable", 100), ("canary", 0)]
 
 
 def test_persistent_conflicts_give_up_as_mesh_conflict(
-    kube: KubeClient, cluster: RunningCluster
+    emulated_kube: KubeClient, emulated_cluster: RunningCluster
 ) -> None:
-    cluster.fail(409, method="PATCH", plural="virtualservices", times=3)
+    emulated_cluster.fail(409, method="PATCH", plural="virtualservices", times=3)
     with pytest.raises(MeshConflict):
-        set_weights(kube, NS, [SVC], SVC, SUBSETS, Weights.canary_at(10), max_attempts=3, backoff=0)
-    set_weights(kube, NS, [SVC], SVC, SUBSETS, Weights.canary_at(10), backoff=0)
+        set_weights(emulated_kube, NS, [SVC], SVC, SUBSETS, Weights.canary_at(10),
+                    max_attempts=3, backoff=0)
+    set_weights(emulated_kube, NS, [SVC], SVC, SUBSETS, Weights.canary_at(10), backoff=0)
 
 
-def test_two_writers_never_lose_an_update(kube: KubeClient, cluster: RunningCluster) -> None:
-    """meshbot shifts weights while another client bumps an annotation, both via the API."""
-    rounds = 15
+def test_two_real_writers_on_one_virtual_service_lose_nothing(
+    kube: KubeClient, cluster: RealCluster
+) -> None:
+    """meshbot shifts weights while another client (the admin, a controller) bumps an annotation
+    of the same VirtualService. The 409s come from the real server; both sides re-read and retry,
+    and neither loses an update. The race runs until meshbot has met at least one conflict."""
+    min_rounds, min_conflicts, max_rounds = 15, 3, 95
     start = threading.Barrier(2, timeout=10)
+    done = threading.Event()
     failures: list[BaseException] = []
+    meshbot_conflicts: list[int] = []
+    bumps: list[int] = []
+    last_step: list[int] = []
+
+    def retrying() -> bool:  # set_weights asks this before retrying a 409
+        meshbot_conflicts.append(1)
+        return True
 
     def meshbot() -> None:
         start.wait()
-        for step in range(1, rounds + 1):
-            set_weights(
-                kube,
-                NS,
-                [SVC],
-                SVC,
-                SUBSETS,
-                Weights.canary_at(step),
-                max_attempts=50,
-                backoff=0.001,
-            )
+        try:
+            for step in range(1, max_rounds + 1):
+                set_weights(kube, NS, [SVC], SVC, SUBSETS, Weights.canary_at(step),
+                            max_attempts=50, backoff=0.001, should_continue=retrying)
+                last_step.append(step)
+                if step >= min_rounds and len(meshbot_conflicts) >= min_conflicts:
+                    break
+        finally:
+            done.set()
 
     def other_controller() -> None:
-        with load_api_client() as api:
+        with cluster.server.api_client("admin") as api:
+            custom = client.CustomObjectsApi(api)
             start.wait()
-            for _ in range(rounds):
-                bump_annotation(kube, client.CustomObjectsApi(api))
+            while not done.is_set():
+                bump_annotation(custom)
+                bumps.append(1)
 
     def run(fn: Any) -> None:
         try:
             fn()
         except BaseException as exc:  # reported to the test thread below
             failures.append(exc)
+            done.set()
 
     threads = [threading.Thread(target=run, args=(fn,)) for fn in (meshbot, other_controller)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=60)
+        thread.join(timeout=90)
     assert not failures, failures
+    assert meshbot_conflicts, "meshbot never met a 409 from the real server"
     stored = stored_vs(cluster)
-    assert stored["metadata"]["annotations"]["bumps"] == str(rounds)
-    assert route_weights(stored) == [("stable", 100 - rounds), ("canary", rounds)]
+    assert stored["metadata"]["annotations"]["bumps"] == str(len(bumps))
+    step = last_step[-1]
+    assert route_weights(stored) == [("stable", 100 - step), ("canary", step)]
 
 
-def bump_annotation(kube: KubeClient, custom: client.CustomObjectsApi) -> None:
+def bump_annotation(custom: client.CustomObjectsApi) -> None:
     """A read-modify-write of a field meshbot does not own, retried on conflict like ours."""
-    for _ in range(100):
-        vs = kube.get_virtual_service(NS, SVC)
+    for _ in range(200):
+        vs = custom.get_namespaced_custom_object(GROUP, VERSION, NS, "virtualservices", SVC)
+        assert isinstance(vs, dict)
         count = int((vs["metadata"].get("annotations") or {}).get("bumps", "0"))
         body = {
             "metadata": {

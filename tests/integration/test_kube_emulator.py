@@ -22,9 +22,9 @@ NS, SVC = "production", "payment-service"
 
 
 @pytest.fixture
-def api(cluster: RunningCluster, tmp_path: Path) -> Iterator[client.ApiClient]:
+def api(emulated_cluster: RunningCluster, tmp_path: Path) -> Iterator[client.ApiClient]:
     configuration = client.Configuration()
-    kubeconfig = cluster.write_kubeconfig(tmp_path / "raw-kubeconfig")
+    kubeconfig = emulated_cluster.write_kubeconfig(tmp_path / "raw-kubeconfig")
     config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
     configuration.retries = 0  # so that one injected fault is one failed call
     with client.ApiClient(configuration) as api_client:
@@ -71,14 +71,15 @@ def test_every_write_gets_a_new_resource_version_and_identity_is_kept(
 
 def test_merge_patch_with_stale_resource_version_is_a_conflict(
     custom: client.CustomObjectsApi,
-    cluster: RunningCluster,
+    emulated_cluster: RunningCluster,
 ) -> None:
     stale = get_vs(custom)["metadata"]["resourceVersion"]
     patch_vs(custom, {"metadata": {"labels": {"touched": "yes"}}})
     with pytest.raises(ApiException) as err:
         patch_vs(custom, {"metadata": {"resourceVersion": stale}, "spec": {"http": []}})
     assert err.value.status == 409
-    assert cluster.get(GROUP, VERSION, "virtualservices", NS, SVC)["spec"]["http"]  # unchanged
+    stored = emulated_cluster.get(GROUP, VERSION, "virtualservices", NS, SVC)
+    assert stored["spec"]["http"]  # unchanged
     fresh = get_vs(custom)["metadata"]["resourceVersion"]
     patch_vs(custom, {"metadata": {"resourceVersion": fresh}, "spec": {"gateways": ["mesh"]}})
 
@@ -189,37 +190,37 @@ def test_namespaces_are_cluster_scoped_objects(api: client.ApiClient) -> None:
 
 
 def test_injected_faults_change_nothing(
-    custom: client.CustomObjectsApi, cluster: RunningCluster
+    custom: client.CustomObjectsApi, emulated_cluster: RunningCluster
 ) -> None:
-    before = cluster.get(GROUP, VERSION, "virtualservices", NS, SVC)
-    cluster.fail(503, method="PATCH", plural="virtualservices", name=SVC)
+    before = emulated_cluster.get(GROUP, VERSION, "virtualservices", NS, SVC)
+    emulated_cluster.fail(503, method="PATCH", plural="virtualservices", name=SVC)
     with pytest.raises(ApiException) as err:
         patch_vs(custom, {"spec": {"http": []}})
     assert err.value.status == 503
-    assert cluster.get(GROUP, VERSION, "virtualservices", NS, SVC) == before
+    assert emulated_cluster.get(GROUP, VERSION, "virtualservices", NS, SVC) == before
     patch_vs(custom, {"metadata": {"labels": {"after": "fault"}}})  # one time only
 
 
 def test_a_kmock_reaction_intercepting_a_write_changes_nothing(
     custom: client.CustomObjectsApi,
-    cluster: RunningCluster,
+    emulated_cluster: RunningCluster,
 ) -> None:
-    before = cluster.get(GROUP, VERSION, "virtualservices", NS, SVC)
+    before = emulated_cluster.get(GROUP, VERSION, "virtualservices", NS, SVC)
 
     def refuse_next_patch(emulator: MeshEmulator) -> None:
         emulator[kmock.method.PATCH][:1] << 409
 
-    cluster.call(refuse_next_patch)
+    emulated_cluster.call(refuse_next_patch)
     with pytest.raises(ApiException) as err:
         patch_vs(custom, {"spec": {"http": []}})
     assert err.value.status == 409
-    assert cluster.get(GROUP, VERSION, "virtualservices", NS, SVC) == before
+    assert emulated_cluster.get(GROUP, VERSION, "virtualservices", NS, SVC) == before
 
 
 def test_stall_times_out_the_client(
-    custom: client.CustomObjectsApi, cluster: RunningCluster
+    custom: client.CustomObjectsApi, emulated_cluster: RunningCluster
 ) -> None:
-    cluster.stall(30, method="GET", plural="virtualservices")
+    emulated_cluster.stall(30, method="GET", plural="virtualservices")
     with pytest.raises(urllib3.exceptions.HTTPError) as err:
         custom.get_namespaced_custom_object(
             GROUP, VERSION, NS, "virtualservices", SVC, _request_timeout=0.2
@@ -228,10 +229,10 @@ def test_stall_times_out_the_client(
 
 
 def test_interfere_lands_a_concurrent_write_first(
-    custom: client.CustomObjectsApi, cluster: RunningCluster
+    custom: client.CustomObjectsApi, emulated_cluster: RunningCluster
 ) -> None:
     rv = get_vs(custom)["metadata"]["resourceVersion"]
-    cluster.interfere(
+    emulated_cluster.interfere(
         lambda vs: vs["metadata"].setdefault("labels", {}).update(other="writer"),
         plural="virtualservices",
         name=SVC,
@@ -239,6 +240,5 @@ def test_interfere_lands_a_concurrent_write_first(
     with pytest.raises(ApiException) as err:
         patch_vs(custom, {"metadata": {"resourceVersion": rv}, "spec": {"http": []}})
     assert err.value.status == 409
-    assert cluster.get(GROUP, VERSION, "virtualservices", NS, SVC)["metadata"]["labels"] == {
-        "other": "writer"
-    }
+    stored = emulated_cluster.get(GROUP, VERSION, "virtualservices", NS, SVC)
+    assert stored["metadata"]["labels"] == {"other": "writer"}

@@ -1,4 +1,4 @@
-"""`/mesh readiness` against the Kubernetes emulator and a real Redis: a production-ready control
+"""`/mesh readiness` against the real kube-apiserver and a real Redis: a production-ready control
 plane passes every row, and each shortfall fails its own row with what was found."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from playground.kube_emulator import RunningCluster
 from playground.sample_mesh import deployment, ready_pod
 from tests.fixtures.meshbot import Mesh
+from tests.fixtures.real_cluster import Cluster
 from tests.integration.chatops import ChatOps, write_policy
 
 ISTIO = "istio-system"
@@ -43,7 +43,7 @@ def node(name: str, zone: str | None) -> dict[str, object]:
     return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}}
 
 
-def seed_ready_control_plane(cluster: RunningCluster, zones: tuple[str, ...]) -> None:
+def seed_ready_control_plane(cluster: Cluster, zones: tuple[str, ...]) -> None:
     """istiod's three sample pods placed on nodes of ``zones``; a two-replica ingress gateway;
     STRICT mTLS in production."""
     for index, zone in enumerate(zones):
@@ -98,7 +98,7 @@ def test_each_shortfall_fails_its_row(ops: ChatOps, mesh: Mesh) -> None:
     seed_ready_control_plane(mesh.cluster, ("zone-a", "zone-a", "zone-b"))
     cluster = mesh.cluster
     cluster.change("apps", "v1", "deployments", ISTIO, "istio-ingressgateway",
-                   lambda d: d["status"].update(readyReplicas=1))
+                   lambda d: d["status"].update(readyReplicas=1, availableReplicas=1))
     cluster.change(*SEC, "peerauthentications", "production", "default",
                    lambda pa: pa["spec"].update(mtls={"mode": "PERMISSIVE"}))
     cluster.change("autoscaling", "v2", "horizontalpodautoscalers", ISTIO, "istiod",

@@ -1,6 +1,6 @@
 """`/mesh inject`, `/mesh inject-namespace` and `/mesh mtls` as a person uses them: through the
-bot's real listener (grammar, policy, approvals), a real RQ worker, the Kubernetes emulator and
-the Slack stand-in."""
+bot's real listener (grammar, policy, approvals), a real RQ worker, the real kube-apiserver
+(meshbot under the chart's RBAC) and the Slack stand-in."""
 
 from __future__ import annotations
 
@@ -190,7 +190,9 @@ def test_inject_namespace_keeps_revision_based_injection(ops: ChatOps, mesh: Mes
         "apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": "payments-next", "labels": {"istio.io/rev": "1-22"}}})
     approved(ops, "inject-namespace payments-next")
-    assert labels(mesh, "payments-next") == {"istio.io/rev": "1-22"}
+    # Only the revision label (and the name label a real server sets on every namespace).
+    assert labels(mesh, "payments-next") == {"istio.io/rev": "1-22",
+                                             "kubernetes.io/metadata.name": "payments-next"}
     assert "revision-based injection (`istio.io/rev=1-22`)" in thread(
         ops, "*Namespace injection*")[1]
 
