@@ -147,6 +147,16 @@ def holding_too_long(service: str, deadline_s: float, failing: Sequence[str]) ->
             f"`/mesh rollback {service}` or `/mesh resume {service}`.")
 
 
+def settled_after_failure(weights_text: str) -> str:
+    return (f":rewind: The last change to this service ended without writing its weights; to "
+            f"keep the mesh and this thread in agreement meshbot rolled back: {weights_text}.")
+
+
+def reapply_impossible(weights_text: str, reason: str) -> str:
+    return (f":warning: meshbot could not write {weights_text} and will not keep trying: "
+            f"{reason}. Check the service with `/mesh status`.")
+
+
 def reapplied(weights_text: str) -> str:
     return (f":wrench: The worker that was changing this service stopped before writing its "
             f"weights; meshbot wrote them now: {weights_text}.")

@@ -17,6 +17,14 @@ from jobs.domain.rollout import Rollout
 
 log = logging.getLogger("meshbot.store")
 
+TICK_OWNER = "tick"  # the analysis tick writes weights too; any other owner is an RQ job id
+_CLEAR_IF_OWNER = """
+if redis.call('hget', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('zrem', KEYS[1], ARGV[1])
+redis.call('hdel', KEYS[2], ARGV[1])
+return 1
+"""
+
 # Write the new state only if the stored one is still what was read (compare-and-set), keeping
 # the watched set in step; many of these go to Redis in one pipelined round trip.
 _CAS = """
@@ -42,6 +50,7 @@ class RolloutStore:
         self.client = client
         self.keys = keys or Keys()
         self._cas = client.register_script(_CAS)
+        self._clear_if_owner = client.register_script(_CLEAR_IF_OWNER)
 
     def get_many(self, services: list[str]) -> dict[str, tuple[bytes, Rollout]]:
         """The stored documents (as read, for ``commit_many``) of these services, one round
@@ -132,13 +141,30 @@ class RolloutStore:
     def watched_count(self) -> int:
         return int(self.client.zcard(self.keys.watched))
 
-    def mark_unapplied(self, service: str, now: float) -> None:
-        """The rollout's state says a weight the VirtualService may not show yet: if the writer
-        dies before ``mark_applied``, the ticker writes it (``jobs.reconcile``)."""
-        self.client.zadd(self.keys.unapplied, {service: now}, nx=True)
+    def mark_unapplied(self, service: str, now: float, owner: str = TICK_OWNER) -> None:
+        """The rollout's state is about to say a weight the VirtualService does not show yet:
+        if the writer (``owner``: an RQ job id, or the tick) ends before ``mark_applied``, the
+        ticker settles it (``jobs.runtime.reconcile``). A later writer takes the mark over."""
+        with self.client.pipeline() as pipe:
+            pipe.zadd(self.keys.unapplied, {service: now})
+            pipe.hset(self.keys.unapplied + ":owner", service, owner)
+            pipe.execute()
 
-    def mark_applied(self, service: str) -> None:
-        self.client.zrem(self.keys.unapplied, service)
+    def mark_applied(self, service: str, owner: str | None = None) -> None:
+        """Clear the mark; with ``owner``, only if it is still that writer's (a rollback that
+        marked the service since keeps its mark)."""
+        if owner is None:
+            with self.client.pipeline() as pipe:
+                pipe.zrem(self.keys.unapplied, service)
+                pipe.hdel(self.keys.unapplied + ":owner", service)
+                pipe.execute()
+            return
+        self._clear_if_owner(keys=[self.keys.unapplied, self.keys.unapplied + ":owner"],
+                             args=[service, owner])
+
+    def unapplied_owner(self, service: str) -> str:
+        raw = self.client.hget(self.keys.unapplied + ":owner", service)
+        return raw.decode() if isinstance(raw, bytes) else (raw or TICK_OWNER)
 
     def unapplied_since(self, before: float) -> list[str]:
         members = self.client.zrangebyscore(self.keys.unapplied, "-inf", before)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from jobs.adapters.prometheus import MetricsSource
+from jobs.adapters.rollout_store import TICK_OWNER
 from jobs.domain import comparison as cmp
 from jobs.domain.promql import (
     CanaryMetrics,
@@ -162,7 +163,7 @@ def tick(ctx: JobContext, source: MetricsSource, now: float | None = None) -> Ti
                 judged.append(judgement)
         moving = [j.before.service for j in judged if _moves_weights(j)]
         for service in moving:  # before the commit: a worker dying after it is finished for
-            ctx.store.mark_unapplied(service, now)
+            ctx.store.mark_unapplied(service, now, TICK_OWNER)
         written = ctx.store.commit_many([(loaded[j.before.service][0], j.after) for j in judged])
         for judgement, done in zip(judged, written, strict=True):
             if done and judgement.checked:
@@ -267,7 +268,7 @@ def carry_out(ctx: JobContext, judgement: Judgement,
         act(ctx, judgement.view, rollout, updated, judgement.event, judgement.lines,
             judgement.failing, judgement)
         if _moves_weights(judgement):
-            ctx.store.mark_applied(rollout.service)
+            ctx.store.mark_applied(rollout.service, TICK_OWNER)
     except MeshbotError as exc:
         log.warning("acting on %s for %s failed: %s", judgement.event.value, rollout.service,
                     exc.message, extra=extra)

@@ -1,8 +1,17 @@
-"""Write the weights a rollout's state already decided, when the job that decided them died
-before writing them (e.g. a worker killed between marking a rollback and patching the route).
+"""Settle a service whose rollout state says weights the VirtualService may not show, because
+the writer that decided them ended before writing them.
 
-Every writer marks the service unapplied before its write and applied after it; a mark older
-than a grace period belongs to a writer that is gone, and the ticker finishes its work.
+Every writer marks the service (with itself as owner: an RQ job id, or the tick) before it
+commits the new state, and clears the mark after its write. Past a grace period the ticker looks
+at a mark that is still there:
+- its job is still alive (queued, scheduled for a retry, started, or taken over from a dead
+  worker): left alone — the job finishes its own work, whatever its retry schedule;
+- the tick's own mark (the ticker died between committing a transition and writing it), or a
+  rollback's: the decided weights are written, as decided;
+- a job that ended without writing (it gave up, or was refused after marking): nothing it
+  decided is written; the rollout is rolled back to the live subset instead — the safe end
+  state — so the rollout's phase, the thread, the audit and the mesh all say the same thing.
+A write that cannot succeed (a permanent error) is said once in the thread and not retried.
 """
 
 from __future__ import annotations
@@ -10,17 +19,25 @@ from __future__ import annotations
 import logging
 import time
 
-from jobs.domain.rollout import Phase, Rollout
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+from jobs.adapters.audit import AuditEntry
+from jobs.adapters.rollout_store import TICK_OWNER
+from jobs.domain import rollout as machine
+from jobs.domain.rollout import Event, Phase, Rollout
 from jobs.domain.routes import Weights
 from jobs.runtime.context import JobContext
 from jobs.runtime.route_edits import back_to_stable
 from jobs.runtime.weights import set_weights
-from meshbot.errors import MeshbotError
+from meshbot.errors import MeshbotError, PermanentError
 from rendering import traffic as traffic_text
 
 log = logging.getLogger("meshbot.reconcile")
 
-GRACE_S = 30.0  # longer than any one job's write, retries included
+GRACE_S = 5.0  # a live job is never touched; this only spares a writer between two calls
+ALIVE = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.STARTED, JobStatus.DEFERRED}
 
 
 def desired(rollout: Rollout) -> Weights:
@@ -31,34 +48,80 @@ def desired(rollout: Rollout) -> Weights:
     return Weights.canary_at(rollout.weight)
 
 
+def _job_status(ctx: JobContext, owner: str) -> JobStatus | None:
+    try:
+        job = Job.fetch(owner, connection=ctx.redis, serializer=JSONSerializer)
+    except NoSuchJobError:
+        return None
+    return job.get_status(refresh=False)
+
+
 def reconcile(ctx: JobContext, now: float | None = None) -> list[str]:
-    """Re-apply the decided weights of every service whose writer is gone; which ones."""
+    """Settle every service whose writer is gone; which ones were written."""
     now = time.time() if now is None else now
     done = []
     for service in ctx.store.unapplied_since(now - GRACE_S):
+        owner = ctx.store.unapplied_owner(service)
+        status = None if owner == TICK_OWNER else _job_status(ctx, owner)
+        if status in ALIVE:
+            continue  # its own job (or its retry, or its taker-over) will write it
         rollout = ctx.store.get(service)
         view = ctx.policy.service(service)
         if rollout is None or view is None:
-            ctx.store.mark_applied(service)
+            ctx.store.mark_applied(service, owner)
             continue
+        ended_unwritten = owner != TICK_OWNER and rollout.phase is not Phase.ROLLED_BACK
+        if ended_unwritten:
+            settled = _roll_back(ctx, rollout, now, status)
+            if settled is None:
+                continue
+            rollout = settled
         target = desired(rollout)
-        subsets = rollout.subsets
         try:
             if rollout.phase is Phase.ROLLED_BACK:
-                back_to_stable(ctx, view, subsets)
+                back_to_stable(ctx, view, rollout.subsets)
             else:
-                set_weights(ctx.kube, view.namespace, view.virtual_services, view.name, subsets,
-                            target, allow_gitops=view.gitops_allowed)
+                set_weights(ctx.kube, view.namespace, view.virtual_services, view.name,
+                            rollout.subsets, target, allow_gitops=view.gitops_allowed)
+        except PermanentError as exc:  # retrying cannot help: say so once, stop trying
+            ctx.store.mark_applied(service, owner)
+            log.error("could not write %s for %s: %s", target, service, exc.message)
+            _tell(ctx, rollout, traffic_text.reapply_impossible(str(target), exc.message))
+            continue
         except MeshbotError as exc:  # tried again next tick
             log.warning("could not re-apply %s for %s: %s", target, service, exc.message)
             continue
-        ctx.store.mark_applied(service)
+        ctx.store.mark_applied(service, owner)
         done.append(service)
-        if rollout.channel and rollout.thread_ts:
-            try:
-                ctx.notifier.reply(rollout.channel, rollout.thread_ts,
-                                   traffic_text.reapplied(str(target)))
-            except MeshbotError as exc:
-                log.warning("re-applied %s for %s, not reported: %s", target, service,
-                            exc.message)
+        text = (traffic_text.reapplied(str(target)) if not ended_unwritten
+                else traffic_text.settled_after_failure(str(target)))
+        _tell(ctx, rollout, text)
+        ctx.audit.record(AuditEntry(
+            actor="meshbot", action="reconcile", target=service, outcome="done",
+            request_id=f"reconcile:{owner}:{int(now)}", after=str(target), detail=text))
     return done
+
+
+def _roll_back(ctx: JobContext, rollout: Rollout, now: float,
+               status: JobStatus | None) -> Rollout | None:
+    """The rollout's state, rolled back because its writer ended without writing."""
+    why = f"the change was not written (its job {status.value if status else 'is gone'})"
+
+    def change(current: Rollout | None) -> Rollout | None:
+        if current is None or current.id != rollout.id or current.phase is Phase.ROLLED_BACK:
+            return None
+        return machine.apply(current, Event.ROLLBACK, now, why)
+    try:
+        return ctx.store.update(rollout.service, change) or ctx.store.get(rollout.service)
+    except MeshbotError as exc:
+        log.warning("could not settle %s: %s", rollout.service, exc.message)
+        return None
+
+
+def _tell(ctx: JobContext, rollout: Rollout, text: str) -> None:
+    if not (rollout.channel and rollout.thread_ts):
+        return
+    try:
+        ctx.notifier.reply(rollout.channel, rollout.thread_ts, text)
+    except MeshbotError as exc:
+        log.warning("%s: not reported in Slack: %s", rollout.service, exc.message)

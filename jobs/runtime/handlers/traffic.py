@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 
-from jobs.adapters.rollout_store import RolloutStore
+from rq import get_current_job
+
+from jobs.adapters.rollout_store import TICK_OWNER, RolloutStore
 from jobs.domain import rollout as machine
 from jobs.domain.rollout import Event, Phase, Rollout
 from jobs.domain.routes import Weights
@@ -22,11 +26,28 @@ from jobs.runtime.route_edits import back_to_stable
 from jobs.runtime.weights import Abandoned, defined_subsets, live_weights, preflight, set_weights
 from meshbot import metrics
 from meshbot.commands import Request, Verb
-from meshbot.errors import MeshbotError, Refused
+from meshbot.errors import MeshbotError, Refused, UserError
 from policies.views import ServiceView
 from rendering import traffic as traffic_text
 
 log = logging.getLogger("meshbot.jobs")
+
+
+def writer() -> str:
+    """Who owns a service's unapplied mark: this RQ job, or (a shell rollback) the ticker."""
+    job = get_current_job()
+    return job.id if job is not None else TICK_OWNER
+
+
+@contextlib.contextmanager
+def refused_before_commit(ctx: JobContext, service: str) -> Iterator[None]:
+    """A refusal raised here came before the state changed: the mark must not outlive it, or
+    the reconcile would write weights that were never decided."""
+    try:
+        yield
+    except UserError:
+        ctx.store.mark_applied(service, writer())
+        raise
 
 
 def still_wanted(store: RolloutStore, service: str, rollout_id: str) -> bool:
@@ -91,10 +112,10 @@ def _begin(ctx: JobContext, request: Request, *, steps: tuple[int, ...], fixed: 
         "canary_version": labels.get(analysis.version_label, ""),
         "stable_version": defined.get(subsets.stable, {}).get(analysis.version_label, ""),
     })
-    ctx.store.mark_unapplied(view.name, time.time())
+    ctx.store.mark_unapplied(view.name, time.time(), writer())
     ctx.store.put(started)
     before, after = apply_weight(ctx, view, started, target)
-    ctx.store.mark_applied(view.name)
+    ctx.store.mark_applied(view.name, writer())
     ctx.notifier.reply(channel, ts, traffic_text.weights_applied(
         pair(before), pair(after), names(subsets), view.virtual_services))
     record(ctx, request, "done", before=before, after=after, channel=channel, ts=ts)
@@ -109,18 +130,19 @@ def promote(ctx: JobContext, request: Request) -> str:
     if current is None or current.phase.terminal:
         raise Refused(f"{view.name} has no rollout to promote: start one with "
                       f"`/mesh rollout {view.name}`")
-    ctx.store.mark_unapplied(view.name, now)
-    promoted = ctx.store.update(view.name, lambda cur: machine.apply(
-        cur, Event.PROMOTE, now, f"by <@{request.user}>") if cur and cur.id == current.id
-        else None)
-    if promoted is None or promoted.phase is not Phase.PROMOTED:
-        raise Refused(f"{view.name} changed while promoting; see `/mesh status {view.name}`")
+    ctx.store.mark_unapplied(view.name, now, writer())
+    with refused_before_commit(ctx, view.name):
+        promoted = ctx.store.update(view.name, lambda cur: machine.apply(
+            cur, Event.PROMOTE, now, f"by <@{request.user}>") if cur and cur.id == current.id
+            else None)
+        if promoted is None or promoted.phase is not Phase.PROMOTED:
+            raise Refused(f"{view.name} changed while promoting; see `/mesh status {view.name}`")
     subsets = promoted.subsets
     before, after = set_weights(ctx.kube, view.namespace, view.virtual_services, view.name,
                                 subsets, Weights(stable=0, canary=100),
                                 allow_gitops=view.gitops_allowed)
     ctx.store.set_live_subset(view.name, subsets.canary)
-    ctx.store.mark_applied(view.name)
+    ctx.store.mark_applied(view.name, writer())
     text = traffic_text.promoted(pair(before), names(subsets), request.approved_by)
     if promoted.channel and promoted.thread_ts:
         ctx.notifier.reply(promoted.channel, promoted.thread_ts, text)
@@ -144,11 +166,13 @@ def rollback(ctx: JobContext, request: Request) -> str:
             raise Refused(f"{view.name} has no rollout in progress to abort")
         return machine.apply(current, event, now, f"by {who}")
 
-    ctx.store.mark_unapplied(view.name, now)  # first: a worker dying next is finished for
-    marked = ctx.store.update(view.name, mark)
+    # First: a worker dying next is finished for (the rollback wins).
+    ctx.store.mark_unapplied(view.name, now, writer())
+    with refused_before_commit(ctx, view.name):
+        marked = ctx.store.update(view.name, mark)
     subsets = subsets_of(ctx, view)
     before, after, cleared = back_to_stable(ctx, view, subsets)
-    ctx.store.mark_applied(view.name)
+    ctx.store.mark_applied(view.name, writer())
     metrics.rollback("manual")
     text = (traffic_text.already_stable(names(subsets)) if before == after and not cleared
             else traffic_text.rolled_back(pair(before), names(subsets)))
@@ -204,14 +228,15 @@ def _approved_step(ctx: JobContext, request: Request, view: ServiceView,
                       "request posted in the channel")
     now = time.time()
     approvers = ", ".join(f"<@{a}>" for a in request.approved_by)
-    ctx.store.mark_unapplied(view.name, now)
-    moved = ctx.store.update(view.name, lambda cur: machine.apply(
-        cur, Event.APPROVED, now, f"approved by {approvers}")
-        if cur and cur.id == current.id and cur.phase is Phase.AWAITING_APPROVAL else None)
-    if moved is None or moved.phase is Phase.AWAITING_APPROVAL:
-        raise Refused(f"{view.name} changed while approvers were asked; nothing was applied")
+    ctx.store.mark_unapplied(view.name, now, writer())
+    with refused_before_commit(ctx, view.name):
+        moved = ctx.store.update(view.name, lambda cur: machine.apply(
+            cur, Event.APPROVED, now, f"approved by {approvers}")
+            if cur and cur.id == current.id and cur.phase is Phase.AWAITING_APPROVAL else None)
+        if moved is None or moved.phase is Phase.AWAITING_APPROVAL:
+            raise Refused(f"{view.name} changed while approvers were asked; nothing was applied")
     before, after = apply_weight(ctx, view, moved, Weights.canary_at(moved.weight))
-    ctx.store.mark_applied(view.name)
+    ctx.store.mark_applied(view.name, writer())
     if moved.channel and moved.thread_ts:
         ctx.notifier.reply(moved.channel, moved.thread_ts, traffic_text.step_advanced(
             moved.step_index, len(moved.steps), moved.weight, [f"approved by {approvers}"]))
