@@ -8,6 +8,7 @@ analysis treats as "no data" — never as healthy.
 from __future__ import annotations
 
 import datetime
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -35,6 +36,8 @@ from jobs.domain.promql import (
     request_rate_query,
 )
 from meshbot.errors import MetricsUnavailable
+
+log = logging.getLogger("meshbot.prometheus")
 
 DEFAULT_SCRAPE_INTERVAL = 15.0  # Prometheus's own default; pass the real one when it differs
 DEFAULT_BURN_WINDOWS = (300.0, 3600.0)  # 5m and 1h, the runbook's multi-window burn alert
@@ -86,32 +89,35 @@ class MetricsSource:
         """One instant query; any failure to get an answer → MetricsUnavailable."""
         params = {} if at is None else {"time": f"{at:.3f}"}
         self.queries_made += 1
-        try:
-            result = self._client.custom_query(promql, params=params)
-        except requests.Timeout as exc:
-            raise MetricsUnavailable(
-                f"Prometheus at {self.url} did not answer within {self.timeout:g}s"
-            ) from exc
-        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-            raise MetricsUnavailable(f"Prometheus at {self.url} is unreachable: {exc}") from exc
-        except (PrometheusApiClientException, ValueError, KeyError, TypeError) as exc:
-            raise MetricsUnavailable(f"Prometheus at {self.url} answered an error: {exc}") from exc
+        result = self._guarded("a query", lambda: self._client.custom_query(
+            promql, params=params))
         if not isinstance(result, list):
             raise MetricsUnavailable(f"Prometheus at {self.url} answered something not a vector")
         return result
 
     def _guarded(self, what: str, send: Any) -> Any:
+        """Prometheus's failures in words a person reads in a thread; the library's text goes
+        to the log only."""
         try:
             return send()
         except requests.Timeout as exc:
-            raise MetricsUnavailable(
-                f"Prometheus at {self.url} did not answer within {self.timeout:g}s"
-            ) from exc
+            raise self._unavailable(f"did not answer within {self.timeout:g}s", exc) from exc
+        except requests.ConnectionError as exc:
+            raise self._unavailable("refused the connection (is it running?)", exc) from exc
+        except requests.HTTPError as exc:
+            code = exc.response.status_code if exc.response is not None else "an error"
+            raise self._unavailable(f"answered HTTP {code} to {what}", exc) from exc
         except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-            raise MetricsUnavailable(f"Prometheus at {self.url} is unreachable: {exc}") from exc
-        except (PrometheusApiClientException, ValueError, KeyError, TypeError) as exc:
-            raise MetricsUnavailable(
-                f"Prometheus at {self.url} answered an error to {what}: {exc}") from exc
+            raise self._unavailable("could not be reached", exc) from exc
+        except PrometheusApiClientException as exc:
+            raise self._unavailable(f"answered an error to {what}", exc) from exc
+        except (ValueError, KeyError, TypeError) as exc:
+            raise self._unavailable(f"answered {what} with something meshbot cannot read",
+                                    exc) from exc
+
+    def _unavailable(self, what: str, exc: BaseException) -> MetricsUnavailable:
+        log.warning("Prometheus at %s %s: %s: %s", self.url, what, type(exc).__name__, exc)
+        return MetricsUnavailable(f"Prometheus at {self.url} {what}")
 
     def query_range(self, promql: str, start: float, end: float,
                     step: float) -> list[dict[str, Any]]:

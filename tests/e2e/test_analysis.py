@@ -124,6 +124,9 @@ def test_prometheus_down_holds_and_never_advances(live: Live, server: ServeProce
                "Prometheus unreachable is no data: hold")
     assert mesh.weights("logging-service") == {"stable": 90, "canary": 10}
     wait_thread(mesh, "logging-service", "Prometheus unreachable")
+    said = "\n".join(m.text for m in mesh.slack.messages(CHANNEL))
+    assert "refused the connection" in said
+    assert "HTTPConnectionPool" not in said and "Max retries" not in said
 
 
 def test_a_killed_worker_is_replaced_and_the_rollout_resumes(live: Live,
