@@ -37,6 +37,7 @@ from jobs.domain.routes import Weights
 from jobs.runtime.context import JobContext
 from jobs.runtime.handlers.approvals import request_approval
 from jobs.runtime.handlers.traffic import apply_weight
+from jobs.runtime.reports import report
 from jobs.runtime.route_edits import back_to_stable
 from meshbot import metrics as own_metrics  # not the tick's `metrics` (Prometheus samples)
 from meshbot.commands import Command, Request, Verb
@@ -219,7 +220,7 @@ def judge(ctx: JobContext, rollout: Rollout, snapshot: Snapshot, now: float,
         decision = cmp.decide(result, look, excused)
         lines = result.lines + comparison_lines(look)
         failing = [c.text for c in result.checks if c.verdict is not Verdict.PASS]
-        if decision is cmp.Decision.REGRESSION:  # what was conclusive first, then the guards
+        if decision is cmp.Decision.REGRESSION and look is not None:  # conclusive, then guards
             failing = [line for line in comparison_lines(look)
                        if any(line.startswith(t) for t in look.conclusive)] + \
                 [c.text for c in result.checks if c.verdict is Verdict.FAIL]
@@ -364,7 +365,7 @@ def _first_alert(ctx: JobContext, rollout: Rollout, kind: str = "hold") -> bool:
 def _thread_writer(ctx: JobContext, rollout: Rollout) -> Callable[[str], None]:
     def say(text: str) -> None:
         if rollout.channel and rollout.thread_ts:
-            ctx.notifier.reply(rollout.channel, rollout.thread_ts, text)
+            report(ctx, rollout.channel, rollout.thread_ts, text)  # owed if Slack is away
     return say
 
 

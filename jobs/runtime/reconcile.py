@@ -29,6 +29,7 @@ from jobs.domain import rollout as machine
 from jobs.domain.rollout import Event, Phase, Rollout
 from jobs.domain.routes import Weights
 from jobs.runtime.context import JobContext
+from jobs.runtime.reports import report
 from jobs.runtime.route_edits import back_to_stable
 from jobs.runtime.weights import set_weights
 from meshbot.errors import MeshbotError, PermanentError
@@ -122,6 +123,6 @@ def _tell(ctx: JobContext, rollout: Rollout, text: str) -> None:
     if not (rollout.channel and rollout.thread_ts):
         return
     try:
-        ctx.notifier.reply(rollout.channel, rollout.thread_ts, text)
+        report(ctx, rollout.channel, rollout.thread_ts, text)
     except MeshbotError as exc:
         log.warning("%s: not reported in Slack: %s", rollout.service, exc.message)

@@ -22,6 +22,7 @@ from jobs.runtime.handlers.common import (
     service_view,
     subsets_of,
 )
+from jobs.runtime.reports import report
 from jobs.runtime.route_edits import back_to_stable
 from jobs.runtime.weights import Abandoned, defined_subsets, live_weights, preflight, set_weights
 from meshbot import metrics
@@ -185,14 +186,15 @@ def _report(ctx: JobContext, request: Request, view: ServiceView, current: Rollo
             text: str) -> tuple[str | None, str | None]:
     """Into the rollout's thread if it has one, else a new thread; Slack being down is logged."""
     root = traffic_text.rollback_root(view.name, view.namespace, request.user, request.command.verb)
+    if current is not None and current.thread_ts and current.channel:
+        # The rollout's thread exists: what Slack does not take now is delivered later.
+        report(ctx, current.channel, current.thread_ts, root)
+        report(ctx, current.channel, current.thread_ts, text)
+        return current.channel, current.thread_ts
     try:
-        if current is not None and current.thread_ts and current.channel:
-            channel, ts = current.channel, current.thread_ts
-            ctx.notifier.reply(channel, ts, root)
-        else:
-            channel = request.channel
-            ts = request_thread(ctx, request, channel, root)
-        ctx.notifier.reply(channel, ts, text)
+        channel = request.channel
+        ts = request_thread(ctx, request, channel, root)
+        report(ctx, channel, ts, text)
         return channel, ts
     except MeshbotError as exc:
         log.warning("rollback of %s done, but not reported in Slack: %s", view.name, exc.message)
