@@ -1,6 +1,7 @@
-"""Sequential canary-vs-stable test beside today's threshold rule, on synthetic traffic.
+"""Sequential canary-vs-stable test beside today's threshold rule, on synthetic traffic, then
+end to end with the real stack.
 
-    python -m bench.detection [--seed 1] [--runs 1000]
+    python -m bench.detection [--seed 1] [--runs 1000] [--e2e-runs 3] [--chart PATH]
 
 Pure and seeded: no Prometheus, no cluster. Each simulated rollout is one step at a fixed weight,
 watched for 30 minutes at a 1 s scrape: 100 req/s, 10 % of it to the canary; every second each
@@ -21,6 +22,16 @@ subset's errors are binomial). Latency is log-normal, the stable's p99 80 ms.
 Detection times are seconds from the first scrape that shows the regression (present from the
 step's start, first scraped at 1 s). The service-wide incident has the stable as bad as the
 canary (5 % errors): a comparison must not blame the canary; the threshold rule does.
+
+End to end (``--e2e-runs``, 0 to skip): the stack of bench/rollback_time.py (Redis, the
+Kubernetes emulator, the traffic generator at 100 req/s per service splitting by the live
+VirtualService weights, a real Prometheus scraping every second, the Slack stand-in, a real
+``meshbot worker`` ticking every 0.5 s). The stable answers 0.1 % of its requests with 503, the
+canary 20 %, from the step's start: ``/mesh canary <svc> 10`` with interval 5 s and
+failure_threshold 3, on services with ``analysis.sequential`` true (meshbot now) and false (the
+threshold rule alone, as before). Timed from the first scrape that shows a canary 5xx (its
+sample's timestamp in Prometheus) to the VirtualService at stable 100 / canary 0. ``--chart``
+keeps the PNG the last sequential rollback posted in its thread.
 """
 
 from __future__ import annotations
@@ -181,10 +192,147 @@ def _describe(times: Sequence[int | None], runs: int) -> str:
     return text
 
 
+E2E_INTERVAL_S, E2E_THRESHOLD, E2E_WEIGHT, E2E_RPS = 5.0, 3, 10, 100.0
+E2E_CANARY_ERRORS, E2E_STABLE_ERRORS = 0.2, 0.001
+
+
+def end_to_end(runs: int, chart: str | None) -> None:
+    """Severe regressions against the real Prometheus and worker: sequential vs threshold."""
+    import json
+    import statistics
+    import tempfile
+    import urllib.parse
+    import urllib.request
+    import uuid
+    from pathlib import Path
+
+    from kubernetes import config
+    from kubernetes.client import CustomObjectsApi
+
+    from bench._stack import (
+        CHANNEL,
+        OPERATOR,
+        base_stack,
+        seed_services,
+        vs_weights,
+        write_policy,
+    )
+    from bot.gate import gate
+    from jobs.adapters.rollout_store import RolloutStore
+    from jobs.domain.rollout import Event, Phase
+    from jobs.runtime.api import submit
+    from meshbot.commands import Request
+    from playground.mesh_weights import VirtualServiceWeights
+    from playground.processes import MeshbotProcess
+    from playground.prometheus_server import PrometheusServer
+    from playground.sample_mesh import NAMESPACE, VERSIONS
+    from playground.traffic import TrafficGenerator
+    from policies.loader import load_policy_file
+
+    modes = {"sequential": [f"det-seq-{i:02d}" for i in range(runs)],
+             "threshold rule": [f"det-thr-{i:02d}" for i in range(runs)]}
+    with tempfile.TemporaryDirectory(prefix="meshbot-bench-") as name:
+        tmp = Path(name)
+        services = [s for group in modes.values() for s in group]
+        path = write_policy(tmp / "policy.yaml", services, interval_s=E2E_INTERVAL_S,
+                            failure_threshold=E2E_THRESHOLD, burn_windows=("5m", "1h"))
+        policy_doc = json.loads(path.read_text())
+        for service in modes["threshold rule"]:
+            policy_doc["services"][service]["analysis"] = {"sequential": False}
+        path.write_text(json.dumps(policy_doc, indent=1))
+        policy = load_policy_file(path)
+        with base_stack(tmp, path) as stack:
+            seed_services(stack.cluster, services)
+            api = config.new_client_from_config(  # type: ignore[no-untyped-call]
+                config_file=stack.env["KUBECONFIG"])
+            weights = VirtualServiceWeights(CustomObjectsApi(api), [NAMESPACE])
+            with (api, TrafficGenerator(weights, poll_interval=0.2, default_rps=E2E_RPS) as traffic,
+                  PrometheusServer(tmp / "prometheus", [traffic.target],
+                                   scrape_interval=1.0) as prometheus):
+                prometheus.wait_for_targets()
+                env = {**stack.env, "PROMETHEUS_URL": prometheus.url,
+                       "MESHBOT_SCRAPE_INTERVAL": "1", "MESHBOT_TICK_PERIOD": "0.5"}
+                worker = MeshbotProcess(["worker"], env, tmp / "worker.log").start()
+                store = RolloutStore(stack.redis)
+
+                def first_5xx_scrape(service: str) -> float | None:
+                    promql = (f'min(timestamp(istio_requests_total{{reporter="destination",'
+                              f'destination_service_name="{service}",destination_version='
+                              f'"{VERSIONS["canary"]}",response_code=~"5.*"}}))')
+                    url = f"{prometheus.url}/api/v1/query?" + urllib.parse.urlencode(
+                        {"query": promql})
+                    with urllib.request.urlopen(url, timeout=5) as answer:
+                        result = json.load(answer)["data"]["result"]
+                    return float(result[0]["value"][1]) if result else None
+
+                results: dict[str, list[tuple[float, float, str]]] = {m: [] for m in modes}
+                try:
+                    for mode, group in modes.items():
+                        for service in group:
+                            for subset, rate in (("stable", E2E_STABLE_ERRORS),
+                                                 ("canary", E2E_CANARY_ERRORS)):
+                                traffic.set_profile(service, subset=subset, namespace=NAMESPACE,
+                                                    error_rate=rate)
+                            outcome = gate(policy, f"canary {service} {E2E_WEIGHT}",
+                                           user=OPERATOR, channel=CHANNEL,
+                                           user_groups=frozenset())
+                            assert outcome.command is not None, outcome.reply
+                            submit(stack.redis, Request(
+                                id=f"bench-{uuid.uuid4().hex}", command=outcome.command,
+                                user=OPERATOR, channel=CHANNEL, received_at=time.time()))
+                            seen: float | None = None
+                            deadline = time.time() + 6 * E2E_INTERVAL_S * E2E_THRESHOLD
+                            while time.time() < deadline:
+                                seen = seen or first_5xx_scrape(service)
+                                if vs_weights(stack.cluster, service) == \
+                                        {"stable": 100, "canary": 0}:
+                                    break
+                                time.sleep(0.05)  # polling, bounded by the deadline
+                            rolled = time.time()
+                            rollout = store.get(service)
+                            if seen is None or rollout is None \
+                                    or rollout.phase is not Phase.ROLLED_BACK:
+                                print(f"  {mode} {service}: not rolled back in time")
+                                continue
+                            event = rollout.history[-1]
+                            cause = "comparison" if event.event is Event.REGRESSION else \
+                                f"{sum(t.event is Event.CHECK_FAILED for t in rollout.history)}" \
+                                " failed checks"
+                            results[mode].append((rolled - seen, event.at - seen, cause))
+                finally:
+                    worker.stop()
+                if chart:
+                    pngs = [f.content for f in stack.slack.files() if f.content
+                            and f.filename.startswith("det-seq")]
+                    if pngs:
+                        Path(chart).write_bytes(pngs[-1])
+                        print(f"chart of the last sequential rollback: {chart}")
+    print(f"\nend to end ({runs} runs each): canary {E2E_WEIGHT} % of {E2E_RPS:g} req/s, "
+          f"{100 * E2E_CANARY_ERRORS:g} % errors vs stable {100 * E2E_STABLE_ERRORS:g} %, "
+          f"from the step's start; interval {E2E_INTERVAL_S:g} s, failure_threshold "
+          f"{E2E_THRESHOLD}, scrape 1 s, tick 0.5 s")
+    print("  first scrape showing a canary 5xx -> decision / -> VirtualService 100/0")
+    for mode, rows in results.items():
+        if not rows:
+            print(f"  {mode:<15} no rollback")
+            continue
+        weights_back = [r[0] for r in rows]
+        decided = [r[1] for r in rows]
+        causes = {c: sum(r[2] == c for r in rows) for c in sorted({r[2] for r in rows})}
+        print(f"  {mode:<15} decision median {statistics.median(decided):5.2f} s; weights "
+              f"median {statistics.median(weights_back):5.2f} s, min {min(weights_back):5.2f}"
+              f" s, max {max(weights_back):5.2f} s over {len(rows)}/{runs}; by "
+              + ", ".join(f"{k} {v}" for k, v in causes.items()))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--e2e-runs", type=int, default=3,
+                        help="end-to-end rollbacks per rule against the real stack (0: none)")
+    parser.add_argument("--chart", default=None,
+                        help="write the last sequential rollback's chart (PNG) here")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     print(f"seed {args.seed}; {args.runs} rollouts per scenario (service-wide: a quarter), "
@@ -212,6 +360,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"    service_wide() then: the stable breaks the SLO as badly on errors at "
                   f"{errors}, on p99 at {latency} of them")
     print(f"\n{time.perf_counter() - started:.1f} s")
+    if args.e2e_runs > 0:
+        end_to_end(args.e2e_runs, args.chart)
 
 
 if __name__ == "__main__":

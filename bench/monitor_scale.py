@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
@@ -48,7 +49,8 @@ from playground.sample_mesh import NAMESPACE
 from policies.loader import load_policy_file
 
 SCRAPE_S = 1.0
-AIM_S, AIM_QUERIES = 1.0, 3
+AIM_S, AIM_QUERIES = 1.0, 4  # rate, p99, error ratios, the comparison's counters
+AIM_RATIO = 1.2  # the tick's wall time against its own queries over plain HTTP
 SLACK_TIER3_PER_MIN = 50  # chat.update's documented tier: "50+ per minute"
 
 
@@ -175,7 +177,8 @@ def seed(stack: Stack, services: list[str], failing: set[str], interval: float,
                         failure_threshold=threshold, no_data_policy="hold", deadline_s=600,
                         requested_by=OPERATOR, channel=CHANNEL, now=now - interval - 1)
         store.put(rollout.model_copy(update={
-            "canary_version": "v2", "thread_ts": ts, "status_ts": ts, "title": title,
+            "canary_version": "v2", "stable_version": "v1", "thread_ts": ts, "status_ts": ts,
+            "title": title,
             "passed_checks": 1,
             # a failing canary is at its last allowed failure: this tick rolls it back
             "failed_checks": threshold - 1 if service in failing else 0}))
@@ -239,17 +242,18 @@ def _commands(client: redis.Redis) -> int:
     return sum(int(v["calls"]) for v in stats.values())
 
 
-def floors(url: str, recorded: list[tuple[str, float | None]]) -> None:
+def floors(url: str, recorded: list[tuple[str, float | None]]) -> float:
     """The floor: the tick's own queries sent again over plain HTTP, nothing else around them."""
     if not recorded:
         print("floor: the tick made no query")
-        return
+        return math.nan
     texts, at = [q for q, _ in recorded], recorded[0][1]
     parts = [raw_query(url, q, at) for q in texts]
     print(f"floor, the tick's {len(parts)} queries over plain HTTP: "
           f"{sum(p[0] for p in parts) * 1000:.1f} ms ("
           + ", ".join(f"{p[0] * 1000:.0f} ms/{p[1]} series/{p[2] // 1024} KiB" for p in parts)
           + f"); longest query text {max(len(q) for q in texts) // 1024} KiB")
+    return sum(p[0] for p in parts)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -302,10 +306,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                       f"scrapes {mesh.series} series ({size // 1024} KiB, rendered in "
                       f"{render * 1000:.0f} ms) every {SCRAPE_S:g} s")
                 now = time.time()
-                run_tick(ctx, source, stack, now, "tick 1 (every check due, fresh worker)")
-                floors(prometheus.url, source.recorded)
-                run_tick(ctx, source, stack, now + args.interval,
-                         "tick 2 (one interval later, warm connections)")
+                _, first = run_tick(ctx, source, stack, now,
+                                    "tick 1 (every check due, fresh worker, baselines taken)")
+                floor = floors(prometheus.url, source.recorded)
+                _, second = run_tick(ctx, source, stack, now + args.interval,
+                                     "tick 2 (one interval later, warm connections, compared)")
+                floor_2 = floors(prometheus.url, source.recorded)
+                for label, wall, base in (("tick 1", first, floor), ("tick 2", second, floor_2)):
+                    ratio = wall / base if base > 0 else math.nan
+                    print(f"{label} / its queries over plain HTTP: {ratio:.2f}x (aim <= "
+                          f"{AIM_RATIO:g}x: {'met' if ratio <= AIM_RATIO else 'NOT met'})")
             updates = len(stack.slack.calls("chat.update"))
             left = Counter(r.phase.value for s in services
                            if (r := RolloutStore(stack.redis).get(s)) is not None)

@@ -36,6 +36,7 @@ from jobs.domain.promql import (
     SLOThresholds,
     Verdict,
     bucket_bound,
+    duration,
 )
 from jobs.domain.sequential import (
     Counts,
@@ -219,10 +220,15 @@ def excuses(failing: list[str], canary: CanaryMetrics, stable: CanaryMetrics | N
             errors_wide = Excuse("success rate", canary.success_rate, stable.success_rate,
                                  slo.success_rate, "%")
     for name in failing:
-        if name in ("success rate", "burn rate") and errors_wide is not None:
-            found.append(errors_wide if name == "success rate"
-                         else Excuse("burn rate", *_burns(canary, stable, slo)))
+        if name == "success rate" and errors_wide is not None:
+            found.append(errors_wide)
             continue
+        if name == "burn rate":
+            burning = _burn_excuse(canary, stable, slo, tolerance, floor)
+            if burning is not None:
+                found.append(burning)
+                continue
+            return None
         quantiles = {"p99": (canary.latency_p99_ms, stable.latency_p99_ms, slo.latency_p99_ms),
                      "p95": (canary.latency_p95_ms, stable.latency_p95_ms, slo.latency_p95_ms)}
         if name in quantiles:
@@ -235,12 +241,27 @@ def excuses(failing: list[str], canary: CanaryMetrics, stable: CanaryMetrics | N
     return found
 
 
-def _burns(canary: CanaryMetrics, stable: CanaryMetrics,
-           slo: SLOThresholds) -> tuple[float, float, float, str]:
-    def shortest(sample: CanaryMetrics) -> float:
-        ratios = [r for _, r in sample.error_ratios if not math.isnan(r)]
-        return ratios[0] / (1 - slo.availability / 100) if ratios else math.nan
-    return shortest(canary), shortest(stable), slo.burn_rate_factor, "x"
+def _burn_excuse(canary: CanaryMetrics, stable: CanaryMetrics, slo: SLOThresholds,
+                 tolerance: float, floor: float) -> Excuse | None:
+    """The stable burns its budget faster than the factor over every window the service's
+    SLO names, and over the analysis window (the one both subsets share: over the burn
+    windows the stable's counts reach back before the canary had any traffic) the canary's
+    error ratio is within the tolerances of the stable's."""
+    if canary.success_rate is None or stable.success_rate is None:
+        return None
+    own = {duration(w) for w in slo.burn_windows}
+    theirs = [(w, r) for w, r in stable.error_ratios if not own or w in own]
+    mine = [(w, r) for w, r in canary.error_ratios if not own or w in own]
+    budget = 1 - slo.availability / 100
+    if not theirs or not mine or any(math.isnan(r) or r / budget <= slo.burn_rate_factor
+                                     for _, r in theirs):
+        return None
+    if not _as_bad(1 - canary.success_rate / 100, 1 - stable.success_rate / 100, tolerance,
+                   floor):
+        return None
+    (window, ratio), (_, stable_ratio) = mine[0], theirs[0]
+    return Excuse(f"burn rate over {window}", ratio / budget, stable_ratio / budget,
+                  slo.burn_rate_factor, "x")
 
 
 class Decision(StrEnum):

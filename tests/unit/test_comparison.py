@@ -175,3 +175,25 @@ def test_a_rollout_needs_a_baseline_until_its_step_has_one() -> None:
     assert not taken.needs_baseline
     advanced = apply(taken, Event.CHECK_PASSED, 5.0)
     assert advanced.needs_baseline  # the next step counts from its own start
+
+
+def test_a_burn_rate_the_stable_shares_is_excused_even_after_the_errors_stopped() -> None:
+    slo = SLOThresholds(success_rate=99.0, latency_p99_ms=100.0, burn_windows=(300.0, 3600.0))
+    ratios = (("5m", 0.03), ("1h", 0.02))
+    canary = CanaryMetrics(10.0, 100.0, 40.0, error_ratios=ratios)
+    stable = CanaryMetrics(90.0, 100.0, 40.0, error_ratios=(("5m", 0.031), ("1h", 0.021)))
+    guards = evaluate(canary, slo)
+    assert cmp.failing_checks(guards) == ["burn rate"]
+    excused = cmp.excuses(cmp.failing_checks(guards), canary, stable, slo, 0.1, 0.001)
+    assert excused is not None and excused[0].check == "burn rate over 5m"
+    calm = CanaryMetrics(90.0, 100.0, 40.0, error_ratios=(("5m", 0.0), ("1h", 0.0)))
+    assert cmp.excuses(["burn rate"], canary, calm, slo, 0.1, 0.001) is None
+
+
+def test_over_long_windows_a_stable_diluted_by_its_past_still_excuses_the_canary() -> None:
+    slo = SLOThresholds(success_rate=99.0, latency_p99_ms=100.0, burn_windows=(300.0, 3600.0))
+    canary = CanaryMetrics(10.0, 95.0, 40.0, error_ratios=(("5m", 0.05), ("1h", 0.05)))
+    stable = CanaryMetrics(90.0, 95.0, 40.0, error_ratios=(("5m", 0.03), ("1h", 0.02)))
+    excused = cmp.excuses(["success rate", "burn rate"], canary, stable, slo, 0.1, 0.001)
+    assert excused is not None and [e.check for e in excused] == ["success rate",
+                                                                  "burn rate over 5m"]
