@@ -79,3 +79,6 @@ class Request(BaseModel):
     approvals_required: int = 0
     eligible_approvers: tuple[str, ...] = ()  # user and group IDs the policy lets approve
     approved_by: tuple[str, ...] = ()
+    # The order in which meshbot accepted requests (one Redis counter for every bot process):
+    # a change accepted before a rollback of its service never takes effect after it.
+    sequence: int = 0

@@ -44,3 +44,8 @@ def stopped_by_rollback(service: str) -> str:
 def queue_unavailable() -> str:
     return (":warning: meshbot cannot reach its queue (Redis); nothing was done — try again "
             "in a minute. If it persists, tell whoever runs meshbot.")
+
+
+def overtaken(command: Command) -> str:
+    return (f":rewind: `{describe(command)}` was not applied: a rollback of `{command.target}` "
+            "was accepted after it, and a rollback wins.")

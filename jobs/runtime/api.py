@@ -38,6 +38,11 @@ DEDUPE_TTL_S = 24 * 3600
 # Rollbacks go to their own queue, which workers drain first: a rollback never waits behind work.
 URGENT_SUFFIX = "-urgent"
 URGENT_VERBS = verbs_where(urgent=True)
+WINNING_VERBS = verbs_where(wins=True)
+CHANGING_VERBS = verbs_where(changes_mesh=True) - WINNING_VERBS
+SEQUENCE_KEY = "meshbot:sequence"
+# service → the sequence of the latest rollback accepted for it (see ``overtaken``).
+ROLLBACK_SEQUENCE_KEY = "meshbot:rollback-sequence"
 RETRY = Retry(max=len(SCHEDULE), interval=list(SCHEDULE))
 
 
@@ -68,17 +73,22 @@ def submit(
     keys = keys or Keys()
     mark = keys.request(request.id)
     name = queue + URGENT_SUFFIX if request.command.verb in URGENT_VERBS else queue
+    service = request.command.target
     try:
         with client.pipeline() as pipe:
             pipe.watch(mark)  # type: ignore[no-untyped-call]
             if pipe.exists(mark):
                 pipe.unwatch()
                 return False
+            # Gaps in the sequence (a duplicate, a failed submit) are harmless: only order counts.
+            sequenced = request.model_copy(update={"sequence": int(pipe.incr(SEQUENCE_KEY))})
             pipe.multi()
             pipe.set(mark, "1", ex=DEDUPE_TTL_S)
+            if request.command.verb in WINNING_VERBS and service:
+                pipe.zadd(ROLLBACK_SEQUENCE_KEY, {service: sequenced.sequence}, gt=True)
             Queue(name, connection=client, serializer=JSONSerializer).enqueue_call(
                 TASK,
-                args=(request.model_dump(mode="json"),),
+                args=(sequenced.model_dump(mode="json"),),
                 job_id=job_id(request.id),
                 retry=RETRY,
                 timeout=120,
@@ -103,6 +113,16 @@ def _marked(client: redis.Redis, mark: str) -> bool:
         return bool(client.exists(mark))
     except redis.RedisError as exc:
         raise QueueUnavailable(f"Redis did not answer ({type(exc).__name__})") from exc
+
+
+def overtaken(client: redis.Redis, request: Request) -> bool:
+    """Whether a rollback of the request's service was accepted after this change was: then
+    the change must not take effect (a rollback acked later wins over it)."""
+    service = request.command.target
+    if not request.sequence or not service or request.command.verb not in CHANGING_VERBS:
+        return False
+    latest = client.zscore(ROLLBACK_SEQUENCE_KEY, service)
+    return latest is not None and latest > request.sequence
 
 
 def record_refusal(

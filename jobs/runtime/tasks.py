@@ -13,7 +13,7 @@ from typing import Any, cast
 
 from rq import get_current_job
 
-from jobs.runtime import context
+from jobs.runtime import api, context
 from jobs.runtime.context import JobContext
 from jobs.runtime.handlers import approvals
 from jobs.runtime.handlers.common import record
@@ -59,9 +59,14 @@ def handle_request(payload: dict[str, Any]) -> str:
         _tell(ctx, request, replies.refused(
             f"`/mesh {request.command.verb.value}` is not available in this version"))
         return "unsupported"
+    if api.overtaken(ctx.redis, request):
+        text = replies.overtaken(request.command)
+        _tell(ctx, request, text)
+        record(ctx, request, "overtaken", detail=text)
+        return "overtaken"
     try:
-        # Freeze, lock and approvals (issue 4): a request still lacking approvals is posted
-        # for approval here and never reaches its handler.
+        # Freeze, lock and approvals: a request still lacking approvals is posted for
+        # approval here and never reaches its handler.
         result = approvals.run_gated(ctx, request, handler)
         log.info("done %s", words.describe(request.command), extra=extra)
         return result
