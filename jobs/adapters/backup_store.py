@@ -1,13 +1,6 @@
-"""Backups of a namespace's mesh configuration: what is kept, where (Redis), and the pure diff.
-
-A backup holds the runbook's five kinds, each object stripped of what the API server sets
-(resourceVersion, uid, creationTimestamp, generation, managedFields, status), so it can be
-created again as it is and compared with the live object field by field. Backups live in Redis,
-which must persist (AOF): one JSON document per backup plus a time-ordered index.
-
-Only the kinds meshbot itself changes (and has RBAC to write) are restored: VirtualServices,
-DestinationRules and PeerAuthentications. Gateways and AuthorizationPolicies are kept for the
-record and for a human to re-apply.
+"""Where backups live: Redis, which must persist (AOF) — one JSON document per backup, a
+time-ordered index, and the backup a request took (so a retried job takes no second one).
+What a backup holds and how it is compared is ``jobs.domain.backup_diff``.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
-"""Backups of a namespace's mesh configuration: what is kept, where (Redis), and the pure diff.
+"""What a backup of a namespace's mesh configuration holds, and the pure diff with the live one.
 
 A backup holds the runbook's five kinds, each object stripped of what the API server sets
 (resourceVersion, uid, creationTimestamp, generation, managedFields, status), so it can be
-created again as it is and compared with the live object field by field. Backups live in Redis,
-which must persist (AOF): one JSON document per backup plus a time-ordered index.
+created again as it is and compared with the live object field by field.
 
 Only the kinds meshbot itself changes (and has RBAC to write) are restored: VirtualServices,
 DestinationRules and PeerAuthentications. Gateways and AuthorizationPolicies are kept for the
