@@ -284,7 +284,9 @@ def end_to_end(runs: int, chart: str | None) -> None:
                             deadline = time.time() + 6 * E2E_INTERVAL_S * E2E_THRESHOLD
                             while time.time() < deadline:
                                 seen = seen or first_5xx_scrape(service)
-                                if vs_weights(stack.cluster, service) == \
+                                current = store.get(service)
+                                if current is not None and current.phase is Phase.ROLLED_BACK \
+                                        and vs_weights(stack.cluster, service) == \
                                         {"stable": 100, "canary": 0}:
                                     break
                                 time.sleep(0.05)  # polling, bounded by the deadline

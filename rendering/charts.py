@@ -40,6 +40,7 @@ def _plot(axis: object, chart: RollbackChart, data: Mapping[str, Series],
                       marker="o" if len(points) < 30 else None, markersize=3)
     if slo is not None:
         axis.axhline(slo, color="#555555", linestyle="--", linewidth=1, label="SLO")
+    axis.axvline(0, color="#999999", linewidth=1, linestyle=":")
     axis.axvline(chart.detected_at - chart.start, color="black", linewidth=1.5)
     axis.set_ylabel(label)
     axis.set_ylim(bottom=0)
@@ -63,10 +64,13 @@ def rollback_png(chart: RollbackChart) -> bytes:
         _plot(axes[1], chart, chart.p99_ms, chart.slo_p99_ms, "p99 latency (ms)")
     detected = chart.detected_at - chart.start
     top = axes[0]
-    top.annotate(f"rolled back at {detected:.0f} s", xy=(detected, 1),
-                 xycoords=("data", "axes fraction"), xytext=(-4, -12),
+    top.annotate(f"rollback decided at {detected:.1f} s", xy=(detected, 0.55),
+                 xycoords=("data", "axes fraction"), xytext=(-6, 0),
                  textcoords="offset points", ha="right", fontsize=8,
                  bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "none"})
+    top.annotate("step began", xy=(0, 0.8), xycoords=("data", "axes fraction"),
+                 xytext=(4, 0), textcoords="offset points", ha="left", fontsize=8,
+                 color="#666666")
     axes[-1].set_xlabel("seconds since the step began")
     title = f"{chart.service}: canary vs stable"
     figure.suptitle(title if not chart.verdict else f"{title}\n{chart.verdict}", fontsize=10)

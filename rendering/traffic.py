@@ -197,6 +197,14 @@ def comparison_line(test: str, canary: tuple[float, float], stable: tuple[float,
             f"{canary[1] + stable[1]:,.0f} requests")
 
 
+def chart_verdict(what: str, canary: tuple[float, float], stable: tuple[float, float],
+                  log_e: float, threshold: float) -> str:
+    """The chart's subtitle: what was conclusive, in one short line."""
+    e_value = math.exp(min(log_e, 700.0))
+    return (f"{what}: canary {_share(*canary)} vs stable {_share(*stable)}; e = {_e(e_value)} "
+            f"≥ 1/α = {threshold:g}")  # noqa: RUF001
+
+
 def comparison_note(note: str) -> str:
     return f"canary vs stable: {note}"
 

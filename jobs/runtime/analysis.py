@@ -394,8 +394,8 @@ def post_chart(ctx: JobContext, source: MetricsSource, judgement: Judgement) -> 
     if not (rollout.channel and rollout.thread_ts):
         return
     end = rollout.history[-1].at
-    start = rollout.baseline.at if rollout.baseline is not None else _step_start(rollout)
-    start = min(start, end - 10 * source.scrape_interval)
+    began = rollout.baseline.at if rollout.baseline is not None else _step_start(rollout)
+    start = min(began, end - 10 * source.scrape_interval)  # a short step: some time before
     step = max(source.scrape_interval, (end - start) / CHART_POINTS)
     window = rate_window(0, source.scrape_interval)
     roles = {rollout.canary_version: "canary", rollout.stable_version: "stable"}
@@ -410,10 +410,9 @@ def post_chart(ctx: JobContext, source: MetricsSource, judgement: Judgement) -> 
             role = roles.get(key[2])
             if key[:2] == (rollout.service, rollout.namespace) and role and signal in series:
                 series[signal][role] = points
-        verdict = "; ".join(judgement.failing[:2])
         chart = RollbackChart(
-            service=view.name, start=start, detected_at=end, error_rates=series["errors"],
-            p99_ms=series["p99"], verdict=_shorten(verdict, 110),
+            service=view.name, start=began, detected_at=end, error_rates=series["errors"],
+            p99_ms=series["p99"], verdict=_shorten(_chart_verdict(judgement), 120),
             slo_error_rate=100 - view.slo.success_rate, slo_p99_ms=view.slo.latency_p99_ms)
         png = rollback_png(chart)
         ctx.notifier.upload(rollout.channel, rollout.thread_ts, f"{view.name}-rollback.png",
@@ -427,6 +426,23 @@ def post_chart(ctx: JobContext, source: MetricsSource, judgement: Judgement) -> 
     except Exception:  # drawing must never take the tick down
         log.exception("the rollback chart of %s could not be drawn", rollout.service,
                       extra=extra)
+
+
+def _chart_verdict(judgement: Judgement) -> str:
+    look = judgement.look
+    if judgement.event is not Event.REGRESSION or look is None or look.errors is None:
+        return "; ".join(judgement.failing[:2])
+    if "errors" in look.conclusive:
+        e = look.errors
+        return traffic_text.chart_verdict("5xx", (e.canary.events, e.canary.requests),
+                                          (e.stable.events, e.stable.requests),
+                                          look.log_e_errors, look.threshold)
+    assert look.latency is not None
+    worst = max(look.latency.bounds, key=lambda b: b.log_e)
+    return traffic_text.chart_verdict(f"slower than {worst.bound_ms:g} ms",
+                                      (worst.canary.events, worst.canary.requests),
+                                      (worst.stable.events, worst.stable.requests),
+                                      look.log_e_latency, look.threshold)
 
 
 def _step_start(rollout: Rollout) -> float:

@@ -52,8 +52,10 @@ def test_monitor_scale_prints_the_tick_beside_the_query_floor() -> None:
     first = line(output, r"^tick 1 ")
     assert "20 due" in first and "'check_failed': 2" in first, first
     assert re.search(r"wall time +\d+\.\d ms += Prometheus", output)
-    assert re.search(r"PromQL queries 3 .*Redis round trips \d+, commands \d+; Slack calls \d+",
+    # rate, p99, error ratios and the comparison's counters, whatever the number of rollouts
+    assert re.search(r"PromQL queries 4 .*Redis round trips \d+, commands \d+; Slack calls \d+",
                      output)
-    assert re.search(r"the tick's 3 queries over plain HTTP: \d+\.\d ms", output)
+    assert re.search(r"the tick's 4 queries over plain HTTP: \d+\.\d ms", output)
+    assert re.search(r"^tick 2 / its queries over plain HTTP: \d+\.\d\dx", output, re.MULTILINE)
     assert "'rolled_back': 2" in line(output, r"^rollouts after the ticks")
     assert re.search(r"^chat\.update: \d+ over both ticks", output, re.MULTILINE)

@@ -253,3 +253,37 @@ def test_from_settings_uses_the_environment(slack_env: SlackEnv) -> None:
 
     (call,) = slack_env.api.calls("chat.postMessage")
     assert call.headers["authorization"] == f"Bearer {slack_env.bot_token}"
+
+
+# -- file uploads (the rollback chart) ---------------------------------------------------------
+
+def test_a_chart_is_uploaded_into_the_thread_in_slacks_three_steps(
+        slack_api: SlackApiStandIn, notifier: Notifier) -> None:
+    from rendering.charts import RollbackChart, rollback_png
+
+    png = rollback_png(RollbackChart(
+        "payment-service", 1000.0, 1030.0,
+        {"canary": [(1000.0 + t, 20.0) for t in range(31)],
+         "stable": [(1000.0 + t, 0.1) for t in range(31)]},
+        {"canary": [(1000.0 + t, 45.0) for t in range(31)],
+         "stable": [(1000.0 + t, 40.0) for t in range(31)]},
+        "errors vs stable", slo_error_rate=0.1, slo_p99_ms=100.0))
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    root = notifier.post_root("C0MESHOPS", "Canary payment-service")
+    file_id = notifier.upload("C0MESHOPS", root, "payment-service-rollback.png", png,
+                              title="payment-service: canary vs stable", comment="the chart")
+    assert [c.method for c in slack_api.calls()][-2:] == ["files.getUploadURLExternal",
+                                                         "files.completeUploadExternal"]
+    shared = slack_api.thread("C0MESHOPS", root)[-1]
+    assert shared.text == "the chart" and shared.files == (file_id,)
+    stored = slack_api.file(file_id)
+    assert stored.content == png and stored.mimetype == "image/png"
+    assert stored.title == "payment-service: canary vs stable"
+
+
+def test_an_upload_slack_refuses_is_meshbots_own_error(slack_api: SlackApiStandIn,
+                                                       notifier: Notifier) -> None:
+    root = notifier.post_root("C0MESHOPS", "Canary payment-service")
+    slack_api.fail("files.completeUploadExternal", "internal_error")
+    with pytest.raises(TemporaryError):
+        notifier.upload("C0MESHOPS", root, "chart.png", b"\x89PNG\r\n\x1a\n", title="chart")
