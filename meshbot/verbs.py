@@ -82,7 +82,7 @@ REGISTRY: tuple[VerbSpec, ...] = (
     VerbSpec(Verb.STATUS, "status <service>", _SVC, target_optional=True, handler=_T + "status"),
     VerbSpec(Verb.CANARY, "canary <service> <percent 0-100>", args=Args.PERCENT,
              approval=ApprovalKind.TIER_WEIGHT, changes_mesh=True, locks_service=True,
-             handler=_T + "canary"),
+             handler="jobs.runtime.handlers.canary:canary"),
     VerbSpec(Verb.ROLLOUT, "rollout <service> [steps=5,10,25,50] [interval=30s]",
              args=Args.ROLLOUT, changes_mesh=True, locks_service=True, handler=_T + "rollout"),
     VerbSpec(Verb.PROMOTE, "promote <service>", approval=ApprovalKind.TIER_PROMOTE,

@@ -55,6 +55,7 @@ class Event(StrEnum):
     ABORT = "abort"
     ROLLBACK = "rollback"
     PROMOTE = "promote"
+    MOVE = "move"  # a running canary moved to a new fixed weight
 
 
 class Transition(BaseModel):
@@ -102,6 +103,8 @@ class Rollout(BaseModel):
     thread_ts: str | None = None
     status_ts: str | None = None
     resume_phase: Phase | None = None
+    moved_by: str = ""  # the request that last moved this canary (a retry re-applies it)
+    moved_from: int | None = None  # ... and the weight it moved from
     last_values: tuple[str, ...] = ()
     history: tuple[Transition, ...] = ()
 
@@ -151,6 +154,8 @@ _ALLOWED: dict[Event, frozenset[Phase]] = {
     # From progressing only a fixed canary whose last check passed (see ``apply``): no
     # promotion without SLO evidence.
     Event.PROMOTE: frozenset({Phase.READY_TO_PROMOTE, Phase.PROGRESSING}),
+    # Only a canary watched at a fixed weight (see ``movable``).
+    Event.MOVE: frozenset({Phase.PROGRESSING, Phase.HOLDING}),
 }
 
 
@@ -198,6 +203,35 @@ def _healthy_fixed_canary(rollout: Rollout) -> bool:
     return rollout.fixed and rollout.passed_checks > 0 and rollout.failed_checks == 0
 
 
+def promotable(rollout: Rollout) -> bool:
+    """Whether a promote would be taken now: a rollout whose last step passed, or a canary
+    (fixed weight) with a passed check and no failure since."""
+    return rollout.phase is Phase.READY_TO_PROMOTE or (
+        rollout.phase is Phase.PROGRESSING and _healthy_fixed_canary(rollout))
+
+
+def movable(rollout: Rollout) -> bool:
+    """Whether ``/mesh canary`` may move this rollout to another weight: a canary watched at a
+    fixed weight (not a stepped rollout, not paused, not waiting for approval)."""
+    return rollout.fixed and rollout.phase in _ALLOWED[Event.MOVE]
+
+
+def move(rollout: Rollout, weight: int, now: float, request_id: str,
+         detail: str = "") -> Rollout:
+    """The canary at ``weight`` from now on: one fixed step, its checks going on there. The
+    evidence for a promote is gathered again at the new weight (a new baseline, no passed
+    check yet); failures counted so far are kept."""
+    if not movable(rollout):
+        raise Refused(f"{rollout.service} is {rollout.phase.value.replace('_', ' ')}: "
+                      "cannot move it to another weight")
+    if not 0 < weight < 100:
+        raise Refused(f"a canary moves to a weight between 1 and 99, not {weight}")
+    return _move(rollout, Event.MOVE, now, Phase.PROGRESSING, detail, steps=(weight,),
+                 step_index=0, weight=weight, passed_checks=0, baseline=None,
+                 next_check_at=now + rollout.interval_s, moved_by=request_id,
+                 moved_from=rollout.weight)
+
+
 def apply(rollout: Rollout, event: Event, now: float, detail: str = "") -> Rollout:
     """The rollout after ``event``; ``Refused`` when the event makes no sense in this phase."""
     if rollout.phase not in _ALLOWED[event]:
@@ -205,6 +239,8 @@ def apply(rollout: Rollout, event: Event, now: float, detail: str = "") -> Rollo
             f"{rollout.service} is {rollout.phase.value.replace('_', ' ')}: "
             f"cannot {event.value.replace('_', ' ')}"
         )
+    if event is Event.MOVE:
+        raise Refused(f"{rollout.service}: a move needs its weight (``move``)")
     updated = _apply(rollout, event, now, detail)
     if event in _CHECKS or event is Event.GATE:  # any other outcome of a check ends it
         updated = updated.model_copy(update={"service_wide_since": None})

@@ -1,5 +1,9 @@
 """What an approval request says will change, and the facts it was made under. Reads the cluster.
 
+Before any of it, what the handler would refuse anyway (a rollout in the way, no SLO evidence
+to promote on yet, a missing VirtualService, no ready canary pods, …) is refused here with the
+handler's own words: approvers are never asked for work that would then be refused.
+
 The facts (current weights, the service's rollout, the lock or the freeze being lifted) are read
 again when the quorum is reached: if any differs, approvers said yes to something that is no
 longer what would happen, and the request is voided instead of run.
@@ -14,7 +18,9 @@ from jobs.adapters.locks import Locks
 from jobs.domain.routes import Weights
 from jobs.runtime.context import JobContext
 from jobs.runtime.handlers.backup import require_namespace
+from jobs.runtime.handlers.canary import precheck_canary, precheck_promote, running
 from jobs.runtime.handlers.common import names, pair, subsets_of
+from jobs.runtime.handlers.routing import precheck_bluegreen
 from jobs.runtime.weights import live_weights, preflight
 from meshbot.commands import Request, Verb
 from meshbot.errors import MeshbotError, Refused
@@ -52,6 +58,7 @@ def compose(ctx: JobContext, request: Request) -> Plan:
     if view is None:
         _namespace_refusals(ctx, request)
         return Plan(approval_text.plan_namespace(command), {})
+    _service_refusals(ctx, request, view)
     return Plan(_service_plan(ctx, request, view), facts_now(ctx, request),
                 _thread_link(ctx, view.name))
 
@@ -76,10 +83,24 @@ def _namespace_refusals(ctx: JobContext, request: Request) -> None:
         require_namespace(ctx, target)
 
 
+def _service_refusals(ctx: JobContext, request: Request, view: ServiceView) -> None:
+    """The service verbs' own preconditions on the rollout, in their handlers' words."""
+    command = request.command
+    if command.verb is Verb.CANARY and command.percent is not None:
+        precheck_canary(ctx, view, command.percent)
+    elif command.verb is Verb.PROMOTE:
+        precheck_promote(ctx, view)
+    elif command.verb is Verb.BLUEGREEN and precheck_bluegreen(ctx, view):
+        precheck_promote(ctx, view)  # the cutover is a promote
+
+
 def _service_plan(ctx: JobContext, request: Request, view: ServiceView) -> str:
     subsets = subsets_of(ctx, view)
     command = request.command
     if command.verb is Verb.CANARY and command.percent is not None:
+        current = running(ctx, view)  # a running canary moves: its subsets, its weights now
+        if current is not None:
+            subsets = current.subsets
         target = Weights.canary_at(command.percent)
         # Every check the change itself makes (GitOps owner, managed route, ready canary pods),
         # so approvers are not asked for something that would be refused anyway.

@@ -127,15 +127,24 @@ def mirror(ctx: JobContext, request: Request) -> str:
 
 # --- /mesh bluegreen ----------------------------------------------------------------------------
 
+def precheck_bluegreen(ctx: JobContext, view: ServiceView) -> bool:
+    """Whether the command is the cutover (a blue-green whose 90/10 step passed) rather than
+    the start; ``Refused`` when another rollout is in the way (checked before approvers are
+    asked, too)."""
+    current = ctx.store.get(view.name)
+    if current is not None and current.phase is Phase.READY_TO_PROMOTE:
+        return True
+    if current is not None and not current.phase.terminal:
+        raise Refused(routing_text.bluegreen_busy(view.name, current.phase.value))
+    return False
+
+
 def bluegreen(ctx: JobContext, request: Request) -> str:
     """Preview on a header, then 90/10 under analysis; once analysis passed, the same command
     (or ``/mesh promote``) switches all traffic — each gated by the policy's approvals."""
     view = service_view(ctx, request)
-    current = ctx.store.get(view.name)
-    if current is not None and current.phase is Phase.READY_TO_PROMOTE:
+    if precheck_bluegreen(ctx, view):
         return _cutover(ctx, request, view)
-    if current is not None and not current.phase.terminal:
-        raise Refused(routing_text.bluegreen_busy(view.name, current.phase.value))
     subsets = subsets_of(ctx, view)
     # Every check the 90/10 step makes (GitOps owner, managed route, ready green pods), before
     # the preview route is written: a refusal changes nothing.
