@@ -109,3 +109,33 @@ def approval_done(approvals: Sequence[str]) -> str:
 def approved_by(approvals: Sequence[str], link: str | None) -> str:
     where = f" (<{link}|approval request>)" if link else ""
     return f":white_check_mark: Approved by {people(approvals)}{where}."
+
+
+def waiting_busy(service: str, holder: str, what: str, since: float) -> str:
+    return (f"{service} is busy ({who(holder)} `{what}` since {when(since)}); runs when it is "
+            "free")
+
+
+def waiting_frozen(holder: str, since: float) -> str:
+    return (f"changes are frozen ({who(holder)} froze them since {when(since)}); runs when the "
+            "freeze is lifted")
+
+
+def approval_waiting(approvals: Sequence[str], waiting_for: str, expires_at: float) -> str:
+    return (f":hourglass_flowing_sand: Approved by {people(approvals)}; waiting: {waiting_for}, "
+            f"until the request expires {when(expires_at)}. The approvals are kept.")
+
+
+def approval_expired_waiting(ttl_s: float, approvals: Sequence[str], waiting_for: str) -> str:
+    return (f":hourglass: Expired while waiting ({waiting_for}): approved by {people(approvals)}, "
+            f"but it could not run within {duration(ttl_s)} of the request; the approvals were "
+            "not used and nothing was changed. Run the command again if still wanted.")
+
+
+def approval_not_used(approvals: Sequence[str], reason: str) -> str:
+    return (f":no_entry: Not run: {reason.rstrip('.')}. The approvals of {people(approvals)} "
+            "were not used; nothing was changed.")
+
+
+def overtaken(service: str | None) -> str:
+    return f"a rollback of `{service}` was accepted after it, and a rollback wins"

@@ -16,7 +16,7 @@ from typing import TypeVar
 import redis
 
 from jobs.adapters.keys import Keys
-from jobs.domain.approval_rules import PendingApproval
+from jobs.domain.approval_rules import ApprovalState, PendingApproval
 
 T = TypeVar("T")
 
@@ -25,6 +25,13 @@ KEEP_AFTER_EXPIRY_S = 7 * 24 * 3600
 
 def _text(raw: bytes | str) -> str:
     return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def _where(member: object) -> tuple[str, str]:
+    """A member of the open set, ``channel ts``."""
+    text = member.decode() if isinstance(member, bytes) else str(member)
+    channel, _, ts = text.partition(" ")
+    return channel, ts
 
 class ApprovalStore:
     def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
@@ -74,23 +81,32 @@ class ApprovalStore:
                     pipe.multi()
                     pipe.set(key, updated.model_dump_json(),
                              ex=int(ttl) if ttl and int(ttl) > 0 else KEEP_AFTER_EXPIRY_S)
-                    if updated.state.closed:
-                        pipe.zrem(self.keys.approvals_open, f"{channel} {ts}")
+                    member = f"{channel} {ts}"
+                    if updated.state.expires:  # collecting, or its approved work waiting
+                        pipe.zadd(self.keys.approvals_open, {member: updated.expires_at})
+                    else:
+                        pipe.zrem(self.keys.approvals_open, member)
                     pipe.execute()
                     return updated, result
                 except redis.WatchError:
                     continue
 
     def due(self, now: float, limit: int = 1000) -> list[tuple[str, str]]:
-        """(channel, ts) of open approvals whose expiry has come."""
+        """(channel, ts) of open (or waiting) approvals whose expiry has come."""
         members = self.client.zrangebyscore(self.keys.approvals_open, "-inf", now,
                                             start=0, num=limit)
-        found = []
-        for member in members:
-            text = member.decode() if isinstance(member, bytes) else str(member)
-            channel, _, ts = text.partition(" ")
-            found.append((channel, ts))
-        return found
+        return [_where(member) for member in members]
+
+    def waiting(self, now: float, limit: int = 1000) -> list[PendingApproval]:
+        """Approved requests whose work waits for an obstacle to go, not yet expired; one
+        round trip for the index, one for the documents."""
+        members = self.client.zrangebyscore(self.keys.approvals_open, f"({now}", "+inf",
+                                            start=0, num=limit)
+        if not members:
+            return []
+        raws = self.client.mget([self.keys.approval(*_where(m)) for m in members])
+        found = [PendingApproval.model_validate_json(raw) for raw in raws if raw]
+        return [p for p in found if p.state is ApprovalState.WAITING]
 
     def open_count(self) -> int:
         return int(self.client.zcard(self.keys.approvals_open))

@@ -28,12 +28,23 @@ class ApprovalState(StrEnum):
     APPROVED = "approved"  # quorum reached; the work is enqueued
     REJECTED = "rejected"  # an approver's reject emoji
     EXPIRED = "expired"  # the TTL passed first
-    VOIDED = "voided"  # approved, but the service changed before the work could run
+    # Approved, but something that goes away (a lock, the freeze) is in the way: the approvals
+    # are kept and the work runs once it is gone, until the request's expiry.
+    WAITING = "waiting"
+    VOIDED = "voided"  # approved, but the service changed before the work could run (or it
+    # was refused at quorum: the approvals were not used)
     DONE = "done"  # the approved work ran
 
     @property
     def closed(self) -> bool:
+        """No approval counts any more (a waiting request has its quorum; an approver can still
+        reject it or withdraw theirs)."""
         return self is not ApprovalState.OPEN
+
+    @property
+    def expires(self) -> bool:
+        """Still ends at the request's expiry if nothing else ends it first."""
+        return self in (ApprovalState.OPEN, ApprovalState.WAITING)
 
 
 class Verdict(StrEnum):
@@ -86,7 +97,9 @@ class PendingApproval(BaseModel):
     approvals: tuple[str, ...] = ()  # distinct approvers, in the order they reacted
     closed_by: str | None = None  # who rejected
     detail: str = ""  # why it was voided
+    waiting_for: str = ""  # what the approved work waits for (WAITING, or expired waiting)
     started: bool = False  # the approved work passed its re-check and began (retries skip it)
+    runs: int = 0  # times the approved work was enqueued (each run is its own RQ job)
     announced: ApprovalState | None = None  # the last state the thread was told about
     seen_events: tuple[str, ...] = ()
 
@@ -116,6 +129,9 @@ def judge(pending: PendingApproval, reaction: Reaction, *, approver: bool, appro
     emoji = emoji_name(reaction.emoji)
     if emoji not in (approve_emoji, reject_emoji):
         return pending, Verdict.OTHER_EMOJI
+    if pending.state is ApprovalState.WAITING and now < pending.expires_at:
+        return _judge_waiting(pending, reaction, emoji, approver=approver,
+                              reject_emoji=reject_emoji)
     if pending.state.closed:
         return pending, Verdict.CLOSED
     if now >= pending.expires_at:
@@ -143,9 +159,31 @@ def judge(pending: PendingApproval, reaction: Reaction, *, approver: bool, appro
         return marked, Verdict.NO_CHANGE
     approvals = (*pending.approvals, reaction.user)
     if len(approvals) >= pending.required:
-        return marked.model_copy(update={"approvals": approvals,
+        return marked.model_copy(update={"approvals": approvals, "runs": pending.runs + 1,
                                          "state": ApprovalState.APPROVED}), Verdict.QUORUM
     return marked.model_copy(update={"approvals": approvals}), Verdict.COUNTED
+
+
+def _judge_waiting(pending: PendingApproval, reaction: Reaction, emoji: str, *, approver: bool,
+                   reject_emoji: str) -> tuple[PendingApproval, Verdict]:
+    """A waiting request has its quorum: more approvals change nothing, but an approver's
+    reject still cancels it, and a withdrawn approval below the quorum opens it again."""
+    if reaction.user == pending.request.user or not approver:
+        return pending, Verdict.CLOSED
+    seen = pending.seen_events
+    if reaction.event_id:
+        seen = (*seen, reaction.event_id)[-SEEN_EVENTS_KEPT:]
+    marked = pending.model_copy(update={"seen_events": seen})
+    if emoji == reject_emoji and reaction.added:
+        return marked.model_copy(update={"state": ApprovalState.REJECTED, "waiting_for": "",
+                                         "closed_by": reaction.user}), Verdict.REJECTED
+    if emoji == reject_emoji or reaction.added or reaction.user not in pending.approvals:
+        return pending, Verdict.CLOSED
+    left = tuple(a for a in pending.approvals if a != reaction.user)
+    if len(left) >= pending.required:
+        return marked.model_copy(update={"approvals": left}), Verdict.WITHDRAWN
+    return marked.model_copy(update={"approvals": left, "state": ApprovalState.OPEN,
+                                     "waiting_for": ""}), Verdict.WITHDRAWN
 
 
 def may_approve(user: str, eligible: tuple[str, ...], user_groups: frozenset[str]) -> bool:
@@ -154,8 +192,9 @@ def may_approve(user: str, eligible: tuple[str, ...], user_groups: frozenset[str
 
 
 def expire(pending: PendingApproval, now: float) -> PendingApproval | None:
-    """The request expired, or None when it is closed already or not yet due."""
-    if pending.state.closed or now < pending.expires_at:
+    """The request expired (still collecting, or its approved work still waiting), or None when
+    it ended otherwise already or is not yet due."""
+    if not pending.state.expires or now < pending.expires_at:
         return None
     return pending.model_copy(update={"state": ApprovalState.EXPIRED})
 

@@ -35,9 +35,12 @@ RETRY = Retry(max=len(SCHEDULE), interval=list(SCHEDULE))
 
 URGENT_SUFFIX = "-urgent"
 
-def approved_job_id(request_id: str) -> str:
-    """RQ job id of the approved work: one per request, so it is enqueued at most once."""
-    return "approved-" + hashlib.sha256(request_id.encode()).hexdigest()[:32]
+def approved_job_id(request_id: str, run: int = 1) -> str:
+    """RQ job id of the approved work: one per request and run, so each is enqueued at most
+    once (a later run: the work waited for a lock or the freeze, or its quorum was reached
+    again after a withdrawal)."""
+    base = "approved-" + hashlib.sha256(request_id.encode()).hexdigest()[:32]
+    return base if run <= 1 else f"{base}-{run}"
 
 def enqueue_approved(client: redis.Redis, pending: PendingApproval, queue: str) -> bool:
     """Enqueue the request with its approvers; False when it was enqueued already."""
@@ -45,7 +48,8 @@ def enqueue_approved(client: redis.Redis, pending: PendingApproval, queue: str) 
     name = queue + URGENT_SUFFIX if request.command.verb.value in ("emergency",) else queue
     try:
         Queue(name, connection=client, serializer=JSONSerializer).enqueue(
-            REQUEST_TASK, request.model_dump(mode="json"), job_id=approved_job_id(request.id),
+            REQUEST_TASK, request.model_dump(mode="json"),
+            job_id=approved_job_id(request.id, pending.runs),
             unique=True, retry=RETRY, job_timeout=120, result_ttl=3600,
             failure_ttl=7 * 24 * 3600,
         )

@@ -7,6 +7,10 @@ to be broken with ``/mesh unlock`` (with approval), not to vanish silently mid-c
 
 Rollback (and abort, which rolls back) is never blocked and never waits: it takes no lock and
 ignores the freeze: a rollback is never blocked by a lock, it wins.
+
+Both obstacles go away (the lock's work ends, the freeze is lifted), so they are ``Blocked``: a
+request not yet approved is refused at once, before approvers are asked; an approved one waits,
+its approvals kept (``handlers.approvals``).
 """
 
 from __future__ import annotations
@@ -31,19 +35,34 @@ FROZEN = verbs_where(changes_mesh=True, during_freeze=False)
 LOCKING = verbs_where(locks_service=True)
 
 
+class Blocked(Refused):
+    """Refused for now by something that goes away: the freeze, or another request's lock.
+    ``waiting`` says what the work would wait for, and until when it would be gone."""
+
+    def __init__(self, message: str, waiting: str) -> None:
+        super().__init__(message)
+        self.waiting = waiting
+
+
+def _busy(service: str, holder: Lock) -> Blocked:
+    return Blocked(approval_text.busy(holder.user, holder.what, holder.since),
+                   approval_text.waiting_busy(service, holder.user, holder.what, holder.since))
+
+
 def check_gates(locks: Locks, request: Request) -> None:
-    """Refuse (``Refused``) a change during a freeze, or on a service someone else has locked."""
+    """Refuse (``Blocked``) a change during a freeze, or on a service someone else has locked."""
     verb = request.command.verb
     if verb in ALWAYS_ALLOWED:
         return
     if verb in FROZEN:
         frozen = locks.freeze()
         if frozen is not None:
-            raise Refused(approval_text.frozen(frozen.user, frozen.since))
+            raise Blocked(approval_text.frozen(frozen.user, frozen.since),
+                          approval_text.waiting_frozen(frozen.user, frozen.since))
     if verb in LOCKING and request.command.target:
         holder = locks.get(request.command.target)
         if holder is not None and holder.request_id != request.id:
-            raise Refused(approval_text.busy(holder.user, holder.what, holder.since))
+            raise _busy(request.command.target, holder)
 
 @contextlib.contextmanager
 def service_lock(locks: Locks, request: Request) -> Iterator[None]:
@@ -55,7 +74,7 @@ def service_lock(locks: Locks, request: Request) -> Iterator[None]:
     holder = locks.acquire(Lock(service=service, request_id=request.id, user=request.user,
                                 what=words.describe(request.command), since=time.time()))
     if holder is not None:
-        raise Refused(approval_text.busy(holder.user, holder.what, holder.since))
+        raise _busy(service, holder)
     try:
         yield
     finally:

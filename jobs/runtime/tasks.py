@@ -31,6 +31,7 @@ from meshbot.errors import (
     UserError,
 )
 from meshbot.verbs import REGISTRY
+from rendering import approvals as approval_text
 from rendering import common as words
 from rendering import replies
 
@@ -61,6 +62,8 @@ def handle_request(payload: dict[str, Any]) -> str:
         return "unsupported"
     if api.overtaken(ctx.redis, request):
         text = replies.overtaken(request.command)
+        if request.approved_by:  # its request closes, saying the approvals were not used
+            approvals.not_used(ctx, request, approval_text.overtaken(request.command.target))
         _tell(ctx, request, text)
         record(ctx, request, "overtaken", detail=text)
         return "overtaken"

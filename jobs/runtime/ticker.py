@@ -19,7 +19,7 @@ from jobs.adapters.prometheus import MetricsSource
 from jobs.runtime import context
 from jobs.runtime.analysis import tick
 from jobs.runtime.api import queue_names
-from jobs.runtime.handlers.approvals import expire_due
+from jobs.runtime.handlers.approvals import sweep
 from jobs.runtime.reconcile import reconcile
 from jobs.runtime.scheduled import release_due
 from jobs.runtime.takeover import take_over
@@ -102,7 +102,8 @@ class Ticker:
             ("release of scheduled jobs", lambda: release_due(self.connection, queues)),
             ("takeover of dead workers' jobs", lambda: take_over(self.connection, queues)),
             ("reconcile", lambda: reconcile(ctx)),
-            ("expiry of approvals", lambda: expire_due(ctx, time.time())),
+            # Expiry of approvals, and approved work that waited for a lock or the freeze.
+            ("approval sweep", lambda: sweep(ctx, time.time())),
         ]
         for name, duty in duties:
             try:

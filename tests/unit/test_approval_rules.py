@@ -162,3 +162,40 @@ def test_closed_requests_ignore_everything(state: ApprovalState) -> None:
     p = pending(state=state)
     after, verdict = react(p, "U0APPROVER1")
     assert verdict is Verdict.CLOSED and after == p
+
+
+# ------------------------------------------------------------------- approved, work waiting
+
+
+def waiting() -> PendingApproval:
+    return pending(state=ApprovalState.WAITING, approvals=APPROVERS[:2], runs=1,
+                   waiting_for="payment-service is busy")
+
+
+def test_a_waiting_request_keeps_its_approvals_and_ignores_more() -> None:
+    p, verdict = react(waiting(), "U0APPROVER3")
+    assert verdict is Verdict.CLOSED and p == waiting()
+    p, verdict = react(waiting(), REQUESTER, "x")
+    assert verdict is Verdict.CLOSED and p == waiting()
+
+
+def test_an_approvers_reject_cancels_a_waiting_request() -> None:
+    p, verdict = react(waiting(), "U0APPROVER3", "x")
+    assert verdict is Verdict.REJECTED and p.state is ApprovalState.REJECTED
+    assert p.closed_by == "U0APPROVER3" and p.waiting_for == ""
+
+
+def test_a_withdrawal_below_the_quorum_opens_it_again() -> None:
+    p, verdict = react(waiting(), "U0APPROVER1", added=False)
+    assert verdict is Verdict.WITHDRAWN and p.state is ApprovalState.OPEN
+    assert p.approvals == ("U0APPROVER2",)
+    p, verdict = react(p, "U0APPROVER3")
+    assert verdict is Verdict.QUORUM and p.runs == 2  # its own RQ job, not the first one's
+
+
+def test_a_waiting_request_expires_at_its_expiry() -> None:
+    assert expire(waiting(), NOW + 1799) is None
+    expired = expire(waiting(), NOW + 1800)
+    assert expired is not None and expired.state is ApprovalState.EXPIRED
+    assert expired.waiting_for  # said as "expired while waiting: not used"
+    assert expire(pending(state=ApprovalState.APPROVED), NOW + 1800) is None

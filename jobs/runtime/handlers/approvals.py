@@ -3,6 +3,13 @@
 ``jobs.tasks.handle_request`` sends here every request that still lacks approvals (it never
 reaches its handler), and every approved one before its handler runs. The reactions themselves
 are counted by the bot (``jobs.approvals.react``); the jobs below only say what happened.
+
+Approvers are never asked for work that would then be refused: the gates (freeze, lock) and
+the handler's own preconditions (``approval_plan.compose``) refuse at once, before the request
+is posted. At quorum the gates are checked again; an obstacle that goes away (a lock, the
+freeze) does not spend the approvals: the request waits, says what for, and the ticker's sweep
+runs it once the obstacle is gone, until the request's expiry. Any other refusal at quorum
+closes the request saying the approvals were not used.
 """
 
 from __future__ import annotations
@@ -21,12 +28,13 @@ from jobs.adapters.audit import AuditEntry
 from jobs.adapters.locks import Locks
 from jobs.domain.approval_rules import ApprovalState, PendingApproval, changed_facts, expire
 from jobs.runtime import context
-from jobs.runtime.approvals import RETRY
+from jobs.runtime.approvals import RETRY, enqueue_approved
 from jobs.runtime.context import JobContext
-from jobs.runtime.gates import check_gates, service_lock
+from jobs.runtime.gates import Blocked, check_gates, service_lock
 from jobs.runtime.handlers.approval_plan import compose, facts_now
+from jobs.runtime.weights import Abandoned
 from meshbot.commands import Request
-from meshbot.errors import MeshbotError
+from meshbot.errors import GitOpsOwned, MeshbotError, MeshInvalid, MeshNotFound, UserError
 from rendering import approvals as approval_text
 
 log = logging.getLogger("meshbot.approvals")
@@ -69,12 +77,8 @@ def confirm(ctx: JobContext, request: Request) -> bool:
     (``started``) is let through, since its own first attempt may have changed the facts.
     """
     store = ApprovalStore(ctx.redis)
-    pending = store.for_request(request.id)
-    if pending is None or pending.state is not ApprovalState.APPROVED or \
-            set(pending.approvals) != set(request.approved_by) or \
-            len(pending.approvals) < pending.required:
-        log.warning("approved request %s has no matching approval (%s); not run", request.id,
-                    pending.state if pending else "missing")
+    pending = _approved(store, request)
+    if pending is None:
         return False
     if pending.started:
         return True
@@ -87,9 +91,106 @@ def confirm(ctx: JobContext, request: Request) -> bool:
         _tell(ctx, request, text)
         _audit(ctx, result[0] if result else pending, "meshbot", "voided", detail=text)
         return False
-    store.update(pending.channel, pending.ts,
-                 lambda p: (p.model_copy(update={"started": True}), None))
     return True
+
+
+def _approved(store: ApprovalStore, request: Request) -> PendingApproval | None:
+    """The stored approval that lets ``request`` run, or None (logged)."""
+    pending = store.for_request(request.id)
+    if pending is None or pending.state is not ApprovalState.APPROVED or \
+            set(pending.approvals) != set(request.approved_by) or \
+            len(pending.approvals) < pending.required:
+        log.warning("approved request %s has no matching approval (%s); not run", request.id,
+                    pending.state if pending else "missing")
+        return None
+    return pending
+
+
+def _started(ctx: JobContext, request: Request) -> None:
+    """The approved work holds its lock and begins: a retry skips the facts' re-check."""
+    store = ApprovalStore(ctx.redis)
+    pending = store.for_request(request.id)
+    if pending is not None and not pending.started:
+        store.update(pending.channel, pending.ts,
+                     lambda p: (p.model_copy(update={"started": True}), None))
+
+
+def wait(ctx: JobContext, request: Request, blocked: Blocked) -> str:
+    """Approved work that a lock or the freeze keeps from running now: the approvals are kept,
+    the request says what it waits for, and ``resume_waiting`` runs it once that is gone."""
+    store = ApprovalStore(ctx.redis)
+    pending = _approved(store, request)
+    if pending is None:
+        return "not run"
+
+    def park(p: PendingApproval) -> tuple[PendingApproval, bool]:
+        if p.state is not ApprovalState.APPROVED:
+            return p, False
+        return p.model_copy(update={"state": ApprovalState.WAITING,
+                                    "waiting_for": blocked.waiting}), True
+
+    result = store.update(pending.channel, pending.ts, park)
+    if result is None or not result[1]:
+        return "not run"
+    _audit(ctx, result[0], "meshbot", "waiting", detail=blocked.message)
+    if not expire_one(ctx, pending.channel, pending.ts, time.time()):
+        refresh(ctx, pending.channel, pending.ts)
+    return "waiting"
+
+
+def resume_waiting(ctx: JobContext, now: float) -> int:
+    """Enqueue the approved work of every waiting request whose obstacle is gone (each once:
+    the state moves back to approved in one transaction); how many."""
+    store = ApprovalStore(ctx.redis)
+    locks = Locks(ctx.redis)
+    resumed = 0
+    for pending in store.waiting(now):
+        try:
+            check_gates(locks, pending.request)
+        except Blocked as exc:
+            _still_waiting(ctx, pending, exc.waiting)
+            continue
+
+        def go(p: PendingApproval) -> tuple[PendingApproval, bool]:
+            if p.state is not ApprovalState.WAITING or now >= p.expires_at:
+                return p, False
+            return p.model_copy(update={"state": ApprovalState.APPROVED, "waiting_for": "",
+                                        "runs": p.runs + 1}), True
+
+        result = store.update(pending.channel, pending.ts, go)
+        if result is None or not result[1]:
+            continue
+        enqueue_approved(ctx.redis, result[0], ctx.settings.queue_name)
+        _audit(ctx, result[0], "meshbot", "resumed", detail=f"waited: {pending.waiting_for}")
+        refresh(ctx, pending.channel, pending.ts)
+        resumed += 1
+    return resumed
+
+
+def _still_waiting(ctx: JobContext, pending: PendingApproval, waiting_for: str) -> None:
+    """Another obstacle now (a new holder, a freeze): the message says the current one."""
+    if waiting_for == pending.waiting_for:
+        return
+    result = ApprovalStore(ctx.redis).update(
+        pending.channel, pending.ts, lambda p: (p.model_copy(update={"waiting_for": waiting_for})
+                                                if p.state is ApprovalState.WAITING else p, None))
+    if result is not None and result[0].state is ApprovalState.WAITING:
+        ctx.notifier.update(pending.channel, pending.ts, render(ctx, result[0]))
+
+
+def not_used(ctx: JobContext, request: Request, reason: str) -> None:
+    """The approved work was refused when it ran: the request closes saying its approvals were
+    not used (and why), so nobody takes them for spent on a change that never happened."""
+    store = ApprovalStore(ctx.redis)
+    pending = store.for_request(request.id)
+    if pending is None or pending.state is not ApprovalState.APPROVED:
+        return
+    text = approval_text.approval_not_used(pending.approvals, reason)
+    result = store.update(pending.channel, pending.ts, lambda p: (p.model_copy(
+        update={"state": ApprovalState.VOIDED, "detail": text})
+        if p.state is ApprovalState.APPROVED else p, None))
+    refresh(ctx, pending.channel, pending.ts)
+    _audit(ctx, result[0] if result else pending, "meshbot", "not used", detail=reason)
 
 
 def finish(ctx: JobContext, request: Request) -> None:
@@ -114,8 +215,9 @@ def render(ctx: JobContext, pending: PendingApproval) -> str:
                                                                pending.required),
         ApprovalState.APPROVED: lambda: approval_text.approval_approved(pending.approvals),
         ApprovalState.REJECTED: lambda: approval_text.approval_rejected(pending.closed_by or ""),
-        ApprovalState.EXPIRED: lambda: approval_text.approval_expired(ttl, pending.approvals,
-                                                                 pending.required),
+        ApprovalState.WAITING: lambda: approval_text.approval_waiting(
+            pending.approvals, pending.waiting_for, pending.expires_at),
+        ApprovalState.EXPIRED: lambda: render_status(pending),
         ApprovalState.VOIDED: lambda: pending.detail,
         ApprovalState.DONE: lambda: approval_text.approval_done(pending.approvals),
     }[pending.state]()
@@ -140,7 +242,7 @@ def refresh(ctx: JobContext, channel: str, ts: str) -> str:
         return state.value
     text = render_status(pending)
     ctx.notifier.reply(channel, ts, text)
-    if state in (ApprovalState.REJECTED, ApprovalState.EXPIRED):
+    if state in (ApprovalState.REJECTED, ApprovalState.EXPIRED, ApprovalState.WAITING):
         _tell(ctx, pending.request, text)
     store.update(channel, ts, lambda p: (p.model_copy(update={"announced": state}), None))
     return state.value
@@ -149,9 +251,15 @@ def refresh(ctx: JobContext, channel: str, ts: str) -> str:
 def render_status(pending: PendingApproval) -> str:
     if pending.state is ApprovalState.REJECTED:
         return approval_text.approval_rejected(pending.closed_by or "")
+    ttl = pending.expires_at - pending.created_at
+    if pending.state is ApprovalState.EXPIRED and pending.waiting_for:
+        return approval_text.approval_expired_waiting(ttl, pending.approvals,
+                                                      pending.waiting_for)
     if pending.state is ApprovalState.EXPIRED:
-        return approval_text.approval_expired(pending.expires_at - pending.created_at,
-                                         pending.approvals, pending.required)
+        return approval_text.approval_expired(ttl, pending.approvals, pending.required)
+    if pending.state is ApprovalState.WAITING:
+        return approval_text.approval_waiting(pending.approvals, pending.waiting_for,
+                                              pending.expires_at)
     if pending.state is ApprovalState.VOIDED:
         return pending.detail
     return approval_text.approval_approved(pending.approvals)
@@ -163,15 +271,24 @@ def expire_one(ctx: JobContext, channel: str, ts: str, now: float) -> bool:
     result = store.update(channel, ts, lambda p: ((expire(p, now) or p), expire(p, now)))
     if result is None or result[1] is None:
         return False
-    _audit(ctx, result[0], "meshbot", "expired",
-           detail=f"{len(result[0].approvals)} of {result[0].required} approvals")
+    expired = result[0]
+    detail = (f"approved by {len(expired.approvals)}, not used; waited: {expired.waiting_for}"
+              if expired.waiting_for else
+              f"{len(expired.approvals)} of {expired.required} approvals")
+    _audit(ctx, expired, "meshbot", "expired", detail=detail)
     refresh(ctx, channel, ts)
     return True
 
 
 def expire_due(ctx: JobContext, now: float) -> int:
-    """Expire every open approval past its TTL (a sweep, e.g. from the ticker); how many."""
+    """Expire every open (or waiting) approval past its TTL; how many."""
     return sum(expire_one(ctx, c, t, now) for c, t in ApprovalStore(ctx.redis).due(now))
+
+
+def sweep(ctx: JobContext, now: float) -> int:
+    """The ticker's approval duty: expire what is due, then run the waiting work whose
+    obstacle is gone; how many requests it moved."""
+    return expire_due(ctx, now) + resume_waiting(ctx, now)
 
 
 # -- RQ entry points (module-level, JSON-safe arguments) ----------------------------------------
@@ -228,19 +345,39 @@ def _audit(ctx: JobContext, pending: PendingApproval, actor: str, outcome: str,
     ))
 
 
+# What a handler refuses with (``jobs.tasks`` tells them as refusals); at quorum they close the
+# request with its approvals not used.
+_REFUSALS = (UserError, MeshNotFound, MeshInvalid, GitOpsOwned, Abandoned)
+
+
 def run_gated(ctx: JobContext, request: Request,
               handler: Callable[[JobContext, Request], str]) -> str:
     """The hook ``jobs.tasks`` runs every request through: freeze and lock first, then either
-    ask for the approvals it still lacks, or re-check an approved one, then run it under the
-    service's lock. A request that lacks approvals never reaches ``handler``."""
+    ask for the approvals it still lacks (its preconditions checked first), or re-check an
+    approved one, then run it under the service's lock. A request that lacks approvals never
+    reaches ``handler``; an approved one blocked by the freeze or a lock waits."""
     locks = Locks(ctx.redis)
-    check_gates(locks, request)
-    if request.approvals_required > len(request.approved_by):
-        return request_approval(ctx, request)
-    if request.approvals_required > 0 and not confirm(ctx, request):
-        return "voided"
-    with service_lock(locks, request):
-        result = handler(ctx, request)
-    if request.approvals_required > 0:
+    lacking = request.approvals_required > len(request.approved_by)
+    approved = request.approvals_required > 0 and not lacking
+    try:
+        check_gates(locks, request)
+        if lacking:
+            return request_approval(ctx, request)
+        if approved and not confirm(ctx, request):
+            return "voided"
+        with service_lock(locks, request):
+            if approved:
+                _started(ctx, request)
+            try:
+                result = handler(ctx, request)
+            except _REFUSALS as exc:
+                if approved:
+                    not_used(ctx, request, exc.message)
+                raise
+    except Blocked as exc:  # only the gates raise it: the handler did not run
+        if not approved:
+            raise
+        return wait(ctx, request, exc)
+    if approved:
         finish(ctx, request)
     return result
