@@ -8,12 +8,15 @@ analysis treats as "no data" — never as healthy.
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import math
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 import urllib3
@@ -38,6 +41,10 @@ from jobs.domain.promql import (
 from meshbot.errors import MetricsUnavailable
 
 log = logging.getLogger("meshbot.prometheus")
+T = TypeVar("T")
+# A tick's batched queries go out at once (Prometheus runs them in parallel): the guards' four
+# inside ``fetch`` and, beside it, the counters, so 2 + 4 threads at most.
+PARALLEL_QUERIES = 6
 
 DEFAULT_SCRAPE_INTERVAL = 15.0  # Prometheus's own default; pass the real one when it differs
 DEFAULT_BURN_WINDOWS = (300.0, 3600.0)  # 5m and 1h, the runbook's multi-window burn alert
@@ -67,12 +74,55 @@ class MetricsSource:
         # No retries here: the analysis tick is the retry loop (MetricsUnavailable carries the
         # delay), and urllib3's default backoff would stall a tick for seconds. read=False makes
         # urllib3 re-raise a read timeout as itself, so requests reports it as a Timeout.
-        self._client = PrometheusConnect(
-            url=self.url, timeout=timeout, retry=Retry(total=0, read=False)
-        )
+        self._retry = Retry(total=0, read=False)
+        self._client = PrometheusConnect(url=self.url, timeout=timeout, retry=self._retry)
+        self._local = threading.local()  # one requests.Session per thread that queries
+        self._sessions: list[requests.Session] = []
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
 
     def close(self) -> None:
         self._client.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        with self._lock:
+            for session in self._sessions:
+                session.close()
+            self._sessions.clear()
+
+    def _session(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            adapter = requests.adapters.HTTPAdapter(max_retries=self._retry)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            self._local.session = session
+            with self._lock:
+                self._sessions.append(session)
+        return session
+
+    def concurrently(self, calls: Sequence[Callable[[], T]]) -> list[T]:
+        """Run ``calls`` (each a few queries) at once; the first failure is raised, as
+        MetricsUnavailable like any other."""
+        if len(calls) <= 1:
+            return [call() for call in calls]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(PARALLEL_QUERIES, thread_name_prefix="prometheus")
+        futures = [self._pool.submit(call) for call in calls]
+        return [future.result() for future in futures]
+
+    def _instant(self, promql: str, params: dict[str, str]) -> Any:
+        """POST /api/v1/query (a thousand services' regex does not fit every proxy's URL)."""
+        response = self._session().post(f"{self.url}/api/v1/query",
+                                        data={"query": promql, **params}, timeout=self.timeout)
+        if response.status_code != 200:
+            raise PrometheusApiClientException(
+                f"HTTP Status Code {response.status_code} ({response.content[:200]!r})")
+        body = response.json()
+        if body.get("status") != "success":
+            raise PrometheusApiClientException(f"status {body.get('status')!r}")
+        return body["data"]["result"]
 
     def __enter__(self) -> MetricsSource:
         return self
@@ -88,9 +138,9 @@ class MetricsSource:
     def query(self, promql: str, at: float | None = None) -> list[dict[str, Any]]:
         """One instant query; any failure to get an answer → MetricsUnavailable."""
         params = {} if at is None else {"time": f"{at:.3f}"}
-        self.queries_made += 1
-        result = self._guarded("a query", lambda: self._client.custom_query(
-            promql, params=params))
+        with self._lock:
+            self.queries_made += 1
+        result = self._guarded("a query", lambda: self._instant(promql, params))
         if not isinstance(result, list):
             raise MetricsUnavailable(f"Prometheus at {self.url} answered something not a vector")
         return result
@@ -122,7 +172,8 @@ class MetricsSource:
     def query_range(self, promql: str, start: float, end: float,
                     step: float) -> list[dict[str, Any]]:
         """One range query (a matrix); any failure to get an answer → MetricsUnavailable."""
-        self.queries_made += 1
+        with self._lock:
+            self.queries_made += 1
         result = self._guarded("a range query", lambda: self._client.custom_query_range(
             promql, start_time=datetime.datetime.fromtimestamp(start, datetime.UTC),
             end_time=datetime.datetime.fromtimestamp(end, datetime.UTC),
@@ -171,14 +222,18 @@ class MetricsSource:
             return {}
         span = rate_window(window, self.scrape_interval)
         at = time.time() if at is None else at  # one instant: the signals describe one moment
-        rates = parse_vector(self.query(request_rate_query(watched, span, versions), at))
-        p99 = parse_vector(self.query(latency_query(watched, span, 0.99, versions), at))
-        p95s = (parse_vector(self.query(latency_query(watched, span, 0.95, versions), at))
-                if p95 else {})
         windows = sorted(set(burn_windows)) if burn_windows else list(self.burn_windows)
         burn_spans = {w: rate_window(w, self.scrape_interval) for w in windows}
         spans = sorted({span, *burn_spans.values()})
-        ratios = parse_windowed(self.query(error_ratio_query(watched, spans, versions), at))
+        texts = [request_rate_query(watched, span, versions),
+                 latency_query(watched, span, 0.99, versions),
+                 error_ratio_query(watched, spans, versions)]
+        if p95:
+            texts.append(latency_query(watched, span, 0.95, versions))
+        answers = self.concurrently([functools.partial(self.query, q, at) for q in texts])
+        rates, p99 = parse_vector(answers[0]), parse_vector(answers[1])
+        ratios = parse_windowed(answers[2])
+        p95s = parse_vector(answers[3]) if p95 else {}
 
         wanted = set(watched)
         metrics: dict[SeriesKey, CanaryMetrics] = {}

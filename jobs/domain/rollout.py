@@ -242,8 +242,8 @@ def apply(rollout: Rollout, event: Event, now: float, detail: str = "") -> Rollo
     if event is Event.MOVE:
         raise Refused(f"{rollout.service}: a move needs its weight (``move``)")
     updated = _apply(rollout, event, now, detail)
-    if event in _CHECKS or event is Event.GATE:  # any other outcome of a check ends it
-        updated = updated.model_copy(update={"service_wide_since": None})
+    if (event in _CHECKS or event is Event.GATE) and updated.service_wide_since is not None:
+        updated = updated.model_copy(update={"service_wide_since": None})  # a check ends it
     return updated
 
 

@@ -12,10 +12,13 @@ taken outside the tick) is read at once, and only its counters are recorded.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
 from jobs.adapters.prometheus import MetricsSource
 from jobs.adapters.rollout_store import TICK_OWNER
@@ -93,7 +96,7 @@ def fetch(ctx: JobContext, source: MetricsSource, rollouts: list[Rollout],
     ratios) for those ``checked`` (default: all), and the counters of those that compare."""
     checked = rollouts if checked is None else checked
     at = time.time() if at is None else at
-    metrics: dict[SeriesKey, CanaryMetrics] = {}
+    calls: list[Callable[[], object]] = []
     if checked:
         watched = sorted({(r.service, r.namespace) for r in checked})
         window = min(r.interval_s for r in checked)
@@ -102,16 +105,20 @@ def fetch(ctx: JobContext, source: MetricsSource, rollouts: list[Rollout],
         # One query still: every service's burn windows, told apart by label in the answer.
         burn_windows = sorted({w for v in views if v is not None
                                for w in v.slo.burn_rate.windows})
-        metrics = source.fetch(watched, window, _versions(checked), p95=p95,
-                               burn_windows=burn_windows or None, at=at)
+        versions = _versions(checked)
+        calls.append(lambda: source.fetch(watched, window, versions, p95=p95,
+                                          burn_windows=burn_windows or None, at=at))
     comparing = [(r, v) for r in rollouts if (v := ctx.policy.service(r.service)) is not None
                  and v.analysis.sequential]
-    counts = None
     if comparing:
         bounds = sorted({b for _, v in comparing for b in cmp.latency_bounds(
             v.slo.latency_p99_ms)})
-        counts = source.counts(sorted({(r.service, r.namespace) for r, _ in comparing}),
-                               bounds, _versions([r for r, _ in comparing]), at)
+        pairs = sorted({(r.service, r.namespace) for r, _ in comparing})
+        compared = _versions([r for r, _ in comparing])
+        calls.append(lambda: source.counts(pairs, bounds, compared, at))
+    answers = source.concurrently(calls)  # the guards' queries and the counters at once
+    metrics = cast(dict[SeriesKey, CanaryMetrics], answers.pop(0)) if checked else {}
+    counts = cast(dict[SeriesKey, RawCounts], answers.pop(0)) if comparing else None
     return Snapshot(metrics, counts)
 
 
@@ -133,10 +140,29 @@ class Judgement:
         return self.after.history[-1].event
 
 
+@contextlib.contextmanager
+def _collected_after() -> Iterator[None]:
+    """No cyclic garbage collection inside the tick: a thousand rollouts and their answers
+    are millions of young objects, and full collections in the middle cost more than the
+    judging itself. What the tick leaves is collected at its end, once."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 @own_metrics.timed_tick  # ticks, their duration, meshbot_last_tick_timestamp
 def tick(ctx: JobContext, source: MetricsSource, now: float | None = None) -> TickReport:
     """Read every due rollout at once, judge them all, commit every transition in one round
     trip (skipping any that changed meanwhile), then act on the committed ones."""
+    with _collected_after():
+        return _tick(ctx, source, now)
+
+
+def _tick(ctx: JobContext, source: MetricsSource, now: float | None) -> TickReport:
     now = time.time() if now is None else now
     report = TickReport()
     loaded = ctx.store.get_many(ctx.store.due(now))
@@ -212,11 +238,12 @@ def judge(ctx: JobContext, rollout: Rollout, snapshot: Snapshot, now: float,
         look = None
     else:
         sample = snapshot.metrics.get(canary_key)
-        result = evaluate(sample, thresholds(view))
+        slo = thresholds(view)
+        result = evaluate(sample, slo)
         failing_names = cmp.failing_checks(result)
         if failing_names and sample is not None:
             excused = cmp.excuses(failing_names, sample, snapshot.metrics.get(stable_key),
-                                  thresholds(view), knobs.tolerance, knobs.floor)
+                                  slo, knobs.tolerance, knobs.floor)
         decision = cmp.decide(result, look, excused)
         lines = result.lines + comparison_lines(look)
         failing = [c.text for c in result.checks if c.verdict is not Verdict.PASS]
