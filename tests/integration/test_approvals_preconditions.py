@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -129,3 +130,17 @@ def test_a_missing_virtualservice_is_refused_before_approvers_are_asked(
     mesh.cluster.delete(*NET, "virtualservices", "production", SERVICE)
     told = refused_at_once(ops, mesh, f"canary {SERVICE} 30")
     assert "VirtualService" in told and SERVICE in told
+
+
+def test_a_promote_the_write_would_refuse_is_refused_at_once(ops: ChatOps, mesh: Mesh) -> None:
+    ops.command(f"canary {SERVICE} 10")
+    ops.run()
+    checks_pass(mesh)
+
+    def fail_readiness(obj: dict[str, Any]) -> None:
+        for condition in obj["status"]["conditions"]:
+            condition["status"] = "False"
+
+    mesh.cluster.change("", "v1", "pods", "production", f"{SERVICE}-v2-0", fail_readiness)
+    told = refused_at_once(ops, mesh, f"promote {SERVICE}")
+    assert "'canary' subset of payment-service has no ready pods" in told

@@ -110,8 +110,10 @@ def _service_plan(ctx: JobContext, request: Request, view: ServiceView) -> str:
         rollout = ctx.store.get(view.name)
         if rollout is not None and not rollout.phase.terminal:
             subsets = rollout.subsets
-        before = _weights(ctx, view)
         target = Weights(stable=0, canary=100)
+        # The promote's own write checks too (GitOps owner, managed route, ready canary pods).
+        before = preflight(ctx.kube, view.namespace, view.virtual_services, view.name, subsets,
+                           target, allow_gitops=view.gitops_allowed)
     else:
         return f"`{words.describe(command)}` on `{view.name}` ({view.namespace})"
     return approval_text.plan_weights(view.name, view.namespace, pair(before), pair(target),
