@@ -54,7 +54,8 @@ class Keys:
 
     @property
     def approvals_open(self) -> str:
-        """Sorted set: ``channel ts`` → expires_at, of approvals still collecting reactions."""
+        """Sorted set: ``channel ts`` → expires_at, of approvals still collecting reactions or
+        whose approved work waits (for a lock, the freeze)."""
         return f"{self.prefix}approvals:open"
 
     @property
