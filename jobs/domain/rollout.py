@@ -67,8 +67,14 @@ class Transition(BaseModel):
     after: Phase
     weight: int
     detail: str = ""
+    # Identical checks in a row (same event, phases and weight) are one entry: how many, and
+    # when the first of them was; ``at`` is the latest. A canary watched for a day is not a
+    # document of thousands of entries rewritten on every check.
+    repeated: int = 1
+    first_at: float | None = None
 
 
+MAX_HISTORY = 200  # the first transition (the start) and the latest ones
 class Rollout(BaseModel):
     """The persisted state of one service's rollout."""
 
@@ -166,7 +172,21 @@ def _move(
     record = Transition(
         at=now, event=event, before=rollout.phase, after=phase, weight=updated.weight, detail=detail
     )
-    return updated.model_copy(update={"history": (*rollout.history, record)})
+    return updated.model_copy(update={"history": _appended(rollout.history, record)})
+
+
+def _appended(history: tuple[Transition, ...], record: Transition) -> tuple[Transition, ...]:
+    last = history[-1] if history else None
+    if (last is not None and record.event in _CHECKS and len(history) > 1
+            and (last.event, last.before, last.after, last.weight)
+            == (record.event, record.before, record.after, record.weight)):
+        merged = record.model_copy(update={"repeated": last.repeated + 1,
+                                           "first_at": last.first_at or last.at})
+        return (*history[:-1], merged)
+    longer = (*history, record)
+    if len(longer) > MAX_HISTORY:
+        longer = (longer[0], *longer[len(longer) - MAX_HISTORY + 1:])
+    return longer
 
 
 _CHECKS = frozenset({Event.CHECK_PASSED, Event.CHECK_FAILED, Event.NO_DATA})

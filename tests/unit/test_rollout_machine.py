@@ -500,3 +500,25 @@ def test_a_fixed_canary_is_promoted_only_after_a_passed_check() -> None:
     failing = apply(checked, Event.CHECK_FAILED, T0 + 3)
     with pytest.raises(Refused):
         apply(failing, Event.PROMOTE, T0 + 4)
+
+
+def test_a_canary_watched_for_a_day_keeps_a_short_history() -> None:
+    """~2,900 checks a day at a 30 s interval: identical checks in a row are one entry (with
+    how many and since when), and the history never outgrows its cap."""
+    from jobs.domain.rollout import MAX_HISTORY, Event, apply, start
+
+    now = 1_000_000.0
+    rollout = start(rollout_id="r", service="svc", namespace="ns", steps=(10,), fixed=True,
+                    interval_s=30, failure_threshold=3, no_data_policy="hold", deadline_s=600,
+                    requested_by="U1", channel="C1", now=now)
+    for i in range(1, 2_900):
+        rollout = apply(rollout, Event.CHECK_PASSED, now + 30 * i)
+    assert len(rollout.history) <= 3
+    last = rollout.history[-1]
+    assert last.event is Event.CHECK_PASSED and last.at == now + 30 * 2_899
+    assert last.repeated >= 2_800 and last.first_at is not None and last.first_at < last.at
+    for i in range(3_000):  # alternating outcomes cannot be merged: the cap holds
+        event = Event.NO_DATA if i % 2 else Event.CHECK_PASSED
+        rollout = apply(rollout, event, now + 90_000 + 30 * i)
+    assert len(rollout.history) == MAX_HISTORY
+    assert rollout.history[0].at == now  # the start is kept
