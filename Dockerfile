@@ -23,9 +23,11 @@ RUN pip wheel --wheel-dir /wheels .
 
 # ---- runtime: slim Python, the wheels, an unprivileged user ------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
-# No .pyc writes (the root filesystem is read-only in the chart); logs straight to stdout.
+# No .pyc writes (the root filesystem is read-only in the chart); logs straight to stdout;
+# matplotlib (the rollback chart) keeps its font cache in the writable /tmp.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    MPLCONFIGDIR=/tmp/matplotlib \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 # A fixed uid/gid: the Helm chart's securityContext (runAsUser 10001) and this image agree.
