@@ -16,12 +16,12 @@ import pytest
 from jobs.adapters.prometheus import MetricsSource
 from jobs.domain.promql import CanaryMetrics, SeriesKey, SLOThresholds, Verdict, evaluate
 from meshbot.errors import MetricsUnavailable
-from playground.kube_emulator import start_cluster
 from playground.mesh_weights import StaticWeights, VirtualServiceWeights
 from playground.prometheus_server import PrometheusServer
-from playground.sample_mesh import seed_sample_mesh, virtual_service
+from playground.sample_mesh import virtual_service
 from playground.traffic import TrafficGenerator
 from tests.fixtures.prometheus import BULK_SERVICES, NAMESPACE, RUNBOOK_SERVICES
+from tests.fixtures.real_cluster import RealCluster
 
 T = TypeVar("T")
 WINDOW = 5.0  # seconds: rate_window(…, 1 s scrapes) gives four scrapes plus one of margin
@@ -214,52 +214,53 @@ def test_control_api(traffic: TrafficGenerator) -> None:
     )
 
 
-def test_generator_follows_live_virtual_service_weights(tmp_path: Path) -> None:
+def test_generator_follows_live_virtual_service_weights(cluster: RealCluster,
+                                                      tmp_path: Path) -> None:
+    """The generator reads the weights from the real kube-apiserver (as its admin: the
+    traffic is the mesh's, not meshbot's) and follows a change of them."""
     now = [0.0]
-    with start_cluster() as cluster:
-        seed_sample_mesh(cluster)
-        # An ingress-gateway VirtualService for the same host does not steer in-mesh traffic.
-        gateway_vs = virtual_service("payment-service")
-        gateway_vs["metadata"]["name"] = "payment-service-ingress"
-        gateway_vs["spec"]["gateways"] = ["istio-system/public-gateway"]
-        gateway_vs["spec"]["http"][0]["route"][0]["weight"] = 0
-        gateway_vs["spec"]["http"][0]["route"][1]["weight"] = 100
-        cluster.put_object("networking.istio.io", "v1beta1", "virtualservices", gateway_vs)
-        from kubernetes import client, config
+    # An ingress-gateway VirtualService for the same host does not steer in-mesh traffic.
+    gateway_vs = virtual_service("payment-service")
+    gateway_vs["metadata"]["name"] = "payment-service-ingress"
+    gateway_vs["spec"]["gateways"] = ["istio-system/public-gateway"]
+    gateway_vs["spec"]["http"][0]["route"][0]["weight"] = 0
+    gateway_vs["spec"]["http"][0]["route"][1]["weight"] = 100
+    cluster.put_object("networking.istio.io", "v1beta1", "virtualservices", gateway_vs)
+    from kubernetes import client, config
 
-        kubeconfig = cluster.write_kubeconfig(tmp_path / "kubeconfig")
-        with config.new_client_from_config(config_file=str(kubeconfig)) as api_client:  # type: ignore[no-untyped-call]
-            weights = VirtualServiceWeights(client.CustomObjectsApi(api_client), [NAMESPACE])
-            generator = TrafficGenerator(weights, poll_interval=0.1, clock=lambda: now[0])
-            with generator:
-                split = generator.model.splits()[("payment-service", NAMESPACE)]
-                assert split.weights == {"stable": 100, "canary": 0}
-                assert split.versions == {"stable": "v1", "canary": "v2"}
+    kubeconfig = cluster.write_kubeconfig(tmp_path / "kubeconfig", identity="admin")
+    with config.new_client_from_config(config_file=str(kubeconfig)) as api_client:  # type: ignore[no-untyped-call]
+        weights = VirtualServiceWeights(client.CustomObjectsApi(api_client), [NAMESPACE])
+        generator = TrafficGenerator(weights, poll_interval=0.1, clock=lambda: now[0])
+        with generator:
+            split = generator.model.splits()[("payment-service", NAMESPACE)]
+            assert split.weights == {"stable": 100, "canary": 0}
+            assert split.versions == {"stable": "v1", "canary": "v2"}
 
-                def shift(vs: dict[str, Any]) -> None:
-                    route = vs["spec"]["http"][0]["route"]
-                    route[0]["weight"], route[1]["weight"] = 75, 25
+            def shift(vs: dict[str, Any]) -> None:
+                route = vs["spec"]["http"][0]["route"]
+                route[0]["weight"], route[1]["weight"] = 75, 25
 
-                cluster.change(
-                    "networking.istio.io", "v1beta1", "virtualservices", NAMESPACE,
-                    "payment-service", shift,
-                )  # fmt: skip
-                eventually(
-                    lambda: generator.model.splits()[("payment-service", NAMESPACE)].weights,
-                    lambda w: w == {"stable": 75, "canary": 25},
-                    timeout=5,
-                )
-                # Counting is elapsed time x rps x weight: 10 s at 20 req/s → 150 + 50 exactly.
-                svc = ("payment-service", NAMESPACE)
-                before = [
-                    generator.model.request_count("destination", svc, v, "200")
-                    for v in ("v1", "v2")
-                ]
-                now[0] += 10
-                after = [
-                    generator.model.request_count("destination", svc, v, "200")
-                    for v in ("v1", "v2")
-                ]
-                assert [a - b for a, b in zip(after, before, strict=True)] == pytest.approx(
-                    [150, 50]
-                )
+            cluster.change(
+                "networking.istio.io", "v1beta1", "virtualservices", NAMESPACE,
+                "payment-service", shift,
+            )  # fmt: skip
+            eventually(
+                lambda: generator.model.splits()[("payment-service", NAMESPACE)].weights,
+                lambda w: w == {"stable": 75, "canary": 25},
+                timeout=5,
+            )
+            # Counting is elapsed time x rps x weight: 10 s at 20 req/s → 150 + 50 exactly.
+            svc = ("payment-service", NAMESPACE)
+            before = [
+                generator.model.request_count("destination", svc, v, "200")
+                for v in ("v1", "v2")
+            ]
+            now[0] += 10
+            after = [
+                generator.model.request_count("destination", svc, v, "200")
+                for v in ("v1", "v2")
+            ]
+            assert [a - b for a, b in zip(after, before, strict=True)] == pytest.approx(
+                [150, 50]
+            )
