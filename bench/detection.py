@@ -298,8 +298,7 @@ def end_to_end(runs: int, chart: str | None) -> None:
                                 continue
                             event = rollout.history[-1]
                             cause = "comparison" if event.event is Event.REGRESSION else \
-                                f"{sum(t.event is Event.CHECK_FAILED for t in rollout.history)}" \
-                                " failed checks"
+                                f"{rollout.failed_checks} failed checks"
                             results[mode].append((rolled - seen, event.at - seen, cause))
                 finally:
                     worker.stop()
