@@ -59,3 +59,13 @@ def test_monitor_scale_prints_the_tick_beside_the_query_floor() -> None:
     assert re.search(r"^tick 2 / its queries over plain HTTP: \d+\.\d\dx", output, re.MULTILINE)
     assert "'rolled_back': 2" in line(output, r"^rollouts after the ticks")
     assert re.search(r"^chat\.update: \d+ over both ticks", output, re.MULTILINE)
+
+
+@pytest.mark.timeout(200)
+def test_detection_prints_the_synthetic_and_the_end_to_end_comparison() -> None:
+    output = run_bench("bench.detection", "--runs", "20", "--e2e-runs", "1", timeout=190)
+    assert re.search(r"severe: canary 20 % errors", output)
+    assert "end to end (1 runs each)" in output
+    for rule in ("sequential", "threshold rule"):
+        assert re.search(rf"^  {rule} +decision median +{SECONDS}; weights median +{SECONDS}",
+                         output, re.MULTILINE), output
