@@ -329,3 +329,37 @@ def test_persistent_sender_reuses_one_connection(receiver: Receiver) -> None:
 
     assert len({r.client_port for r in receiver.requests}) == 1
     assert len(receiver.requests) == 3
+
+
+# -- file uploads: files.getUploadURLExternal, the upload URL, files.completeUploadExternal --
+
+def test_files_upload_v2_shares_the_file_in_the_thread(slack_api: SlackApiStandIn,
+                                                      client: WebClient) -> None:
+    root = client.chat_postMessage(channel="C0MESHOPS", text="root")["ts"]
+    answer = client.files_upload_v2(channel="C0MESHOPS", thread_ts=root, filename="chart.png",
+                                    content=b"\x89PNG\r\n\x1a\n-chart-", title="the chart",
+                                    initial_comment="see the chart")
+    shared = answer["file"]
+    assert shared["name"] == "chart.png" and shared["mimetype"] == "image/png"
+    reply = slack_api.thread("C0MESHOPS", root)[-1]
+    assert reply.text == "see the chart" and reply.files == (shared["id"],)
+    assert slack_api.file(shared["id"]).shared_in == (("C0MESHOPS", reply.ts),)
+
+
+def test_completing_an_upload_whose_bytes_never_arrived_is_refused(
+        client: WebClient) -> None:
+    started = client.files_getUploadURLExternal(filename="chart.png", length=10)
+    with pytest.raises(SlackApiError) as missing:
+        client.files_completeUploadExternal(files=[{"id": started["file_id"]}],
+                                            channel_id="C0MESHOPS")
+    assert error_of(missing) == "file_not_found"
+    request = urllib.request.Request(started["upload_url"], data=b"short", method="POST")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 200
+    with pytest.raises(SlackApiError) as wrong:
+        client.files_completeUploadExternal(files=[{"id": started["file_id"]}],
+                                            channel_id="C0MESHOPS")
+    assert error_of(wrong) == "invalid_file_length"
+    with pytest.raises(SlackApiError) as bad:
+        client.files_getUploadURLExternal(filename="chart.png", length=0)
+    assert error_of(bad) == "invalid_arguments"
