@@ -167,6 +167,13 @@ def look(previous: Baseline | None, step_index: int, now: float, canary: RawCoun
     if previous is None or previous.step_index != step_index:
         return Look(baseline(step_index, now, canary, stable), threshold,
                     note="baseline taken now: the comparison counts from here")
+    gone = [role for role, raw, seen in (("canary", canary, previous.seen_canary),
+                                         ("stable", stable, previous.seen_stable))
+            if raw is None and seen.requests > 0]
+    if gone:  # a series seen before is missing now: no evidence, and no reason to restart
+        return Look(previous, threshold, log_e_errors=previous.last_errors,
+                    log_e_latency=previous.last_latency,
+                    note=f"no counters for the {' and '.join(gone)} at this check")
     c_now, s_now = Tally.of(canary), Tally.of(stable)
     if c_now.below(previous.seen_canary) or s_now.below(previous.seen_stable):
         fresh = baseline(step_index, now, canary, stable).model_copy(update={

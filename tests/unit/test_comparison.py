@@ -197,3 +197,12 @@ def test_over_long_windows_a_stable_diluted_by_its_past_still_excuses_the_canary
     excused = cmp.excuses(["success rate", "burn rate"], canary, stable, slo, 0.1, 0.001)
     assert excused is not None and [e.check for e in excused] == ["success rate",
                                                                   "burn rate over 5m"]
+
+
+def test_a_subset_whose_series_went_missing_is_no_evidence_and_keeps_the_baseline() -> None:
+    base = cmp.look(None, 0, 0.0, raw(1000, 1), raw(9000, 9), KNOBS).baseline
+    missing = cmp.look(base, 0, 2.0, None, raw(9100, 9.1), KNOBS)
+    assert missing.note == "no counters for the canary at this check"
+    assert missing.baseline == base and missing.conclusive == ()
+    back = cmp.look(missing.baseline, 0, 4.0, raw(1200, 41), raw(9200, 9.2), KNOBS)
+    assert back.errors is not None and back.errors.canary.requests == pytest.approx(200)
