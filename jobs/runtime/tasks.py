@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, cast
 
+import redis
 from rq import get_current_job
 
 from jobs.runtime import api, context
@@ -27,6 +28,7 @@ from meshbot.errors import (
     MeshInvalid,
     MeshNotFound,
     PermanentError,
+    QueueUnavailable,
     TemporaryError,
     UserError,
 )
@@ -98,6 +100,13 @@ def handle_request(payload: dict[str, Any]) -> str:
         _tell(ctx, request, replies.failed(request.command, exc.message))
         record(ctx, request, "failed", detail=exc.message)
         return "failed"
+    except redis.RedisError as exc:
+        # Redis went away mid-job (a restart): nothing can be recorded or told now. Raised as a
+        # TemporaryError, RQ retries it; a worker that RQ gives up on is replaced and its job
+        # taken over (``jobs.runtime.worker``). Handlers are safe to run again (request ids).
+        log.warning("Redis failed during %s (%s); it runs again", request.id,
+                    type(exc).__name__, extra=extra)
+        raise QueueUnavailable(f"Redis failed during the job ({type(exc).__name__})") from exc
     except Exception as exc:
         # A bug, not a state of the world: say so rather than leave the caller waiting.
         log.exception("unexpected error in %s", request.id, extra=extra)

@@ -8,6 +8,7 @@ no fork per job, and the Kubernetes and Slack clients are built once per process
 from __future__ import annotations
 
 import logging
+import time
 
 import redis
 from rq import Queue, SimpleWorker
@@ -36,8 +37,6 @@ def run_worker(*, burst: bool = False, metrics_port: int | None = None) -> int:
     connection = redis.Redis.from_url(settings.redis_url)
     if metrics_port is not None:
         start_health_server(settings, metrics_port, read_state)  # /healthz, /readyz, /metrics
-    worker = build_worker(settings, connection)
-    lease = WorkerLease(connection, worker.name).start()  # the ticker takes over if it lapses
     ticker = None
     if not burst:
         from jobs.runtime.ticker import Ticker
@@ -45,11 +44,43 @@ def run_worker(*, burst: bool = False, metrics_port: int | None = None) -> int:
         ticker = Ticker(connection, settings)
         ticker.start()
     try:
-        # A long-running worker leaves scheduled jobs to its ticker (jobs/scheduled.py says why);
-        # a burst run releases the due ones itself, in-process.
-        worker.work(burst=burst, with_scheduler=burst, logging_level="WARNING")
+        while not _work(settings, connection, burst=burst):
+            # Redis went away under RQ (a restart): RQ gives up on its worker, not meshbot. A
+            # new one starts once Redis answers; the old one's started job is taken over when
+            # its lease lapses (``jobs.runtime.takeover``), so nothing is lost or run twice.
+            _wait_for(connection)
     finally:
         if ticker is not None:
             ticker.stop()
-        lease.stop()
     return 0
+
+
+def _work(settings: Settings, connection: redis.Redis, *, burst: bool) -> bool:
+    """One RQ worker's life; False when Redis failing ended it (start another)."""
+    worker = build_worker(settings, connection)
+    try:
+        lease = WorkerLease(connection, worker.name).start()  # taken over if it lapses
+    except redis.ConnectionError:
+        return False
+    try:
+        # A long-running worker leaves scheduled jobs to its ticker (jobs/scheduled.py says why);
+        # a burst run releases the due ones itself, in-process.
+        worker.work(burst=burst, with_scheduler=burst, logging_level="WARNING")
+    except redis.ConnectionError as exc:  # BusyLoadingError too: Redis loading its AOF
+        log.warning("Redis failed under worker %s (%s); a new worker starts once it answers",
+                    worker.name, type(exc).__name__)
+        return False
+    finally:
+        lease.stop()
+    return True
+
+
+def _wait_for(connection: redis.Redis) -> None:
+    """Until Redis answers a PING (and has loaded its data), polling once a second."""
+    while True:
+        try:
+            if connection.ping():
+                return
+        except redis.RedisError:
+            pass
+        time.sleep(1.0)  # polling Redis; a worker has nothing else to do meanwhile
