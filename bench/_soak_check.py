@@ -26,6 +26,8 @@ from jobs.domain.rollout import Event, Phase, Rollout
 # What closes an accepted request, in the audit log.
 TERMINAL = frozenset({"done", "refused", "failed", "abandoned", "overtaken", "voided", "not used",
                       "expired", "rejected", "unsupported"})
+# A request's own end, beside which its approval request may close ("not used", "voided" …).
+OWN_ENDS = frozenset({"done", "refused", "failed", "abandoned", "overtaken", "unsupported"})
 # Said to the caller alone (response_url).
 TOLD = frozenset({"refused", "failed", "abandoned", "overtaken"})
 JUDGED = frozenset({Event.CHECK_PASSED, Event.CHECK_FAILED, Event.NO_DATA, Event.REGRESSION,
@@ -33,8 +35,10 @@ JUDGED = frozenset({Event.CHECK_PASSED, Event.CHECK_FAILED, Event.NO_DATA, Event
 AUTOMATIC_ROLLBACK = frozenset({Event.CHECK_FAILED, Event.REGRESSION, Event.NO_DATA})
 TICK_SLACK_S = 1.5  # the tick period and a little: how late a due check may run
 # What a job raises for RQ to retry it (RQ logs the traceback; meshbot handles it).
+# And what RQ's worker loop dies of when Redis restarts (``jobs.runtime.worker`` starts a new
+# one; a worker process that exits is a violation of its own, "died").
 RETRIED = re.compile(r"meshbot\.errors\.(TemporaryError|MeshConflict|\w+Unavailable|"
-                     r"SlackRateLimited)\b")
+                     r"SlackRateLimited)\b|redis\.exceptions\.(ConnectionError|BusyLoadingError)\b")
 
 
 @dataclass
@@ -108,7 +112,7 @@ def check_commands(v: Violations, sent: list[Sent], audit: list[AuditEntry],
         if terminal.count("done") > 1:
             v.add("twice", f"`{s.text}` ({s.trigger_id}) ran {terminal.count('done')} times; "
                   f"audit: {outcomes}")
-        elif len(terminal) > 1:
+        elif len([t for t in terminal if t in OWN_ENDS]) > 1:
             v.add("twice", f"`{s.text}` ({s.trigger_id}) ended more than once: {outcomes}")
         end = terminal[0]
         ends[end] += 1

@@ -56,7 +56,7 @@ class Result:
     quiet_after: float = 0.0  # end of the load → quiet
     rss: dict[str, float] = field(default_factory=dict)
     logs_dir: str = ""
-    retried_tracebacks: int = 0  # RQ's log of a job raising a TemporaryError to be retried
+    retried_tracebacks: int = 0  # RQ's log of a retried job, or of Redis gone under it
 
     @property
     def carried_out(self) -> int:
@@ -216,3 +216,5 @@ def collect(stack: SoakStack, scenario: Scenario, result: Result,
     result.sent, result.acked = len(load.sent), sum(s.acked for s in load.sent)
     result.faults = Counter(scenario.faults.struck)
     result.rollouts_seen, result.reactions = len(scenario.seen), load.reactions
+    for log_path in stack.dead_workers():
+        violations.add("died", f"a worker exited by itself (nobody killed it): {log_path}")

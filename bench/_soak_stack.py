@@ -89,6 +89,12 @@ class SoakStack:
     serve: ServeProcess
     live: list[MeshbotProcess] = field(default_factory=list)
     every: list[MeshbotProcess] = field(default_factory=list)  # every worker ever started
+    killed: list[str] = field(default_factory=list)  # logs of the workers we SIGKILLed
+
+    def dead_workers(self) -> list[str]:
+        """Workers that exited by themselves (not killed by the soak): their log paths."""
+        return [str(w.log_path) for w in self.live
+                if w.process is None or w.process.poll() is not None]
 
     def start_worker(self) -> MeshbotProcess:
         n = len(self.every) + 1
@@ -100,6 +106,7 @@ class SoakStack:
     def kill_worker(self, index: int) -> MeshbotProcess:
         """SIGKILL one live worker and start its replacement; the replacement."""
         victim = self.live.pop(index % len(self.live))
+        self.killed.append(str(victim.log_path))
         victim.kill()
         return self.start_worker()
 

@@ -51,7 +51,8 @@ def report(result: Result, allowed: frozenset[str]) -> int:
           f"{_counts(result.ends)}")
     print(f"faults injected: {sum(result.faults.values())} — {_counts(result.faults)}")
     print(f"approvals: {result.reactions} reactions sent; RQ logged {result.retried_tracebacks} "
-          "tracebacks of jobs retried on a TemporaryError (expected, not counted)")
+          "tracebacks of jobs retried on a TemporaryError or of Redis restarting under it "
+          "(handled, not counted)")
     print(f"rollouts: {result.rollouts_seen} seen; final phases {_counts(result.phases)}; "
           f"{result.judgements} analysis checks; {result.automatic} changes by the analysis")
     rate = result.carried_out / result.elapsed if result.elapsed else 0.0
@@ -97,7 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
     counts = [int(n) for n in args.workers.split(",")] if args.workers else [3]
     duration = args.duration / len(counts) if args.workers else args.duration
-    commands = args.commands if args.commands is not None else int(duration)
+    # One command a second; with --workers, three a second, to see what more workers carry.
+    commands = args.commands if args.commands is not None else \
+        int(duration * (3 if args.workers else 1))
     faults = args.faults if args.faults is not None else int(duration / 5)
     quiet = args.quiet_deadline or max(90.0, duration / 4)
     allowed = frozenset(args.allow)
@@ -118,9 +121,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.workers:
         print("by worker count:")
         print("\n".join(rows))
+    replay = list(sys.argv[1:] if argv is None else argv)
+    if args.seed is None:
+        replay = ["--seed", str(seed), *replay]
     print(f"seed {seed}: {'FAILED' if failing else 'passed'} with {failing} violations "
-          f"(replay: python -m bench.soak --seed {seed} --duration {args.duration:g}"
-          f"{f' --workers {args.workers}' if args.workers else ''})")
+          f"(replay: python -m bench.soak {' '.join(replay)})")
     return 1 if failing else 0
 
 
