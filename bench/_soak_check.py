@@ -144,8 +144,10 @@ def check_weights(v: Violations, names: Iterable[str], rollouts: Mapping[str, Ro
         if live_wrong or any(have.get(subset, 0) != w for subset, w in want.items()):
             phase = rollout.phase.value if rollout else "no rollout"
             weight = f" at {rollout.weight}" if rollout else ""
+            last = "; ".join(f"{t.at:.1f} {t.event.value}→{t.after.value}@{t.weight}"
+                             for t in (rollout.history[-4:] if rollout else ()))
             v.add("weights", f"{name}: VirtualService {have}, live subset {now_live}, but its "
-                  f"rollout is {phase}{weight} (wants {want})")
+                  f"rollout is {phase}{weight} (wants {want}); history: {last or '-'}")
 
 
 def check_rollouts(v: Violations, rollouts: Mapping[str, Rollout], now: float,

@@ -108,6 +108,12 @@ class Ticker:
         for name, duty in duties:
             try:
                 duty()
+            except redis.RedisError as exc:  # Redis went away mid-tick: the rest would fail too
+                log.warning("ticker: %s stopped, Redis did not answer (%s); the next tick "
+                            "tries again", name, type(exc).__name__)
+                return
+            except MeshbotError as exc:  # a state of the world (Slack, Kubernetes), not a bug
+                log.warning("ticker: %s failed: %s", name, exc.message)
             except Exception:  # the ticker must outlive any one bad duty
                 log.exception("ticker: %s failed", name)
 
