@@ -56,6 +56,8 @@ class Result:
     quiet_after: float = 0.0  # end of the load → quiet
     rss: dict[str, float] = field(default_factory=dict)
     logs_dir: str = ""
+    load_window: tuple[float, float] = (0.0, 0.0)  # wall clock: first command, end of the load
+    ended_in_load: int = 0  # accepted commands that ended within the load window
     retried_tracebacks: int = 0  # RQ's log of a retried job, or of Redis gone under it
 
     @property
@@ -174,10 +176,11 @@ def run(plan: Plan, keep_logs: Path | None = None) -> Result:
         tmp = Path(name)
         with soak_stack(tmp, plan.extra_services, plan.workers) as stack:
             scenario = Scenario(stack, plan)
-            started = time.monotonic()
+            started, wall = time.monotonic(), time.time()
             try:
                 scenario.drive()
                 load_done = time.monotonic()
+                result.load_window = (wall, time.time())
                 left = scenario.quiesce()
                 quiet = time.monotonic()
                 if left:
@@ -203,6 +206,13 @@ def collect(stack: SoakStack, scenario: Scenario, result: Result,
     audit = check.read_audit(client)
     told = {r.token for r in stack.slack.responses()}
     result.ends = check.check_commands(violations, load.sent, audit, told)
+    accepted = {s.trigger_id for s in load.sent if s.acked and s.retry_of is None
+                and s.ack_kind == "accepted"}
+    first_end: dict[str, float] = {}
+    for entry in audit:
+        if entry.request_id in accepted and entry.outcome in check.TERMINAL:
+            first_end.setdefault(entry.request_id, entry.at)
+    result.ended_in_load = sum(1 for at in first_end.values() if at <= result.load_window[1])
     rollouts = check.read_rollouts(client, stack.names)
     live = {n: v.decode() for n in stack.names
             if isinstance(v := client.get(Keys().live_subset(n)), bytes)}

@@ -56,8 +56,11 @@ def report(result: Result, allowed: frozenset[str]) -> int:
     print(f"rollouts: {result.rollouts_seen} seen; final phases {_counts(result.phases)}; "
           f"{result.judgements} analysis checks; {result.automatic} changes by the analysis")
     rate = result.carried_out / result.elapsed if result.elapsed else 0.0
+    load_s = result.load_window[1] - result.load_window[0]
     print(f"carried out: {result.carried_out} commands in {result.elapsed:.1f} s "
-          f"(quiet {result.quiet_after:.1f} s after the load) = {rate:.2f} commands/s")
+          f"(quiet {result.quiet_after:.1f} s after the load) = {rate:.2f} commands/s; "
+          f"during the load {result.ended_in_load} accepted commands ended in {load_s:.1f} s = "
+          f"{result.ended_in_load / load_s if load_s else 0.0:.2f}/s")
     met = "met" if all(v <= 100 for v in result.rss.values()) else "NOT met"
     print("memory (VmRSS): " + ", ".join(f"{k} {v:.1f} MB" for k, v in result.rss.items())
           + f"  (aim <= 100 MB each: {met})")
@@ -115,8 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         bad = report(result, allowed)
         failing += bad
         rate = result.carried_out / result.elapsed if result.elapsed else 0.0
+        load_s = result.load_window[1] - result.load_window[0]
         rows.append(f"  {workers} worker(s): {result.carried_out} carried out in "
-                    f"{result.elapsed:.1f} s = {rate:.2f} commands/s; violations {bad}")
+                    f"{result.elapsed:.1f} s = {rate:.2f} commands/s; accepted ones ended during "
+                    f"the load {result.ended_in_load / load_s if load_s else 0.0:.2f}/s; "
+                    f"violations {bad}")
         print()
     if args.workers:
         print("by worker count:")
