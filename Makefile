@@ -13,11 +13,14 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,playground]'
 	touch $@
 
-# Debian packages for the real Redis and Prometheus the suite and the demo start on free ports.
+# Debian packages for the real Redis and Prometheus the suite and the demo start on free ports,
+# and the chromium (with a colour emoji font) the playground page's browser tests drive.
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v prometheus >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	[ -e /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || missing="$$missing fonts-noto-color-emoji"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
@@ -64,8 +67,10 @@ lint: $(VENV)/.installed
 test: system-deps $(VENV)/.installed lint $(KUBE_APISERVER)
 	$(BIN)/pytest -q
 
+# `make demo`: the playground as a page on loopback (until Ctrl-C); `make demo SCRIPT=1`: the
+# scripted session printed in the terminal (what CI runs).
 demo: system-deps $(VENV)/.installed
-	$(BIN)/meshbot demo
+	$(BIN)/meshbot demo $(if $(SCRIPT),--script)
 
 bench: system-deps $(VENV)/.installed
 	$(BIN)/python -m bench.ack_latency

@@ -62,13 +62,16 @@ def _rollback(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     try:
         from playground.demo import run_demo
+        from playground.web.server import run_page
     except ImportError as exc:
         print("meshbot demo needs the playground, which this installation does not have "
               f"({exc}). From a checkout: pip install -e '.[playground]' (or `make demo`).",
               file=sys.stderr)
         return 2
 
-    return run_demo(workdir=Path(args.workdir))
+    if args.script:
+        return run_demo(workdir=Path(args.workdir))
+    return run_page(workdir=Path(args.workdir), port=args.port)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,8 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--reason", default="rollback from the command line")
     rollback.set_defaults(run=_rollback)
 
-    demo = sub.add_parser("demo", help="the local playground: a scripted session, no Slack needed")
+    demo = sub.add_parser(
+        "demo", help="the local playground as a page on loopback (no Slack, no cluster needed)")
     demo.add_argument("--workdir", default=".demo", help="where the demo keeps its files")
+    demo.add_argument("--script", action="store_true",
+                      help="play a scripted session in the terminal instead, then exit")
+    demo.add_argument("--port", type=int, default=8765,
+                      help="the page's loopback port (0: any free one)")
     demo.set_defaults(run=_demo)
     return parser
 

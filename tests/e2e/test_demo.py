@@ -27,7 +27,8 @@ def run(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
 @pytest.mark.slow
 def test_demo_shows_the_canary_and_the_rollback(tmp_path: Path) -> None:
     workdir = tmp_path / "demo"
-    result = run(["-m", "meshbot.cli", "demo", "--workdir", str(workdir)], timeout=60)
+    result = run(["-m", "meshbot.cli", "demo", "--script", "--workdir", str(workdir)],
+                 timeout=60)
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
 
