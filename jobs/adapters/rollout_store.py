@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from jobs.adapters.keys import Keys
 from jobs.domain.rollout import Rollout
+from jobs.domain.routes import Weights
 
 log = logging.getLogger("meshbot.store")
 
@@ -161,6 +162,18 @@ class RolloutStore:
             return
         self._clear_if_owner(keys=[self.keys.unapplied, self.keys.unapplied + ":owner"],
                              args=[service, owner])
+
+    def first_before(self, key: str, weights: Weights) -> Weights:
+        """The split a request's first attempt read (kept a day); ``weights`` if this is it."""
+        name = f"{self.keys.prefix}before:{key}"
+        self.client.set(name, f"{weights.stable} {weights.canary}", nx=True, ex=86400)
+        raw = self.client.get(name)
+        text = raw.decode() if isinstance(raw, bytes) else str(raw or "")
+        stable, _, canary = text.partition(" ")
+        try:
+            return Weights(stable=int(stable), canary=int(canary))
+        except ValueError:
+            return weights
 
     def unapplied_owner(self, service: str) -> str:
         raw = self.client.hget(self.keys.unapplied + ":owner", service)

@@ -96,8 +96,13 @@ def set_weights(
     allow_gitops: bool = False,
     app_label: str = "app",
     backoff: float = 0.05,
+    remember_before: Callable[[Weights], Weights] | None = None,
 ) -> tuple[Weights, Weights]:
     """Set ``target`` on every VirtualService in ``vs_names``; returns (before, after).
+
+    ``remember_before`` keeps the split read by a request's first attempt: a retry after a
+    write that landed but was not acknowledged (a timeout) reads the new split, and must still
+    report what it was before.
 
     A name is looked up in ``namespace`` (the service's) unless written ``other-namespace/name``
     (e.g. an ingress-gateway VirtualService in istio-system, which must use the FQDN host).
@@ -106,6 +111,9 @@ def set_weights(
     MeshConflict (still conflicting after ``max_attempts``) or Abandoned.
     """
     change, plans = _prepare(client, namespace, vs_names, host, subsets, target, allow_gitops)
+    before = plans[vs_names[0]][1].before
+    if remember_before is not None:
+        before = remember_before(before)
     if target.canary:
         ensure_ready_canary(change.client, change.namespace, change.host,
                             change.subsets.canary, change.known, app_label)
@@ -129,7 +137,7 @@ def set_weights(
                     ) from None
                 time.sleep(backoff * attempt)  # short: others are writing the same object now
                 vs, plan = change.read_and_plan(name)
-    return plans[vs_names[0]][1].before, target
+    return before, target
 
 
 def _prepare(

@@ -60,10 +60,13 @@ def still_wanted(store: RolloutStore, service: str, rollout_id: str) -> bool:
 def apply_weight(ctx: JobContext, view: ServiceView, rollout: Rollout,
                  target: Weights) -> tuple[Weights, Weights]:
     subsets = rollout.subsets
+    job = get_current_job()
     return set_weights(
         ctx.kube, view.namespace, view.virtual_services, view.name, subsets, target,
         should_continue=lambda: still_wanted(ctx.store, view.name, rollout.id),
         allow_gitops=view.gitops_allowed,
+        remember_before=(lambda read: ctx.store.first_before(job.id, read))
+        if job is not None else None,
     )
 
 

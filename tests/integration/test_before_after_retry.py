@@ -1,0 +1,43 @@
+"""A write that landed but was not acknowledged is retried; the thread and the audit still say
+what the split was before the request, not what the retry read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jobs.adapters.audit import AuditLog
+from meshbot.commands import Verb
+from tests.fixtures.meshbot import EmulatedMesh
+from tests.integration.test_worker_jobs import (
+    GROUP,
+    NS,
+    SERVICE,
+    VERSION,
+    release_retries,
+    submit,
+    thread_texts,
+)
+
+
+def test_a_retry_after_a_landed_write_reports_the_real_before(
+        emulated_mesh: EmulatedMesh) -> None:
+    mesh = emulated_mesh
+    mesh.cluster.fail(503, method="PATCH", plural="virtualservices", name=SERVICE)
+    request = submit(mesh, Verb.CANARY, 10)
+    mesh.run_jobs()  # the first attempt read 100/0; its write "timed out"
+
+    def the_slow_write_landed(vs: dict[str, Any]) -> None:
+        for destination in vs["spec"]["http"][0]["route"]:
+            canary = destination["destination"]["subset"] == "canary"
+            destination["weight"] = 10 if canary else 90
+    mesh.cluster.change(GROUP, VERSION, "virtualservices", NS, SERVICE, the_slow_write_landed)
+
+    release_retries(mesh.redis)
+    mesh.run_jobs()  # the retry reads 90/10: nothing left to write
+
+    assert mesh.weights(SERVICE) == {"stable": 90, "canary": 10}
+    applied = [t for t in thread_texts(mesh) if "Weights applied" in t]
+    assert applied and "(was stable 100 / canary 0)" in applied[-1], applied
+    [entry] = [e for e in AuditLog(mesh.redis).last(SERVICE, 10) if e.request_id == request.id
+               and e.outcome == "done"]
+    assert entry.before is not None and "100" in entry.before and "stable 90" not in entry.before
