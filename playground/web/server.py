@@ -12,6 +12,7 @@ import contextlib
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Self
@@ -80,6 +81,22 @@ class PageServer:
         self.stop()
 
 
+@contextlib.contextmanager
+def _page_on(playground: Playground, port: int) -> Iterator[PageServer]:
+    """The page on ``port``, or on a free port when that one is taken (said so)."""
+    page = PageServer(playground, port=port)
+    try:
+        page.start()
+    except OSError as exc:
+        page.stop()
+        print(f"  port {port} is taken ({exc.strerror}); using a free one", flush=True)
+        page = PageServer(playground).start()
+    try:
+        yield page
+    finally:
+        page.stop()
+
+
 def run_page(workdir: Path, port: int = DEFAULT_PORT) -> int:
     """``meshbot demo``: start everything, print the page's URL, serve until Ctrl-C."""
     started = time.monotonic()
@@ -94,7 +111,7 @@ def run_page(workdir: Path, port: int = DEFAULT_PORT) -> int:
     previous = signal.signal(signal.SIGTERM, on_signal)
     try:
         with live_playground(workdir) as playground, \
-                PageServer(playground, port=port or free_port()) as page:
+                _page_on(playground, port) as page:
             print(RULE)
             print(f"meshbot playground, on loopback only (ready in "
                   f"{time.monotonic() - started:.1f}s):\n")

@@ -236,6 +236,7 @@ def test_the_guided_tour_plays_to_the_automatic_rollback(
 
 def save_screenshots(page: Page, where: Path) -> None:
     where.mkdir(parents=True, exist_ok=True)
+    page.set_viewport_size({"width": 1400, "height": 1080})
     page.click("#svc-user-service")
     expect(page.locator("#detail-title")).to_have_text("user-service")
     page.click("#tour-close")

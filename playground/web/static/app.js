@@ -91,7 +91,8 @@ function renderChannel() {
   const box = $("messages");
   const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
   page.shown = html;
-  box.innerHTML = html || $("empty").outerHTML;
+  page.empty = page.empty || $("empty").outerHTML;
+  box.innerHTML = html || page.empty;
   if (atBottom) box.scrollTop = box.scrollHeight;
 }
 
@@ -150,6 +151,12 @@ async function pollMetrics() {
     $("charts").innerHTML = window.Charts.charts(data);
     const canary = (data.traffic.versions || {})[
       ((data.traffic.subsets || {}).canary || {}).version || "v2"];
+    if (canary && !page.editing) {
+      // The controls show what the generator does now (the tour, or another tab, may change it).
+      $("error-rate").value = Math.round(canary.error_rate * 100);
+      $("error-out").textContent = `${$("error-rate").value} %`;
+      $("latency").value = Math.round(canary.latency_ms);
+    }
     if (canary) {
       $("traffic-now").textContent = `now: canary answers ${(canary.error_rate * 100).toFixed(0)}` +
         ` % errors, p99 ${canary.latency_ms.toFixed(0)} ms; ${data.traffic.rps} req/s in all`;
@@ -180,6 +187,7 @@ function chooseUser(id) {
 
 function selectService(name) {
   page.service = name;
+  page.editing = false;
   $("detail-title").textContent = name;
   page.meshShown = "";
   if (page.state) renderMesh();
@@ -187,6 +195,7 @@ function selectService(name) {
 }
 
 async function start() {
+  page.empty = $("empty").outerHTML;
   page.setup = await api("/api/setup");
   $("channel-name").textContent = page.setup.channel.name;
   const roles = { operator: "operators", approver: "approvers", outsider: "no role" };
@@ -235,15 +244,20 @@ async function start() {
     const row = e.target.closest(".svc");
     if (row) selectService(row.dataset.service);
   });
+  for (const id of ["error-rate", "latency"]) {
+    $(id).addEventListener("input", () => { page.editing = true; });
+  }
   $("error-rate").addEventListener("input", () => {
     $("error-out").textContent = `${$("error-rate").value} %`;
   });
   $("traffic").addEventListener("submit", async (e) => {
     e.preventDefault();
+    page.editing = false;
     await setCanary(page.service, Number($("error-rate").value) / 100, Number($("latency").value));
     pollMetrics();
   });
   $("break").addEventListener("click", async () => {
+    page.editing = false;
     $("error-rate").value = 30;
     $("error-out").textContent = "30 %";
     await setCanary(page.service, 0.3, Number($("latency").value));
