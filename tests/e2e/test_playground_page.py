@@ -12,6 +12,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -30,8 +33,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
-OPERATOR, APPROVER_1, APPROVER_2, OUTSIDER = ("U0OPERATOR1", "U0APPROVER1", "U0APPROVER2",
-                                              "U0OUTSIDER1")
+OPERATOR, OUTSIDER = "U0OPERATOR1", "U0OUTSIDER1"
+APPROVER_1, APPROVER_2, APPROVER_3 = "U0APPROVER1", "U0APPROVER2", "U0APPROVER3"
 # A check every 4 s; a first passed check, or an automatic rollback, takes a few of them.
 STEP_MS = 30_000
 ANALYSIS_MS = 90_000
@@ -134,6 +137,12 @@ def test_a_critical_promote_waits_for_two_approvers_clicking(
     request = page.locator(".msg", has_text="Approval needed").filter(has_text="order-service")
     expect(request).to_contain_text("promote order-service", timeout=STEP_MS)
     approve = request.locator("button[data-name=white_check_mark]")
+    # A third approver reacts, then thinks better of it: reaction_added, then reaction_removed.
+    be(page, APPROVER_3)
+    approve.click()
+    expect(request.locator("button.reaction.mine")).to_contain_text("1", timeout=STEP_MS)
+    request.locator("button.reaction.mine").click()
+    expect(request.locator("button.reaction")).to_have_count(0, timeout=STEP_MS)
     for approver, count in ((APPROVER_1, "1"), (APPROVER_2, "2")):
         be(page, approver)
         approve.click()
@@ -182,6 +191,49 @@ def test_an_outsiders_command_is_refused_and_only_they_see_it(
     expect(page.locator(".ephemeral", has_text="Refused")).to_have_count(0, timeout=STEP_MS)
     weights(page, "logging-service").to_have_text("stable 100 / canary 0")
     assert not any("logging-service" in text for text in page.locator(".thread").all_inner_texts())
+
+
+def test_a_workers_later_answer_reaches_the_caller_alone(
+        site: tuple[Playground, str], browser: object) -> None:
+    page = open_page(browser, site[1])
+    be(page, OPERATOR)
+    mesh(page, "promote analytics-service")
+    # Accepted at once by the bot; the worker finds no rollout and says so on the response_url.
+    answer = page.locator(".ephemeral", has_text="promote analytics-service")
+    expect(answer).to_contain_text("analytics-service has no rollout to promote",
+                                   timeout=STEP_MS)
+    be(page, APPROVER_1)
+    expect(page.locator(".ephemeral", has_text="analytics-service")).to_have_count(
+        0, timeout=STEP_MS)
+
+
+def test_meshbot_demo_serves_the_page_until_interrupted(tmp_path: Path) -> None:
+    _needs_prometheus()
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "meshbot.cli", "demo", "--port", "0", "--workdir",
+         str(tmp_path / "demo")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={k: v for k, v in os.environ.items() if k != "MESHBOT_POLICY"})
+    try:
+        assert demo.stdout is not None
+        printed: list[str] = []
+        for line in demo.stdout:  # ends when the demo exits; bounded by the test's timeout
+            printed.append(line)
+            if "open  http://127.0.0.1:" in line:
+                break
+        url = printed[-1].split("open", 1)[1].strip()
+        assert url.startswith("http://127.0.0.1:"), "".join(printed)
+        with urllib.request.urlopen(f"{url}api/setup", timeout=10) as answer:
+            assert json.load(answer)["channel"]["name"] == "mesh-ops"
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            assert "Guided tour" in answer.read().decode()
+        demo.send_signal(signal.SIGINT)
+        rest, _ = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.communicate(timeout=10)
+    assert demo.returncode == 0, "".join(printed) + rest
+    assert "Stopped every process the playground started." in rest
 
 
 def test_the_page_server_takes_json_posts_only(site: tuple[Playground, str]) -> None:
