@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -157,7 +156,3 @@ def build_app(playground: Playground) -> web.Application:
     app.router.add_post("/api/reaction", reaction)
     app.router.add_post("/api/traffic", traffic)
     return app
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
