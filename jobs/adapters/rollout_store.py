@@ -52,6 +52,9 @@ class RolloutStore:
         self.keys = keys or Keys()
         self._cas = client.register_script(_CAS)
         self._clear_if_owner = client.register_script(_CLEAR_IF_OWNER)
+        # The last document read of each service and its model: the tick reads every watched
+        # rollout at every tick, and most documents have not changed since the last one.
+        self._parsed: dict[str, tuple[bytes, Rollout]] = {}
 
     def get_many(self, services: list[str]) -> dict[str, tuple[bytes, Rollout]]:
         """The stored documents (as read, for ``commit_many``) of these services, one round
@@ -62,13 +65,20 @@ class RolloutStore:
         found: dict[str, tuple[bytes, Rollout]] = {}
         for service, raw in zip(services, raws, strict=True):
             if not raw:
+                self._parsed.pop(service, None)
                 continue
             document = raw if isinstance(raw, bytes) else str(raw).encode()
+            known = self._parsed.get(service)
+            if known is not None and known[0] == document:  # unchanged: the same (frozen) model
+                found[service] = known
+                continue
             try:
                 found[service] = (document, Rollout.model_validate_json(document))
             except ValidationError as exc:
                 # One bad record must not stop the tick for everyone: set it aside, once.
                 self.set_aside(service, document, str(exc))
+                continue
+            self._parsed[service] = found[service]
         return found
 
     def set_aside(self, service: str, document: bytes, why: str) -> None:
@@ -137,6 +147,11 @@ class RolloutStore:
     def due(self, now: float, limit: int = 10_000) -> list[str]:
         """Services whose next analysis check has come."""
         members = self.client.zrangebyscore(self.keys.watched, "-inf", now, start=0, num=limit)
+        return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+
+    def watched(self, limit: int = 10_000) -> list[str]:
+        """Every service under watch, due or not (the tick looks at each one's comparison)."""
+        members = self.client.zrange(self.keys.watched, 0, limit - 1)
         return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
 
     def watched_count(self) -> int:

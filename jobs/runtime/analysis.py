@@ -8,6 +8,12 @@ Redis transaction, and only then acts: shift weight, hold, roll back (with a cha
 
 A rollout whose step has no baseline for the comparison yet (it just started, or a step was
 taken outside the tick) is read at once, and only its counters are recorded.
+
+Between its checks every watched rollout is *looked at* at every tick: the comparison, an
+anytime-valid test, on the counters of the same batched query (one for all of them, due or
+not), against the baseline stored with the rollout. A look that is not conclusive writes
+nothing; a conclusive one is the REGRESSION transition, committed like any check's, so a severe
+regression is rolled back one scrape and one tick after it shows, not at the next check.
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ EVENTS = {cmp.Decision.PASS: Event.CHECK_PASSED, cmp.Decision.FAIL: Event.CHECK_
 @dataclass
 class TickReport:
     due: int = 0
+    looked: int = 0  # watched rollouts whose comparison was looked at between their checks
     queries: int = 0
     events: dict[str, int] = field(default_factory=dict)
     prometheus_error: str | None = None
@@ -156,8 +163,9 @@ def _collected_after() -> Iterator[None]:
 
 @own_metrics.timed_tick  # ticks, their duration, meshbot_last_tick_timestamp
 def tick(ctx: JobContext, source: MetricsSource, now: float | None = None) -> TickReport:
-    """Read every due rollout at once, judge them all, commit every transition in one round
-    trip (skipping any that changed meanwhile), then act on the committed ones."""
+    """Read every watched rollout at once, judge the due ones and look at the others'
+    comparison, commit every transition in one round trip (skipping any that changed
+    meanwhile; a look that concludes nothing is none), then act on the committed ones."""
     with _collected_after():
         return _tick(ctx, source, now)
 
@@ -165,10 +173,12 @@ def tick(ctx: JobContext, source: MetricsSource, now: float | None = None) -> Ti
 def _tick(ctx: JobContext, source: MetricsSource, now: float | None) -> TickReport:
     now = time.time() if now is None else now
     report = TickReport()
-    loaded = ctx.store.get_many(ctx.store.due(now))
+    # Every watched rollout, due or not: between checks the comparison is looked at too.
+    loaded = ctx.store.get_many(ctx.store.watched())
     rollouts = [rollout for _, rollout in loaded.values() if rollout.phase.watched]
     checked = [r for r in rollouts if r.next_check_at <= now]
     report.due = len(checked)
+    report.looked = sum(r.next_check_at > now and not r.needs_baseline for r in rollouts)
     if rollouts:
         before = source.queries_made
         try:
@@ -221,9 +231,9 @@ def judge(ctx: JobContext, rollout: Rollout, snapshot: Snapshot, now: float,
     if snapshot.counts is not None and view.analysis.sequential and rollout.stable_version:
         look = cmp.look(rollout.baseline, rollout.step_index, now,
                         snapshot.counts.get(canary_key), snapshot.counts.get(stable_key), knobs)
-    if rollout.next_check_at > now:  # read only to take its step's baseline
+    if rollout.next_check_at > now:  # between checks: a look, or its step's baseline
         if not rollout.needs_baseline:
-            return None
+            return _looked(view, rollout, look, now)
         if look is None and view.analysis.sequential and rollout.stable_version:
             return None  # no counters (Prometheus down): try again at the next tick
         taken = look.baseline if look is not None else cmp.baseline(rollout.step_index, now,
@@ -260,6 +270,20 @@ def judge(ctx: JobContext, rollout: Rollout, snapshot: Snapshot, now: float,
             moved.step_index, now, counts.get(canary_key), counts.get(stable_key))
     after = moved.model_copy(update={"last_values": tuple(lines), "baseline": kept})
     return Judgement(view, rollout, after, lines, failing, look, tuple(excused or ()))
+
+
+def _looked(view: ServiceView, rollout: Rollout, look: cmp.Look | None,
+            now: float) -> Judgement | None:
+    """A look at the comparison between two checks: nothing to write unless it is conclusive
+    (the e-values are anytime-valid, so looking changes neither their alpha nor the next
+    check's); conclusive, the rollout rolls back now, as a check would have at that moment."""
+    if look is None or not look.conclusive:
+        return None
+    compared = comparison_lines(look)
+    failing = [line for line in compared if any(line.startswith(t) for t in look.conclusive)]
+    moved = apply(rollout, Event.REGRESSION, now, "; ".join(compared))
+    after = moved.model_copy(update={"last_values": tuple(compared), "baseline": look.baseline})
+    return Judgement(view, rollout, after, compared, failing, look)
 
 
 def comparison_lines(look: cmp.Look | None) -> list[str]:
