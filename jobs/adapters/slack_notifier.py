@@ -204,7 +204,11 @@ class Notifier:
                 continue
             if due > 0:
                 self._sleep(due)  # pacing Slack writes, at most min_update_interval
-            text, blocks, new = shown.held
+            with self._lock:  # another thread (the ticker's, a job's) may have sent it meanwhile
+                pending = shown.held
+            if pending is None:
+                continue
+            text, blocks, new = pending
             self._send_update(channel, ts, text, blocks, new)
             sent += 1
         return sent

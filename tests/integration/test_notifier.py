@@ -105,6 +105,25 @@ def test_held_update_goes_out_on_the_next_update_after_the_interval(
     assert [c.params["text"] for c in slack_api.calls("chat.update")] == ["b", "d"]
 
 
+def test_flush_skips_an_update_another_thread_settled_while_it_waited(
+    slack_api: SlackApiStandIn, fake_time: FakeTime
+) -> None:
+    # The worker's job thread and its ticker share one notifier: while flush waits out the
+    # interval, the other thread shows the on-screen state again, which drops the held one.
+    def sleep_while_the_other_thread_updates(seconds: float) -> None:
+        fake_time.sleep(seconds)
+        assert notifier.update("C1", ts, "b") is UpdateOutcome.UNCHANGED
+
+    notifier = Notifier(TOKEN, slack_api.base_url, clock=fake_time.clock,
+                        sleep=sleep_while_the_other_thread_updates)
+    ts = notifier.post_root("C1", "a")
+    notifier.update("C1", ts, "b")
+    assert notifier.update("C1", ts, "c") is UpdateOutcome.DEFERRED
+
+    assert notifier.flush() == 0  # was a TypeError (found by bench/soak.py)
+    assert [c.params["text"] for c in slack_api.calls("chat.update")] == ["b"]
+
+
 def test_context_manager_sends_the_last_held_state(
     slack_api: SlackApiStandIn, fake_time: FakeTime
 ) -> None:
