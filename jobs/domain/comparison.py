@@ -44,6 +44,7 @@ from jobs.domain.sequential import (
     LatencyEvidence,
     compare,
     latency_test,
+    log_e_relative,
     service_wide,
 )
 
@@ -197,6 +198,71 @@ def look(previous: Baseline | None, step_index: int, now: float, canary: RawCoun
     kept = previous.model_copy(update={"seen_canary": c_now, "seen_stable": s_now,
                                        "last_errors": log_errors, "last_latency": log_latency})
     return Look(kept, threshold, errors, latency, log_errors, log_latency, errors.reason)
+
+
+def may_conclude(previous: Baseline | None, step_index: int, canary: RawCounts | None,
+                 stable: RawCounts | None, tolerances: Tolerances) -> bool:
+    """Whether ``look`` on these counts can be conclusive; False only when it cannot (a
+    cheap bound, for the looks between checks: most of them conclude nothing).
+
+    With both tolerances above 0 each e-value is the smaller of its two parts, so the closed-
+    form relative part (no maximisation) bounds it from above; counts the full test cannot use
+    give 1 there, and at most 1 here (``max(0, ·)`` of the log)."""
+    if previous is None or previous.step_index != step_index or canary is None \
+            or stable is None or tolerances.tolerance <= 0 or tolerances.floor <= 0:
+        return True
+    c = _since(canary, previous.canary, previous.seen_canary)
+    s = _since(stable, previous.stable, previous.seen_stable)
+    if c is None or s is None:  # a counter went backwards: the full look takes a new baseline
+        return True
+    limit, tolerance = math.log(1 / tolerances.alpha_per_test), tolerances.tolerance
+    if _upper(c[0], c[1], s[0], s[1], tolerance) >= limit - previous.carried_errors:
+        return True
+    if not (tolerances.bounds_ms and c[2] > 0 and s[2] > 0):
+        return False
+    ups = []
+    for bound in tolerances.bounds_ms:
+        mine, theirs = _at_bound(c, bound), _at_bound(s, bound)
+        ups.append(0.0 if mine is None or theirs is None or mine[0] != theirs[0] else
+                   _upper(c[2], c[2] - mine[1], s[2], s[2] - theirs[1], tolerance))
+    top = max(ups)
+    latency = top + math.log(sum(math.exp(u - top) for u in ups) / len(ups))
+    return latency >= limit - previous.carried_latency
+
+
+Since = tuple[float, float, float, list[tuple[float, float]]]  # requests, 5xx, +Inf, buckets
+
+
+def _since(now: RawCounts, base: Tally, seen: Tally) -> Since | None:
+    """``now`` minus ``base`` as plain numbers; None when a counter is below ``seen``."""
+    if now.requests < seen.requests or now.errors < seen.errors or now.bucketed < seen.bucketed:
+        return None
+    before, last = dict(base.buckets), dict(seen.buckets)
+    if any(c < last.get(le, 0.0) for le, c in now.buckets):
+        return None
+    return (now.requests - base.requests, now.errors - base.errors,
+            now.bucketed - base.bucketed,
+            [(le, c - before.get(le, 0.0)) for le, c in now.buckets])
+
+
+def _at_bound(counts: Since, bound: float) -> tuple[float, float] | None:
+    """(the first bucket bound >= ``bound``, the requests at or below it), as
+    ``sequential.slow_requests`` reads them (a running maximum, at most every request)."""
+    seen = -math.inf
+    for le, count in sorted(counts[3]):
+        if math.isnan(count):
+            return None
+        seen = max(seen, count)
+        if le >= bound:
+            return (le, min(seen, counts[2])) if math.isfinite(counts[2]) else None
+    return None
+
+
+def _upper(c_requests: float, c_events: float, s_requests: float, s_events: float,
+           tolerance: float) -> float:
+    """``max(0, log e_relative)`` on clamped counts: above the full test's log e-value."""
+    return max(0.0, log_e_relative(Counts(c_requests, min(c_events, c_requests)),
+                                   Counts(s_requests, min(s_events, s_requests)), tolerance))
 
 
 @dataclass(frozen=True)

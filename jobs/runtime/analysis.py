@@ -229,8 +229,11 @@ def judge(ctx: JobContext, rollout: Rollout, snapshot: Snapshot, now: float,
     knobs = tolerances(view, rollout)
     look = None
     if snapshot.counts is not None and view.analysis.sequential and rollout.stable_version:
-        look = cmp.look(rollout.baseline, rollout.step_index, now,
-                        snapshot.counts.get(canary_key), snapshot.counts.get(stable_key), knobs)
+        canary, stable = snapshot.counts.get(canary_key), snapshot.counts.get(stable_key)
+        # A look between checks that cannot conclude is not worth the full computation.
+        if rollout.next_check_at <= now or rollout.needs_baseline or cmp.may_conclude(
+                rollout.baseline, rollout.step_index, canary, stable, knobs):
+            look = cmp.look(rollout.baseline, rollout.step_index, now, canary, stable, knobs)
     if rollout.next_check_at > now:  # between checks: a look, or its step's baseline
         if not rollout.needs_baseline:
             return _looked(view, rollout, look, now)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 
@@ -206,3 +207,22 @@ def test_a_subset_whose_series_went_missing_is_no_evidence_and_keeps_the_baselin
     assert missing.baseline == base and missing.conclusive == ()
     back = cmp.look(missing.baseline, 0, 4.0, raw(1200, 41), raw(9200, 9.2), KNOBS)
     assert back.errors is not None and back.errors.canary.requests == pytest.approx(200)
+
+
+def test_the_cheap_bound_never_skips_a_conclusive_look() -> None:
+    rng = random.Random(7)
+    base = cmp.look(None, 0, 0.0, raw(1000, 1, 10, 20), raw(9000, 9, 90, 180), KNOBS).baseline
+    skipped = concluded = 0
+    for _ in range(3000):
+        n_c, n_s = rng.uniform(0, 400), rng.uniform(0, 4000)
+        e_c, e_s = rng.uniform(0, 0.3) * n_c, rng.uniform(0, 0.01) * n_s
+        slow_c, slow_s = rng.uniform(0, 0.2) * n_c, rng.uniform(0, 0.02) * n_s
+        canary = raw(1000 + n_c, 1 + e_c, 10 + slow_c, 20 + 1.5 * slow_c)
+        stable = raw(9000 + n_s, 9 + e_s, 90 + slow_s, 180 + 1.5 * slow_s)
+        full = cmp.look(base, 0, 5.0, canary, stable, KNOBS)
+        if not cmp.may_conclude(base, 0, canary, stable, KNOBS):
+            skipped += 1
+            assert not full.conclusive, (canary, stable)
+        concluded += bool(full.conclusive)
+    assert skipped > 100 and concluded > 100  # both kinds were tried
+    assert cmp.may_conclude(None, 0, raw(1, 0), raw(1, 0), KNOBS)  # no baseline: look
