@@ -14,6 +14,8 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
+from policies.links import PLACEHOLDERS, unknown_placeholders
+
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _DURATION_WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -175,3 +177,22 @@ Weight = Annotated[int, Field(ge=0, le=100)]
 Step = Annotated[int, Field(ge=1, le=99)]
 Steps = Annotated[list[Step], Field(min_length=1), AfterValidator(_strictly_increasing)]
 Windows = Annotated[list[Duration], Field(min_length=1), AfterValidator(_strictly_increasing)]
+
+
+def _link_template(value: str) -> str:
+    known = ", ".join("{" + name + "}" for name in PLACEHOLDERS)
+    if not value.startswith(("https://", "http://")):
+        raise invalid(f"{value!r} is not an http(s) URL", "write a URL template such as "
+                      "https://grafana.example/d/istio?var-service={service}")
+    try:
+        unknown = unknown_placeholders(value)
+    except ValueError:
+        raise invalid(f"{value!r} has an unbalanced brace",
+                      f"write placeholders as {{name}}; known: {known}") from None
+    if unknown:
+        raise invalid(f"unknown placeholder {{{unknown[0]}}} in {value!r}",
+                      f"use only {known}")
+    return value
+
+
+LinkTemplate = Annotated[str, AfterValidator(_link_template)]

@@ -19,6 +19,7 @@ from policies.fields import (
     Duration,
     Emoji,
     LabelKey,
+    LinkTemplate,
     Name,
     Percent,
     SlackChannel,
@@ -255,6 +256,17 @@ class NamespaceApprovals(Section):
     restore: Count = Field(2, description="approvals to restore mesh config from a backup")
     emergency: Count = Field(2, description="approvals for an emergency (at least)")
     freeze_off: Count = Field(1, description="approvals to lift a change freeze")
+
+
+class Links(Section):
+    """URL templates of the observability stack, shown in every rollout thread, alert thread
+    and status reply. Placeholders: {service}, {namespace}, {cluster}, {start_ms}, {end_ms}
+    (the time range of the rollout, in Unix milliseconds)."""
+
+    grafana: LinkTemplate | None = Field(None, description="dashboard of the service")
+    kiali: LinkTemplate | None = Field(None, description="the service's graph in Kiali")
+    jaeger: LinkTemplate | None = Field(None, description="the service's traces")
+    loki: LinkTemplate | None = Field(None, description="the service's logs")
 
 
 class Service(Section):

@@ -11,7 +11,15 @@ from pydantic import AfterValidator, Field, PrivateAttr, model_validator
 from meshbot.commands import Verb
 from meshbot.errors import PolicyError, PolicyProblem
 from policies.fields import DnsLabel, Name, SlackChannel, SlackMember, invalid
-from policies.model import Approvals, Defaults, NamespaceApprovals, Section, Service, Tier
+from policies.model import (
+    Approvals,
+    Defaults,
+    Links,
+    NamespaceApprovals,
+    Section,
+    Service,
+    Tier,
+)
 from policies.views import ServiceView, resolve
 
 EVERYONE = "everyone"
@@ -85,6 +93,10 @@ class Policy(Section):
     )
     services: dict[DnsLabel, Service] = Field(
         default_factory=dict, description="the services meshbot may act on, by name"
+    )
+    links: Links = Field(
+        default_factory=Links,
+        description="URL templates of Grafana, Kiali, Jaeger and Loki for the threads",
     )
     gitops_allowed: bool = Field(
         False,

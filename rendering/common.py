@@ -112,3 +112,13 @@ def clip(text: str, limit: int) -> str:
         return text
     note = f"… ({len(text) - limit:,} characters cut)"
     return text[: max(0, limit - len(note))] + note
+
+
+_LINK_LABELS = {"grafana": "Grafana", "kiali": "Kiali", "jaeger": "Jaeger", "loki": "Loki"}
+
+
+def links_line(links: dict[str, str]) -> str:
+    """``Grafana · Kiali · …`` as Slack links; empty when the policy gives none."""
+    shown = [f"<{url}|{_LINK_LABELS.get(name, name)}>" for name, url in links.items()
+             if "|" not in url and ">" not in url]
+    return ":link: " + " · ".join(shown) if shown else ""

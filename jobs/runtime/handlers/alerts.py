@@ -9,11 +9,13 @@ the commands to use; a rollback emoji on it rolls back (``jobs.api.alert_reactio
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from jobs.adapters.alert_threads import ROLLBACK_EMOJI, AlertThread, AlertThreads
 from jobs.runtime import context
 from jobs.runtime.context import JobContext
+from jobs.runtime.handlers.common import links_text
 from meshbot.alerts import Notification
 from meshbot.errors import MeshbotError, PermanentError
 from rendering import alerts as alert_text
@@ -21,6 +23,7 @@ from rendering import replies
 from rendering import traffic as traffic_text
 
 log = logging.getLogger("meshbot.alerts")
+ALERT_LOOKBACK_S = 3600.0  # the links of an alert thread show its last hour
 
 
 def channel_for(ctx: JobContext, service: str | None) -> str:
@@ -49,6 +52,11 @@ def handle_alert(ctx: JobContext, notification: Notification) -> str:
     alerts = [alert_text.alert_lines(a) for a in notification.alerts]
     root = alert_text.alert_thread(service or "unknown service", notification.status, alerts,
                                  rollout_in_progress(ctx, service), sorted(ROLLBACK_EMOJI)[0])
+    view = ctx.policy.service(service) if service else None
+    if view is not None:
+        now = time.time()
+        links = links_text(ctx, view, now - ALERT_LOOKBACK_S, now)
+        root = "\n".join(line for line in (root, links) if line)
     digest = notification.digest()
     if existing is None:
         ts = ctx.notifier.post_root(channel, root)

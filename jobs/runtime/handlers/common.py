@@ -7,7 +7,9 @@ from jobs.domain.routes import Subsets, Weights
 from jobs.runtime.context import JobContext
 from meshbot.commands import Request
 from meshbot.errors import MeshbotError, Refused
+from policies.links import expand
 from policies.views import ServiceView
+from rendering import common as words
 
 THREAD_TTL_S = 7 * 24 * 3600
 
@@ -62,3 +64,10 @@ def record(ctx: JobContext, request: Request, outcome: str, *, before: Weights |
         before=str(before) if before else None, after=str(after) if after else None,
         approvers=request.approved_by, permalink=permalink, detail=detail,
     ))
+
+
+def links_text(ctx: JobContext, view: ServiceView, start: float, end: float) -> str:
+    """The policy's observability links for the service over [start, end], as one line."""
+    links = expand(ctx.policy.links.model_dump(), service=view.name, namespace=view.namespace,
+                   start=start, end=end)
+    return words.links_line(links)

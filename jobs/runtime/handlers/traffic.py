@@ -15,6 +15,7 @@ from jobs.domain.rollout import Event, Phase, Rollout
 from jobs.domain.routes import Weights
 from jobs.runtime.context import JobContext
 from jobs.runtime.handlers.common import (
+    links_text,
     names,
     pair,
     record,
@@ -32,6 +33,11 @@ from policies.views import ServiceView
 from rendering import traffic as traffic_text
 
 log = logging.getLogger("meshbot.jobs")
+
+# The time range the observability links show: from a little before the rollout began, and
+# (in the thread's root, written at the start) for the hour that follows.
+LINK_LEAD_S = 300.0
+LINK_SPAN_S = 3600.0
 
 
 def writer() -> str:
@@ -104,6 +110,9 @@ def _begin(ctx: JobContext, request: Request, *, steps: tuple[int, ...], fixed: 
     channel = request.channel
     header = traffic_text.rollout_header(request.command, view.name, view.namespace, request.user,
                                      pair(before), pair(target), names(subsets))
+    now = time.time()
+    links = links_text(ctx, view, now - LINK_LEAD_S, now + LINK_SPAN_S)
+    header = "\n".join(line for line in (header, links) if line)
     ts = request_thread(ctx, request, channel, header)
     started = machine.start(
         rollout_id=request.id, service=view.name, namespace=view.namespace, steps=steps,
@@ -258,5 +267,9 @@ def status(ctx: JobContext, request: Request) -> str:
     current = ctx.store.get(view.name)
     text = traffic_text.status(view.name, view.namespace, pair(weights), names(subsets),
                            traffic_text.rollout_lines(current) if current else [])
+    now = time.time()
+    start = current.history[0].at if current and current.history else now - LINK_SPAN_S
+    links = links_text(ctx, view, start - LINK_LEAD_S, now)
+    text = "\n".join(line for line in (text, links) if line)
     ctx.notifier.post_root(request.channel, text)
     return text
