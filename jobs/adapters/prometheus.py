@@ -206,6 +206,7 @@ class MetricsSource:
         p95: bool = True,
         burn_windows: Sequence[float] | None = None,
         at: float | None = None,
+        quantile_versions: Sequence[str] | None = None,
     ) -> dict[SeriesKey, CanaryMetrics]:
         """Metrics of every version of every watched (service, namespace), keyed by
         (service, namespace, version). A version absent from the answer had no traffic.
@@ -217,6 +218,9 @@ class MetricsSource:
         narrows the series to the versions compared (canaries and stables). ``burn_windows``
         (every window any watched service's SLO names; default: the source's) are told apart by
         their label, the policy's duration, so each service's judgement can keep its own.
+        ``quantile_versions`` (default: ``versions``) narrows the p99 and p95 further, to the
+        versions whose quantiles are judged (the canaries): ``histogram_quantile`` over every
+        bucket of both subsets is the costliest of the queries.
         """
         if not watched:
             return {}
@@ -225,11 +229,12 @@ class MetricsSource:
         windows = sorted(set(burn_windows)) if burn_windows else list(self.burn_windows)
         burn_spans = {w: rate_window(w, self.scrape_interval) for w in windows}
         spans = sorted({span, *burn_spans.values()})
+        timed = versions if quantile_versions is None or not versions else quantile_versions
         texts = [request_rate_query(watched, span, versions),
-                 latency_query(watched, span, 0.99, versions),
+                 latency_query(watched, span, 0.99, timed),
                  error_ratio_query(watched, spans, versions)]
         if p95:
-            texts.append(latency_query(watched, span, 0.95, versions))
+            texts.append(latency_query(watched, span, 0.95, timed))
         answers = self.concurrently([functools.partial(self.query, q, at) for q in texts])
         rates, p99 = parse_vector(answers[0]), parse_vector(answers[1])
         ratios = parse_windowed(answers[2])

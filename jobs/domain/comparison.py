@@ -16,7 +16,9 @@ Three kinds of evidence meet here, in this order:
    judged as before, a failure counting towards ``failure_threshold``.
 3. **Service-wide**: a guard the canary fails is excused when the stable fails the same SLO in
    the same window and the canary is not worse than it beyond the tolerances: the rollout holds
-   (never advances) and the canary is not blamed.
+   (never advances) and the canary is not blamed. For p99 and p95 the stable's quantile is not
+   measured: the counts since the step began say it (the share of the stable's requests above
+   the bound's bucket beyond 1 - quantile, the canary's share within the tolerances of it).
 
 No data is never healthy: the guards' NO_DATA stays NO_DATA.
 """
@@ -137,6 +139,13 @@ def latency_bounds(latency_p99_ms: float) -> tuple[float, ...]:
     return tuple(sorted({bucket_bound(latency_p99_ms / 2), bucket_bound(latency_p99_ms)}))
 
 
+def counted_bounds(latency_p99_ms: float, latency_p95_ms: float | None) -> tuple[float, ...]:
+    """The buckets counted since the step began: the latency test's, and the p95 SLO's (for
+    the service-wide excuse of a p95 the canary fails; the test itself never uses it)."""
+    extra = set() if latency_p95_ms is None else {bucket_bound(latency_p95_ms)}
+    return tuple(sorted(set(latency_bounds(latency_p99_ms)) | extra))
+
+
 @dataclass(frozen=True)
 class Look:
     """One check's comparison: the evidence, and the baseline to keep for the next."""
@@ -148,6 +157,7 @@ class Look:
     log_e_errors: float = 0.0  # including what was carried over a counter reset
     log_e_latency: float = 0.0
     note: str = ""  # why there is no evidence at this check ("" when there is)
+    since: tuple[Tally, Tally] | None = None  # canary's and stable's counts since the baseline
 
     @property
     def conclusive(self) -> tuple[str, ...]:
@@ -197,7 +207,7 @@ def look(previous: Baseline | None, step_index: int, now: float, canary: RawCoun
     log_latency = previous.carried_latency + (latency.log_e if latency else 0.0)
     kept = previous.model_copy(update={"seen_canary": c_now, "seen_stable": s_now,
                                        "last_errors": log_errors, "last_latency": log_latency})
-    return Look(kept, threshold, errors, latency, log_errors, log_latency, errors.reason)
+    return Look(kept, threshold, errors, latency, log_errors, log_latency, errors.reason, (c, s))
 
 
 def may_conclude(previous: Baseline | None, step_index: int, canary: RawCounts | None,
@@ -281,10 +291,13 @@ def _as_bad(canary: float, stable: float, tolerance: float, floor: float = 0.0) 
 
 
 def excuses(failing: list[str], canary: CanaryMetrics, stable: CanaryMetrics | None,
-            slo: SLOThresholds, tolerance: float, floor: float) -> list[Excuse] | None:
+            slo: SLOThresholds, tolerance: float, floor: float,
+            since: tuple[Tally, Tally] | None = None) -> list[Excuse] | None:
     """The excuse of every failing guard, or None when one of them has none (the canary is to
-    blame). Errors go through ``sequential.service_wide``; latency compares the quantiles the
-    guards measured (the stable's above the SLO, the canary's within tolerance of it)."""
+    blame). Errors go through ``sequential.service_wide``; latency too, on ``since`` (the
+    canary's and the stable's counts since the step began), or without them compares the
+    quantiles the guards measured (the stable's above the SLO, the canary's within tolerance
+    of it)."""
     if stable is None or not failing or stable.request_rate is None:
         return None
     found: list[Excuse] = []
@@ -308,6 +321,12 @@ def excuses(failing: list[str], canary: CanaryMetrics, stable: CanaryMetrics | N
             return None
         quantiles = {"p99": (canary.latency_p99_ms, stable.latency_p99_ms, slo.latency_p99_ms),
                      "p95": (canary.latency_p95_ms, stable.latency_p95_ms, slo.latency_p95_ms)}
+        if name in quantiles and since is not None:
+            slow = _slow_excuse(name, since, quantiles[name][2], tolerance, floor)
+            if slow is not None:
+                found.append(slow)
+                continue
+            return None
         if name in quantiles:
             mine, theirs, ceiling = quantiles[name]
             if (mine is not None and theirs is not None and ceiling is not None
@@ -316,6 +335,27 @@ def excuses(failing: list[str], canary: CanaryMetrics, stable: CanaryMetrics | N
                 continue
         return None
     return found
+
+
+def _slow_excuse(name: str, since: tuple[Tally, Tally], ceiling: float | None,
+                 tolerance: float, floor: float) -> Excuse | None:
+    """The stable's share of requests above the quantile's SLO (its bucket) since the step
+    began is beyond 1 - quantile — its quantile breaks the SLO too — and the canary's share is
+    within the tolerances of it."""
+    if ceiling is None:
+        return None
+    quantile = 0.99 if name == "p99" else 0.95
+    canary, stable = since
+    bound = bucket_bound(ceiling)
+    wide = service_wide(Counts(canary.requests, canary.errors),
+                        Counts(stable.requests, stable.errors), canary.histogram(),
+                        stable.histogram(), success_rate=0.0, latency_bound_ms=bound,
+                        quantile=quantile, tolerance=tolerance, floor=floor)
+    if not wide.latency:
+        return None
+    return Excuse(f"{name} (requests over {bound:g} ms since the step began)",
+                  100 * wide.canary_slow_share, 100 * wide.stable_slow_share,
+                  100 * (1 - quantile), "%")
 
 
 def _burn_excuse(canary: CanaryMetrics, stable: CanaryMetrics, slo: SLOThresholds,

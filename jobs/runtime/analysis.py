@@ -113,13 +113,19 @@ def fetch(ctx: JobContext, source: MetricsSource, rollouts: list[Rollout],
         burn_windows = sorted({w for v in views if v is not None
                                for w in v.slo.burn_rate.windows})
         versions = _versions(checked)
+        # The quantiles of the canaries only: a comparing service's stable is judged slow or
+        # not on its counts since the step began; one that does not compare keeps its p99.
+        timed = sorted({r.canary_version for r in checked} | {
+            r.stable_version for r, v in zip(checked, views, strict=True)
+            if v is None or not v.analysis.sequential}) if versions else []
         calls.append(lambda: source.fetch(watched, window, versions, p95=p95,
-                                          burn_windows=burn_windows or None, at=at))
+                                          burn_windows=burn_windows or None, at=at,
+                                          quantile_versions=timed))
     comparing = [(r, v) for r in rollouts if (v := ctx.policy.service(r.service)) is not None
                  and v.analysis.sequential]
     if comparing:
-        bounds = sorted({b for _, v in comparing for b in cmp.latency_bounds(
-            v.slo.latency_p99_ms)})
+        bounds = sorted({b for _, v in comparing for b in cmp.counted_bounds(
+            v.slo.latency_p99_ms, v.slo.latency_p95_ms)})
         pairs = sorted({(r.service, r.namespace) for r, _ in comparing})
         compared = _versions([r for r, _ in comparing])
         calls.append(lambda: source.counts(pairs, bounds, compared, at))
@@ -256,7 +262,8 @@ def judge(ctx: JobContext, rollout: Rollout, snapshot: Snapshot, now: float,
         failing_names = cmp.failing_checks(result)
         if failing_names and sample is not None:
             excused = cmp.excuses(failing_names, sample, snapshot.metrics.get(stable_key),
-                                  slo, knobs.tolerance, knobs.floor)
+                                  slo, knobs.tolerance, knobs.floor,
+                                  look.since if look is not None else None)
         decision = cmp.decide(result, look, excused)
         lines = result.lines + comparison_lines(look)
         failing = [c.text for c in result.checks if c.verdict is not Verdict.PASS]

@@ -124,6 +124,30 @@ def test_service_wide_latency_compares_the_measured_quantiles() -> None:
                        0.001) is None
 
 
+def test_service_wide_latency_from_the_counts_since_the_step_began() -> None:
+    # The stable's quantiles are not measured (only the canary's): its p99 breaks the SLO
+    # when more than 1 % of its requests since the step began were slower than the bound.
+    base = cmp.look(None, 0, 0.0, raw(1000, 1, 10, 10), raw(9000, 9, 90, 90), KNOBS).baseline
+    slow_stable = cmp.look(base, 0, 5.0, raw(1200, 1, 16, 16), raw(10_800, 9, 144, 144), KNOBS)
+    canary, unmeasured = healthy(p99=300.0), CanaryMetrics(10.0, 99.9, None)
+    guards = evaluate(canary, SLO)
+    excused = cmp.excuses(cmp.failing_checks(guards), canary, unmeasured, SLO, 0.1, 0.001,
+                          slow_stable.since)
+    assert excused is not None and excused[0].check.startswith("p99 (requests over 100 ms")
+    assert (excused[0].canary, excused[0].stable) == pytest.approx((3.0, 3.0))
+    assert cmp.decide(guards, slow_stable, excused) is cmp.Decision.SERVICE_WIDE
+    # The canary slower than that stable: to blame; a stable within its SLO excuses nothing.
+    slower = cmp.look(base, 0, 5.0, raw(1200, 1, 30, 30), raw(10_800, 9, 144, 144), KNOBS)
+    assert cmp.excuses(["p99"], canary, unmeasured, SLO, 0.1, 0.001, slower.since) is None
+    calm = cmp.look(base, 0, 5.0, raw(1200, 1, 16, 16), raw(10_800, 9, 95, 95), KNOBS)
+    assert cmp.excuses(["p99"], canary, unmeasured, SLO, 0.1, 0.001, calm.since) is None
+
+
+def test_the_p95_slo_bucket_is_counted_beside_the_tests_bounds() -> None:
+    assert cmp.counted_bounds(100, None) == (50.0, 100.0)
+    assert cmp.counted_bounds(300, 80) == (100.0, 250.0, 500.0)
+
+
 def test_no_data_stays_no_data_and_a_regression_wins_over_it() -> None:
     quiet = CanaryMetrics(request_rate=0.2, success_rate=100.0, latency_p99_ms=40.0)
     guards = evaluate(quiet, SLO)
