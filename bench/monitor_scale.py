@@ -10,8 +10,10 @@ scrape each second at this size). Then ``jobs.analysis.tick`` runs in this proce
 JobContext — its Redis, Slack and Kubernetes calls go over the wire to the stand-ins — twice:
 with every check due (a fresh worker: every status message changes), then one interval later.
 
-Printed per tick: wall time, and where it went (Prometheus, Redis, Slack, the rest); PromQL
-queries; Redis round trips and commands; Slack calls by method. Beside them, the floor: the same
+Printed per tick: wall time, and where it went (Prometheus: the time the tick waits for its
+answers — the comparisons worked out from the counters while the guards' queries are on their
+way count in the rest —, Redis, Slack, the rest); PromQL queries; Redis round trips and
+commands; Slack calls by method. Beside them, the floor: the same
 PromQL sent over plain HTTP.
 ``--failing K`` makes K canaries fail their last allowed check, so the tick also rolls them back.
 """
@@ -30,7 +32,7 @@ import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -114,6 +116,28 @@ class RecordingSource(MetricsSource):
             return super().concurrently(calls)
         finally:
             self.timer.seconds += time.perf_counter() - started
+
+    def started(self, calls: Sequence[Callable[[], T]]) -> list[Future[T]]:
+        """Timed while the tick waits for an answer (its work meanwhile is "the rest")."""
+        futures = super().started(calls)
+        if threading.current_thread().name.startswith("prometheus"):
+            return futures
+        return [Waited(future, self.timer) for future in futures]
+
+
+class Waited(Future[T]):
+    """A future whose ``result()`` adds the time spent waiting for it to a timer."""
+
+    def __init__(self, inner: Future[T], timer: Timer) -> None:
+        super().__init__()
+        self._inner, self._timer = inner, timer
+
+    def result(self, timeout: float | None = None) -> T:
+        started = time.perf_counter()
+        try:
+            return self._inner.result(timeout)
+        finally:
+            self._timer.seconds += time.perf_counter() - started
 
 
 class TimedNotifier(Notifier):

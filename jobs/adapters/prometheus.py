@@ -14,7 +14,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -107,10 +107,14 @@ class MetricsSource:
         MetricsUnavailable like any other."""
         if len(calls) <= 1:
             return [call() for call in calls]
+        return [future.result() for future in self.started(calls)]
+
+    def started(self, calls: Sequence[Callable[[], T]]) -> list[Future[T]]:
+        """``calls`` running at once: each answer may be used as soon as it is there (a
+        failure is raised by its ``result()``)."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(PARALLEL_QUERIES, thread_name_prefix="prometheus")
-        futures = [self._pool.submit(call) for call in calls]
-        return [future.result() for future in futures]
+        return [self._pool.submit(call) for call in calls]
 
     def _instant(self, promql: str, params: dict[str, str]) -> Any:
         """POST /api/v1/query (a thousand services' regex does not fit every proxy's URL)."""

@@ -98,13 +98,17 @@ class RolloutStore:
         or a pause won meanwhile); one round trip. True where written."""
         if not changes:
             return []
+        documents = [rollout.model_dump_json().encode() for _, rollout in changes]
         with self.client.pipeline(transaction=False) as pipe:
-            for raw, rollout in changes:
+            for (raw, rollout), document in zip(changes, documents, strict=True):
                 self._cas(keys=[self.keys.rollout(rollout.service), self.keys.watched],
-                          args=[raw, rollout.model_dump_json(),
-                                "1" if rollout.phase.watched else "0",
+                          args=[raw, document, "1" if rollout.phase.watched else "0",
                                 _score(rollout), rollout.service], client=pipe)
-            return [bool(done) for done in pipe.execute()]
+            written = [bool(done) for done in pipe.execute()]
+        for (_, rollout), document, done in zip(changes, documents, written, strict=True):
+            if done:  # what the next read will return: no need to parse it again
+                self._parsed[rollout.service] = (document, rollout)
+        return written
 
     def get(self, service: str) -> Rollout | None:
         raw = self.client.get(self.keys.rollout(service))

@@ -168,11 +168,13 @@ _ALLOWED: dict[Event, frozenset[Phase]] = {
 def _move(
     rollout: Rollout, event: Event, now: float, phase: Phase, detail: str = "", **changes: object
 ) -> Rollout:
-    updated = rollout.model_copy(update={"phase": phase, **changes})
-    record = Transition(
-        at=now, event=event, before=rollout.phase, after=phase, weight=updated.weight, detail=detail
-    )
-    return updated.model_copy(update={"history": _appended(rollout.history, record)})
+    weight = changes.get("weight", rollout.weight)
+    record = Transition(at=now, event=event, before=rollout.phase, after=phase,
+                        weight=weight if isinstance(weight, int) else rollout.weight,
+                        detail=detail)
+    # One copy, not two: a tick moves a thousand rollouts.
+    return rollout.model_copy(update={"phase": phase, **changes,
+                                      "history": _appended(rollout.history, record)})
 
 
 def _appended(history: tuple[Transition, ...], record: Transition) -> tuple[Transition, ...]:

@@ -87,6 +87,9 @@ class Snapshot:
 
     metrics: dict[SeriesKey, CanaryMetrics]
     counts: dict[SeriesKey, RawCounts] | None  # None: no rollout compares with its stable
+    # Each rollout's comparison, worked out from ``counts`` while the guards' queries were
+    # still on their way (a rollout absent from it is compared when judged).
+    looks: dict[str, cmp.Look | None] = field(default_factory=dict)
 
 
 def _versions(rollouts: list[Rollout]) -> list[str]:
@@ -98,9 +101,12 @@ def _versions(rollouts: list[Rollout]) -> list[str]:
 
 
 def fetch(ctx: JobContext, source: MetricsSource, rollouts: list[Rollout],
-          checked: list[Rollout] | None = None, at: float | None = None) -> Snapshot:
+          checked: list[Rollout] | None = None, at: float | None = None,
+          on_counts: Callable[[dict[SeriesKey, RawCounts]], None] | None = None) -> Snapshot:
     """The batched queries for ``rollouts``: the guards' (rate, p99, p95 if asked, error
-    ratios) for those ``checked`` (default: all), and the counters of those that compare."""
+    ratios) for those ``checked`` (default: all), and the counters of those that compare;
+    ``on_counts`` is given the counters as soon as they are there, the guards' answers still
+    to come."""
     checked = rollouts if checked is None else checked
     at = time.time() if at is None else at
     calls: list[Callable[[], object]] = []
@@ -129,9 +135,13 @@ def fetch(ctx: JobContext, source: MetricsSource, rollouts: list[Rollout],
         pairs = sorted({(r.service, r.namespace) for r, _ in comparing})
         compared = _versions([r for r, _ in comparing])
         calls.append(lambda: source.counts(pairs, bounds, compared, at))
-    answers = source.concurrently(calls)  # the guards' queries and the counters at once
-    metrics = cast(dict[SeriesKey, CanaryMetrics], answers.pop(0)) if checked else {}
-    counts = cast(dict[SeriesKey, RawCounts], answers.pop(0)) if comparing else None
+    if not calls:
+        return Snapshot({}, None)
+    answers = source.started(calls)  # the guards' queries and the counters at once
+    counts = cast(dict[SeriesKey, RawCounts], answers[-1].result()) if comparing else None
+    if counts is not None and on_counts is not None:
+        on_counts(counts)  # meanwhile Prometheus works on the guards' queries
+    metrics = cast(dict[SeriesKey, CanaryMetrics], answers[0].result()) if checked else {}
     return Snapshot(metrics, counts)
 
 
@@ -187,8 +197,17 @@ def _tick(ctx: JobContext, source: MetricsSource, now: float | None) -> TickRepo
     report.looked = sum(r.next_check_at > now and not r.needs_baseline for r in rollouts)
     if rollouts:
         before = source.queries_made
+        looks: dict[str, cmp.Look | None] = {}
+
+        def compare_all(counts: dict[SeriesKey, RawCounts]) -> None:
+            for rollout in rollouts:
+                view = ctx.policy.service(rollout.service)
+                if view is not None:
+                    looks[rollout.service] = _look(view, rollout, counts, now)
+
         try:
-            snapshot = fetch(ctx, source, rollouts, checked)
+            snapshot = fetch(ctx, source, rollouts, checked, on_counts=compare_all)
+            snapshot = Snapshot(snapshot.metrics, snapshot.counts, looks)
         except MetricsUnavailable as exc:
             # Prometheus unreachable is no data for everyone: never healthy.
             report.prometheus_error = exc.message
@@ -233,13 +252,10 @@ def judge(ctx: JobContext, rollout: Rollout, snapshot: Snapshot, now: float,
     canary_key = (rollout.service, rollout.namespace, rollout.canary_version)
     stable_key = (rollout.service, rollout.namespace, rollout.stable_version)
     knobs = tolerances(view, rollout)
-    look = None
-    if snapshot.counts is not None and view.analysis.sequential and rollout.stable_version:
-        canary, stable = snapshot.counts.get(canary_key), snapshot.counts.get(stable_key)
-        # A look between checks that cannot conclude is not worth the full computation.
-        if rollout.next_check_at <= now or rollout.needs_baseline or cmp.may_conclude(
-                rollout.baseline, rollout.step_index, canary, stable, knobs):
-            look = cmp.look(rollout.baseline, rollout.step_index, now, canary, stable, knobs)
+    if rollout.service in snapshot.looks:
+        look = snapshot.looks[rollout.service]
+    else:
+        look = None if snapshot.counts is None else _look(view, rollout, snapshot.counts, now)
     if rollout.next_check_at > now:  # between checks: a look, or its step's baseline
         if not rollout.needs_baseline:
             return _looked(view, rollout, look, now)
@@ -280,6 +296,21 @@ def judge(ctx: JobContext, rollout: Rollout, snapshot: Snapshot, now: float,
             moved.step_index, now, counts.get(canary_key), counts.get(stable_key))
     after = moved.model_copy(update={"last_values": tuple(lines), "baseline": kept})
     return Judgement(view, rollout, after, lines, failing, look, tuple(excused or ()))
+
+
+def _look(view: ServiceView, rollout: Rollout, counts: dict[SeriesKey, RawCounts],
+          now: float) -> cmp.Look | None:
+    """The rollout's comparison with its stable on ``counts`` (None: it does not compare)."""
+    if not (view.analysis.sequential and rollout.stable_version):
+        return None
+    canary = counts.get((rollout.service, rollout.namespace, rollout.canary_version))
+    stable = counts.get((rollout.service, rollout.namespace, rollout.stable_version))
+    knobs = tolerances(view, rollout)
+    # A look between checks that cannot conclude is not worth the full computation.
+    if rollout.next_check_at > now and not rollout.needs_baseline and not cmp.may_conclude(
+            rollout.baseline, rollout.step_index, canary, stable, knobs):
+        return None
+    return cmp.look(rollout.baseline, rollout.step_index, now, canary, stable, knobs)
 
 
 def _looked(view: ServiceView, rollout: Rollout, look: cmp.Look | None,
