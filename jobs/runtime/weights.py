@@ -123,6 +123,9 @@ def set_weights(
         for attempt in range(1, max_attempts + 1):
             if not plan.changes_anything:
                 break
+            if not should_continue():  # checked before every write, not only after a 409
+                raise Abandoned(f"stopped before writing VirtualService {vs_ns}/{vs_name}: the "
+                                f"rollout of {host} no longer wants {target}")
             try:
                 rv = resource_version(vs, f"VirtualService {vs_ns}/{vs_name}")
                 client.patch_virtual_service_route(vs_ns, vs_name, plan.http, rv)
@@ -130,11 +133,7 @@ def set_weights(
             except MeshConflict:
                 if attempt == max_attempts:
                     raise
-                if not should_continue():
-                    raise Abandoned(
-                        f"stopped before retrying VirtualService {vs_ns}/{vs_name}: the rollout "
-                        f"of {host} no longer wants {target}"
-                    ) from None
+                # The rollout is asked again before the retried write, after the re-read.
                 time.sleep(backoff * attempt)  # short: others are writing the same object now
                 vs, plan = change.read_and_plan(name)
     return before, target

@@ -57,10 +57,13 @@ def refused_before_commit(ctx: JobContext, service: str) -> Iterator[None]:
         raise
 
 
-def still_wanted(store: RolloutStore, service: str, rollout_id: str) -> bool:
-    """Whether a rollout still wants its weight: after a rollback a job never re-applies it."""
+def still_wanted(store: RolloutStore, service: str, rollout_id: str,
+                 weight: int | None = None) -> bool:
+    """Whether a rollout still wants its weight: after a rollback a job never re-applies it,
+    and a writer whose step was overtaken (a later tick moved the rollout on) never writes it."""
     current = store.get(service)
-    return current is not None and current.id == rollout_id and not current.phase.terminal
+    return (current is not None and current.id == rollout_id and not current.phase.terminal
+            and (weight is None or current.weight == weight))
 
 
 def apply_weight(ctx: JobContext, view: ServiceView, rollout: Rollout,
@@ -69,7 +72,7 @@ def apply_weight(ctx: JobContext, view: ServiceView, rollout: Rollout,
     job = get_current_job()
     return set_weights(
         ctx.kube, view.namespace, view.virtual_services, view.name, subsets, target,
-        should_continue=lambda: still_wanted(ctx.store, view.name, rollout.id),
+        should_continue=lambda: still_wanted(ctx.store, view.name, rollout.id, target.canary),
         allow_gitops=view.gitops_allowed,
         remember_before=(lambda read: ctx.store.first_before(job.id, read))
         if job is not None else None,
@@ -95,6 +98,8 @@ def _begin(ctx: JobContext, request: Request, *, steps: tuple[int, ...], fixed: 
         # A retry of this very request after a rollback (or promote) ended it: never re-apply.
         raise Abandoned(f"{view.name}'s rollout ended ({current.phase.value}) before this "
                         "retry; nothing was re-applied")
+    if current is not None and current.id == request.id:
+        return _resume(ctx, request, view, current)
     if current is not None and not current.phase.terminal and current.id != request.id:
         raise Refused(f"{view.name} already has a rollout {current.phase.value.replace('_', ' ')}"
                       f" (requested by <@{current.requested_by}>): `/mesh rollback {view.name}`"
@@ -132,6 +137,22 @@ def _begin(ctx: JobContext, request: Request, *, steps: tuple[int, ...], fixed: 
     ctx.notifier.reply(channel, ts, traffic_text.weights_applied(
         pair(before), pair(after), names(subsets), view.virtual_services))
     record(ctx, request, "done", before=before, after=after, channel=channel, ts=ts)
+    return f"{view.name}: {after}"
+
+
+def _resume(ctx: JobContext, request: Request, view: ServiceView, current: Rollout) -> str:
+    """A retry (or a takeover) of the request that started this rollout: it goes on from where
+    the rollout is now — its first attempt, or the analysis since, may have moved it — and is
+    never restarted at its first step."""
+    target = Weights.canary_at(current.weight)
+    ctx.store.mark_unapplied(view.name, time.time(), writer())
+    before, after = apply_weight(ctx, view, current, target)
+    ctx.store.mark_applied(view.name, writer())
+    if before != after and current.channel and current.thread_ts:
+        report(ctx, current.channel, current.thread_ts, traffic_text.weights_applied(
+            pair(before), pair(after), names(current.subsets), view.virtual_services))
+    record(ctx, request, "done", before=before, after=after, channel=current.channel,
+           ts=current.thread_ts)
     return f"{view.name}: {after}"
 
 
