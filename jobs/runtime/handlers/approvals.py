@@ -87,11 +87,21 @@ def confirm(ctx: JobContext, request: Request) -> bool:
         text = approval_text.approval_voided(changes)
         result = store.update(pending.channel, pending.ts, lambda p: (p.model_copy(
             update={"state": ApprovalState.VOIDED, "detail": text}), None))
-        refresh(ctx, pending.channel, pending.ts)
-        _tell(ctx, request, text)
+        # Audited and told before the request message is edited: a Slack failure there must
+        # not leave a voided request that nobody heard of (its retry would find it voided).
         _audit(ctx, result[0] if result else pending, "meshbot", "voided", detail=text)
+        _tell(ctx, request, text)
+        _refresh_quietly(ctx, pending.channel, pending.ts)
         return False
     return True
+
+
+def _refresh_quietly(ctx: JobContext, channel: str, ts: str) -> None:
+    """Edit the request message to its state; a Slack failure is logged, the state stands."""
+    try:
+        refresh(ctx, channel, ts)
+    except MeshbotError as exc:
+        log.warning("approval request %s/%s not updated in Slack: %s", channel, ts, exc.message)
 
 
 def _approved(store: ApprovalStore, request: Request) -> PendingApproval | None:
@@ -189,8 +199,8 @@ def not_used(ctx: JobContext, request: Request, reason: str) -> None:
     result = store.update(pending.channel, pending.ts, lambda p: (p.model_copy(
         update={"state": ApprovalState.VOIDED, "detail": text})
         if p.state is ApprovalState.APPROVED else p, None))
-    refresh(ctx, pending.channel, pending.ts)
     _audit(ctx, result[0] if result else pending, "meshbot", "not used", detail=reason)
+    _refresh_quietly(ctx, pending.channel, pending.ts)
 
 
 def finish(ctx: JobContext, request: Request) -> None:
