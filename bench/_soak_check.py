@@ -183,8 +183,15 @@ def check_history(v: Violations, seen: Mapping[str, Rollout],
         weight = rollout.history[0].weight if rollout.history else 0
         for t in rollout.history:
             if t.event in JUDGED:
-                judgements += 1
-                if last_judged is not None and t.at - last_judged < rollout.interval_s / 2:
+                judgements += t.repeated
+                # Identical checks in a row are one history entry (``repeated`` of them since
+                # ``first_at``): their mean spacing tells a rollout judged twice per interval.
+                first = t.first_at if t.first_at is not None else t.at
+                if t.repeated > 1 and (t.at - first) / (t.repeated - 1) < rollout.interval_s / 2:
+                    v.add("judged twice", f"{rollout.service} ({rollout.id}): {t.repeated} "
+                          f"checks between {first:.2f} and {t.at:.2f} (interval "
+                          f"{rollout.interval_s:g} s)")
+                if last_judged is not None and first - last_judged < rollout.interval_s / 2:
                     v.add("judged twice", f"{rollout.service} ({rollout.id}): judged at "
                           f"{last_judged:.2f} and again at {t.at:.2f} (interval "
                           f"{rollout.interval_s:g} s)")
