@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import cast
 
+from jobs.adapters.audit import AuditEntry
 from jobs.adapters.prometheus import MetricsSource
 from jobs.adapters.rollout_store import TICK_OWNER
 from jobs.domain import comparison as cmp
@@ -387,7 +388,7 @@ def act(ctx: JobContext, view: ServiceView, before: Rollout, after: Rollout, eve
     """Carry out what the transition means, and say so in the rollout's thread."""
     say = _thread_writer(ctx, after)
     if after.phase is Phase.ROLLED_BACK:
-        back_to_stable(ctx, view, after.subsets)
+        was, now_at, _ = back_to_stable(ctx, view, after.subsets)
         own_metrics.rollback("automatic")
         if event is Event.REGRESSION and judgement is not None and judgement.look is not None:
             reason = traffic_text.regression_rollback(view.name, judgement.look.conclusive,
@@ -396,6 +397,7 @@ def act(ctx: JobContext, view: ServiceView, before: Rollout, after: Rollout, eve
             reason = traffic_text.automatic_rollback(view.name, failing, after.failed_checks,
                                                      event is Event.NO_DATA)
         say(reason)
+        _audit(ctx, after, "rollback", was, now_at, reason)
         channel = view.channel or after.channel
         if channel:
             ctx.notifier.post_root(channel, traffic_text.rollback_alert(view.name, reason))
@@ -412,8 +414,10 @@ def act(ctx: JobContext, view: ServiceView, before: Rollout, after: Rollout, eve
         say(traffic_text.step_needs_approval(after.steps[after.step_index + 1], lines))
         request_approval(ctx, gate_request(ctx, view, after))
     elif after.weight != before.weight:
-        apply_weight(ctx, view, after, Weights.canary_at(after.weight))
-        say(traffic_text.step_advanced(after.step_index, len(after.steps), after.weight, lines))
+        was, now_at = apply_weight(ctx, view, after, Weights.canary_at(after.weight))
+        text = traffic_text.step_advanced(after.step_index, len(after.steps), after.weight, lines)
+        say(text)
+        _audit(ctx, after, "advance", was, now_at, text)
     elif after.phase is Phase.READY_TO_PROMOTE:
         say(traffic_text.ready_to_promote(view.name, lines))
     elif after.phase is Phase.HOLDING and before.phase is not Phase.HOLDING:
@@ -428,6 +432,15 @@ def act(ctx: JobContext, view: ServiceView, before: Rollout, after: Rollout, eve
     elif event is Event.CHECK_FAILED:
         say(traffic_text.check_failed(after.failed_checks, after.failure_threshold, failing))
     _update_status(ctx, before, after)
+
+
+def _audit(ctx: JobContext, rollout: Rollout, action: str, before: Weights, after: Weights,
+           detail: str) -> None:
+    """The analysis's own changes of the mesh are audited like anyone's: by meshbot."""
+    ctx.audit.record(AuditEntry(
+        actor="meshbot", action=action, target=rollout.service, outcome="done",
+        request_id=f"tick:{rollout.id}:{len(rollout.history)}", before=str(before),
+        after=str(after), detail=detail))
 
 
 def gate_request(ctx: JobContext, view: ServiceView, rollout: Rollout) -> Request:

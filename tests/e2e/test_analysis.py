@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from jobs.adapters.approval_store import ApprovalStore
+from jobs.adapters.audit import AuditLog
 from jobs.domain.rollout import Phase
 from playground.processes import ServeProcess
 from playground.slack_client import reaction_event, send_event, send_slash_command
@@ -81,6 +82,10 @@ def test_errors_on_the_canary_roll_back_with_the_numbers(live: Live,
                 "success rate", "< 99%", "errors vs stable (5xx): canary 30.0%")
     alert = mesh.slack.wait_for_message(CHANNEL, lambda m: "Alert" in m.text, timeout=10)
     assert "health-checker" in alert.text
+    # The analysis's own change of the mesh is audited, like anyone's.
+    entries = AuditLog(mesh.redis).last("health-checker", 20)
+    [rollback] = [e for e in entries if e.actor == "meshbot" and e.action == "rollback"]
+    assert rollback.after == "stable 100 / canary 0" and "canary 50" in (rollback.before or "")
 
 
 def test_latency_on_the_canary_rolls_back(live: Live, server: ServeProcess) -> None:

@@ -1,8 +1,5 @@
 """The soak's short version: a minute of commands and faults on the real processes, then every
 invariant checked (bench/soak.py says which). Seeded, so a failure replays with the same seed.
-
-``unaudited-auto`` is reported but allowed: the analysis's own weight changes (a step advanced,
-an automatic rollback) write no audit entry yet, in every run; the soak prints each one.
 """
 
 from __future__ import annotations
@@ -24,8 +21,7 @@ SEED = "20261201"
 def test_a_short_soak_loses_nothing() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "bench.soak", "--seed", SEED, "--duration", "60",
-         "--commands", "60", "--faults", "15", "--services", "20",
-         "--allow", "unaudited-auto"],
+         "--commands", "60", "--faults", "15", "--services", "20"],
         cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=230,
         check=False)
     output = result.stdout
