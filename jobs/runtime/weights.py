@@ -76,10 +76,8 @@ def preflight(
     app_label: str = "app",
 ) -> Weights:
     """Every check set_weights makes, without writing; returns the current split (``before``)."""
-    change, plans = _prepare(client, namespace, vs_names, host, subsets, target, allow_gitops)
-    if target.canary:
-        ensure_ready_canary(change.client, change.namespace, change.host,
-                            change.subsets.canary, change.known, app_label)
+    _, plans = _checked(client, namespace, vs_names, host, subsets, target, allow_gitops,
+                        app_label)
     return plans[vs_names[0]][1].before
 
 
@@ -110,13 +108,11 @@ def set_weights(
     a canary subset without ready pods, GitOpsOwned, MeshInvalid, MeshNotFound, MeshUnavailable,
     MeshConflict (still conflicting after ``max_attempts``) or Abandoned.
     """
-    change, plans = _prepare(client, namespace, vs_names, host, subsets, target, allow_gitops)
+    change, plans = _checked(client, namespace, vs_names, host, subsets, target, allow_gitops,
+                             app_label)
     before = plans[vs_names[0]][1].before
     if remember_before is not None:
         before = remember_before(before)
-    if target.canary:
-        ensure_ready_canary(change.client, change.namespace, change.host,
-                            change.subsets.canary, change.known, app_label)
     for name in vs_names:
         vs_ns, vs_name = qualified(namespace, name)
         vs, plan = plans[name]
@@ -137,6 +133,17 @@ def set_weights(
                 time.sleep(backoff * attempt)  # short: others are writing the same object now
                 vs, plan = change.read_and_plan(name)
     return before, target
+
+
+def _checked(client: KubeClient, namespace: str, vs_names: Sequence[str], host: str,
+             subsets: Subsets, target: Weights, allow_gitops: bool,
+             app_label: str) -> tuple[_Change, dict[str, tuple[dict[str, Any], RoutePlan]]]:
+    """Read and plan every VirtualService, and refuse traffic to a canary without ready pods."""
+    change, plans = _prepare(client, namespace, vs_names, host, subsets, target, allow_gitops)
+    if target.canary:
+        ensure_ready_canary(change.client, change.namespace, change.host,
+                            change.subsets.canary, change.known, app_label)
+    return change, plans
 
 
 def _prepare(
