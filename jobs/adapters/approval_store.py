@@ -1,11 +1,7 @@
-"""Pending approvals in Redis, and the counting of reactions on them (the bot's side).
-
-The bot calls ``react`` (through ``jobs.api``) for every ``reaction_added``/``reaction_removed``;
-it touches only Redis and RQ, never the cluster. Each approval is one JSON document under its
-Slack message, changed only inside a WATCH/MULTI transaction, so two approvers reacting at the
-same moment on different gunicorn workers cannot lose a vote or both reach the quorum. When
-the quorum is reached the work is enqueued once (RQ ``unique`` job id derived from the request);
-everything a person sees about it (the updated request message, the thread) is posted by a job.
+"""Where pending approvals live: one JSON document per request message in Redis, changed only
+inside a WATCH/MULTI transaction, so two approvers reacting at the same moment on different
+gunicorn workers cannot lose a vote or both reach the quorum; an index of open ones by expiry.
+How reactions are counted is ``jobs.runtime.approvals``.
 """
 
 from __future__ import annotations

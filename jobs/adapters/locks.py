@@ -1,12 +1,10 @@
-"""Per-service locks while work is in flight, the change freeze, and the guard that applies both.
+"""Per-service locks and the change freeze, as Redis keeps them.
 
 A lock is one Redis key per service (``SET NX``) naming who holds it, for what, since when and
 for which request; a retry of the same request (RQ retry, a worker killed mid-job) takes it back
 instead of finding itself busy. It carries a long TTL only as a backstop: a stale lock is meant
-to be broken with ``/mesh unlock`` (with approval), not to vanish silently mid-change.
-
-Rollback (and abort, which rolls back) is never blocked and never waits: it takes no lock and
-ignores the freeze: a rollback is never blocked by a lock, it wins.
+to be broken with ``/mesh unlock`` (with approval), not to vanish silently mid-change. The guard
+that applies locks and freeze to a request is ``jobs.runtime.gates``.
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
-"""Pending approvals in Redis, and the counting of reactions on them (the bot's side).
+"""Counting reactions on pending approvals (the bot's side, through ``jobs.runtime.api``).
 
-The bot calls ``react`` (through ``jobs.api``) for every ``reaction_added``/``reaction_removed``;
-it touches only Redis and RQ, never the cluster. Each approval is one JSON document under its
-Slack message, changed only inside a WATCH/MULTI transaction, so two approvers reacting at the
-same moment on different gunicorn workers cannot lose a vote or both reach the quorum. When
-the quorum is reached the work is enqueued once (RQ ``unique`` job id derived from the request);
-everything a person sees about it (the updated request message, the thread) is posted by a job.
+The bot calls ``react`` for every ``reaction_added``/``reaction_removed``; it touches only Redis
+and RQ, never the cluster. When the quorum is reached the work is enqueued once (its RQ job id
+derived from the request); everything a person sees about it (the updated request message, the
+thread) is posted by a job. The documents themselves are ``jobs.adapters.approval_store``'s.
 """
 
 from __future__ import annotations

@@ -1,12 +1,8 @@
-"""Per-service locks while work is in flight, the change freeze, and the guard that applies both.
-
-A lock is one Redis key per service (``SET NX``) naming who holds it, for what, since when and
-for which request; a retry of the same request (RQ retry, a worker killed mid-job) takes it back
-instead of finding itself busy. It carries a long TTL only as a backstop: a stale lock is meant
-to be broken with ``/mesh unlock`` (with approval), not to vanish silently mid-change.
+"""The guard that applies the service locks and the change freeze to a request.
 
 Rollback (and abort, which rolls back) is never blocked and never waits: it takes no lock and
-ignores the freeze: a rollback is never blocked by a lock, it wins.
+ignores the freeze — a rollback wins. Emergency runs during a freeze (it keeps its own
+approvals). Which verbs change the mesh or take a lock comes from the verb registry.
 
 Both obstacles go away (the lock's work ends, the freeze is lifted), so they are ``Blocked``: a
 request not yet approved is refused at once, before approvers are asked; an approved one waits,
