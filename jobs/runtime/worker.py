@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import logging
 import time
+from types import TracebackType
+from typing import Any
 
 import redis
 from rq import Queue, SimpleWorker
+from rq.job import Job
+from rq.job_lifecycle import call_exception_handlers
 from rq.serializers import JSONSerializer
 
-from jobs.runtime.api import queue_names, read_state
+from jobs.runtime.api import TASK, queue_names, read_state
 from jobs.runtime.takeover import WorkerLease
+from meshbot.errors import TemporaryError
 from meshbot.health_server import start_health_server
 from meshbot.logs import configure_logging
 from meshbot.settings import Settings
@@ -23,12 +28,40 @@ from meshbot.settings import Settings
 log = logging.getLogger("meshbot.worker")
 
 
+class MeshbotWorker(SimpleWorker):
+    """RQ's worker, except that a designed retry is not logged as a crash.
+
+    RQ logs every exception a job raises with its traceback. A ``TemporaryError`` is how a job
+    asks to be retried later (Slack's 429, a Kubernetes 5xx): a traceback per retry would bury
+    the real bugs in the log, so it gets one line instead; anything else keeps RQ's traceback.
+    """
+
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        exc_type, exc, _tb = _unpack(exc_info)
+        if exc_type is None or not issubclass(exc_type, TemporaryError):
+            super().handle_exception(job, *exc_info)
+            return
+        # handle_request has already said "will retry <id> in <n>s" with the request's id
+        # (the delay it chose is only known there): a second line would say it twice.
+        if job.func_name != TASK:
+            log.warning("job %s (%s) will be retried: %s", job.id, job.func_name,
+                        getattr(exc, "message", str(exc)))
+        call_exception_handlers(self._exc_handlers, job, *exc_info)  # as RQ's own does
+
+
+def _unpack(exc_info: tuple[Any, ...]) -> tuple[type[BaseException] | None,
+                                                 BaseException | None, TracebackType | None]:
+    if len(exc_info) == 3:
+        return exc_info[0], exc_info[1], exc_info[2]
+    return None, None, None
+
+
 def build_worker(settings: Settings, connection: redis.Redis) -> SimpleWorker:
     queues = [
         Queue(name, connection=connection, serializer=JSONSerializer)
         for name in queue_names(settings.queue_name)
     ]
-    return SimpleWorker(queues, connection=connection, serializer=JSONSerializer)
+    return MeshbotWorker(queues, connection=connection, serializer=JSONSerializer)
 
 
 def run_worker(*, burst: bool = False, metrics_port: int | None = None) -> int:
