@@ -48,7 +48,8 @@ def gate(policy: Policy, text: str, *, user: str, channel: str,
         command = command.model_copy(update={"target": policy.defaults.namespace})
     decision = decide(policy, verb=command.verb.value, target=command.target, user=user,
                       user_groups=user_groups, channel=channel, percent=command.percent,
-                      switch=command.switch)  # `freeze off` needs approval, `on` does not
+                      switch=command.switch,  # `freeze off` needs approval, `on` does not
+                      dry_run=command.dry_run)
     if isinstance(decision, Deny):
         return Outcome(reply=replies.refused(decision.reason), command=command,
                        refusal=decision.reason)

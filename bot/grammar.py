@@ -19,7 +19,7 @@ DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 # Derived from the verb registry: usage lines for /mesh help and every error message.
-USAGE: dict[Verb, str] = {s.verb: s.usage for s in REGISTRY}
+USAGE: dict[Verb, str] = {s.verb: s.full_usage for s in REGISTRY}
 
 
 def target_kind(verb: Verb) -> TargetKind:
@@ -92,7 +92,23 @@ def parse(text: str) -> Command:
                 raise GrammarError(f"`{verb.value}` needs a {kind.value}. Usage: `{usage(verb)}`")
         else:
             target = _check_name(verb, kind, positional.pop(0))
-    return _PARSERS[VERBS[verb].args](verb, target, positional, options)
+    dry_run = _take_dry_run(verb, positional)
+    command = _PARSERS[VERBS[verb].args](verb, target, positional, options)
+    return command.model_copy(update={"dry_run": True}) if dry_run else command
+
+
+def _take_dry_run(verb: Verb, positional: list[str]) -> bool:
+    """``dry-run`` may stand anywhere after the target, once, on a verb that changes the mesh."""
+    found = [w for w in positional if w.lower() == "dry-run"]
+    if not found:
+        return False
+    if not VERBS[verb].takes_dry_run:
+        raise GrammarError(f"`{verb.value}` changes nothing, so it has no dry run. "
+                           f"Usage: `{usage(verb)}`")
+    if len(found) > 1:
+        raise GrammarError(f"`dry-run` is given twice. Usage: `{usage(verb)}`")
+    positional.remove(found[0])
+    return True
 
 
 def _reject_extra(verb: Verb, positional: list[str], options: dict[str, str],
@@ -160,15 +176,6 @@ def _switch(verb: Verb, target: str | None, positional: list[str],
     return Command(verb=verb, target=target, switch=switch)
 
 
-def _restore(verb: Verb, target: str | None, positional: list[str],
-             options: dict[str, str]) -> Command:
-    switch = None
-    if positional and positional[0].lower() == "dry-run":
-        switch = positional.pop(0).lower()
-    _reject_extra(verb, positional, options)
-    return Command(verb=verb, target=target, switch=switch)
-
-
 def _ab(verb: Verb, target: str | None, positional: list[str],
         options: dict[str, str]) -> Command:
     if positional and positional[0].lower() == "off" and not options:
@@ -208,7 +215,7 @@ _PARSERS: dict[Args, Parser] = {
     Args.ROLLOUT: _rollout,
     Args.COUNT: _audit,
     Args.SWITCH: _switch,
-    Args.RESTORE: _restore,
+    Args.RESTORE: _no_args,
     Args.HEADER: _ab,
     Args.MIRROR: _mirror,
 }

@@ -59,6 +59,8 @@ class Command(BaseModel):
     interval_s: float | None = None
     switch: str | None = None
     options: dict[str, str] = Field(default_factory=dict)
+    # Show what would be written, write nothing: no lock, no approval, no freeze.
+    dry_run: bool = False
 
     @property
     def service(self) -> ServiceName | None:

@@ -24,7 +24,7 @@ class Args(StrEnum):
     ROLLOUT = "rollout"  # steps=… interval=…
     COUNT = "count"  # audit <service> [n]
     SWITCH = "switch"  # one word of ``VerbSpec.switches``
-    RESTORE = "restore"  # [dry-run]
+    RESTORE = "restore"  # nothing beyond the backup id (and dry-run, as for every change)
     HEADER = "header"  # ab: header=<name>:<value> | off
     MIRROR = "mirror"  # <percent>|off [confirm=yes]
 
@@ -39,7 +39,7 @@ class ApprovalKind(StrEnum):
     NAMESPACE_EMERGENCY = "namespace_emergency"
     NAMESPACE_MTLS = "namespace_mtls"
     NAMESPACE_INJECT = "namespace_inject"
-    NAMESPACE_RESTORE = "namespace_restore"  # not for a dry run
+    NAMESPACE_RESTORE = "namespace_restore"
     FREEZE_OFF = "freeze_off"  # lifting the freeze, not setting it
 
 
@@ -61,6 +61,15 @@ class VerbSpec:
     # Runs during a change freeze: incident work, which keeps its own approvals.
     during_freeze: bool = False
     handler: str | None = None  # "module:function" run by the worker; None: the bot answers
+
+    @property
+    def takes_dry_run(self) -> bool:
+        """Every verb that changes the mesh (rollback and abort too) can show its plan first."""
+        return self.changes_mesh or self.wins
+
+    @property
+    def full_usage(self) -> str:
+        return f"{self.usage} [dry-run]" if self.takes_dry_run else self.usage
 
     @property
     def permission(self) -> str:
@@ -118,7 +127,7 @@ REGISTRY: tuple[VerbSpec, ...] = (
     VerbSpec(Verb.BACKUP, "backup [namespace]", _NS, target_optional=True,
              handler=_B + "backup"),
     VerbSpec(Verb.BACKUPS, "backups", _NONE, handler=_B + "backups"),
-    VerbSpec(Verb.RESTORE, "restore <backup-id> [dry-run]", TargetKind.BACKUP,
+    VerbSpec(Verb.RESTORE, "restore <backup-id>", TargetKind.BACKUP,
              args=Args.RESTORE, approval=ApprovalKind.NAMESPACE_RESTORE, changes_mesh=True,
              handler=_B + "restore"),
     VerbSpec(Verb.EMERGENCY, "emergency <namespace>", _NS,

@@ -141,7 +141,7 @@ def _approvals_needed(
         return namespace.mtls, f"changing mTLS in namespace {target}"
     if kind is ApprovalKind.NAMESPACE_INJECT:
         return namespace.inject_namespace, f"changing sidecar injection in namespace {target}"
-    if kind is ApprovalKind.NAMESPACE_RESTORE and switch != "dry-run":  # a dry run only shows
+    if kind is ApprovalKind.NAMESPACE_RESTORE:
         return namespace.restore, f"restoring backup {target}"
     if kind is ApprovalKind.FREEZE_OFF and switch == "off":
         return namespace.freeze_off, "lifting the change freeze"
@@ -171,8 +171,10 @@ def decide(
     channel: str,
     percent: int | None = None,
     switch: str | None = None,
+    dry_run: bool = False,
 ) -> Decision:
-    """Judge one command. ``switch`` is the on/off of ``freeze`` (``off`` needs approval)."""
+    """Judge one command. ``switch`` is the on/off of ``freeze`` (``off`` needs approval); a
+    dry run needs the verb's permission but no approval: it changes nothing."""
     try:
         command = Verb(verb)
     except ValueError:
@@ -202,7 +204,7 @@ def decide(
         return Deny(f"<@{user}> may not run `/mesh {verb}`: {who}. {more}")
 
     count, why = _approvals_needed(policy, command, view, target, percent, switch)
-    if count == 0:
+    if count == 0 or dry_run:
         return Allow()
     # Nobody approves their own request.
     approvers = tuple(m for m in policy.members(policy.approve) if m != user)

@@ -17,7 +17,15 @@ def refused(reason: str) -> str:
 
 
 def accepted(command: Command) -> str:
+    if command.dry_run:
+        return (f":mag: Accepted `{describe(command)}` — working out the plan; nothing will "
+                "change.")
     return f":hourglass_flowing_sand: Accepted `{describe(command)}` — working on it."
+
+
+def no_dry_run(command: Command) -> str:
+    return (f"`/mesh {command.verb.value}` cannot show its plan yet, so its dry run was not "
+            "carried out; nothing was changed.")
 
 
 def needs_approval(command: Command, reason: str) -> str:

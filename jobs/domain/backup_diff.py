@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from jobs.domain.server_fields import resource_version
+from meshbot.plan import field_changes
 
 Obj = dict[str, Any]
 
@@ -110,19 +111,7 @@ class ObjectDiff:
 
 def field_differences(saved: Any, live: Any, path: str = "") -> list[str]:
     """Dotted paths where ``saved`` and ``live`` differ (list items by index: ``http[0]``)."""
-    if isinstance(saved, dict) and isinstance(live, dict):
-        found: list[str] = []
-        for key in sorted(set(saved) | set(live), key=str):
-            sub = f"{path}.{key}" if path else str(key)
-            if key not in saved or key not in live:
-                found.append(sub)
-            else:
-                found += field_differences(saved[key], live[key], sub)
-        return found
-    if isinstance(saved, list) and isinstance(live, list) and len(saved) == len(live):
-        return [p for i, (a, b) in enumerate(zip(saved, live, strict=True))
-                for p in field_differences(a, b, f"{path}[{i}]")]
-    return [] if saved == live else [path or "(whole object)"]
+    return [change.path for change in field_changes(saved, live, path)]
 
 def diff(saved: Iterable[Mapping[str, Any]], live: Iterable[Mapping[str, Any]]) -> list[ObjectDiff]:
     """Per object of the backup: created, changed (with its fields) or unchanged, by the

@@ -17,7 +17,7 @@ from rq import get_current_job
 from jobs.runtime import api, context
 from jobs.runtime.context import JobContext
 from jobs.runtime.handlers import approvals
-from jobs.runtime.handlers.common import record
+from jobs.runtime.handlers.common import plans_dry_run, record
 from jobs.runtime.retry import honour_delay
 from jobs.runtime.weights import Abandoned
 from meshbot import metrics
@@ -29,6 +29,7 @@ from meshbot.errors import (
     MeshNotFound,
     PermanentError,
     QueueUnavailable,
+    Refused,
     TemporaryError,
     UserError,
 )
@@ -62,7 +63,7 @@ def handle_request(payload: dict[str, Any]) -> str:
         _tell(ctx, request, replies.refused(
             f"`/mesh {request.command.verb.value}` is not available in this version"))
         return "unsupported"
-    if api.overtaken(ctx.redis, request):
+    if not request.command.dry_run and api.overtaken(ctx.redis, request):
         text = replies.overtaken(request.command)
         if request.approved_by:  # its request closes, saying the approvals were not used
             approvals.not_used(ctx, request, approval_text.overtaken(request.command.target))
@@ -72,7 +73,13 @@ def handle_request(payload: dict[str, Any]) -> str:
     try:
         # Freeze, lock and approvals: a request still lacking approvals is posted for
         # approval here and never reaches its handler.
-        result = approvals.run_gated(ctx, request, handler)
+        if request.command.dry_run:
+            # A plan writes nothing: no freeze, lock or approval applies.
+            if not plans_dry_run(handler):
+                raise Refused(replies.no_dry_run(request.command))
+            result = handler(ctx, request)
+        else:
+            result = approvals.run_gated(ctx, request, handler)
         log.info("done %s", words.describe(request.command), extra=extra)
         return result
     except Abandoned:

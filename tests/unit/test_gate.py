@@ -63,8 +63,8 @@ def test_help_lists_only_what_the_caller_may_run(policy: Policy, user: str,
 
 def test_help_shows_usage_for_each_listed_verb(policy: Policy) -> None:
     reply = run(policy, "help").reply
-    assert "`/mesh canary <service> <percent 0-100>`" in reply
-    assert "`/mesh rollback <service>`" in reply
+    assert "`/mesh canary <service> <percent 0-100> [dry-run]`" in reply
+    assert "`/mesh rollback <service> [dry-run]`" in reply
 
 
 def test_empty_text_is_help(policy: Policy) -> None:
@@ -180,3 +180,14 @@ def test_freeze_off_needs_approval_but_freeze_on_does_not() -> None:
     off = run(with_freeze, "freeze off")
     assert off.submit and off.approvals_required == 1
     assert off.approvers == APPROVERS
+
+
+def test_a_dry_run_needs_permission_but_no_approval(policy: Policy) -> None:
+    real = run(policy, "promote payment-service")
+    assert real.approvals_required > 0
+    planned = run(policy, "promote payment-service dry-run")
+    assert planned.submit and planned.approvals_required == 0
+    assert planned.command is not None and planned.command.dry_run
+    assert "nothing will change" in planned.reply
+    outsider = run(policy, "promote payment-service dry-run", user=STRANGER)
+    assert not outsider.submit and outsider.refusal

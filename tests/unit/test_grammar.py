@@ -7,6 +7,7 @@ import pytest
 from bot.grammar import parse, parse_duration, usage
 from meshbot.commands import Command, Verb
 from meshbot.errors import GrammarError, UserError
+from meshbot.verbs import REGISTRY
 
 
 def refusal(text: str) -> str:
@@ -121,7 +122,7 @@ def test_malformed_service_name_says_dns_1123_and_shows_usage(name: str) -> None
     message = refusal(f"canary {name} 10")
     assert f"`{name}` is not a valid service name" in message
     assert "DNS-1123 label" in message
-    assert "Usage: `/mesh canary <service> <percent 0-100>`" in message
+    assert "Usage: `/mesh canary <service> <percent 0-100> [dry-run]`" in message
 
 
 @pytest.mark.parametrize("name", ["a", "a" * 63, "payment-service", "svc-2", "0abc", "a-b-c"])
@@ -400,7 +401,7 @@ def test_restore_a_backup() -> None:
 @pytest.mark.parametrize("word", ["dry-run", "DRY-RUN"])
 def test_restore_dry_run(word: str) -> None:
     assert parse(f"restore bk-1 {word}") == Command(
-        verb=Verb.RESTORE, target="bk-1", switch="dry-run"
+        verb=Verb.RESTORE, target="bk-1", dry_run=True
     )
 
 
@@ -419,7 +420,39 @@ def test_restore_malformed_backup_id_points_to_backups(backup_id: str) -> None:
 
 def test_restore_refuses_anything_but_dry_run() -> None:
     assert "unexpected `now`" in refusal("restore bk-1 now")
-    assert "unexpected `dry-run`" in refusal("restore bk-1 dry-run dry-run")
+    assert "`dry-run` is given twice" in refusal("restore bk-1 dry-run dry-run")
+
+
+# ---------------------------------------------------------------------------------- dry-run
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("canary payment-service 10 dry-run",
+     Command(verb=Verb.CANARY, target="payment-service", percent=10, dry_run=True)),
+    ("canary payment-service dry-run 10",
+     Command(verb=Verb.CANARY, target="payment-service", percent=10, dry_run=True)),
+    ("rollback payment-service DRY-RUN",
+     Command(verb=Verb.ROLLBACK, target="payment-service", dry_run=True)),
+    ("mtls production strict dry-run",
+     Command(verb=Verb.MTLS, target="production", switch="strict", dry_run=True)),
+    ("rollout payment-service steps=5,50 dry-run",
+     Command(verb=Verb.ROLLOUT, target="payment-service", steps=(5, 50), dry_run=True)),
+    ("ab payment-service off dry-run",
+     Command(verb=Verb.AB, target="payment-service", switch="off", dry_run=True)),
+])
+def test_every_change_takes_dry_run_anywhere_after_its_target(text: str,
+                                                               expected: Command) -> None:
+    assert parse(text) == expected
+
+
+@pytest.mark.parametrize("text", ["status payment-service dry-run", "locks dry-run",
+                                  "audit payment-service dry-run", "backups dry-run"])
+def test_dry_run_refused_where_nothing_changes(text: str) -> None:
+    assert "changes nothing, so it has no dry run" in refusal(text)
+
+
+def test_usage_shows_dry_run_on_exactly_the_changing_verbs() -> None:
+    for spec in REGISTRY:
+        assert usage(spec.verb).endswith("[dry-run]") == (spec.changes_mesh or spec.wins)
 
 
 # -------------------------------------------------------------------------------------- ab

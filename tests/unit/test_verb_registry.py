@@ -32,7 +32,7 @@ def test_the_declared_handler_is_the_one_the_worker_runs(spec: object) -> None:
 
 def test_usage_and_target_kind_come_from_the_registry() -> None:
     for spec in REGISTRY:
-        assert USAGE[spec.verb] == spec.usage
+        assert USAGE[spec.verb] == spec.full_usage
         assert target_kind(spec.verb) is spec.target
         assert spec.usage.split()[0] == spec.verb.value
 

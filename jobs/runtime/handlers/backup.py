@@ -26,7 +26,7 @@ from jobs.domain.backup_diff import (
     restored_body,
 )
 from jobs.runtime.context import JobContext
-from jobs.runtime.handlers.common import request_thread
+from jobs.runtime.handlers.common import plans, request_thread
 from meshbot.commands import Request
 from meshbot.errors import MeshbotError, MeshForbidden, MeshNotFound, Refused
 from rendering import runbook as runbook_text
@@ -93,12 +93,13 @@ def backups(ctx: JobContext, request: Request) -> str:
     return f"{len(found)} backups"
 
 
+@plans
 def restore(ctx: JobContext, request: Request) -> str:
     backup_id = request.command.target or ""
     saved = BackupStore(ctx.redis).get(backup_id)
     if saved is None:
         raise Refused(runbook_text.unknown_backup(backup_id))
-    dry_run = request.command.switch == "dry-run"
+    dry_run = request.command.dry_run
     namespace = saved.namespace
     require_namespace(ctx, namespace)
     live = live_objects(ctx, namespace)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from jobs.adapters.audit import AuditEntry
 from jobs.domain.routes import Subsets, Weights
 from jobs.runtime.context import JobContext
@@ -12,6 +14,21 @@ from policies.views import ServiceView
 from rendering import common as words
 
 THREAD_TTL_S = 7 * 24 * 3600
+_PLANS = "meshbot_plans_dry_run"
+
+Handler = Callable[[JobContext, Request], str]
+
+
+def plans(handler: Handler) -> Handler:
+    """Marks a handler that honours ``command.dry_run``: it shows its plan and writes nothing.
+    A dry run of any other handler is refused, so a new verb cannot change the mesh by mistake
+    when asked only for its plan."""
+    setattr(handler, _PLANS, True)
+    return handler
+
+
+def plans_dry_run(handler: Handler) -> bool:
+    return bool(getattr(handler, _PLANS, False))
 
 
 def service_view(ctx: JobContext, request: Request) -> ServiceView:
