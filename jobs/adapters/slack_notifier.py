@@ -5,7 +5,9 @@ Everything Slack can answer is turned into meshbot's own errors here, so jobs ne
 
 - HTTP 429: a short ``Retry-After`` (up to ``max_inline_wait``) is waited out and the call is
   tried once more; a longer one, or a second 429, raises ``SlackRateLimited(delay=Retry-After)``
-  so the job is rescheduled instead of holding a worker.
+  so the job is rescheduled instead of holding a worker. The window is shared through Redis
+  (``RateWindows``): every notifier of every worker asks before calling the method, and a call
+  that falls inside it is not sent but waited out (short) or deferred with the time left.
 - ``not_in_channel``: the bot joins the (public) channel once and posts again; if it cannot
   join (private, archived, missing), ``BotNotInChannel`` says it must be invited.
 - 5xx, Slack's own transient errors and connection failures: ``TemporaryError``.
@@ -24,6 +26,8 @@ import contextlib
 import hashlib
 import http.client
 import json
+import logging
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -33,6 +37,7 @@ from enum import StrEnum
 from types import TracebackType
 from typing import Any, Self
 
+import redis
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web import SlackResponse
@@ -49,6 +54,9 @@ TRANSIENT_ERRORS = frozenset(
 )
 RATE_LIMIT_ERRORS = frozenset({"ratelimited", "rate_limited"})
 REMEMBERED_MESSAGES = 10_000  # bounds the update ledger of a long-lived worker
+RATE_WINDOW_PREFIX = "meshbot:slack:rate-limited:"  # + method: exists while Slack asked to wait
+
+log = logging.getLogger("meshbot.slack")
 
 
 class SlackCallFailed(PermanentError):
@@ -100,6 +108,41 @@ def _retry_after(headers: Any, default: float = 1.0) -> float:
     return default
 
 
+class RateWindows:
+    """Slack's ``Retry-After`` windows, per method, in Redis: seen by every worker process.
+
+    Slack's limits are per workspace, not per connection: a 429 met by one job says the next
+    calls of that method from any job will be refused too, and calling inside the window only
+    lengthens it. A window is a key that expires when it ends; it is only ever lengthened.
+    Redis failing is logged and the call goes on: the window is advice, Slack still enforces it.
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str = RATE_WINDOW_PREFIX) -> None:
+        self._redis = client
+        self._prefix = prefix
+
+    def remaining(self, method: str) -> float:
+        """Seconds left in ``method``'s window; 0 outside one."""
+        try:
+            left_ms = int(self._redis.pttl(self._prefix + method))
+        except redis.RedisError as exc:
+            log.warning("could not read Slack's rate-limit window for %s: %s", method, exc)
+            return 0.0
+        return left_ms / 1000 if left_ms > 0 else 0.0
+
+    def open(self, method: str, seconds: float) -> None:
+        """Slack asked to wait ``seconds`` before calling ``method`` again."""
+        millis = max(1, math.ceil(seconds * 1000))
+        key = self._prefix + method
+        try:
+            with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(key, "1", px=millis, nx=True)
+                pipe.pexpire(key, millis, gt=True)  # a shorter 429 never shortens the window
+                pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("could not share Slack's rate-limit window for %s: %s", method, exc)
+
+
 class Notifier:
     """Posts roots, replies, status updates and private replies through ``slack_sdk``."""
 
@@ -113,6 +156,7 @@ class Notifier:
         timeout: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        redis_client: redis.Redis | None = None,
     ) -> None:
         # No slack_sdk retry handlers: every retry decision is made here, in meshbot's terms.
         self._client = WebClient(
@@ -124,6 +168,7 @@ class Notifier:
         self._clock, self._sleep = clock, sleep
         self._lock = threading.Lock()
         self._shown: OrderedDict[tuple[str, str], _Shown] = OrderedDict()
+        self._windows = RateWindows(redis_client) if redis_client is not None else None
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, **options: Any) -> Notifier:
@@ -309,7 +354,18 @@ class Notifier:
         self, method: str, send: Callable[[], SlackResponse], *, join: str | None = None
     ) -> SlackResponse:
         waited = joined = False
+        check_window = True
         while True:
+            left = self._windows.remaining(method) if check_window and self._windows else 0.0
+            if left > 0:
+                # Another job (maybe in another worker) was told to wait: sending now would be
+                # refused and would only lengthen the window for everyone.
+                if waited or left > self.max_inline_wait:
+                    raise SlackRateLimited(
+                        f"Slack rate-limited {method}; retry in {left:g}s", delay=left)
+                waited = True
+                self._sleep(left)  # short enough to wait here, as for a 429 of our own
+            check_window = True
             try:
                 return send()
             except SlackApiError as exc:
@@ -317,9 +373,12 @@ class Notifier:
                 error = str(exc.response.get("error") or f"http_{status}")
                 if status == 429 or error in RATE_LIMIT_ERRORS:
                     delay = _retry_after(exc.response.headers)
+                    if self._windows is not None:
+                        self._windows.open(method, delay)
                     if not waited and delay <= self.max_inline_wait:
                         waited = True
                         self._sleep(delay)  # Slack asked for it; short enough to wait here
+                        check_window = False  # that wait was this window's, to its end
                         continue
                     raise SlackRateLimited(
                         f"Slack rate-limited {method}; retry in {delay:g}s", delay=delay

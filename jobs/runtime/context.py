@@ -33,7 +33,7 @@ class JobContext:
 
     @cached_property
     def notifier(self) -> Notifier:
-        return Notifier.from_settings(self.settings)
+        return Notifier.from_settings(self.settings, redis_client=self.redis)
 
     @cached_property
     def kube(self) -> KubeClient:
