@@ -240,6 +240,8 @@ class SlackApiStandIn(SlackWorkspace):
             error = "not_allowed_token_type" if wrong_type else "invalid_auth"
             return 200, {}, {"ok": False, "error": error}
         fault = self.take_fault(method)
+        if fault is not None and fault.after_serving:
+            self._serve_method(method, params)  # done, whatever the caller is told next
         if fault is not None:
             extra = {}
             if fault.retry_after is not None:
@@ -252,6 +254,10 @@ class SlackApiStandIn(SlackWorkspace):
             if self._socket_mode is None:  # the stand-in's name: no server was attached
                 return 200, {}, {"ok": False, "error": "socket_mode_not_enabled"}
             return 200, {}, {"ok": True, "url": self._socket_mode()}
+        return self._serve_method(method, params)
+
+    def _serve_method(self, method: str, params: dict[str, Any]
+                      ) -> tuple[int, dict[str, str], JSONDict]:
         handler = METHODS.get(method)
         if handler is None:
             return 200, {}, {"ok": False, "error": "unknown_method"}

@@ -54,8 +54,63 @@ def post_message(ws: SlackWorkspace, params: Params) -> JSONDict:
             # Slack itself accepts an unknown thread_ts and hides the reply; the stand-in is
             # stricter so a test catches a reply that nobody would ever see.
             raise SlackMethodError("thread_not_found") from None
-    message = ws.post(channel.id, text, blocks=blocks, thread_ts=thread_ts)
-    return {"channel": channel.id, "ts": message.ts, "message": message.as_slack(ws.bot_id)}
+    message = ws.post(channel.id, text, blocks=blocks, thread_ts=thread_ts,
+                      metadata=_metadata(params.get("metadata")))
+    return {"channel": channel.id, "ts": message.ts,
+            "message": message.as_slack(ws.bot_id, with_metadata=True)}
+
+
+def _metadata(raw: Any) -> JSONDict | None:
+    """chat.postMessage's ``metadata``: an object (or its JSON) with a string ``event_type``
+    and an object ``event_payload``; Slack refuses any other shape."""
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raise SlackMethodError("invalid_metadata_format") from None
+    if (not isinstance(raw, dict) or not isinstance(raw.get("event_type"), str)
+            or not isinstance(raw.get("event_payload"), dict)):
+        raise SlackMethodError("invalid_metadata_format")
+    return {"event_type": raw["event_type"], "event_payload": raw["event_payload"]}
+
+
+def _flag(params: Params, key: str) -> bool:
+    return str(params.get(key, "")).lower() in ("1", "true")
+
+
+def history(ws: SlackWorkspace, params: Params) -> JSONDict:
+    """conversations.history: the channel's top-level messages, newest first, paginated by an
+    opaque cursor; metadata only with ``include_all_metadata``."""
+    channel = ws.channel(_arg(params, "channel"))
+    if not channel.is_member:
+        raise SlackMethodError("channel_not_found" if channel.is_private else "not_in_channel")
+    try:
+        limit = min(max(int(_arg(params, "limit") or "100"), 1), 999)
+        oldest = float(_arg(params, "oldest") or "0")
+        latest = float(_arg(params, "latest") or "inf")
+        start = int(_arg(params, "cursor") or "0")
+    except ValueError:
+        raise SlackMethodError("invalid_arguments") from None
+    inclusive = _flag(params, "inclusive")
+
+    def within(ts: float) -> bool:
+        if inclusive:
+            return oldest <= ts <= latest
+        return oldest < ts < latest
+
+    timeline = [m for m in reversed(ws.messages(channel.id))
+                if not m.is_reply and within(float(m.ts))]
+    page = timeline[start:start + limit]
+    more = start + limit < len(timeline)
+    with_metadata = _flag(params, "include_all_metadata")
+    return {
+        "messages": [m.as_slack(ws.bot_id, with_metadata=with_metadata) for m in page],
+        "has_more": more,
+        "pin_count": 0,
+        "response_metadata": {"next_cursor": str(start + limit) if more else ""},
+    }
 
 
 def update(ws: SlackWorkspace, params: Params) -> JSONDict:
@@ -190,6 +245,7 @@ METHODS: Mapping[str, Handler] = {
     "chat.getPermalink": get_permalink,
     "conversations.join": join,
     "conversations.info": conversation_info,
+    "conversations.history": history,
     "usergroups.users.list": usergroup_users,
     "users.info": user_info,
     "reactions.get": reactions_get,

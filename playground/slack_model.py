@@ -92,6 +92,9 @@ class Message:
     history: tuple[str, ...] = ()
     reactions: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     files: tuple[str, ...] = ()  # ids of the files shared with this message
+    # chat.postMessage's ``metadata`` ({event_type, event_payload}); conversations.history
+    # returns it only when asked (include_all_metadata), as Slack does.
+    metadata: JSONDict | None = None
 
     @property
     def is_reply(self) -> bool:
@@ -101,7 +104,7 @@ class Message:
     def edits(self) -> int:
         return len(self.history)
 
-    def as_slack(self, bot_id: str) -> JSONDict:
+    def as_slack(self, bot_id: str, *, with_metadata: bool = False) -> JSONDict:
         body: JSONDict = {
             "type": "message",
             "user": self.user,
@@ -109,6 +112,8 @@ class Message:
             "text": self.text,
             "ts": self.ts,
         }
+        if with_metadata and self.metadata is not None:
+            body["metadata"] = copy.deepcopy(self.metadata)
         if self.blocks:
             body["blocks"] = [copy.deepcopy(b) for b in self.blocks]
         if self.thread_ts is not None:

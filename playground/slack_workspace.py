@@ -37,6 +37,9 @@ class Fault:
     status: int
     error: str
     retry_after: float | None = None
+    # Slack did the work, then answered with the error (a 500 after the message was stored,
+    # a timeout on the way back): the caller cannot tell whether it landed.
+    after_serving: bool = False
 
 
 class SlackWorkspace:
@@ -121,6 +124,11 @@ class SlackWorkspace:
         """Answer the next ``times`` calls of ``method`` with ``error`` (e.g. 500 fatal_error)."""
         self._add_fault(method, times, Fault(status, error))
 
+    def fail_after_serving(self, method: str, error: str = "fatal_error", times: int = 1,
+                           status: int = 500) -> None:
+        """Serve the next ``times`` calls of ``method``, then answer them with ``error``."""
+        self._add_fault(method, times, Fault(status, error, after_serving=True))
+
     def _add_fault(self, method: str, times: int, fault: Fault) -> None:
         with self.transaction():
             self._faults.setdefault(method, []).extend([fault] * times)
@@ -177,6 +185,7 @@ class SlackWorkspace:
         user: str | None = None,
         blocks: tuple[JSONDict, ...] = (),
         thread_ts: str | None = None,
+        metadata: JSONDict | None = None,
     ) -> Message:
         """Add a message (from the bot unless ``user`` is given, e.g. a person in the demo)."""
         with self.transaction():
@@ -185,7 +194,8 @@ class SlackWorkspace:
                 # A reply to a reply lands in the root's thread, as in Slack.
                 thread_ts = self.message(channel, thread_ts).thread_ts or thread_ts
             message = Message(
-                channel, self.next_ts(), text, user or self.bot_user_id, blocks, thread_ts
+                channel, self.next_ts(), text, user or self.bot_user_id, blocks, thread_ts,
+                metadata=metadata,
             )
             self._messages.setdefault(channel, []).append(message)
             return message
