@@ -38,6 +38,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import redis
+from rq import get_current_job
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web import SlackResponse
@@ -55,6 +56,12 @@ TRANSIENT_ERRORS = frozenset(
 RATE_LIMIT_ERRORS = frozenset({"ratelimited", "rate_limited"})
 REMEMBERED_MESSAGES = 10_000  # bounds the update ledger of a long-lived worker
 RATE_WINDOW_PREFIX = "meshbot:slack:rate-limited:"  # + method: exists while Slack asked to wait
+# A thread root a job posts carries this metadata event, so a later attempt can find it.
+ROOT_EVENT = "meshbot_thread_root"
+ROOT_PREFIX = "meshbot:slack:root:"  # + key: "sent <time>" while unsure, then "ts <ts>"
+ROOT_TTL_S = 24 * 3600
+HISTORY_PAGES = 5  # of 200 messages: a retry comes within minutes, not thousands of messages
+CLOCK_SLACK_S = 60.0  # Slack's clock and ours may differ: look back this much further
 
 log = logging.getLogger("meshbot.slack")
 
@@ -168,7 +175,9 @@ class Notifier:
         self._clock, self._sleep = clock, sleep
         self._lock = threading.Lock()
         self._shown: OrderedDict[tuple[str, str], _Shown] = OrderedDict()
+        self._redis = redis_client
         self._windows = RateWindows(redis_client) if redis_client is not None else None
+        self._roots_in_attempt: dict[int, tuple[str, int]] = {}  # thread → (job attempt, n)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, **options: Any) -> Notifier:
@@ -193,19 +202,101 @@ class Notifier:
 
     # -- posting ------------------------------------------------------------------------------
 
-    def post_root(self, channel: str, text: str, blocks: Blocks | None = None) -> str:
-        """Post a channel message (a thread root); returns its ``ts``."""
-        return self._post(channel, text, blocks, None)
+    def post_root(self, channel: str, text: str, blocks: Blocks | None = None, *,
+                  key: str | None = None) -> str:
+        """Post a channel message (a thread root); returns its ``ts``.
+
+        A root is posted once per ``key`` — by default, per RQ job and its n-th root, the same
+        in every attempt of the job. Slack may store a message and still answer 500 or time
+        out; the job's retry then looks for the root in ``conversations.history`` by its
+        metadata instead of starting a second thread, and a later attempt of a job whose root
+        did land (it failed afterwards) goes on in the same thread.
+        """
+        key = key if key is not None else self._job_root_key(channel)
+        if key is None or self._redis is None:
+            return self._post(channel, text, blocks, None)
+        return self._post_root_once(self._redis, channel, text, blocks, key)
+
+    def _job_root_key(self, channel: str) -> str | None:
+        job = get_current_job()
+        if job is None:  # the ticker's own posts: no attempt to be retried
+            return None
+        attempt = f"{job.id} {job.started_at}"
+        thread = threading.get_ident()
+        with self._lock:
+            seen, count = self._roots_in_attempt.get(thread, ("", 0))
+            count = count + 1 if seen == attempt else 1
+            self._roots_in_attempt[thread] = (attempt, count)
+        return f"{job.id}:{channel}:{count}"
+
+    def _post_root_once(self, client: redis.Redis, channel: str, text: str,
+                        blocks: Blocks | None, key: str) -> str:
+        mark = ROOT_PREFIX + key
+        try:
+            raw = client.get(mark)
+        except redis.RedisError as exc:
+            log.warning("could not read whether root %s was posted: %s", key, exc)
+            return self._post(channel, text, blocks, None)
+        state = raw.decode() if isinstance(raw, bytes) else str(raw or "")
+        kind, _, value = state.partition(" ")
+        if kind == "ts":
+            return value
+        if kind == "sent":
+            found = self._find_root(channel, key, since=float(value))
+            if found is not None:
+                self._set_mark(client, mark, f"ts {found}")
+                return found
+        self._set_mark(client, mark, f"sent {time.time()}")
+        metadata = {"event_type": ROOT_EVENT, "event_payload": {"key": key}}
+        ts = self._post(channel, text, blocks, None, metadata=metadata)
+        self._set_mark(client, mark, f"ts {ts}")
+        return ts
+
+    @staticmethod
+    def _set_mark(client: redis.Redis, mark: str, value: str) -> None:
+        try:
+            client.set(mark, value, ex=ROOT_TTL_S)
+        except redis.RedisError as exc:
+            log.warning("could not note root post %s: %s", mark, exc)
+
+    def _find_root(self, channel: str, key: str, *, since: float) -> str | None:
+        """The ts of the root posted with ``key`` since ``since``, if Slack has it."""
+        cursor: str | None = None
+
+        def read_page() -> SlackResponse:
+            return self._client.conversations_history(
+                channel=channel, oldest=f"{since - CLOCK_SLACK_S:.6f}", limit=200,
+                include_all_metadata=True, cursor=cursor)
+
+        for _ in range(HISTORY_PAGES):
+            try:
+                page = self._call("conversations.history", read_page)
+            except SlackCallFailed as exc:
+                # No history scope, say: a second root is better than none.
+                log.warning("could not look for root %s in %s (%s); posting it", key, channel,
+                            exc.error)
+                return None
+            for message in page.get("messages") or []:
+                metadata = message.get("metadata") or {}
+                payload = metadata.get("event_payload") or {}
+                if metadata.get("event_type") == ROOT_EVENT and payload.get("key") == key:
+                    return str(message["ts"])
+            cursor = str((page.get("response_metadata") or {}).get("next_cursor") or "")
+            if not page.get("has_more") or not cursor:
+                return None
+        return None
 
     def reply(self, channel: str, thread_ts: str, text: str, blocks: Blocks | None = None) -> str:
         """Post into the thread of ``thread_ts``; returns the reply's ``ts``."""
         return self._post(channel, text, blocks, thread_ts)
 
-    def _post(self, channel: str, text: str, blocks: Blocks | None, thread_ts: str | None) -> str:
+    def _post(self, channel: str, text: str, blocks: Blocks | None, thread_ts: str | None,
+              metadata: dict[str, Any] | None = None) -> str:
         response = self._call(
             "chat.postMessage",
             lambda: self._client.chat_postMessage(
-                channel=channel, text=text, blocks=blocks, thread_ts=thread_ts
+                channel=channel, text=text, blocks=blocks, thread_ts=thread_ts,
+                metadata=metadata,
             ),
             join=channel,
         )

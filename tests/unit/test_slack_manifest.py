@@ -16,6 +16,7 @@ METHOD_SCOPES = {
     "chat.update": "chat:write",
     "chat.postEphemeral": "chat:write",
     "conversations.join": "channels:join",
+    "conversations.history": "channels:history",
     "usergroups.users.list": "usergroups:read",
 }
 
