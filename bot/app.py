@@ -19,7 +19,7 @@ from bot.auth import static_authorize
 from bot.gate import gate, policy_groups
 from bot.groups import GroupResolver
 from jobs.runtime import api
-from meshbot import metrics
+from meshbot import cluster_scope, metrics
 from meshbot.commands import Command, Request, Verb
 from meshbot.errors import QueueUnavailable
 from meshbot.settings import Settings
@@ -142,13 +142,16 @@ def handle_command(ctx: BotContext, body: dict[str, Any]) -> str:
     verb = outcome.command.verb.value if outcome.command else "invalid"  # for the metrics
     if outcome.refusal is not None:
         log.info("refused %s from %s: %s", body.get("text"), user, outcome.refusal)
-        api.record_refusal(ctx.redis, request, outcome.refusal)
+        with cluster_scope.scope(request.command.cluster):  # audited with its cluster
+            api.record_refusal(ctx.redis, request, outcome.refusal)
         metrics.command(verb, "refused")
         return outcome.reply
     if not outcome.submit or outcome.command is None:
         metrics.command(verb, "done")  # answered here (help)
         return outcome.reply
-    if not api.submit(ctx.redis, request, queue=ctx.settings.queue_name):
+    with cluster_scope.scope(request.command.cluster):
+        accepted = api.submit(ctx.redis, request, queue=ctx.settings.queue_name)
+    if not accepted:
         metrics.command(verb, "duplicate")
         return replies.duplicate(outcome.command)
     metrics.command(verb, "accepted")

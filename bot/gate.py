@@ -53,6 +53,10 @@ def gate(policy: Policy, text: str, *, user: str, channel: str,
     if isinstance(decision, Deny):
         return Outcome(reply=replies.refused(decision.reason), command=command,
                        refusal=decision.reason)
+    cluster, why_not = policy.cluster_for(command.verb, command.target, command.cluster)
+    if why_not is not None:
+        return Outcome(reply=replies.refused(why_not), command=command, refusal=why_not)
+    command = command.model_copy(update={"cluster": cluster})
     if isinstance(decision, NeedsApproval):
         return Outcome(reply=replies.needs_approval(command, decision.reason), command=command,
                        submit=True, approvals_required=decision.count,

@@ -105,6 +105,9 @@ def _take_dry_run(verb: Verb, positional: list[str]) -> bool:
     if not VERBS[verb].takes_dry_run:
         raise GrammarError(f"`{verb.value}` changes nothing, so it has no dry run. "
                            f"Usage: `{usage(verb)}`")
+    if positional and positional[0].lower() in VERBS[verb].read_only:
+        raise GrammarError(f"`{verb.value} {positional[0].lower()}` changes nothing, so it has "
+                           f"no dry run. Usage: `{usage(verb)}`")
     if len(found) > 1:
         raise GrammarError(f"`dry-run` is given twice. Usage: `{usage(verb)}`")
     positional.remove(found[0])
@@ -208,6 +211,103 @@ def _mirror(verb: Verb, target: str | None, positional: list[str],
     return Command(verb=verb, target=target, percent=parse_percent(word), options=confirm)
 
 
+# Istio's principal of a workload: <trust domain>/ns/<namespace>/sa/<service account>.
+PRINCIPAL = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/ns/[a-z0-9]([-a-z0-9]{0,61}"
+                       r"[a-z0-9])?/sa/[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE")
+# Istio matches a path exactly, by prefix (/api/*), by suffix (*/info) or by presence (*).
+AUTHZ_PATH = re.compile(r"^(\*|\*?/[A-Za-z0-9._~!$&'()+,;=:@%/-]*\*?)$")
+_AUTHZ_OPTIONS = {"deny-all": frozenset({"confirm"}), "list": frozenset(),
+                  "remove": frozenset({"confirm"}),
+                  "allow": frozenset({"from", "to", "methods", "paths", "confirm"})}
+
+
+def _listed(verb: Verb, key: str, value: str) -> list[str]:
+    items = list(dict.fromkeys(item for item in value.split(",") if item))
+    if not items or len(items) > 20:
+        raise GrammarError(f"`{key}=` needs 1 to 20 comma-separated values. "
+                           f"Usage: `{usage(verb)}`")
+    return items
+
+
+def _source(verb: Verb, text: str) -> str:
+    principal = text.removeprefix("spiffe://")
+    if PRINCIPAL.fullmatch(principal) or DNS1123_LABEL.fullmatch(text):
+        return principal
+    raise GrammarError(
+        f"`from={text[:80]}` is neither a principal (`cluster.local/ns/<namespace>/sa/"
+        f"<service account>`) nor a namespace name. Usage: `{usage(verb)}`")
+
+
+def _path(verb: Verb, text: str) -> str:
+    both = text.startswith("*") and text.endswith("*") and text != "*"
+    if len(text) > 256 or both or not AUTHZ_PATH.fullmatch(text):
+        raise GrammarError(
+            f"`{text[:80]}` is not a path Istio can match: start with `/`, and use `*` only "
+            f"once, at the end (`/api/*`) or the start (`*/info`), or alone. "
+            f"Usage: `{usage(verb)}`")
+    return text
+
+
+def _authz(verb: Verb, target: str | None, positional: list[str],
+           options: dict[str, str]) -> Command:
+    action = positional.pop(0).lower() if positional else ""
+    if action not in _AUTHZ_OPTIONS:
+        raise GrammarError(f"`authz` needs deny-all, allow, list or remove. "
+                           f"Usage: `{usage(verb)}`")
+    found: dict[str, str] = {}
+    if action == "remove":
+        if not positional:
+            raise GrammarError(f"`authz remove` needs the policy's name (`/mesh authz "
+                               f"{target} list` shows them). Usage: `{usage(verb)}`")
+        found["name"] = _check_name(verb, TargetKind.SERVICE, positional.pop(0))
+    _reject_extra(verb, positional, options, _AUTHZ_OPTIONS[action])
+    if "confirm" in options:
+        if options["confirm"].lower() != "yes":
+            raise GrammarError(f"`confirm={options['confirm']}`: the only confirmation is "
+                               f"confirm=yes. Usage: `{usage(verb)}`")
+        found["confirm"] = "yes"
+    if action == "allow":
+        if "from" not in options or "to" not in options:
+            raise GrammarError(f"`authz allow` needs from= and to=. Usage: `{usage(verb)}`")
+        sources = [_source(verb, s) for s in _listed(verb, "from", options["from"])]
+        found["from"] = ",".join(dict.fromkeys(sources))
+        found["to"] = _check_name(verb, TargetKind.SERVICE, options["to"])
+        if "methods" in options:
+            methods = [m.upper() for m in _listed(verb, "methods", options["methods"])]
+            unknown = [m for m in methods if m not in HTTP_METHODS]
+            if unknown:
+                raise GrammarError(f"`{unknown[0][:20]}` is not an HTTP method; use "
+                                   f"{', '.join(HTTP_METHODS)}. Usage: `{usage(verb)}`")
+            found["methods"] = ",".join(dict.fromkeys(methods))
+        if "paths" in options:
+            found["paths"] = ",".join(_path(verb, p) for p in _listed(
+                verb, "paths", options["paths"]))
+    return Command(verb=verb, target=target, switch=action, options=found)
+
+
+def _migrate(verb: Verb, target: str | None, positional: list[str],
+             options: dict[str, str]) -> Command:
+    if positional and positional[0].lower() in VERBS[verb].switches:
+        switch = positional.pop(0).lower()
+        _reject_extra(verb, positional, options)
+        return Command(verb=verb, target=target, switch=switch)
+    _reject_extra(verb, positional, options, frozenset({"phase", "force"}))
+    found: dict[str, str] = {}
+    if "phase" in options:
+        phase = options["phase"].lower()
+        if phase != "all" and not re.fullmatch(r"[1-5]", phase):
+            raise GrammarError(f"`phase={options['phase'][:20]}` is out of range: the runbook's "
+                               f"migration has phases 1 to 5 (or all). Usage: `{usage(verb)}`")
+        found["phase"] = phase
+    if "force" in options:
+        if options["force"].lower() != "yes":
+            raise GrammarError(f"`force={options['force'][:20]}`: the only force is force=yes. "
+                               f"Usage: `{usage(verb)}`")
+        found["force"] = "yes"
+    return Command(verb=verb, target=target, options=found)
+
+
 Parser = Callable[[Verb, str | None, list[str], dict[str, str]], Command]
 _PARSERS: dict[Args, Parser] = {
     Args.NONE: _no_args,
@@ -218,4 +318,5 @@ _PARSERS: dict[Args, Parser] = {
     Args.RESTORE: _no_args,
     Args.HEADER: _ab,
     Args.MIRROR: _mirror,
+    Args.AUTHZ: _authz,
 }

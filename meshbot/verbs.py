@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from meshbot.commands import TargetKind, Verb
+from meshbot.commands import Command, TargetKind, Verb
 
 
 class Args(StrEnum):
@@ -27,6 +27,7 @@ class Args(StrEnum):
     RESTORE = "restore"  # nothing beyond the backup id (and dry-run, as for every change)
     HEADER = "header"  # ab: header=<name>:<value> | off
     MIRROR = "mirror"  # <percent>|off [confirm=yes]
+    AUTHZ = "authz"  # deny-all | allow from=… to=… | list | remove <name>
 
 
 class ApprovalKind(StrEnum):
@@ -40,6 +41,7 @@ class ApprovalKind(StrEnum):
     NAMESPACE_MTLS = "namespace_mtls"
     NAMESPACE_INJECT = "namespace_inject"
     NAMESPACE_RESTORE = "namespace_restore"
+    NAMESPACE_AUTHZ = "namespace_authz"  # its AuthorizationPolicies (not to list them)
     FREEZE_OFF = "freeze_off"  # lifting the freeze, not setting it
 
 
@@ -53,6 +55,8 @@ class VerbSpec:
     target_optional: bool = False
     args: Args = Args.NONE
     switches: tuple[str, ...] = ()
+    # Switches that only read (authz list): no dry run, no approval, not refused by the freeze.
+    read_only: tuple[str, ...] = ()
     approval: ApprovalKind = ApprovalKind.NONE
     changes_mesh: bool = False
     locks_service: bool = False
@@ -135,6 +139,12 @@ REGISTRY: tuple[VerbSpec, ...] = (
              during_freeze=True, handler="jobs.runtime.handlers.emergency:emergency"),
     VerbSpec(Verb.READINESS, "readiness", _NONE,
              handler="jobs.runtime.handlers.readiness:readiness"),
+    VerbSpec(Verb.AUTHZ, "authz <namespace> deny-all [confirm=yes] | allow "
+             "from=<principal|namespace> to=<service> [methods=GET,POST] [paths=/api/*] "
+             "[confirm=yes] | list | remove <name> [confirm=yes]", _NS, args=Args.AUTHZ,
+             switches=("deny-all", "allow", "list", "remove"), read_only=("list",),
+             approval=ApprovalKind.NAMESPACE_AUTHZ, changes_mesh=True,
+             handler="jobs.runtime.handlers.authz:authz"),
 )
 
 VERBS: dict[Verb, VerbSpec] = {spec.verb: spec for spec in REGISTRY}
@@ -142,6 +152,12 @@ VERBS: dict[Verb, VerbSpec] = {spec.verb: spec for spec in REGISTRY}
 
 def spec(verb: Verb) -> VerbSpec:
     return VERBS[verb]
+
+
+def changes(command: Command) -> bool:
+    """Whether this command (not only its verb) changes the mesh: a read-only switch does not."""
+    found = VERBS[command.verb]
+    return found.changes_mesh and command.switch not in found.read_only
 
 
 def verbs_where(**wanted: object) -> frozenset[Verb]:

@@ -141,6 +141,8 @@ def _approvals_needed(
         return namespace.mtls, f"changing mTLS in namespace {target}"
     if kind is ApprovalKind.NAMESPACE_INJECT:
         return namespace.inject_namespace, f"changing sidecar injection in namespace {target}"
+    if kind is ApprovalKind.NAMESPACE_AUTHZ and switch not in verb_spec(verb).read_only:
+        return namespace.authz, f"changing the AuthorizationPolicies of namespace {target}"
     if kind is ApprovalKind.NAMESPACE_RESTORE:
         return namespace.restore, f"restoring backup {target}"
     if kind is ApprovalKind.FREEZE_OFF and switch == "off":

@@ -111,6 +111,19 @@ DnsLabel = Annotated[
     ),
     _pattern(DNS_LABEL),
 ]
+# A caller of a service, as an AuthorizationPolicy names it: a principal, or a namespace.
+_CALLER = re.compile(r"([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/ns/[a-z0-9]([-a-z0-9]{0,61}"
+                     r"[a-z0-9])?/sa/[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?)|" + DNS_LABEL.pattern)
+Caller = Annotated[
+    str,
+    _matching(
+        _CALLER,
+        "a principal or a namespace",
+        "write a principal as cluster.local/ns/<namespace>/sa/<service account>, or a "
+        "namespace name (e.g. frontend)",
+    ),
+    _pattern(_CALLER),
+]
 VirtualServiceRef = Annotated[
     str,
     _matching(

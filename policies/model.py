@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from policies.fields import (
+    Caller,
     Count,
     DnsLabel,
     Duration,
@@ -256,6 +257,11 @@ class NamespaceApprovals(Section):
     restore: Count = Field(2, description="approvals to restore mesh config from a backup")
     emergency: Count = Field(2, description="approvals for an emergency (at least)")
     freeze_off: Count = Field(1, description="approvals to lift a change freeze")
+    authz: Count = Field(
+        1, description="approvals to add or remove a namespace's AuthorizationPolicies (authz "
+        "deny-all, allow, remove; listing them needs none)"
+    )
+
 
 
 class Links(Section):
@@ -292,6 +298,12 @@ class Service(Section):
         False,
         description="true when mirroring traffic to the canary is harmless (the service does "
         "not write); otherwise a mirror asks for confirmation",
+    )
+    callers: list[Caller] | None = Field(
+        None,
+        description="who calls this service: principals (cluster.local/ns/<ns>/sa/<sa>) or "
+        "namespaces; authz deny-all, allow and remove are refused while they would cut one "
+        "that no ALLOW rule admits (its recent traffic in Prometheus counts too)",
     )
     gitops_allowed: bool | None = Field(
         None,

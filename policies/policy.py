@@ -10,9 +10,11 @@ from pydantic import AfterValidator, Field, PrivateAttr, model_validator
 
 from meshbot.commands import Verb
 from meshbot.errors import PolicyError, PolicyProblem
+from policies.clusters import choose, unknown_clusters
 from policies.fields import DnsLabel, Name, SlackChannel, SlackMember, invalid
 from policies.model import (
     Approvals,
+    Cluster,
     Defaults,
     Links,
     NamespaceApprovals,
@@ -103,6 +105,12 @@ class Policy(Section):
         description="allow changing objects owned by Argo CD or Flux (they would revert the "
         "change); a service may override it",
     )
+    clusters: dict[Name, Cluster] = Field(
+        default_factory=dict,
+        description="the Kubernetes clusters meshbot drives, by name; empty: the one it "
+        "reaches through its service account or KUBECONFIG",
+    )
+
 
     _views: dict[str, ServiceView] = PrivateAttr(default_factory=dict)
 
@@ -114,7 +122,8 @@ class Policy(Section):
         for name, service in self.services.items():
             tier = self.tiers[service.tier]
             self._views[name] = resolve(
-                name, service, self.defaults, tier.approvals, self.gitops_allowed
+                name, service, self.defaults, tier.approvals, self.gitops_allowed,
+                tuple(service.clusters or self.clusters),
             )
         return self
 
@@ -166,6 +175,7 @@ class Policy(Section):
                     )
                 )
         problems.extend(self._approver_problems())
+        problems.extend(unknown_clusters(self.services, self.clusters))
         return problems
 
     def _approval_counts(self) -> Iterable[tuple[str, int]]:
@@ -232,3 +242,14 @@ class Policy(Section):
         return tuple(
             self.tiers[view.tier] for view in self._views.values() if view.namespace == namespace
         )
+
+    def cluster_for(self, verb: Verb, target: str | None,
+                    given: str | None) -> tuple[str | None, str | None]:
+        """(the cluster the command means, None), or (None, why it is refused)."""
+        services = {name: view.clusters for name, view in self._views.items()}
+        namespaces = {name: view.namespace for name, view in self._views.items()}
+        return choose(self.clusters, services, namespaces, verb, target, given)
+
+    @property
+    def cluster_names(self) -> tuple[str, ...]:
+        return tuple(self.clusters)

@@ -29,6 +29,7 @@ class ServiceView:
     channel: str | None
     mirror_safe: bool
     gitops_allowed: bool
+    callers: tuple[str, ...] = ()  # principals or namespaces allowed to call it (authz)
 
     def approvals_for_weight(self, percent: int) -> int:
         """Approvals needed before the canary may carry ``percent`` of the traffic.
@@ -94,4 +95,5 @@ def resolve(
         gitops_allowed=(
             gitops_allowed if service.gitops_allowed is None else service.gitops_allowed
         ),
+        callers=tuple(service.callers or ()),
     )

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from meshbot.commands import Command
+from meshbot.commands import Command, Verb
 
 
 def user(user_id: str) -> str:
@@ -36,6 +36,8 @@ def describe(command: Command) -> str:
         parts.append(str(command.percent))
     if command.switch:
         parts.append(command.switch)
+    if command.verb is Verb.AUTHZ:  # what it allows or removes is the command itself
+        parts += [v if k == "name" else f"{k}={v}" for k, v in command.options.items()]
     if command.steps:
         parts.append("steps=" + ",".join(str(s) for s in command.steps))
     if command.interval_s is not None:

@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.fixtures.prometheus",
     "tests.fixtures.meshbot",
     "tests.fixtures.live",
+    "tests.fixtures.two_clusters",
 ]

@@ -34,7 +34,8 @@ def _hash(text: str) -> str:
 class AlertThreads:
     def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
         self.client = client
-        self.prefix = (keys or Keys()).prefix
+        # Alertmanager's groups are not a cluster's: the webhook finds them without one.
+        self.prefix = (keys or Keys()).root
 
     def _group(self, group_key: str) -> str:
         # Alertmanager's groupKey is long and full of braces and quotes: hashed into the key.

@@ -1,13 +1,25 @@
-"""Every Redis key meshbot uses, under one prefix (``meshbot:`` by default)."""
+"""Every Redis key meshbot uses, under one prefix (``meshbot:`` by default).
+
+Keys about a cluster's mesh (rollouts, locks, audit, backups) carry the cluster the code runs
+for (``meshbot.cluster_scope``); keys the bot must find from a Slack event alone (approval
+requests, requests' dedupe marks) and the freeze are the same for every cluster.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from meshbot import cluster_scope
 
 
 @dataclass(frozen=True)
 class Keys:
-    prefix: str = "meshbot:"
+    root: str = "meshbot:"
+    cluster: str | None = field(default_factory=cluster_scope.current)
+
+    @property
+    def prefix(self) -> str:
+        return self.root if self.cluster is None else f"{self.root}cluster:{self.cluster}:"
 
     def rollout(self, service: str) -> str:
         return f"{self.prefix}rollout:{service}"
@@ -18,7 +30,7 @@ class Keys:
         return f"{self.prefix}watched"
 
     def request(self, request_id: str) -> str:
-        return f"{self.prefix}request:{request_id}"
+        return f"{self.root}request:{request_id}"
 
     @property
     def audit(self) -> str:
@@ -46,17 +58,17 @@ class Keys:
 
     def approval(self, channel: str, ts: str) -> str:
         """JSON of one pending approval, keyed by its Slack message (what approvers react on)."""
-        return f"{self.prefix}approval:{channel}:{ts}"
+        return f"{self.root}approval:{channel}:{ts}"
 
     def approval_for(self, request_id: str) -> str:
         """``channel ts`` of the approval message a request is waiting on."""
-        return f"{self.prefix}approval-for:{request_id}"
+        return f"{self.root}approval-for:{request_id}"
 
     @property
     def approvals_open(self) -> str:
         """Sorted set: ``channel ts`` → expires_at, of approvals still collecting reactions or
         whose approved work waits (for a lock, the freeze)."""
-        return f"{self.prefix}approvals:open"
+        return f"{self.root}approvals:open"
 
     @property
     def lock_pattern(self) -> str:
@@ -65,4 +77,4 @@ class Keys:
     @property
     def freeze(self) -> str:
         """JSON of the change freeze while it is on (absent: no freeze)."""
-        return f"{self.prefix}freeze"
+        return f"{self.root}freeze"

@@ -23,6 +23,7 @@ replaces any held one). Held updates go out on the next ``update`` after the int
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import http.client
 import json
@@ -179,6 +180,26 @@ class Notifier:
         self._windows = RateWindows(redis_client) if redis_client is not None else None
         self._roots_in_attempt: dict[int, tuple[str, int]] = {}  # thread → (job attempt, n)
 
+    label = ""  # the cluster's name when the policy names several (``labelled``)
+
+    def labelled(self, label: str) -> Notifier:
+        """This notifier (the same client, rate windows and remembered messages) with every
+        message it posts, updates or tells marked with ``label``: which cluster it is about."""
+        other = copy.copy(self)
+        other.label = label
+        return other
+
+    def _labelled(self, text: str, blocks: Blocks | None) -> tuple[str, Blocks | None]:
+        if not self.label:
+            return text, blocks
+        mark = f"`{self.label}`"
+        if text.startswith(mark):  # already marked (a held update sent again)
+            return text, blocks
+        if blocks:
+            blocks = [{"type": "context", "elements": [{"type": "mrkdwn", "text": mark}]},
+                      *blocks]
+        return f"{mark} {text}", blocks
+
     @classmethod
     def from_settings(cls, settings: Settings | None = None, **options: Any) -> Notifier:
         settings = settings or Settings()
@@ -212,6 +233,7 @@ class Notifier:
         metadata instead of starting a second thread, and a later attempt of a job whose root
         did land (it failed afterwards) goes on in the same thread.
         """
+        text, blocks = self._labelled(text, blocks)
         key = key if key is not None else self._job_root_key(channel)
         if key is None or self._redis is None:
             return self._post(channel, text, blocks, None)
@@ -288,7 +310,7 @@ class Notifier:
 
     def reply(self, channel: str, thread_ts: str, text: str, blocks: Blocks | None = None) -> str:
         """Post into the thread of ``thread_ts``; returns the reply's ``ts``."""
-        return self._post(channel, text, blocks, thread_ts)
+        return self._post(channel, *self._labelled(text, blocks), thread_ts)
 
     def _post(self, channel: str, text: str, blocks: Blocks | None, thread_ts: str | None,
               metadata: dict[str, Any] | None = None) -> str:
@@ -310,6 +332,7 @@ class Notifier:
         self, channel: str, ts: str, text: str, blocks: Blocks | None = None
     ) -> UpdateOutcome:
         """Change a message meshbot posted, only when its content changes (see module doc)."""
+        text, blocks = self._labelled(text, blocks)
         new = fingerprint(text, blocks)
         now = self._clock()
         with self._lock:
@@ -395,6 +418,7 @@ class Notifier:
         A ``response_url`` expires (30 minutes, five uses); when it fails and ``channel`` and
         ``user`` are known, the reply falls back to ``chat.postEphemeral``.
         """
+        text, blocks = self._labelled(text, blocks)
         if response_url:
             try:
                 self._respond(response_url, text, blocks)

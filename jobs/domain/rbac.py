@@ -141,6 +141,10 @@ PERMISSIONS: tuple[Permission, ...] = (
     _p("emergency", APPS, "deployments", "get list patch"),
     _p("emergency", POLICY, "poddisruptionbudgets", "get list"),
     _p("emergency", CORE, "pods", "get list"),
+    # authz: the namespace's AuthorizationPolicies are read to judge what a change would cut,
+    # then one is created, patched (meshbot's own, its rule changed) or deleted.
+    _p("authz", SECURITY, "authorizationpolicies", "get list create patch delete"),
+    _p("authz", CORE, "namespaces", "get", "cluster"),
     # readiness: the control plane's health (istiod replicas, PDBs, HPAs, pods) and the zones
     # the nodes are spread over (node labels).
     _p("readiness", APPS, "deployments", "get list", "istio-system"),

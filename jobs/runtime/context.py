@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import redis
 
 from jobs.adapters.audit import AuditLog
+from jobs.adapters.keys import Keys
 from jobs.adapters.kube import KubeClient
 from jobs.adapters.rollout_store import RolloutStore
 from jobs.adapters.slack_notifier import Notifier
@@ -16,20 +17,51 @@ from meshbot.settings import Settings
 from policies.loader import load_policy_file
 from policies.policy import Policy
 
+_lock = threading.Lock()
+
 
 @dataclass
 class JobContext:
     settings: Settings
     policy: Policy
     redis: redis.Redis
+    # The policy's cluster this context drives (None: the only one of a policy naming none).
+    cluster: str | None = None
+    _clusters: dict[str, JobContext] = field(default_factory=dict, repr=False)
+
+    def for_cluster(self, name: str | None) -> JobContext:
+        """The context of one of the policy's clusters: its Kubernetes API, its Prometheus,
+        its keys; built once and kept (a client per cluster, not per job)."""
+        if name == self.cluster:
+            return self
+        with _lock:
+            found = self._clusters.get(name or "")
+            if found is None:
+                found = JobContext(self.settings, self.policy, self.redis, cluster=name)
+                # One Slack client for all clusters; each cluster's messages say its name
+                # when there is more than one to tell apart.
+                several = len(self.policy.clusters) > 1
+                found.__dict__["notifier"] = (self.notifier.labelled(name)
+                                              if several and name else self.notifier)
+                self._clusters[name or ""] = found
+            return found
+
+    @cached_property
+    def keys(self) -> Keys:
+        return Keys(cluster=self.cluster)
+
+    @property
+    def prometheus_url(self) -> str:
+        spec = self.policy.clusters.get(self.cluster) if self.cluster else None
+        return (spec.prometheus_url if spec else None) or self.settings.prometheus_url
 
     @cached_property
     def store(self) -> RolloutStore:
-        return RolloutStore(self.redis)
+        return RolloutStore(self.redis, self.keys)
 
     @cached_property
     def audit(self) -> AuditLog:
-        return AuditLog(self.redis)
+        return AuditLog(self.redis, self.keys)
 
     @cached_property
     def notifier(self) -> Notifier:
@@ -37,10 +69,13 @@ class JobContext:
 
     @cached_property
     def kube(self) -> KubeClient:
-        return KubeClient.from_environment(settings=self.settings)
+        spec = self.policy.clusters.get(self.cluster) if self.cluster else None
+        return KubeClient.from_environment(spec.context if spec else None,
+                                           settings=self.settings)
 
 
-_lock = threading.Lock()
+
+
 _current: JobContext | None = None
 
 

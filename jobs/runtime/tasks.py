@@ -20,7 +20,7 @@ from jobs.runtime.handlers import approvals
 from jobs.runtime.handlers.common import plans_dry_run, record
 from jobs.runtime.retry import honour_delay
 from jobs.runtime.weights import Abandoned
-from meshbot import metrics
+from meshbot import cluster_scope, metrics
 from meshbot.commands import Request, Verb
 from meshbot.errors import (
     GitOpsOwned,
@@ -56,7 +56,12 @@ HANDLERS: dict[Verb, Handler] = {s.verb: _resolve(s.handler) for s in REGISTRY i
 @metrics.counts_job  # commands by verb and outcome (done, failed, ...), job failures
 def handle_request(payload: dict[str, Any]) -> str:
     request = Request.model_validate(payload)
-    ctx = context.current()
+    # Every key, client and message of the job is the cluster's the command named.
+    with cluster_scope.scope(request.command.cluster):
+        return _handle(request, context.current().for_cluster(request.command.cluster))
+
+
+def _handle(request: Request, ctx: JobContext) -> str:
     handler = HANDLERS.get(request.command.verb)
     extra = {"request_id": request.id, "service": request.command.target}
     if handler is None:

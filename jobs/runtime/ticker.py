@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 
 import redis
 
@@ -23,6 +24,7 @@ from jobs.runtime.handlers.approvals import sweep
 from jobs.runtime.reconcile import reconcile
 from jobs.runtime.scheduled import release_due
 from jobs.runtime.takeover import take_over
+from meshbot import cluster_scope
 from meshbot.errors import MeshbotError
 from meshbot.settings import Settings
 from meshbot.state_epoch import StateEpoch
@@ -50,6 +52,7 @@ class Ticker:
         self._thread = threading.Thread(target=self._run, name="meshbot-ticker", daemon=True)
         self._renew = connection.register_script(_RENEW)
         self.epoch = StateEpoch(connection)
+        self._sources: dict[str, MetricsSource] = {}
 
     def start(self) -> None:
         self._thread.start()
@@ -92,22 +95,30 @@ class Ticker:
                 self.run_once(ctx, source)
             self._stop.wait(max(0.0, self.settings.tick_period_s - (time.monotonic() - started)))
         source.close()
+        for other in self._sources.values():
+            other.close()
 
     def run_once(self, ctx: context.JobContext, source: MetricsSource) -> None:
         """One tick's duties, each on its own: one failing never stops the others."""
         queues = queue_names(self.settings.queue_name)
-        duties: list[tuple[str, Callable[[], object]]] = [
-            ("state check", lambda: self._check_state(ctx)),
-            ("analysis", lambda: self._analyse(ctx, source)),
-            ("release of scheduled jobs", lambda: release_due(self.connection, queues)),
-            ("takeover of dead workers' jobs", lambda: take_over(self.connection, queues)),
-            ("reconcile", lambda: reconcile(ctx)),
+        # Each cluster's rollouts are analysed against its own Prometheus and reconciled with
+        # its own API server: a constant number of queries per cluster per tick.
+        clusters = [(c, ctx.for_cluster(c)) for c in ctx.policy.cluster_names or (None,)]
+        duties: list[tuple[str, str | None, Callable[[], object]]] = [
+            ("state check", None, lambda: self._check_state(ctx)),
+            *(("analysis", c, partial(self._analyse, scoped, self._source_for(scoped, source)))
+              for c, scoped in clusters),
+            ("release of scheduled jobs", None, lambda: release_due(self.connection, queues)),
+            ("takeover of dead workers' jobs", None, lambda: take_over(self.connection, queues)),
+            *(("reconcile", c, partial(reconcile, scoped)) for c, scoped in clusters),
             # Expiry of approvals, and approved work that waited for a lock or the freeze.
-            ("approval sweep", lambda: sweep(ctx, time.time())),
+            ("approval sweep", None, lambda: sweep(ctx, time.time())),
         ]
-        for name, duty in duties:
+        for duty_name, cluster, duty in duties:
+            name = duty_name if cluster is None else f"{duty_name} of cluster {cluster}"
             try:
-                duty()
+                with cluster_scope.scope(cluster):
+                    duty()
             except redis.RedisError as exc:  # Redis went away mid-tick: the rest would fail too
                 log.warning("ticker: %s stopped, Redis did not answer (%s); the next tick "
                             "tries again", name, type(exc).__name__)
@@ -116,6 +127,18 @@ class Ticker:
                 log.warning("ticker: %s failed: %s", name, exc.message)
             except Exception:  # the ticker must outlive any one bad duty
                 log.exception("ticker: %s failed", name)
+
+    def _source_for(self, ctx: context.JobContext, default: MetricsSource) -> MetricsSource:
+        """The Prometheus of the context's cluster (the default one unless the policy names
+        another), kept for the ticker's life."""
+        url = ctx.prometheus_url
+        if ctx.cluster is None or url == self.settings.prometheus_url:
+            return default
+        if url not in self._sources:
+            self._sources[url] = MetricsSource(
+                url, scrape_interval=self.settings.scrape_interval_s,
+                burn_windows=tuple(ctx.policy.defaults.slo.burn_rate.windows))
+        return self._sources[url]
 
     def _check_state(self, ctx: context.JobContext) -> None:
         if not self.epoch.check():

@@ -1,10 +1,10 @@
-"""A plan says, field by field, what a command would write (``meshbot.plan``, ``rendering.plan``)."""
+"""A plan says, field by field, what a command would write (meshbot.plan, rendering.plan)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from meshbot.plan import ABSENT, Action, FieldChange, ObjectChange, Plan
+from meshbot.plan import ABSENT, Action, FieldChange, ObjectChange, Plan, merge_patch
 from rendering.plan import dry_run_reply, plan_block
 
 
@@ -40,16 +40,15 @@ def test_server_set_metadata_and_status_are_not_changes() -> None:
     assert _change(before, after).action is Action.UNCHANGED
 
 
-def test_added_and_removed_fields_show_as_none() -> None:
+def test_added_and_removed_fields_show_as_none_leaf_by_leaf() -> None:
     before = _vs(100, 0)
     after = _vs(100, 0)
     after["spec"]["http"][0]["mirror"] = {"host": "payment-service", "subset": "canary"}
     after["metadata"]["labels"] = {"team": "pay"}
     fields = _change(before, after).fields
-    assert FieldChange("metadata.labels", ABSENT,
-                       {"team": "pay"}) in fields
-    assert FieldChange("spec.http[0].mirror", ABSENT,
-                       {"host": "payment-service", "subset": "canary"}) in fields
+    assert fields == (FieldChange("metadata.labels.team", ABSENT, "pay"),
+                      FieldChange("spec.http[0].mirror.host", ABSENT, "payment-service"),
+                      FieldChange("spec.http[0].mirror.subset", ABSENT, "canary"))
     assert _change(after, before).fields == tuple(
         FieldChange(f.path, f.after, f.before) for f in fields)
 
@@ -81,3 +80,25 @@ def test_a_long_plan_is_cut_inside_its_code_block() -> None:
     assert len(text) < 3500
     assert text.startswith("```") and text.endswith("```")
     assert "characters cut" in text
+
+
+def test_a_route_inserted_before_the_others_is_one_added_item() -> None:
+    before = _vs(100, 0)
+    after = _vs(100, 0)
+    header = {"name": "meshbot-ab", "route": [{"destination": {"subset": "canary"}}]}
+    after["spec"]["http"].insert(0, header)
+    assert _change(before, after).fields == (
+        FieldChange("spec.http[0].name", ABSENT, "meshbot-ab"),
+        FieldChange("spec.http[0].route[0].destination.subset", ABSENT, "canary"))
+    assert [f.path for f in _change(after, before).fields] == [
+        "spec.http[0].name", "spec.http[0].route[0].destination.subset"]
+
+
+def test_merge_patch_is_the_api_servers() -> None:
+    obj = {"metadata": {"labels": {"a": "1", "b": "2"}}, "spec": {"http": [1, 2], "x": 1}}
+    patch = {"metadata": {"labels": {"a": None, "c": "3"}}, "spec": {"http": [3]}}
+    assert merge_patch(obj, patch) == {"metadata": {"labels": {"b": "2", "c": "3"}},
+                                       "spec": {"http": [3], "x": 1}}
+    assert obj["metadata"]["labels"] == {"a": "1", "b": "2"}  # the object read is kept
+    change = ObjectChange.patched("Namespace", "", "prod", obj, patch)
+    assert change.before is obj and change.action is Action.UPDATE

@@ -27,7 +27,7 @@ first, then these lines.
   verbs: [get, list]
 - apiGroups: [security.istio.io]
   resources: [authorizationpolicies]
-  verbs: [get, list]
+  verbs: [get, list, create, patch, delete]
 - apiGroups: [security.istio.io]
   resources: [peerauthentications]
   verbs: [get, list, create, update, patch]

@@ -33,6 +33,7 @@ from jobs.runtime.context import JobContext
 from jobs.runtime.gates import Blocked, check_gates, service_lock
 from jobs.runtime.handlers.approval_plan import compose, facts_now
 from jobs.runtime.weights import Abandoned
+from meshbot import cluster_scope
 from meshbot.commands import Request
 from meshbot.errors import GitOpsOwned, MeshbotError, MeshInvalid, MeshNotFound, UserError
 from rendering import approvals as approval_text
@@ -152,14 +153,16 @@ def resume_waiting(ctx: JobContext, now: float) -> int:
     """Enqueue the approved work of every waiting request whose obstacle is gone (each once:
     the state moves back to approved in one transaction); how many."""
     store = ApprovalStore(ctx.redis)
-    locks = Locks(ctx.redis)
     resumed = 0
     for pending in store.waiting(now):
-        try:
-            check_gates(locks, pending.request)
-        except Blocked as exc:
-            _still_waiting(ctx, pending, exc.waiting)
-            continue
+        # Approvals are found from Slack alone; the lock they wait for is their cluster's.
+        cluster = pending.request.command.cluster
+        with cluster_scope.scope(cluster):
+            try:
+                check_gates(Locks(ctx.redis), pending.request)
+            except Blocked as exc:
+                _still_waiting(ctx.for_cluster(cluster), pending, exc.waiting)
+                continue
 
         def go(p: PendingApproval) -> tuple[PendingApproval, bool]:
             if p.state is not ApprovalState.WAITING or now >= p.expires_at:
@@ -348,7 +351,7 @@ def _tell(ctx: JobContext, request: Request, text: str) -> None:
 def _audit(ctx: JobContext, pending: PendingApproval, actor: str, outcome: str,
            detail: str = "") -> None:
     command = pending.request.command
-    ctx.audit.record(AuditEntry(
+    ctx.for_cluster(command.cluster).audit.record(AuditEntry(  # the audit of its cluster
         actor=actor, action=command.verb.value, target=command.target, outcome=outcome,
         request_id=pending.request.id, approvers=pending.approvals,
         permalink=pending.permalink, detail=detail,

@@ -86,5 +86,5 @@ def record(ctx: JobContext, request: Request, outcome: str, *, before: Weights |
 def links_text(ctx: JobContext, view: ServiceView, start: float, end: float) -> str:
     """The policy's observability links for the service over [start, end], as one line."""
     links = expand(ctx.policy.links.model_dump(), service=view.name, namespace=view.namespace,
-                   start=start, end=end)
+                   start=start, end=end, cluster=ctx.cluster or "")
     return words.links_line(links)

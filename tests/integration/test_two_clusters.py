@@ -1,0 +1,103 @@
+"""One meshbot drives two clusters (two real kube-apiservers, one kubeconfig context each): a
+command on a service that runs in both must name its cluster, and changes only that one;
+rollouts, audit and status are the cluster's own."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.fixtures.meshbot import Mesh
+from tests.fixtures.real_cluster import RealCluster
+from tests.fixtures.two_clusters import EU, US, TwoClusters
+from tests.integration.chatops import ChatOps, write_policy
+
+
+@pytest.fixture
+def policy_path(tmp_path: Path) -> Path:
+    path = write_policy(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    data["clusters"] = {EU: {"context": EU}, US: {"context": US}}
+    data["services"]["user-service"]["clusters"] = [US]  # payment-service: both (the default)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture
+def ops(two_clusters: TwoClusters, mesh: Mesh) -> Iterator[ChatOps]:
+    yield ChatOps.start(mesh)
+
+
+def weights(cluster: RealCluster, service: str) -> dict[str, int]:
+    vs = cluster.get("networking.istio.io", "v1beta1", "virtualservices", "production", service)
+    route = next(r for r in vs["spec"]["http"] if not r.get("match"))
+    return {d["destination"]["subset"]: int(d.get("weight", 100)) for d in route["route"]}
+
+
+def resource_version(cluster: RealCluster, service: str) -> str:
+    vs = cluster.get("networking.istio.io", "v1beta1", "virtualservices", "production", service)
+    return str(vs["metadata"]["resourceVersion"])
+
+
+def test_a_service_in_both_clusters_needs_cluster_and_nothing_changes_without_it(
+        ops: ChatOps, two_clusters: TwoClusters) -> None:
+    before = {name: resource_version(two_clusters.by_name(name), "payment-service")
+              for name in (EU, US)}
+    ack, _ = ops.command("canary payment-service 10")
+    assert "payment-service runs in prod-eu and prod-us: add cluster=" in ack
+    assert ops.queued() == 0
+    ops.run()
+    assert {name: resource_version(two_clusters.by_name(name), "payment-service")
+            for name in (EU, US)} == before
+    assert ops.roots() == []
+
+
+def test_cluster_names_the_one_cluster_that_changes(ops: ChatOps,
+                                                    two_clusters: TwoClusters) -> None:
+    ack, _ = ops.command("canary payment-service 10 cluster=prod-us")
+    assert "cluster=prod-us" in ack
+    ops.run()
+    assert weights(two_clusters.us, "payment-service") == {"stable": 90, "canary": 10}
+    assert weights(two_clusters.eu, "payment-service") == {"stable": 100, "canary": 0}
+    root = next(text for text in ops.roots() if "payment-service" in text)
+    assert root.startswith("`prod-us` ")  # every message of the cluster says which
+
+    # Each cluster has its own rollout state, audit and status.
+    ops.command("status payment-service cluster=prod-us")
+    ops.command("status payment-service cluster=prod-eu")
+    ops.command("audit payment-service cluster=prod-us")
+    ops.command("audit payment-service cluster=prod-eu")
+    ops.run()
+    us_status, eu_status, us_audit, eu_audit = ops.roots()[-4:]
+    assert us_status.startswith("`prod-us`") and "stable 90 / canary 10" in us_status
+    assert eu_status.startswith("`prod-eu`") and "stable 100 / canary 0" in eu_status
+    assert "Rollout: none" in eu_status
+    assert "canary — done; stable 100 / canary 0 → stable 90 / canary 10" in us_audit
+    assert eu_audit.startswith("`prod-eu`") and "no entries yet" in eu_audit
+
+    # A second canary in the other cluster is not blocked by the first one's lock or rollout.
+    ops.command("canary payment-service 5 cluster=prod-eu")
+    ops.run()
+    assert weights(two_clusters.eu, "payment-service") == {"stable": 95, "canary": 5}
+    assert weights(two_clusters.us, "payment-service") == {"stable": 90, "canary": 10}
+
+
+def test_a_service_in_one_cluster_goes_there_without_naming_it(
+        ops: ChatOps, two_clusters: TwoClusters) -> None:
+    ops.command("canary user-service 10")
+    ops.run()
+    assert weights(two_clusters.us, "user-service") == {"stable": 90, "canary": 10}
+    assert weights(two_clusters.eu, "user-service") == {"stable": 100, "canary": 0}
+    ack, _ = ops.command("canary user-service 20 cluster=prod-eu")
+    assert "user-service does not run in cluster prod-eu; it runs in prod-us" in ack
+
+
+def test_an_unknown_cluster_is_refused_by_the_grammar_or_the_policy(ops: ChatOps) -> None:
+    ack, _ = ops.command("canary payment-service 10 cluster=prod-ap")
+    assert "does not run in cluster prod-ap" in ack
+    ack, _ = ops.command("canary payment-service 10 cluster=Prod")
+    assert "is not a cluster name" in ack
+    assert ops.queued() == 0
