@@ -73,7 +73,7 @@ def submit(
     keys = keys or Keys()
     mark = keys.request(request.id)
     name = queue + URGENT_SUFFIX if request.command.verb in URGENT_VERBS else queue
-    service = request.command.target
+    service = rollback_member(request.command)
     try:
         with client.pipeline() as pipe:
             pipe.watch(mark)  # type: ignore[no-untyped-call]
@@ -108,6 +108,13 @@ def submit(
     return True
 
 
+def rollback_member(command: Command) -> str | None:
+    """The service a rollback wins for: the same name in another cluster is another service."""
+    if not command.target:
+        return None
+    return f"{command.cluster}/{command.target}" if command.cluster else command.target
+
+
 def _marked(client: redis.Redis, mark: str) -> bool:
     try:
         return bool(client.exists(mark))
@@ -118,7 +125,7 @@ def _marked(client: redis.Redis, mark: str) -> bool:
 def overtaken(client: redis.Redis, request: Request) -> bool:
     """Whether a rollback of the request's service was accepted after this change was: then
     the change must not take effect (a rollback acked later wins over it)."""
-    service = request.command.target
+    service = rollback_member(request.command)
     if not request.sequence or not service or request.command.verb not in CHANGING_VERBS:
         return False
     latest = client.zscore(ROLLBACK_SEQUENCE_KEY, service)

@@ -101,3 +101,13 @@ def test_an_unknown_cluster_is_refused_by_the_grammar_or_the_policy(ops: ChatOps
     ack, _ = ops.command("canary payment-service 10 cluster=Prod")
     assert "is not a cluster name" in ack
     assert ops.queued() == 0
+
+
+def test_a_rollback_wins_only_in_its_own_cluster(ops: ChatOps,
+                                                 two_clusters: TwoClusters) -> None:
+    ops.command("canary payment-service 10 cluster=prod-us")
+    ops.command("canary payment-service 10 cluster=prod-eu")
+    ops.command("rollback payment-service cluster=prod-eu")  # acked after both canaries
+    ops.run()
+    assert weights(two_clusters.us, "payment-service") == {"stable": 90, "canary": 10}
+    assert weights(two_clusters.eu, "payment-service") == {"stable": 100, "canary": 0}
