@@ -15,6 +15,7 @@ from meshbot.verbs import REGISTRY, VERBS, Args
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 BACKUP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,80}$")
+CLUSTER_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -93,8 +94,20 @@ def parse(text: str) -> Command:
         else:
             target = _check_name(verb, kind, positional.pop(0))
     dry_run = _take_dry_run(verb, positional)
+    cluster = _take_cluster(verb, options)
     command = _PARSERS[VERBS[verb].args](verb, target, positional, options)
-    return command.model_copy(update={"dry_run": True}) if dry_run else command
+    if dry_run or cluster:
+        command = command.model_copy(update={"dry_run": dry_run, "cluster": cluster})
+    return command
+
+
+def _take_cluster(verb: Verb, options: dict[str, str]) -> str | None:
+    """``cluster=<name>`` names the policy's cluster on any verb (the gate checks the name)."""
+    cluster = options.pop("cluster", None)
+    if cluster is not None and not CLUSTER_NAME.fullmatch(cluster):
+        raise GrammarError(f"`cluster={cluster[:64]}` is not a cluster name: lower-case letters, "
+                           f"digits, '-' and '_', starting with a letter. Usage: `{usage(verb)}`")
+    return cluster
 
 
 def _take_dry_run(verb: Verb, positional: list[str]) -> bool:

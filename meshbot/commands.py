@@ -62,6 +62,9 @@ class Command(BaseModel):
     options: dict[str, str] = Field(default_factory=dict)
     # Show what would be written, write nothing: no lock, no approval, no freeze.
     dry_run: bool = False
+    # Which of the policy's clusters (None: the only one). The gate fills it in when the target
+    # runs in one cluster; a target in several needs ``cluster=``.
+    cluster: str | None = None
 
     @property
     def service(self) -> ServiceName | None:

@@ -209,3 +209,13 @@ def _link_template(value: str) -> str:
 
 
 LinkTemplate = Annotated[str, AfterValidator(_link_template)]
+
+
+def _http_url(value: str) -> str:
+    if not value.startswith(("https://", "http://")) or len(value) < 10 or " " in value:
+        raise invalid(f"{value!r} is not an http(s) URL",
+                      "write a URL such as http://prometheus.istio-system:9090")
+    return value
+
+
+HttpUrlText = Annotated[str, AfterValidator(_http_url)]

@@ -19,6 +19,7 @@ from policies.fields import (
     DnsLabel,
     Duration,
     Emoji,
+    HttpUrlText,
     LabelKey,
     LinkTemplate,
     Name,
@@ -263,7 +264,6 @@ class NamespaceApprovals(Section):
     )
 
 
-
 class Links(Section):
     """URL templates of the observability stack, shown in every rollout thread, alert thread
     and status reply. Placeholders: {service}, {namespace}, {cluster}, {start_ms}, {end_ms}
@@ -273,6 +273,19 @@ class Links(Section):
     kiali: LinkTemplate | None = Field(None, description="the service's graph in Kiali")
     jaeger: LinkTemplate | None = Field(None, description="the service's traces")
     loki: LinkTemplate | None = Field(None, description="the service's logs")
+
+
+class Cluster(Section):
+    """A Kubernetes cluster meshbot drives, and the Prometheus that watches it."""
+
+    context: str | None = Field(
+        None,
+        description="kubeconfig context to reach it; null: the cluster meshbot runs in (its "
+        "service account), or KUBECONFIG's current context",
+    )
+    prometheus_url: HttpUrlText | None = Field(
+        None, description="Prometheus of this cluster; null: MESHBOT_PROMETHEUS_URL"
+    )
 
 
 class Service(Section):
@@ -298,6 +311,12 @@ class Service(Section):
         False,
         description="true when mirroring traffic to the canary is harmless (the service does "
         "not write); otherwise a mirror asks for confirmation",
+    )
+    clusters: list[Name] | None = Field(
+        None,
+        min_length=1,
+        description="the clusters (names under the top-level clusters) the service runs in; "
+        "default: every cluster the policy names",
     )
     callers: list[Caller] | None = Field(
         None,

@@ -30,6 +30,7 @@ class ServiceView:
     mirror_safe: bool
     gitops_allowed: bool
     callers: tuple[str, ...] = ()  # principals or namespaces allowed to call it (authz)
+    clusters: tuple[str, ...] = ()  # empty: the policy names no clusters
 
     def approvals_for_weight(self, percent: int) -> int:
         """Approvals needed before the canary may carry ``percent`` of the traffic.
@@ -79,6 +80,7 @@ def resolve(
     defaults: Defaults,
     approvals: TierApprovals,
     gitops_allowed: bool,
+    clusters: tuple[str, ...] = (),
 ) -> ServiceView:
     """Raises ``PolicyError`` when the overrides and defaults together are inconsistent."""
     return ServiceView(
@@ -96,4 +98,5 @@ def resolve(
             gitops_allowed if service.gitops_allowed is None else service.gitops_allowed
         ),
         callers=tuple(service.callers or ()),
+        clusters=clusters,
     )

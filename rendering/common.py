@@ -42,6 +42,8 @@ def describe(command: Command) -> str:
         parts.append("steps=" + ",".join(str(s) for s in command.steps))
     if command.interval_s is not None:
         parts.append(f"interval={command.interval_s:g}s")
+    if command.cluster:
+        parts.append(f"cluster={command.cluster}")
     if command.dry_run:
         parts.append("dry-run")
     return " ".join(parts)
