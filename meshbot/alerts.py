@@ -48,6 +48,13 @@ class Notification(BaseModel):
                     return labels[key].split(".")[0]
         return None
 
+    def label(self, key: str) -> str | None:
+        """A label's value: the common labels first, then the first alert that has it."""
+        for labels in (self.common_labels, *(a.labels for a in self.alerts)):
+            if labels.get(key):
+                return labels[key]
+        return None
+
     def digest(self) -> str:
         """The content that matters to the thread; equal digests mean nothing new to say."""
         alerts = sorted(json.dumps([a.fingerprint, a.status, a.starts_at, a.labels,

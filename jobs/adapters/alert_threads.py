@@ -25,6 +25,7 @@ class AlertThread(BaseModel):
     ts: str
     service: str | None
     digest: str  # what the thread last showed: a resent, unchanged notification posts nothing
+    cluster: str | None = None  # the policy's cluster the alert came from, when it names several
 
 
 def _hash(text: str) -> str:
@@ -52,16 +53,20 @@ class AlertThreads:
         with self.client.pipeline() as pipe:
             pipe.set(self._group(thread.group_key), thread.model_dump_json(), ex=THREAD_TTL_S)
             if thread.service:
-                pipe.set(self._message(thread.channel, thread.ts), thread.service,
-                         ex=THREAD_TTL_S)
+                target = (f"{thread.cluster}/{thread.service}" if thread.cluster
+                          else thread.service)
+                pipe.set(self._message(thread.channel, thread.ts), target, ex=THREAD_TTL_S)
             pipe.execute()
 
-    def service_at(self, channel: str, ts: str) -> str | None:
-        """The service an alert message (a thread root) is about; None for other messages."""
+    def target_at(self, channel: str, ts: str) -> tuple[str, str | None] | None:
+        """(the service, its cluster) an alert message (a thread root) is about; None for
+        other messages."""
         raw = self.client.get(self._message(channel, ts))
         if raw is None:
             return None
-        return raw.decode() if isinstance(raw, bytes) else str(raw)
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        cluster, _, service = text.rpartition("/")
+        return service, cluster or None
 
     def first_delivery(self, digest: str, ttl_s: int = 3600) -> bool:
         """False when a notification with this exact content was already accepted (Alertmanager

@@ -26,11 +26,12 @@ from jobs.domain.approval_rules import Verdict as Verdict
 from jobs.runtime.approvals import GroupsOf
 from jobs.runtime.approvals import react as _react
 from jobs.runtime.retry import SCHEDULE
+from meshbot import cluster_scope
 from meshbot.commands import Command, Request, Verb
 from meshbot.errors import QueueUnavailable
 from meshbot.metrics import StateSample
 from meshbot.verbs import verbs_where
-from policies.decide import Allow, Deny, decide
+from policies.decide import Allow, Decision, Deny, decide
 from policies.policy import Policy
 
 TASK = "jobs.runtime.tasks.handle_request"
@@ -195,18 +196,30 @@ def alert_reaction(client: redis.Redis, reaction: Reaction, *, policy: Policy,
     the policy exactly as the typed command would be (permission, channel)."""
     if not reaction.added or reaction.emoji not in ROLLBACK_EMOJI:
         return "ignored"
-    service = AlertThreads(client).service_at(reaction.channel, reaction.ts)
-    if service is None:
+    target = AlertThreads(client).target_at(reaction.channel, reaction.ts)
+    if target is None:
         return "not_an_alert"
+    service, cluster = target
+    with cluster_scope.scope(cluster):  # the rollback, its refusal and its audit: its cluster's
+        return _alert_rollback(client, reaction, policy, groups_of, queue, service, cluster)
+
+
+def _alert_rollback(client: redis.Redis, reaction: Reaction, policy: Policy,
+                    groups_of: GroupsOf, queue: str, service: str, cluster: str | None) -> str:
     groups = frozenset(m for ms in policy.roles.values() for m in ms if m.startswith("S"))
     user_groups = groups_of(reaction.user, groups) if groups else frozenset()
     request = Request(
         id=f"alert-rollback:{reaction.event_id or reaction.channel + reaction.ts + reaction.user}",
-        command=Command(verb=Verb.ROLLBACK, target=service), user=reaction.user,
+        command=Command(verb=Verb.ROLLBACK, target=service, cluster=cluster),
+        user=reaction.user,
         channel=reaction.channel, received_at=time.time(),
     )
-    decision = decide(policy, verb=Verb.ROLLBACK.value, target=service, user=reaction.user,
-                      user_groups=user_groups, channel=reaction.channel)
+    decision: Decision = decide(policy, verb=Verb.ROLLBACK.value, target=service,
+                                user=reaction.user, user_groups=user_groups,
+                                channel=reaction.channel)
+    if isinstance(decision, Allow):
+        _, ambiguous = policy.cluster_for(Verb.ROLLBACK, service, cluster)
+        decision = Deny(ambiguous) if ambiguous else decision
     notes = Queue(queue, connection=client, serializer=JSONSerializer)
     if not isinstance(decision, Allow):  # a rollback never needs approval: anything else is no
         reason = decision.reason if isinstance(decision, Deny) else "it would need approval"

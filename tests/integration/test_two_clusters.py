@@ -10,7 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.fixtures.meshbot import Mesh
+from jobs.adapters.alert_threads import ROLLBACK_EMOJI
+from jobs.runtime import context
+from jobs.runtime.handlers.alerts import handle_alert
+from meshbot.alerts import Notification
+from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh
 from tests.fixtures.real_cluster import RealCluster
 from tests.fixtures.two_clusters import EU, US, TwoClusters
 from tests.integration.chatops import ChatOps, write_policy
@@ -111,3 +115,25 @@ def test_a_rollback_wins_only_in_its_own_cluster(ops: ChatOps,
     ops.run()
     assert weights(two_clusters.us, "payment-service") == {"stable": 90, "canary": 10}
     assert weights(two_clusters.eu, "payment-service") == {"stable": 100, "canary": 0}
+
+
+def test_an_alert_from_one_cluster_rolls_back_there(ops: ChatOps,
+                                                    two_clusters: TwoClusters) -> None:
+    ops.command("canary payment-service 10 cluster=prod-us")
+    ops.command("canary payment-service 10 cluster=prod-eu")
+    ops.run()
+    notification = Notification.model_validate({
+        "version": "4", "groupKey": '{}:{alertname="CanaryErrorRate"}', "status": "firing",
+        "commonLabels": {"cluster": "prod-us"},
+        "alerts": [{"status": "firing", "labels": {"alertname": "CanaryErrorRate",
+                                                   "destination_service_name": "payment-service"},
+                    "annotations": {"summary": "5xx"}, "startsAt": "2026-12-01T10:00:00Z"}],
+    })
+    handle_alert(context.current(), notification)
+    alert = next(m for m in ops.mesh.slack.roots(CHANNEL) if "CanaryErrorRate" in m.text)
+    assert alert.text.startswith("`prod-us` ")
+    assert "Rollout in progress" in alert.text  # prod-us's rollout, found in its own state
+    ops.react(OPERATOR, alert.ts, sorted(ROLLBACK_EMOJI)[0])
+    ops.run()
+    assert weights(two_clusters.us, "payment-service") == {"stable": 100, "canary": 0}
+    assert weights(two_clusters.eu, "payment-service") == {"stable": 90, "canary": 10}

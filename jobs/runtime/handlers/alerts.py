@@ -16,6 +16,7 @@ from jobs.adapters.alert_threads import ROLLBACK_EMOJI, AlertThread, AlertThread
 from jobs.runtime import context
 from jobs.runtime.context import JobContext
 from jobs.runtime.handlers.common import links_text
+from meshbot import cluster_scope
 from meshbot.alerts import Notification
 from meshbot.errors import MeshbotError, PermanentError
 from rendering import alerts as alert_text
@@ -43,12 +44,30 @@ def rollout_in_progress(ctx: JobContext, service: str | None) -> list[str]:
     return ["Rollout in progress:", *traffic_text.rollout_lines(rollout)]
 
 
+def cluster_of(ctx: JobContext, notification: Notification, service: str | None) -> str | None:
+    """The policy's cluster an alert is about: its ``cluster`` label (Prometheus's external
+    label) when the policy knows it, else the service's only cluster; None when unknown."""
+    named = notification.label("cluster")
+    if named in ctx.policy.clusters:
+        return named
+    view = ctx.policy.service(service) if service else None
+    return view.clusters[0] if view is not None and len(view.clusters) == 1 else None
+
+
 def handle_alert(ctx: JobContext, notification: Notification) -> str:
     service = notification.service()
     threads = AlertThreads(ctx.redis)
     existing = threads.get(notification.group_key)
     channel = existing.channel if existing else channel_for(ctx, service)
     service = service or (existing.service if existing else None)
+    cluster = cluster_of(ctx, notification, service) or (existing.cluster if existing else None)
+    with cluster_scope.scope(cluster):  # its rollout, links and messages are its cluster's
+        return _show(ctx.for_cluster(cluster), notification, threads, existing, channel,
+                     service)
+
+
+def _show(ctx: JobContext, notification: Notification, threads: AlertThreads,
+          existing: AlertThread | None, channel: str, service: str | None) -> str:
     alerts = [alert_text.alert_lines(a) for a in notification.alerts]
     root = alert_text.alert_thread(service or "unknown service", notification.status, alerts,
                                  rollout_in_progress(ctx, service), sorted(ROLLBACK_EMOJI)[0])
@@ -61,7 +80,7 @@ def handle_alert(ctx: JobContext, notification: Notification) -> str:
     if existing is None:
         ts = ctx.notifier.post_root(channel, root)
         threads.save(AlertThread(group_key=notification.group_key, channel=channel, ts=ts,
-                                 service=service, digest=digest))
+                                 service=service, digest=digest, cluster=ctx.cluster))
         return f"opened {channel}/{ts}"
     if existing.digest == digest:
         return "unchanged"
@@ -69,7 +88,8 @@ def handle_alert(ctx: JobContext, notification: Notification) -> str:
     ctx.notifier.flush()
     ctx.notifier.reply(existing.channel, existing.ts,
                        alert_text.alert_update(notification.status, alerts))
-    threads.save(existing.model_copy(update={"digest": digest, "service": service}))
+    threads.save(existing.model_copy(update={"digest": digest, "service": service,
+                                             "cluster": ctx.cluster}))
     return f"{notification.status} {existing.channel}/{existing.ts}"
 
 
