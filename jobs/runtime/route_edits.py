@@ -14,8 +14,9 @@ from jobs.domain.routes import Route, Subsets, Weights
 from jobs.domain.routes_match import plan_header_route_off, plan_mirror_off
 from jobs.domain.server_fields import resource_version
 from jobs.runtime.context import JobContext
-from jobs.runtime.weights import qualified, set_weights
+from jobs.runtime.weights import WeightsPlan, plan_split, qualified, route_change, set_weights
 from meshbot.errors import MeshConflict
+from meshbot.plan import ObjectChange, merge_patch
 from policies.views import ServiceView
 
 Planner = Callable[[dict[str, Any]], list[Route] | None]
@@ -40,6 +41,11 @@ def read_and_plan(ctx: JobContext, view: ServiceView, plan: Planner) -> list[Pla
         ensure_not_gitops_owned(vs, allowed=view.gitops_allowed)
         planned.append(Planned(name, vs, plan(vs)))
     return planned
+
+
+def changes(view: ServiceView, planned: list[Planned]) -> tuple[ObjectChange, ...]:
+    """The planned VirtualServices as a dry run shows them: as read, and as written."""
+    return tuple(route_change(view.namespace, p.name, p.vs, p.http) for p in planned)
 
 
 def write_planned(ctx: JobContext, view: ServiceView, planned: list[Planned],
@@ -71,9 +77,8 @@ def edit_routes(ctx: JobContext, view: ServiceView, plan: Planner) -> list[str]:
     return write_planned(ctx, view, read_and_plan(ctx, view, plan), plan)
 
 
-def clear_canary_routes(ctx: JobContext, view: ServiceView) -> list[str]:
-    """Remove meshbot's header route and the managed route's mirror: after a rollback no request
-    reaches the canary subset, not even one with the preview header or a mirrored copy."""
+def canary_routes_off(view: ServiceView) -> Planner:
+    """The plan that removes meshbot's header route and the managed route's mirror."""
 
     def plan(vs: dict[str, Any]) -> list[Route] | None:
         without_header = plan_header_route_off(vs)
@@ -82,7 +87,13 @@ def clear_canary_routes(ctx: JobContext, view: ServiceView) -> list[str]:
         without_mirror = plan_mirror_off(current, view.name, view.namespace)
         return without_mirror if without_mirror is not None else without_header
 
-    return edit_routes(ctx, view, plan)
+    return plan
+
+
+def clear_canary_routes(ctx: JobContext, view: ServiceView) -> list[str]:
+    """Remove meshbot's header route and the managed route's mirror: after a rollback no request
+    reaches the canary subset, not even one with the preview header or a mirrored copy."""
+    return edit_routes(ctx, view, canary_routes_off(view))
 
 
 def back_to_stable(ctx: JobContext, view: ServiceView,
@@ -93,3 +104,20 @@ def back_to_stable(ctx: JobContext, view: ServiceView,
                                 subsets, Weights(stable=100, canary=0),
                                 allow_gitops=view.gitops_allowed)
     return before, after, clear_canary_routes(ctx, view)
+
+
+def plan_back_to_stable(ctx: JobContext, view: ServiceView, subsets: Subsets) -> WeightsPlan:
+    """back_to_stable's two writes as one change per VirtualService: the split's plan, then the
+    extra routes' plan made on the object that split leaves (as the second write re-reads it)."""
+    split = plan_split(ctx.kube, view.namespace, view.virtual_services, view.name, subsets,
+                       Weights(stable=100, canary=0), allow_gitops=view.gitops_allowed)
+    off = canary_routes_off(view)
+    found = []
+    for change in split.changes:
+        after = dict(change.after or {})
+        extra = off(after)
+        if extra is not None:
+            after = merge_patch(after, {"spec": {"http": extra}})
+        found.append(ObjectChange(change.kind, change.namespace, change.name, change.before,
+                                  after))
+    return WeightsPlan(split.before, tuple(found))

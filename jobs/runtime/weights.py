@@ -16,9 +16,18 @@ from typing import Any
 
 from jobs.adapters.kube import KubeClient
 from jobs.domain.gitops import ensure_not_gitops_owned
-from jobs.domain.routes import RoutePlan, Subsets, Weights, host_matches, plan_weights, read_weights
+from jobs.domain.routes import (
+    Route,
+    RoutePlan,
+    Subsets,
+    Weights,
+    host_matches,
+    plan_weights,
+    read_weights,
+)
 from jobs.domain.server_fields import resource_version
 from meshbot.errors import MeshConflict, PermanentError, Refused
+from meshbot.plan import ObjectChange
 from rendering import traffic as traffic_text
 
 
@@ -64,6 +73,41 @@ class _Change:
         return vs, plan
 
 
+@dataclass(frozen=True)
+class WeightsPlan:
+    before: Weights  # the split the first VirtualService has
+    changes: tuple[ObjectChange, ...]  # every VirtualService, as read and as it would be
+
+
+def route_change(namespace: str, name: str, vs: Mapping[str, Any],
+                 http: list[Route] | None) -> ObjectChange:
+    """A VirtualService as read and as the write of ``http`` leaves it (``None``: no write).
+    ``patch_virtual_service_route`` sends this ``spec.http`` as a merge patch."""
+    vs_ns, vs_name = qualified(namespace, name)
+    patch = {} if http is None else {"spec": {"http": http}}
+    return ObjectChange.patched("VirtualService", vs_ns, vs_name, vs, patch)
+
+
+def plan_split(
+    client: KubeClient,
+    namespace: str,
+    vs_names: Sequence[str],
+    host: str,
+    subsets: Subsets,
+    target: Weights,
+    *,
+    allow_gitops: bool = False,
+    app_label: str = "app",
+) -> WeightsPlan:
+    """Every check set_weights makes and what it would write (the same read and plan), writing
+    nothing: a dry run's plan, an approval request's, and every preflight."""
+    _, plans = _checked(client, namespace, vs_names, host, subsets, target, allow_gitops,
+                        app_label)
+    return WeightsPlan(plans[vs_names[0]][1].before, tuple(
+        route_change(namespace, name, vs, plan.http if plan.changes_anything else None)
+        for name, (vs, plan) in plans.items()))
+
+
 def preflight(
     client: KubeClient,
     namespace: str,
@@ -76,9 +120,8 @@ def preflight(
     app_label: str = "app",
 ) -> Weights:
     """Every check set_weights makes, without writing; returns the current split (``before``)."""
-    _, plans = _checked(client, namespace, vs_names, host, subsets, target, allow_gitops,
-                        app_label)
-    return plans[vs_names[0]][1].before
+    return plan_split(client, namespace, vs_names, host, subsets, target,
+                      allow_gitops=allow_gitops, app_label=app_label).before
 
 
 def set_weights(

@@ -55,6 +55,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
             ]
         },
         "policy": CUSTOM_POLICY,
+        "kubeconfig": {"existingSecret": "meshbot-kubeconfig"},
     },
     "socket": {
         "mode": "socket",
@@ -260,6 +261,7 @@ def test_environment_uses_the_settings_names(rendered: Rendered) -> None:
     for info in Settings.model_fields.values():
         alias = info.validation_alias
         known.update([alias] if isinstance(alias, str) else map(str, getattr(alias, "choices", [])))
+    known.add("KUBECONFIG")  # the Kubernetes client's own, standard variable
     secret = rendered.values["slack"]["existingSecret"]
     for component, spec in pod_specs(rendered).items():
         env = {e["name"]: e for e in spec["containers"][0]["env"]}
@@ -561,3 +563,20 @@ def test_prometheus_rules_compute_what_they_claim(default: Rendered, tmp_path: P
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_kubeconfig_secret_reaches_every_pod_for_several_clusters(default: Rendered) -> None:
+    chosen = render({"kubeconfig": {"existingSecret": "meshbot-kubeconfig", "key": "clusters"}})
+    for component, spec in pod_specs(chosen).items():
+        container = spec["containers"][0]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["KUBECONFIG"] == "/etc/meshbot/kube/clusters", component
+        mount = next(m for m in container["volumeMounts"] if m["name"] == "kubeconfig")
+        assert mount == {"name": "kubeconfig", "mountPath": "/etc/meshbot/kube", "readOnly": True}
+        volume = next(v for v in spec["volumes"] if v["name"] == "kubeconfig")
+        assert volume["secret"] == {"secretName": "meshbot-kubeconfig",
+                                    "items": [{"key": "clusters", "path": "clusters"}]}
+    for component, spec in pod_specs(default).items():  # without it: the service account
+        container = spec["containers"][0]
+        assert "KUBECONFIG" not in {e["name"] for e in container["env"]}, component
+        assert all(v["name"] != "kubeconfig" for v in spec["volumes"]), component

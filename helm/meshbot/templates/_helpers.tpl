@@ -106,6 +106,10 @@ are referenced, never copied into the manifest.
   value: {{ .Release.Namespace | quote }}
 - name: MESHBOT_ISTIO_NAMESPACE
   value: {{ .Values.rbac.istioNamespace | quote }}
+{{- if .Values.kubeconfig.existingSecret }}
+- name: KUBECONFIG
+  value: /etc/meshbot/kube/{{ .Values.kubeconfig.key }}
+{{- end }}
 {{- end -}}
 
 {{/* The policy ConfigMap (read-only) and a writable /tmp (the root filesystem is read-only). */}}
@@ -115,6 +119,11 @@ are referenced, never copied into the manifest.
   readOnly: true
 - name: tmp
   mountPath: /tmp
+{{- if .Values.kubeconfig.existingSecret }}
+- name: kubeconfig
+  mountPath: /etc/meshbot/kube
+  readOnly: true
+{{- end }}
 {{- end -}}
 
 {{- define "meshbot.volumes" -}}
@@ -124,6 +133,14 @@ are referenced, never copied into the manifest.
 - name: tmp
   emptyDir:
     sizeLimit: 64Mi
+{{- if .Values.kubeconfig.existingSecret }}
+- name: kubeconfig
+  secret:
+    secretName: {{ .Values.kubeconfig.existingSecret }}
+    items:
+      - key: {{ .Values.kubeconfig.key }}
+        path: {{ .Values.kubeconfig.key }}
+{{- end }}
 {{- end -}}
 
 {{/*

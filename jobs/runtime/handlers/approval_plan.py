@@ -4,13 +4,22 @@ Before any of it, what the handler would refuse anyway (a rollout in the way, no
 to promote on yet, a missing VirtualService, no ready canary pods, …) is refused here with the
 handler's own words: approvers are never asked for work that would then be refused.
 
-The facts (current weights, the service's rollout, the lock or the freeze being lifted) are read
-again when the quorum is reached: if any differs, approvers said yes to something that is no
-longer what would happen, and the request is voided instead of run.
+The request shows what will be written, field by field: the handler's own dry run computes it
+(``common.plan_of``), the very plan the approved job writes from. That plan is one of the facts:
+the job computes it again when it runs, so if the objects changed meanwhile in a way that changes
+what would be written (a field's value before, a field or an object more or less), approvers said
+yes to something else, and the request is voided, saying what changed, instead of run. A change
+of other fields, or of the server's bookkeeping, does not void it; nor does a plan the handler
+would now refuse to make: the job runs and refuses in its own words (its approvals not used).
+
+The other facts (current weights, the service's rollout, the lock or the freeze being lifted)
+are read again at quorum too, with the same effect.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from jobs.adapters.backup_store import BackupStore
@@ -19,15 +28,18 @@ from jobs.domain.routes import Weights
 from jobs.runtime.context import JobContext
 from jobs.runtime.handlers.backup import require_namespace
 from jobs.runtime.handlers.canary import precheck_canary, precheck_promote, running
-from jobs.runtime.handlers.common import names, pair, subsets_of
+from jobs.runtime.handlers.common import Handler, names, pair, plan_of, plans_dry_run, subsets_of
 from jobs.runtime.handlers.routing import precheck_bluegreen
 from jobs.runtime.weights import live_weights, preflight
 from meshbot.commands import Request, Verb
 from meshbot.errors import MeshbotError, Refused
+from meshbot.plan import Plan as WritePlan
+from meshbot.verbs import spec
 from policies.views import ServiceView
 from rendering import admin as admin_text
 from rendering import approvals as approval_text
 from rendering import common as words
+from rendering import plan as plan_text
 from rendering import runbook as runbook_text
 from rendering import sidecars as sidecar_text
 
@@ -57,10 +69,47 @@ def compose(ctx: JobContext, request: Request) -> Plan:
     view = ctx.policy.service(command.target) if command.target else None
     if view is None:
         _namespace_refusals(ctx, request)
-        return Plan(approval_text.plan_namespace(command), {})
+        written = write_plan(ctx, request)
+        return Plan(_with(approval_text.plan_namespace(command), written),
+                    facts_now(ctx, request, written))
     _service_refusals(ctx, request, view)
-    return Plan(_service_plan(ctx, request, view), facts_now(ctx, request),
-                _thread_link(ctx, view.name))
+    written = write_plan(ctx, request)
+    return Plan(_with(_service_plan(ctx, request, view), written),
+                facts_now(ctx, request, written), _thread_link(ctx, view.name))
+
+
+def _planner(request: Request) -> Handler | None:
+    """The verb's handler if it computes its plan (the registry names it; imported here, not
+    above, since the handlers' modules import this one's callers)."""
+    path = spec(request.command.verb).handler
+    if not path:
+        return None
+    module, _, name = path.partition(":")
+    handler: Handler = getattr(importlib.import_module(module), name)
+    return handler if plans_dry_run(handler) else None
+
+
+def write_plan(ctx: JobContext, request: Request) -> WritePlan | None:
+    """What the approved job will write, by its handler's own dry run; ``Refused`` as it would
+    refuse. None for a verb whose handler does not plan."""
+    handler = _planner(request)
+    return None if handler is None else plan_of(handler, ctx, request)
+
+
+def _with(text: str, written: WritePlan | None) -> str:
+    return text if written is None else f"{text}\n{plan_text.approval_plan(written)}"
+
+
+def _plan_fact(ctx: JobContext, request: Request, written: WritePlan | None,
+               was: Mapping[str, str] | None) -> dict[str, str]:
+    if written is None:
+        try:
+            written = write_plan(ctx, request)
+        except MeshbotError:
+            # Not another plan: the job runs, refuses in its own words, and the request says
+            # its approvals were not used.
+            return {"plan": was["plan"]} if was and "plan" in was else {}
+    return {} if written is None else {"plan": plan_text.plan_summary(written)}
 
 
 def _namespace_refusals(ctx: JobContext, request: Request) -> None:
@@ -125,8 +174,10 @@ def _weights(ctx: JobContext, view: ServiceView) -> Weights:
                         subsets_of(ctx, view))
 
 
-def facts_now(ctx: JobContext, request: Request) -> dict[str, str]:
-    """The facts the request depends on, as they are now."""
+def facts_now(ctx: JobContext, request: Request, written: WritePlan | None = None, *,
+              was: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The facts the request depends on, as they are now (``written``: its plan, if just
+    computed; ``was``: the facts it was posted under, at quorum)."""
     command = request.command
     target = command.target or ""
     if command.verb is Verb.UNLOCK:
@@ -140,7 +191,7 @@ def facts_now(ctx: JobContext, request: Request) -> dict[str, str]:
                            f"{words.when(freeze.since)}") if freeze else "off"}
     view = ctx.policy.service(target) if target else None
     if view is None:
-        return {}
+        return _plan_fact(ctx, request, written, was)
     rollout = ctx.store.get(view.name)
     if rollout is None:
         state = "none"
@@ -150,7 +201,8 @@ def facts_now(ctx: JobContext, request: Request) -> dict[str, str]:
         phase = "in progress" if not rollout.phase.terminal else rollout.phase.value
         state = (f"{phase}, started by {words.who(rollout.requested_by)} "
                  f"{words.when(started)}")
-    return {"weights": str(_weights(ctx, view)), "rollout": state}
+    return {"weights": str(_weights(ctx, view)), "rollout": state,
+            **_plan_fact(ctx, request, written, was)}
 
 
 def _thread_link(ctx: JobContext, service: str) -> str | None:

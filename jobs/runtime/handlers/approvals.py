@@ -83,7 +83,8 @@ def confirm(ctx: JobContext, request: Request) -> bool:
         return False
     if pending.started:
         return True
-    changes = changed_facts(pending.precondition, facts_now(ctx, request))
+    changes = changed_facts(pending.precondition,
+                            facts_now(ctx, request, was=pending.precondition))
     if changes:
         text = approval_text.approval_voided(changes)
         result = store.update(pending.channel, pending.ts, lambda p: (p.model_copy(

@@ -26,9 +26,10 @@ from jobs.domain.backup_diff import (
     restored_body,
 )
 from jobs.runtime.context import JobContext
-from jobs.runtime.handlers.common import plans, request_thread
+from jobs.runtime.handlers.common import planning_only, plans, request_thread, show_plan
 from meshbot.commands import Request
 from meshbot.errors import MeshbotError, MeshForbidden, MeshNotFound, Refused
+from meshbot.plan import ObjectChange, Plan
 from rendering import runbook as runbook_text
 
 
@@ -104,12 +105,17 @@ def restore(ctx: JobContext, request: Request) -> str:
     require_namespace(ctx, namespace)
     live = live_objects(ctx, namespace)
     diffs = diff(saved.objects, live)
+    pending = [d for d in diffs if d.restorable and d.change is not Change.UNCHANGED]
+    writes = _writes(saved, live, pending)
+    plan = Plan(tuple(ObjectChange(item.kind, namespace, item.name, current, body)
+                      for item, current, body in writes))
+    if dry_run and planning_only():
+        return show_plan(ctx, request, plan)
     root = runbook_text.restore_root(backup_id, namespace, request.user, dry_run,
                                      request.approved_by)
     ts = request_thread(ctx, request, request.channel, root)
     ctx.notifier.reply(request.channel, ts, runbook_text.restore_diff(
         [(d.kind, d.name, d.change.value, d.fields, d.restorable) for d in diffs]))
-    pending = [d for d in diffs if d.restorable and d.change is not Change.UNCHANGED]
     skipped = [d for d in diffs if not d.restorable and d.change is not Change.UNCHANGED]
     if skipped or any(not k.restorable for k in KINDS):
         ctx.notifier.reply(request.channel, ts, runbook_text.restore_kinds_skipped(
@@ -118,9 +124,8 @@ def restore(ctx: JobContext, request: Request) -> str:
     if dry_run:
         ctx.notifier.reply(request.channel, ts, runbook_text.restore_dry_run_done(
             len(to_create), len(pending) - len(to_create)))
-        audit(ctx, request, "dry-run", backup_id, after=f"{len(pending)} to restore", ts=ts)
-        return f"dry run: {len(pending)} to restore"
-    _write(ctx, saved, live, pending)
+        return show_plan(ctx, request, plan)  # field by field, to the caller; audited
+    _write(ctx, saved.namespace, writes)
     created = [f"{d.kind}/{d.name}" for d in to_create]
     updated = [f"{d.kind}/{d.name}" for d in pending if d.change is Change.CHANGED]
     unchanged = sum(d.change is Change.UNCHANGED for d in diffs)
@@ -130,22 +135,31 @@ def restore(ctx: JobContext, request: Request) -> str:
     return f"restored {len(pending)}"
 
 
-def _write(ctx: JobContext, saved: Backup, live: list[Obj], pending: list[ObjectDiff]) -> None:
+def _writes(saved: Backup, live: list[Obj], pending: list[ObjectDiff]
+            ) -> list[tuple[ObjectDiff, Obj | None, Obj]]:
+    """(diff, the live object or None, the body to create or PUT over it) of each write: what
+    the plan shows and what ``_write`` sends."""
     by_key = {object_key(obj): obj for obj in saved.objects}
     live_by_key = {object_key(obj): obj for obj in live}
-    kinds = {k.kind: k for k in KINDS}
+    found = []
     for item in pending:
+        current = live_by_key.get((item.kind, item.name))
+        found.append((item, current, restored_body(by_key[(item.kind, item.name)], current)))
+    return found
+
+
+def _write(ctx: JobContext, namespace: str,
+           writes: list[tuple[ObjectDiff, Obj | None, Obj]]) -> None:
+    kinds = {k.kind: k for k in KINDS}
+    for item, current, body in writes:
         kind = kinds[item.kind]
         group, version = group_version(ctx, kind)
-        current = live_by_key.get((item.kind, item.name))
-        body = restored_body(by_key[(item.kind, item.name)], current)
         if current is None:
-            ctx.kube.create_custom(group, version, kind.plural, saved.namespace, body)
+            ctx.kube.create_custom(group, version, kind.plural, namespace, body)
         else:
             # A replace, not a merge patch: fields added since the backup must go too. The
             # resourceVersion makes it conditional (409 → the job retries with a fresh diff).
-            ctx.kube.replace_custom(group, version, kind.plural, saved.namespace, item.name,
-                                    body)
+            ctx.kube.replace_custom(group, version, kind.plural, namespace, item.name, body)
 
 
 def audit(ctx: JobContext, request: Request, outcome: str, target: str, *,

@@ -16,12 +16,13 @@ from jobs.domain.rollout import Rollout
 from jobs.domain.routes import Weights
 from jobs.runtime.context import JobContext
 from jobs.runtime.handlers import traffic
-from jobs.runtime.handlers.common import names, pair, record, service_view
+from jobs.runtime.handlers.common import names, pair, plans, record, service_view, show_plan
 from jobs.runtime.weights import Abandoned
 from meshbot.commands import Request
 from meshbot.errors import Refused
 from policies.views import ServiceView
 from rendering import canary as canary_text
+from rendering import plan as plan_text
 
 
 def running(ctx: JobContext, view: ServiceView) -> Rollout | None:
@@ -60,6 +61,7 @@ def precheck_promote(ctx: JobContext, view: ServiceView) -> Rollout:
     return current
 
 
+@plans
 def canary(ctx: JobContext, request: Request) -> str:
     view = service_view(ctx, request)
     percent = request.command.percent or 0
@@ -73,6 +75,13 @@ def canary(ctx: JobContext, request: Request) -> str:
     current = precheck_canary(ctx, view, percent, request.id)
     if current is None:
         return traffic.canary(ctx, request)
+    if request.command.dry_run and percent >= 100:
+        return traffic.promote(ctx, request)  # its own plan, and nothing stored
+    if request.command.dry_run:
+        would = machine.move(current, percent, time.time(), request.id, "dry run")
+        return show_plan(ctx, request, traffic.plan_weights(
+            ctx, view, would.subsets, Weights.canary_at(would.weight),
+            (plan_text.canary_moved(view.name, current.weight, would.weight),)))
     if percent >= 100:  # a canary at 100 is a promote
         ctx.store.update(view.name, lambda cur: cur.model_copy(update={"moved_by": request.id})
                          if cur is not None and cur.id == current.id else None)

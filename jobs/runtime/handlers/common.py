@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 
 from jobs.adapters.audit import AuditEntry
 from jobs.domain.routes import Subsets, Weights
 from jobs.runtime.context import JobContext
 from meshbot.commands import Request
 from meshbot.errors import MeshbotError, Refused
+from meshbot.plan import Plan
 from policies.links import expand
 from policies.views import ServiceView
 from rendering import common as words
+from rendering import plan as plan_text
 
 THREAD_TTL_S = 7 * 24 * 3600
 _PLANS = "meshbot_plans_dry_run"
@@ -29,6 +32,47 @@ def plans(handler: Handler) -> Handler:
 
 def plans_dry_run(handler: Handler) -> bool:
     return bool(getattr(handler, _PLANS, False))
+
+
+# Set while an approval request asks a handler for its plan: the dry run is only computed.
+_capture: ContextVar[list[Plan] | None] = ContextVar("meshbot_plan_capture", default=None)
+
+
+def planning_only() -> bool:
+    """Whether this dry run is an approval request's: a handler that tells more than its
+    plan (restore's thread) tells nothing then."""
+    return _capture.get() is not None
+
+
+def show_plan(ctx: JobContext, request: Request, plan: Plan) -> str:
+    """Where a handler's dry run ends, before anything is written, locked or stored: the plan
+    goes to the caller alone (a dry run opens no thread) and into the audit as "dry-run"."""
+    found = _capture.get()
+    if found is not None:
+        found.append(plan)
+        return "planned"
+    shown = request.command.model_copy(update={"dry_run": False})
+    ctx.notifier.ephemeral(plan_text.dry_run_reply(words.describe(shown), plan),
+                           response_url=request.response_url, channel=request.channel,
+                           user=request.user)
+    record(ctx, request, "dry-run", detail=plan_text.plan_summary(plan))
+    return f"dry run: {len(plan.effective)} objects would change"
+
+
+def plan_of(handler: Handler, ctx: JobContext, request: Request) -> Plan:
+    """The plan ``handler``'s own dry run of ``request`` arrives at (nothing is told), so an
+    approval request shows exactly what the approved job would write. ``Refused`` (and any
+    other error) as the handler would raise it."""
+    found: list[Plan] = []
+    token = _capture.set(found)
+    try:
+        dry = request.command.model_copy(update={"dry_run": True})
+        handler(ctx, request.model_copy(update={"command": dry}))
+    finally:
+        _capture.reset(token)
+    if not found:  # a handler marked @plans whose dry run did not end in show_plan
+        raise RuntimeError(f"{request.command.verb.value} computed no plan")
+    return found[0]
 
 
 def service_view(ctx: JobContext, request: Request) -> ServiceView:

@@ -32,9 +32,11 @@ from jobs.runtime import context
 from jobs.runtime.api import RETRY, URGENT_SUFFIX
 from jobs.runtime.context import JobContext
 from jobs.runtime.handlers.backup import audit, group_version, require_namespace, take_backup
-from jobs.runtime.handlers.common import request_thread
+from jobs.runtime.handlers.common import plans, request_thread, show_plan
 from meshbot.commands import Request
 from meshbot.errors import Refused
+from meshbot.plan import ObjectChange, Plan
+from rendering import plan as plan_text
 from rendering import runbook as runbook_text
 
 STEPS = 5
@@ -76,11 +78,14 @@ def _save(ctx: JobContext, run: Run) -> None:
     ctx.redis.set(_key(run.request_id), run.model_dump_json(), ex=RUN_TTL_S)
 
 
+@plans
 def emergency(ctx: JobContext, request: Request) -> str:
     namespace = request.command.target or ""
     if namespace == ctx.settings.namespace:
         raise Refused(runbook_text.emergency_own_namespace(namespace))
     require_namespace(ctx, namespace)
+    if request.command.dry_run:
+        return show_plan(ctx, request, plan(ctx, namespace))
     run = _load(ctx, request.id)
     if run is None:
         ts = request_thread(ctx, request, request.channel,
@@ -111,14 +116,34 @@ def _backup(ctx: JobContext, request: Request, run: Run) -> str:
     return runbook_text.emergency_backup(taken.id, taken.counts())
 
 
-def _permissive(ctx: JobContext, request: Request, run: Run) -> str:
+def plan(ctx: JobContext, namespace: str) -> Plan:
+    """Steps 2 to 4 as the objects they write (each from the same plan as its step), read
+    now; the backup and the restarts as words."""
+    patches, create = _permissive_plan(ctx, namespace)
+    found = [ObjectChange.patched("PeerAuthentication", namespace, pa["metadata"]["name"], pa,
+                                  patch) for pa, patch in patches]
+    if create is not None:
+        found.append(ObjectChange("PeerAuthentication", namespace, "default", None, create))
+    ns = ctx.kube.get_namespace(namespace)
+    label, _, after = _injection_change(ns["metadata"].get("labels") or {})
+    found.append(ObjectChange.patched("Namespace", "", namespace, ns,
+                                      {"metadata": {"labels": {label: after}}}))
+    found += [ObjectChange(kind, namespace, obj["metadata"]["name"], obj, None)
+              for kind, obj in _routing_objects(ctx, namespace)]
+    deployments = sorted(d["metadata"]["name"] for d in ctx.kube.list_deployments(namespace))
+    return Plan(tuple(found), (plan_text.emergency_backup(namespace),
+                               plan_text.emergency_restarts(deployments)))
+
+
+def _permissive_plan(ctx: JobContext, namespace: str) -> tuple[list[tuple[Obj, Obj]], Obj | None]:
+    """(PeerAuthentication, the merge patch that loosens it) for each one to loosen, and the
+    namespace-wide one to create when there is none."""
     group, version = group_version(ctx, KIND_BY_NAME["PeerAuthentication"])
     plural = KIND_BY_NAME["PeerAuthentication"].plural
-    existing = ctx.kube.list_custom(group, version, plural, run.namespace)
-    changed: list[str] = []
+    existing = ctx.kube.list_custom(group, version, plural, namespace)
+    patches: list[tuple[Obj, Obj]] = []
     namespace_wide = [pa for pa in existing if not (pa.get("spec") or {}).get("selector")]
     for pa in existing:
-        name = pa["metadata"]["name"]
         spec = pa.get("spec") or {}
         strict_ports = {port: {"mode": "PERMISSIVE"}
                         for port, mode in (spec.get("portLevelMtls") or {}).items()
@@ -131,42 +156,63 @@ def _permissive(ctx: JobContext, request: Request, run: Run) -> str:
             patch: dict[str, Any] = {"mtls": {"mode": "PERMISSIVE"}}
             if strict_ports:
                 patch["portLevelMtls"] = strict_ports
-            ctx.kube.patch_custom(group, version, plural, run.namespace, name, {"spec": patch})
-            changed.append(name)
-    created = None
-    if not namespace_wide:
-        created = "default"
-        ctx.kube.create_custom(group, version, plural, run.namespace, {
-            "apiVersion": f"{group}/{version}", "kind": "PeerAuthentication",
-            "metadata": {"name": created, "namespace": run.namespace},
-            "spec": {"mtls": {"mode": "PERMISSIVE"}},
-        })
-    return runbook_text.emergency_permissive(changed, created)
+            patches.append((pa, {"spec": patch}))
+    create = None if namespace_wide else {
+        "apiVersion": f"{group}/{version}", "kind": "PeerAuthentication",
+        "metadata": {"name": "default", "namespace": namespace},
+        "spec": {"mtls": {"mode": "PERMISSIVE"}},
+    }
+    return patches, create
+
+
+def _permissive(ctx: JobContext, request: Request, run: Run) -> str:
+    group, version = group_version(ctx, KIND_BY_NAME["PeerAuthentication"])
+    plural = KIND_BY_NAME["PeerAuthentication"].plural
+    patches, create = _permissive_plan(ctx, run.namespace)
+    for pa, patch in patches:
+        ctx.kube.patch_custom(group, version, plural, run.namespace, pa["metadata"]["name"],
+                              patch)
+    if create is not None:
+        ctx.kube.create_custom(group, version, plural, run.namespace, create)
+    return runbook_text.emergency_permissive([pa["metadata"]["name"] for pa, _ in patches],
+                                             None if create is None else "default")
+
+
+def _injection_change(labels: dict[str, str]) -> tuple[str, str | None, str | None]:
+    """(label, before, after) that turns injection off."""
+    if REVISION in labels:  # revision-based injection: without the label no revision injects
+        return REVISION, labels[REVISION], None
+    return INJECTION, labels.get(INJECTION), "disabled"
 
 
 def _injection(ctx: JobContext, request: Request, run: Run) -> str:
     ns = ctx.kube.get_namespace(run.namespace)
-    labels = ns["metadata"].get("labels") or {}
-    version = resource_version(ns, f"namespace {run.namespace}")
-    if REVISION in labels:  # revision-based injection: without the label no revision injects
-        ctx.kube.patch_namespace_labels(run.namespace, {REVISION: None}, version)
-        return runbook_text.emergency_injection(REVISION, labels[REVISION], None)
-    before = labels.get(INJECTION)
-    if before != "disabled":
-        ctx.kube.patch_namespace_labels(run.namespace, {INJECTION: "disabled"}, version)
-    return runbook_text.emergency_injection(INJECTION, before, "disabled")
+    label, before, after = _injection_change(ns["metadata"].get("labels") or {})
+    if before != after:
+        ctx.kube.patch_namespace_labels(run.namespace, {label: after},
+                                        resource_version(ns, f"namespace {run.namespace}"))
+    return runbook_text.emergency_injection(label, before, after)
 
 
-def _routing(ctx: JobContext, request: Request, run: Run) -> str:
-    removed: dict[str, list[str]] = {}
+def _routing_objects(ctx: JobContext, namespace: str) -> list[tuple[str, Obj]]:
+    """(kind, object) of every VirtualService, then every DestinationRule, by name."""
+    found: list[tuple[str, Obj]] = []
     for kind_name in ("VirtualService", "DestinationRule"):
         kind = KIND_BY_NAME[kind_name]
         group, version = group_version(ctx, kind)
-        names = sorted(o["metadata"]["name"]
-                       for o in ctx.kube.list_custom(group, version, kind.plural, run.namespace))
-        for name in names:  # one by one: meshbot is never granted deletecollection
-            ctx.kube.delete_custom(group, version, kind.plural, run.namespace, name)
-        removed[kind_name] = names
+        objects = ctx.kube.list_custom(group, version, kind.plural, namespace)
+        found += [(kind_name, o) for o in sorted(objects, key=lambda o: o["metadata"]["name"])]
+    return found
+
+
+def _routing(ctx: JobContext, request: Request, run: Run) -> str:
+    removed: dict[str, list[str]] = {"VirtualService": [], "DestinationRule": []}
+    for kind_name, obj in _routing_objects(ctx, run.namespace):
+        kind = KIND_BY_NAME[kind_name]
+        group, version = group_version(ctx, kind)
+        # One by one: meshbot is never granted deletecollection.
+        ctx.kube.delete_custom(group, version, kind.plural, run.namespace, obj["metadata"]["name"])
+        removed[kind_name].append(obj["metadata"]["name"])
     return runbook_text.emergency_routing_removed(removed["VirtualService"],
                                               removed["DestinationRule"])
 

@@ -23,11 +23,20 @@ from jobs.domain.routes_match import (
 )
 from jobs.runtime.context import JobContext
 from jobs.runtime.handlers import traffic
-from jobs.runtime.handlers.common import names, record, request_thread, service_view, subsets_of
-from jobs.runtime.route_edits import edit_routes, read_and_plan, write_planned
+from jobs.runtime.handlers.common import (
+    names,
+    plans,
+    record,
+    request_thread,
+    service_view,
+    show_plan,
+    subsets_of,
+)
+from jobs.runtime.route_edits import changes, edit_routes, read_and_plan, write_planned
 from jobs.runtime.weights import defined_subsets, ensure_ready_canary, preflight
 from meshbot.commands import Request
 from meshbot.errors import MeshInvalid, Refused
+from meshbot.plan import Plan
 from policies.views import ServiceView
 from rendering import routing as routing_text
 
@@ -50,6 +59,7 @@ def require_ready_canary(ctx: JobContext, view: ServiceView, subsets: Subsets) -
 
 # --- /mesh ab -----------------------------------------------------------------------------------
 
+@plans
 def ab(ctx: JobContext, request: Request) -> str:
     view = service_view(ctx, request)
     subsets = subsets_of(ctx, view)
@@ -63,6 +73,8 @@ def ab(ctx: JobContext, request: Request) -> str:
 
     planned = read_and_plan(ctx, view, on)
     require_ready_canary(ctx, view, subsets)
+    if request.command.dry_run:
+        return show_plan(ctx, request, Plan(changes(view, planned)))
     before = next((h for h in (current_header(p.vs) for p in planned) if h is not None), None)
     ts = request_thread(ctx, request, request.channel, routing_text.ab_root(
         view.name, view.namespace, request.user, header, subsets.canary))
@@ -79,6 +91,8 @@ def _ab_off(ctx: JobContext, request: Request, view: ServiceView, subsets: Subse
     header = next((h for h in (current_header(p.vs) for p in planned) if h is not None), None)
     if header is None:
         raise Refused(routing_text.no_header_route(view.name))
+    if request.command.dry_run:
+        return show_plan(ctx, request, Plan(changes(view, planned)))
     ts = request_thread(ctx, request, request.channel, routing_text.ab_root(
         view.name, view.namespace, request.user, None, subsets.canary))
     changed = write_planned(ctx, view, planned, plan_header_route_off)
@@ -90,6 +104,7 @@ def _ab_off(ctx: JobContext, request: Request, view: ServiceView, subsets: Subse
 
 # --- /mesh mirror -------------------------------------------------------------------------------
 
+@plans
 def mirror(ctx: JobContext, request: Request) -> str:
     view = service_view(ctx, request)
     subsets = subsets_of(ctx, view)
@@ -113,6 +128,8 @@ def mirror(ctx: JobContext, request: Request) -> str:
         raise Refused(routing_text.not_mirrored(view.name))
     if percent is not None:
         require_ready_canary(ctx, view, subsets)
+    if command.dry_run:
+        return show_plan(ctx, request, Plan(changes(view, planned)))
     ts = request_thread(ctx, request, request.channel, routing_text.mirror_root(
         view.name, view.namespace, request.user, percent, subsets.canary))
     changed = write_planned(ctx, view, planned, planner)

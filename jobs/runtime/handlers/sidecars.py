@@ -14,10 +14,12 @@ from typing import Any
 from jobs.domain.gitops import ensure_not_gitops_owned
 from jobs.domain.server_fields import resource_version
 from jobs.runtime.context import JobContext
-from jobs.runtime.handlers.common import record, request_thread, service_view
+from jobs.runtime.handlers.common import plans, record, request_thread, service_view, show_plan
 from meshbot.commands import Request
 from meshbot.errors import MeshForbidden, MeshNotFound, Refused
+from meshbot.plan import ObjectChange, Plan
 from policies.views import ServiceView
+from rendering import plan as plan_text
 from rendering import sidecars as sidecar_text
 
 Obj = dict[str, Any]
@@ -96,6 +98,14 @@ def _not_own(ctx: JobContext, namespace: str, what: str) -> None:
 
 # --- /mesh inject <service> ---------------------------------------------------------------------
 
+def _injected(deployment: Obj) -> ObjectChange:
+    """The Deployment and what ``annotate_pod_template`` with ``{INJECT: "true"}`` leaves."""
+    patch = {"spec": {"template": {"metadata": {"annotations": {INJECT: "true"}}}}}
+    return ObjectChange.patched("Deployment", deployment["metadata"].get("namespace", ""),
+                                _name(deployment), deployment, patch)
+
+
+@plans
 def inject(ctx: JobContext, request: Request) -> str:
     view = service_view(ctx, request)
     _not_own(ctx, view.namespace, "injected")
@@ -105,6 +115,13 @@ def inject(ctx: JobContext, request: Request) -> str:
     for deployment in deployments:
         ensure_not_gitops_owned(deployment, allowed=view.gitops_allowed)
     skipped = not_injected(ctx, _earlier_tiers(ctx, view.tier))
+    if request.command.dry_run:
+        todo = [d for d in deployments if _template_annotations(d).get(INJECT) != "true"]
+        warned = [sidecar_text.tier_order_skipped(view.name, view.tier, skipped)] if skipped \
+            else []
+        rolls = [plan_text.pods_roll(_name(d), _rollout_facts(d)["replicas"]) for d in todo]
+        return show_plan(ctx, request, Plan(tuple(_injected(d) for d in todo),
+                                            tuple(warned + rolls)))
     ts = request_thread(ctx, request, request.channel, sidecar_text.inject_root(
         view.name, view.namespace, request.user, [_name(d) for d in deployments]))
     if skipped:
@@ -149,6 +166,7 @@ def _rollout_facts(deployment: Mapping[str, Any]) -> dict[str, int]:
 
 # --- /mesh inject-namespace <ns> ----------------------------------------------------------------
 
+@plans
 def inject_namespace(ctx: JobContext, request: Request) -> str:
     name = request.command.target or ""
     _not_own(ctx, name, "injected")
@@ -158,6 +176,13 @@ def inject_namespace(ctx: JobContext, request: Request) -> str:
     views = [v for v in (ctx.policy.service(s) for s in ctx.policy.service_names)
              if v is not None and v.namespace == name]
     pending = not_injected(ctx, views)
+    labelled = REVISION_LABEL in labels or labels.get(INJECTION_LABEL) == "enabled"
+    if request.command.dry_run:
+        label = {"metadata": {"labels": {INJECTION_LABEL: "enabled"}}}
+        change = () if labelled else (ObjectChange.patched("Namespace", "", name, namespace,
+                                                           label),)
+        warned = (sidecar_text.namespace_before_tiers(name, pending),) if pending else ()
+        return show_plan(ctx, request, Plan(change, (*warned, plan_text.namespace_pods(name))))
     ts = request_thread(ctx, request, request.channel,
                         sidecar_text.inject_namespace_root(name, request.user))
     if pending:
@@ -196,6 +221,26 @@ def plan_tls(rules: list[Obj]) -> tuple[list[Obj], list[str], list[tuple[str, st
     return to_set, already, left
 
 
+def _mtls_changes(ctx: JobContext, namespace: str, mode: str, peer: Obj | None,
+                  to_set: list[Obj]) -> tuple[ObjectChange, ...]:
+    """What the writes below leave: each DestinationRule's tls mode, then the
+    PeerAuthentication created (``create_peer_authentication``'s body) or its mode set."""
+    found = [ObjectChange.patched("DestinationRule", namespace, _name(rule), rule,
+                                  {"spec": {"trafficPolicy": {"tls": {"mode": MUTUAL}}}})
+             for rule in to_set]
+    if peer is None:
+        group, version = ctx.settings.security_group_version
+        found.append(ObjectChange("PeerAuthentication", namespace, PEER_AUTHENTICATION, None, {
+            "apiVersion": f"{group}/{version}", "kind": "PeerAuthentication",
+            "metadata": {"name": PEER_AUTHENTICATION, "namespace": namespace},
+            "spec": {"mtls": {"mode": mode}}}))
+    else:
+        found.append(ObjectChange.patched("PeerAuthentication", namespace, PEER_AUTHENTICATION,
+                                          peer, {"spec": {"mtls": {"mode": mode}}}))
+    return tuple(found)
+
+
+@plans
 def mtls(ctx: JobContext, request: Request) -> str:
     name = request.command.target or ""
     mode = (request.command.switch or "").upper()
@@ -217,6 +262,12 @@ def mtls(ctx: JobContext, request: Request) -> str:
         for rule in to_set:
             ensure_not_gitops_owned(rule, allowed=allowed)
     before = str(((peer or {}).get("spec") or {}).get("mtls", {}).get("mode") or "") or None
+    if request.command.dry_run:
+        warned = (sidecar_text.strict_without_injection(name),) if mode == "STRICT" \
+            and not namespace_injects(_labels(namespace)) else ()
+        kept = tuple(plan_text.tls_kept(rule, tls) for rule, tls in left)
+        return show_plan(ctx, request, Plan(_mtls_changes(ctx, name, mode, peer, to_set),
+                                            warned + kept))
     root = sidecar_text.mtls_root(name, mode, request.user)
     ts = request_thread(ctx, request, request.channel, root)
     if mode == "STRICT" and not namespace_injects(_labels(namespace)):

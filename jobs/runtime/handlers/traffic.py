@@ -12,24 +12,28 @@ from rq import get_current_job
 from jobs.adapters.rollout_store import TICK_OWNER, RolloutStore
 from jobs.domain import rollout as machine
 from jobs.domain.rollout import Event, Phase, Rollout
-from jobs.domain.routes import Weights
+from jobs.domain.routes import Subsets, Weights
 from jobs.runtime.context import JobContext
 from jobs.runtime.handlers.common import (
     links_text,
     names,
     pair,
+    plans,
     record,
     request_thread,
     service_view,
+    show_plan,
     subsets_of,
 )
 from jobs.runtime.reports import report
-from jobs.runtime.route_edits import back_to_stable
-from jobs.runtime.weights import Abandoned, defined_subsets, live_weights, preflight, set_weights
+from jobs.runtime.route_edits import back_to_stable, plan_back_to_stable
+from jobs.runtime.weights import Abandoned, defined_subsets, live_weights, plan_split, set_weights
 from meshbot import metrics
 from meshbot.commands import Request, Verb
 from meshbot.errors import MeshbotError, Refused, UserError
+from meshbot.plan import Plan
 from policies.views import ServiceView
+from rendering import plan as plan_text
 from rendering import traffic as traffic_text
 
 log = logging.getLogger("meshbot.jobs")
@@ -79,12 +83,21 @@ def apply_weight(ctx: JobContext, view: ServiceView, rollout: Rollout,
     )
 
 
+def plan_weights(ctx: JobContext, view: ServiceView, subsets: Subsets, target: Weights,
+                 steps: tuple[str, ...] = ()) -> Plan:
+    """The split's write as a plan: the read, plan and checks ``set_weights`` makes."""
+    split = plan_split(ctx.kube, view.namespace, view.virtual_services, view.name, subsets,
+                       target, allow_gitops=view.gitops_allowed)
+    return Plan(split.changes, steps)
+
+
 def canary(ctx: JobContext, request: Request) -> str:
     """A rollout with one step that never advances: watched at a fixed weight."""
     percent = request.command.percent or 0
     return _begin(ctx, request, steps=(percent,), fixed=True)
 
 
+@plans
 def rollout(ctx: JobContext, request: Request) -> str:
     view = service_view(ctx, request)
     steps = request.command.steps or tuple(view.analysis.steps)
@@ -106,12 +119,16 @@ def _begin(ctx: JobContext, request: Request, *, steps: tuple[int, ...], fixed: 
                       " or `/mesh promote` it first")
     subsets = subsets_of(ctx, view)
     target = Weights.canary_at(steps[0])
-    before = preflight(ctx.kube, view.namespace, view.virtual_services, view.name, subsets,
-                       target, allow_gitops=view.gitops_allowed)
-    defined = defined_subsets(ctx.kube, view.namespace, view.name)
-    labels = defined.get(subsets.canary, {})
     analysis = view.analysis
     interval = request.command.interval_s or analysis.interval
+    split = plan_split(ctx.kube, view.namespace, view.virtual_services, view.name, subsets,
+                       target, allow_gitops=view.gitops_allowed)
+    if request.command.dry_run:
+        return show_plan(ctx, request, Plan(split.changes, plan_text.rollout_steps(
+            steps, interval, fixed, analysis.deadline)))
+    before = split.before
+    defined = defined_subsets(ctx.kube, view.namespace, view.name)
+    labels = defined.get(subsets.canary, {})
     channel = request.channel
     header = traffic_text.rollout_header(request.command, view.name, view.namespace, request.user,
                                      pair(before), pair(target), names(subsets))
@@ -156,6 +173,7 @@ def _resume(ctx: JobContext, request: Request, view: ServiceView, current: Rollo
     return f"{view.name}: {after}"
 
 
+@plans
 def promote(ctx: JobContext, request: Request) -> str:
     """All traffic to the canary subset, which becomes the live one."""
     view = service_view(ctx, request)
@@ -164,6 +182,12 @@ def promote(ctx: JobContext, request: Request) -> str:
     if current is None or current.phase.terminal:
         raise Refused(f"{view.name} has no rollout to promote: start one with "
                       f"`/mesh rollout {view.name}`")
+    if request.command.dry_run:
+        # The state machine is pure: it refuses here what the stored update would refuse.
+        would = machine.apply(current, Event.PROMOTE, now, f"by <@{request.user}>")
+        return show_plan(ctx, request, plan_weights(
+            ctx, view, would.subsets, Weights(stable=0, canary=100),
+            (plan_text.promote_step(view.name, would.subsets.canary),)))
     ctx.store.mark_unapplied(view.name, now, writer())
     with refused_before_commit(ctx, view.name):
         promoted = ctx.store.update(view.name, lambda cur: machine.apply(
@@ -185,6 +209,7 @@ def promote(ctx: JobContext, request: Request) -> str:
     return f"{view.name}: promoted"
 
 
+@plans
 def rollback(ctx: JobContext, request: Request) -> str:
     """All traffic back to the live subset. Never waits for Slack: the weights change first."""
     view = service_view(ctx, request)
@@ -200,6 +225,11 @@ def rollback(ctx: JobContext, request: Request) -> str:
             raise Refused(f"{view.name} has no rollout in progress to abort")
         return machine.apply(current, event, now, f"by {who}")
 
+    if request.command.dry_run:
+        marked = mark(ctx.store.get(view.name))
+        plan = plan_back_to_stable(ctx, view, subsets_of(ctx, view))
+        steps = (plan_text.rollout_marked(view.name, marked.phase.value),) if marked else ()
+        return show_plan(ctx, request, Plan(plan.changes, steps))
     # First: a worker dying next is finished for (the rollback wins).
     ctx.store.mark_unapplied(view.name, now, writer())
     with refused_before_commit(ctx, view.name):
@@ -234,6 +264,7 @@ def _report(ctx: JobContext, request: Request, view: ServiceView, current: Rollo
         return None, None
 
 
+@plans
 def pause_or_resume(ctx: JobContext, request: Request) -> str:
     view = service_view(ctx, request)
     current = ctx.store.get(view.name)
@@ -244,6 +275,10 @@ def pause_or_resume(ctx: JobContext, request: Request) -> str:
     now = time.time()
     if current is None:
         raise Refused(f"{view.name} has no rollout to {event.value}")
+    if request.command.dry_run:  # only the rollout's state changes, no object
+        would = machine.apply(current, event, now, f"by <@{request.user}>")
+        return show_plan(ctx, request, Plan(steps=(plan_text.rollout_state(
+            view.name, current.phase.value, would.phase.value, would.weight),)))
     changed = ctx.store.update(view.name, lambda cur: machine.apply(
         cur, event, now, f"by <@{request.user}>") if cur else None)
     assert changed is not None
@@ -258,10 +293,16 @@ def pause_or_resume(ctx: JobContext, request: Request) -> str:
 def _approved_step(ctx: JobContext, request: Request, view: ServiceView,
                    current: Rollout) -> str:
     """The next step of a rollout that waited for approval, now that approvers said yes."""
+    now = time.time()
+    if request.command.dry_run:
+        next_step = machine.apply(current, Event.APPROVED, now, "approved")
+        return show_plan(ctx, request, plan_weights(
+            ctx, view, next_step.subsets, Weights.canary_at(next_step.weight),
+            (plan_text.rollout_state(view.name, current.phase.value, next_step.phase.value,
+                                     next_step.weight),)))
     if not request.approved_by:
         raise Refused(f"{view.name}'s next step waits for approval: approvers react on the "
                       "request posted in the channel")
-    now = time.time()
     approvers = ", ".join(f"<@{a}>" for a in request.approved_by)
     ctx.store.mark_unapplied(view.name, now, writer())
     with refused_before_commit(ctx, view.name):
