@@ -284,7 +284,7 @@ class Cluster(Section):
         "service account), or KUBECONFIG's current context",
     )
     prometheus_url: HttpUrlText | None = Field(
-        None, description="Prometheus of this cluster; null: MESHBOT_PROMETHEUS_URL"
+        None, description="Prometheus of this cluster; null: PROMETHEUS_URL"
     )
 
 
