@@ -4,6 +4,11 @@
     404 → MeshNotFound    409 → MeshConflict    429, 5xx, timeouts, refused connections →
     MeshUnavailable       anything else (400, 401, 422, bad configuration) → PermanentError
 
+Core, apps, policy and autoscaling objects are read and patched as plain JSON through the
+client's REST layer, not its typed APIs: building ``CoreV1Api`` alone imports some 250 pydantic
+models (about 20 MB per worker process) to produce objects meshbot turns straight back into
+dicts. Istio objects go through ``CustomObjectsApi``, which is already untyped.
+
 Configuration is the standard one: an explicit ``KUBECONFIG`` first, else the in-cluster service
 account when running in a pod, else ``~/.kube/config``; optionally a named context. Calls use short
 timeouts and no transport retries: retrying is the job's decision (``TemporaryError.delay``).
@@ -17,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import quote
 
 import urllib3
 from kubernetes import client, config
@@ -71,10 +77,6 @@ class KubeClient:
         settings = settings or Settings()
         self._api_client = api_client
         self._custom = client.CustomObjectsApi(api_client)
-        self._core = client.CoreV1Api(api_client)
-        self._apps = client.AppsV1Api(api_client)
-        self._policy = client.PolicyV1Api(api_client)
-        self._autoscaling = client.AutoscalingV2Api(api_client)
         self._networking = settings.networking_group_version
         self._security = settings.security_group_version
         self._timeout = timeout
@@ -198,10 +200,9 @@ class KubeClient:
         """Deployments whose own labels match all ``labels`` (a label selector)."""
         selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
         with _translated("list", f"Deployments {selector} in namespace {namespace}"):
-            listing = self._apps.list_namespaced_deployment(
-                namespace, label_selector=selector, _request_timeout=self._timeout
-            )
-        return [self._dict(item) for item in listing.items]
+            listing = self._rest("GET", _path("apis/apps/v1", namespace, "deployments"),
+                                 query={"labelSelector": selector})
+        return _items(listing)
 
     def annotate_pod_template(
         self, namespace: str, name: str, annotations: Mapping[str, str], resource_version: str
@@ -212,11 +213,7 @@ class KubeClient:
             "spec": {"template": {"metadata": {"annotations": dict(annotations)}}},
         }
         with _translated("patch", f"Deployment {namespace}/{name}"):
-            result = self._apps.patch_namespaced_deployment(
-                name, namespace, body, _content_type="application/merge-patch+json",
-                _request_timeout=self._timeout,
-            )
-        return self._dict(result)
+            return self._merge_patch(_path("apis/apps/v1", namespace, "deployments", name), body)
 
     # --- workloads (core/v1) ---
 
@@ -224,16 +221,15 @@ class KubeClient:
         """Pods matching all ``labels`` whose Ready condition is True and that are not deleting."""
         selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
         with _translated("list", f"pods {selector} in namespace {namespace}"):
-            pods = self._core.list_namespaced_pod(
-                namespace, label_selector=selector, _request_timeout=self._timeout
-            )
+            pods = _items(self._rest("GET", _path("api/v1", namespace, "pods"),
+                                     query={"labelSelector": selector}))
         return sum(
             1
-            for pod in pods.items
-            if pod.metadata is None or pod.metadata.deletion_timestamp is None
+            for pod in pods
+            if (pod.get("metadata") or {}).get("deletionTimestamp") is None
             if any(
-                c.type == "Ready" and c.status == "True"
-                for c in (pod.status.conditions if pod.status else None) or []
+                c.get("type") == "Ready" and c.get("status") == "True"
+                for c in (pod.get("status") or {}).get("conditions") or []
             )
         )
 
@@ -297,7 +293,7 @@ class KubeClient:
 
     def get_namespace(self, name: str) -> Obj:
         with _translated("get", f"namespace {name}"):
-            return self._dict(self._core.read_namespace(name, _request_timeout=self._timeout))
+            return self._rest("GET", f"/api/v1/namespaces/{quote(name, safe='')}")
 
     def patch_namespace_labels(self, name: str, labels: Mapping[str, str | None],
                                resource_version: str) -> Obj:
@@ -305,63 +301,74 @@ class KubeClient:
         ``resource_version`` (409 otherwise)."""
         body = {"metadata": {"resourceVersion": resource_version, "labels": dict(labels)}}
         with _translated("patch", f"namespace {name}"):
-            return self._dict(self._core.patch_namespace(
-                name, body, _content_type="application/merge-patch+json",
-                _request_timeout=self._timeout,
-            ))
+            return self._merge_patch(f"/api/v1/namespaces/{quote(name, safe='')}", body)
 
     def list_deployments(self, namespace: str) -> list[Obj]:
         with _translated("list", f"Deployments in namespace {namespace}"):
-            listing = self._apps.list_namespaced_deployment(
-                namespace, _request_timeout=self._timeout
-            )
-        return [self._dict(item) for item in listing.items]
+            return _items(self._rest("GET", _path("apis/apps/v1", namespace, "deployments")))
 
     def get_deployment(self, namespace: str, name: str) -> Obj:
         with _translated("get", f"Deployment {namespace}/{name}"):
-            return self._dict(self._apps.read_namespaced_deployment(
-                name, namespace, _request_timeout=self._timeout
-            ))
+            return self._rest("GET", _path("apis/apps/v1", namespace, "deployments", name))
 
     def restart_deployment(self, namespace: str, name: str, at: str) -> Obj:
         """What ``kubectl rollout restart`` does: stamp the pod template, which rolls the pods.
         The same ``at`` twice is one restart (a retried job does not restart again)."""
         body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: at}}}}}
         with _translated("patch", f"Deployment {namespace}/{name}"):
-            return self._dict(self._apps.patch_namespaced_deployment(
-                name, namespace, body, _content_type="application/merge-patch+json",
-                _request_timeout=self._timeout,
-            ))
+            return self._merge_patch(_path("apis/apps/v1", namespace, "deployments", name), body)
 
     def list_pod_disruption_budgets(self, namespace: str) -> list[Obj]:
         with _translated("list", f"PodDisruptionBudgets in namespace {namespace}"):
-            listing = self._policy.list_namespaced_pod_disruption_budget(
-                namespace, _request_timeout=self._timeout
-            )
-        return [self._dict(item) for item in listing.items]
+            return _items(self._rest(
+                "GET", _path("apis/policy/v1", namespace, "poddisruptionbudgets")))
 
     def list_horizontal_pod_autoscalers(self, namespace: str) -> list[Obj]:
         with _translated("list", f"HorizontalPodAutoscalers in namespace {namespace}"):
-            listing = self._autoscaling.list_namespaced_horizontal_pod_autoscaler(
-                namespace, _request_timeout=self._timeout
-            )
-        return [self._dict(item) for item in listing.items]
+            return _items(self._rest(
+                "GET", _path("apis/autoscaling/v2", namespace, "horizontalpodautoscalers")))
 
     def list_pods(self, namespace: str, labels: Mapping[str, str]) -> list[Obj]:
         selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
         with _translated("list", f"pods {selector} in namespace {namespace}"):
-            listing = self._core.list_namespaced_pod(
-                namespace, label_selector=selector, _request_timeout=self._timeout
-            )
-        return [self._dict(item) for item in listing.items]
+            return _items(self._rest("GET", _path("api/v1", namespace, "pods"),
+                                     query={"labelSelector": selector}))
 
     def list_nodes(self) -> list[Obj]:
         with _translated("list", "nodes"):
-            listing = self._core.list_node(_request_timeout=self._timeout)
-        return [self._dict(item) for item in listing.items]
+            return _items(self._rest("GET", "/api/v1/nodes"))
 
-    def _dict(self, model: object) -> Obj:
-        return cast(Obj, self._api_client.sanitize_for_serialization(model))  # type: ignore[no-untyped-call]
+    def _merge_patch(self, path: str, body: Obj) -> Obj:
+        return self._rest("PATCH", path, body=body, content_type="application/merge-patch+json")
+
+    def _rest(self, method: str, path: str, *, query: Mapping[str, str] | None = None,
+              body: Obj | None = None, content_type: str = "application/json") -> Obj:
+        """One call through the client's REST layer (its configuration, auth and TLS), the
+        answer as the API's own JSON; a non-2xx answer raises ``ApiException`` as the typed
+        APIs do, for ``_translated``."""
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        request = self._api_client.param_serialize(
+            method=method, resource_path=path, query_params=list((query or {}).items()),
+            header_params=headers, body=body, auth_settings=["BearerToken"])
+        response = self._api_client.call_api(
+            *request, _request_timeout=self._timeout)
+        response.read()  # type: ignore[no-untyped-call]
+        text = (response.data or b"").decode("utf-8")
+        if not 200 <= response.status <= 299:
+            raise ApiException.from_response(http_resp=response, body=text, data=None)
+        return cast(Obj, json.loads(text)) if text else {}
+
+
+def _path(group_version: str, namespace: str, plural: str, name: str | None = None) -> str:
+    """``/api/v1/namespaces/<ns>/pods``, ``/apis/apps/v1/namespaces/<ns>/deployments/<name>``."""
+    path = f"/{group_version}/namespaces/{quote(namespace, safe='')}/{plural}"
+    return path if name is None else f"{path}/{quote(name, safe='')}"
+
+
+def _items(listing: Obj) -> list[Obj]:
+    return list(listing.get("items") or [])
 
 @contextmanager
 def _translated(verb: str, what: str) -> Iterator[None]:
