@@ -95,8 +95,10 @@ def test_a_route_inserted_before_the_others_is_one_added_item() -> None:
 
 
 def test_merge_patch_is_the_api_servers() -> None:
-    obj = {"metadata": {"labels": {"a": "1", "b": "2"}}, "spec": {"http": [1, 2], "x": 1}}
-    patch = {"metadata": {"labels": {"a": None, "c": "3"}}, "spec": {"http": [3]}}
+    obj: dict[str, Any] = {"metadata": {"labels": {"a": "1", "b": "2"}},
+                           "spec": {"http": [1, 2], "x": 1}}
+    patch: dict[str, Any] = {"metadata": {"labels": {"a": None, "c": "3"}},
+                             "spec": {"http": [3]}}
     assert merge_patch(obj, patch) == {"metadata": {"labels": {"b": "2", "c": "3"}},
                                        "spec": {"http": [3], "x": 1}}
     assert obj["metadata"]["labels"] == {"a": "1", "b": "2"}  # the object read is kept
