@@ -112,6 +112,8 @@ def _audit(client: redis.Redis, keys: Keys | None, pending: PendingApproval,
     command = pending.request.command
     if verdict in (Verdict.REQUESTER, Verdict.NOT_APPROVER):
         detail = f"{detail} (:{reaction.emoji}: {'added' if reaction.added else 'removed'})"
+    # The approval is found from Slack alone; its entry goes to the audit of its cluster.
+    keys = keys or Keys(cluster=command.cluster)
     AuditLog(client, keys).record(AuditEntry(
         actor=reaction.user, action=command.verb.value, target=command.target,
         outcome=outcome, request_id=pending.request.id, approvers=pending.approvals,

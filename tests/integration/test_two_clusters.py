@@ -11,13 +11,15 @@ import pytest
 import yaml
 
 from jobs.adapters.alert_threads import ROLLBACK_EMOJI
+from jobs.adapters.audit import AuditLog
+from jobs.adapters.keys import Keys
 from jobs.runtime import context
 from jobs.runtime.handlers.alerts import handle_alert
 from meshbot.alerts import Notification
 from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh
 from tests.fixtures.real_cluster import RealCluster
 from tests.fixtures.two_clusters import EU, US, TwoClusters
-from tests.integration.chatops import ChatOps, write_policy
+from tests.integration.chatops import APPROVERS, ChatOps, write_policy
 
 
 @pytest.fixture
@@ -137,3 +139,26 @@ def test_an_alert_from_one_cluster_rolls_back_there(ops: ChatOps,
     ops.run()
     assert weights(two_clusters.us, "payment-service") == {"stable": 100, "canary": 0}
     assert weights(two_clusters.eu, "payment-service") == {"stable": 90, "canary": 10}
+
+
+def test_approvals_of_one_cluster_are_its_own(ops: ChatOps, two_clusters: TwoClusters) -> None:
+    ack, _ = ops.command("canary payment-service 50 cluster=prod-us")
+    assert "pending approval" in ack
+    ops.run()
+    request = ops.approval()
+    assert request.text.startswith("`prod-us` ")
+    for approver in APPROVERS[:2]:
+        ops.react(approver, request.ts)
+    ops.run()
+    assert weights(two_clusters.us, "payment-service") == {"stable": 50, "canary": 50}
+    assert weights(two_clusters.eu, "payment-service") == {"stable": 100, "canary": 0}
+    ops.command("audit payment-service cluster=prod-us")
+    ops.command("audit payment-service cluster=prod-eu")
+    ops.run()
+    us_audit, eu_audit = ops.roots()[-2:]
+    assert "approved" in us_audit and "<@U0APPROVER2>" in us_audit
+    assert "no entries yet" in eu_audit
+    # Each approver's reaction is audited in prod-us too: nothing lands outside its cluster.
+    entries = AuditLog(ops.mesh.redis, Keys(cluster=US)).last("payment-service", 20)
+    assert {e.actor for e in entries} >= set(APPROVERS[:2])
+    assert AuditLog(ops.mesh.redis, Keys(cluster=None)).last("payment-service", 20) == []
