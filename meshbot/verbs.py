@@ -118,8 +118,11 @@ REGISTRY: tuple[VerbSpec, ...] = (
              changes_mesh=True, locks_service=True, handler=_R + "ab"),
     VerbSpec(Verb.MIRROR, "mirror <service> <percent 0-100>|off [confirm=yes]",
              args=Args.MIRROR, changes_mesh=True, locks_service=True, handler=_R + "mirror"),
-    VerbSpec(Verb.BLUEGREEN, "bluegreen <service>", approval=ApprovalKind.TIER_PROMOTE,
-             changes_mesh=True, locks_service=True, handler=_R + "bluegreen"),
+    # Its start is judged as a canary at 10%; its cutover, which meshbot itself asks for
+    # once the analysis is ready, needs the tier's promote approvals.
+    VerbSpec(Verb.BLUEGREEN, "bluegreen <service>", approval=ApprovalKind.TIER_WEIGHT,
+             changes_mesh=True, locks_service=True,
+             handler="jobs.runtime.handlers.bluegreen:bluegreen"),
     VerbSpec(Verb.INJECT, "inject <service>", changes_mesh=True, locks_service=True,
              handler=_S + "inject"),
     VerbSpec(Verb.INJECT_NAMESPACE, "inject-namespace <namespace>", _NS,

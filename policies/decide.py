@@ -20,6 +20,8 @@ SERVICE_VERBS = verbs_where(target=_SERVICE, target_optional=False)
 # Their target is optional: without one they cover every service.
 OPTIONAL_SERVICE_VERBS = verbs_where(target=_SERVICE, target_optional=True)
 NAMESPACE_VERBS = verbs_where(target=TargetKind.NAMESPACE)
+# The runbook's 90/10: the share of traffic a blue-green's start sends to the other subset.
+BLUEGREEN_STEP = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +122,10 @@ def _approvals_needed(
     kind = verb_spec(verb).approval
     if view is not None:
         tier = f"tier {view.tier}"
-        if kind is ApprovalKind.TIER_PROMOTE and verb is Verb.BLUEGREEN:
-            return view.approvals.promote, f"a blue-green switch is a promote in {tier}"
+        if verb is Verb.BLUEGREEN:  # the start; the cutover asks for its promote approvals
+            count = view.approvals_for_weight(BLUEGREEN_STEP)
+            return count, (f"{tier} needs approval above {view.approvals.canary_above}%, and "
+                           f"a blue-green starts at {BLUEGREEN_STEP}%")
         if kind is ApprovalKind.TIER_PROMOTE:
             return view.approvals.promote, f"{view.name} is in {tier}"
         if kind is ApprovalKind.TIER_WEIGHT and percent is not None:

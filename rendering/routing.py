@@ -80,10 +80,13 @@ def mirror_needs_confirmation(service: str, percent: int) -> str:
             f"real, confirm with `/mesh mirror {service} {percent} confirm=yes`")
 
 
+def _approvals(count: int) -> str:
+    return f"{count} approval{'s' if count != 1 else ''}"
+
+
 def bluegreen_root(service: str, namespace: str, requester: str, header: object,
                    names: tuple[str, str], approvals: int) -> str:
-    after = (f"after {approvals} approval{'s' if approvals != 1 else ''}" if approvals
-             else "on request")
+    after = f"after {_approvals(approvals)}" if approvals else "at once"
     return (f":large_blue_circle: *Blue-green* `{service}` ({namespace}) requested by "
             f"{user(requester)}: preview on header `{header}` → {names[1]}, then "
             f"{weights(90, 10, *names)} under analysis, then all traffic to {names[1]} {after}")
@@ -94,19 +97,76 @@ def bluegreen_preview(header: object, green: str, virtual_services: Iterable[str
             f"{_listed(virtual_services)}.")
 
 
+def _cutover_words(names: tuple[str, str], approvals: int) -> str:
+    if approvals:
+        return (f"meshbot asks for the cutover in this thread ({_approvals(approvals)}); once "
+                f"approved, all traffic goes to {names[1]} and the preview route is removed")
+    return f"all traffic goes to {names[1]} and the preview route is removed"
+
+
 def bluegreen_next(service: str, names: tuple[str, str], approvals: int) -> str:
-    gate = (f" (needs {approvals} approval{'s' if approvals != 1 else ''})" if approvals
-            else "")
-    return (f":hourglass_flowing_sand: Analysis watches {names[1]} at 10%. When it passes, "
-            f"`/mesh bluegreen {service}` again switches all traffic to {names[1]} and removes "
-            f"the preview route{gate}. `/mesh rollback {service}` returns the weighted traffic to "
-            f"{names[0]}; the preview route stays until `/mesh ab {service} off`.")
+    return (f":hourglass_flowing_sand: Analysis watches {names[1]} at 10%. When it is ready, "
+            f"{_cutover_words(names, approvals)}: no second command. A breach at any point "
+            f"returns all traffic to {names[0]} and removes the preview route, as does "
+            f"`/mesh rollback {service}`.")
+
+
+def bluegreen_ready(service: str, names: tuple[str, str], approvals: int,
+                    lines: Sequence[str]) -> str:
+    measured = f" ({'; '.join(lines)})" if lines else ""
+    if approvals:
+        what = (f"the cutover to {names[1]} is asked for just below ({_approvals(approvals)}); "
+                "checks go on until it runs, and a breach meanwhile still goes back to "
+                f"{names[0]}")
+    else:
+        what = f"cutting over to {names[1]} now"
+    return f":white_check_mark: `{service}` at 10% passed its analysis{measured}: {what}."
+
+
+def bluegreen_steps(service: str, names: tuple[str, str], approvals: int,
+                    interval_s: float) -> tuple[str, ...]:
+    """What follows the writes of a blue-green's start, in words (its dry run)."""
+    ask = (f"once the analysis is ready, ask {_approvals(approvals)} for the cutover in the "
+           "rollout's thread" if approvals else "once the analysis is ready, cut over at once")
+    return (
+        f"watch {names[1]} at 10% under analysis (a check every {interval_s:g}s against "
+        f"`{service}`'s SLO and against {names[0]})",
+        ask,
+        f"cutover: all traffic to {names[1]} ({weights(0, 100, *names)}), then the preview "
+        "route removed",
+        f"a breach at any point: all traffic back to {names[0]} and the preview route removed",
+    )
+
+
+def cutover_steps(names: tuple[str, str]) -> tuple[str, ...]:
+    return (f"{names[1]} becomes the live subset: the next rollout shifts traffic from it to "
+            f"{names[0]}",)
 
 
 def bluegreen_busy(service: str, phase: str) -> str:
-    return (f"`{service}` has a rollout {phase.replace('_', ' ')}: a blue-green cutover starts "
-            f"when none is in progress and switches once analysis passed (ready to promote). "
-            f"See `/mesh status {service}`.")
+    return (f"`{service}` has a rollout {phase.replace('_', ' ')}: a blue-green starts when "
+            f"none is in progress. See `/mesh status {service}`.")
+
+
+def bluegreen_running(service: str, requester: str, phase: str) -> str:
+    return (f"`{service}` already has a blue-green {phase.replace('_', ' ')} (started by "
+            f"{user(requester)}): it asks for its cutover itself once the analysis is ready. "
+            f"`/mesh status {service}` shows where it is; `/mesh rollback {service}` ends it.")
+
+
+def bluegreen_cutover_gone(service: str, phase: str) -> str:
+    return (f"`{service}`'s blue-green is no longer waiting for its cutover "
+            f"({phase.replace('_', ' ')}): nothing was changed")
+
+
+def bluegreen_went_back(service: str, stable: str, cause: str) -> str:
+    return f"`{service}` went back to {stable} ({cause}) before the cutover"
+
+
+def bluegreen_cutover_void(reason: str, approvals: Sequence[str]) -> str:
+    given = (f"the approvals of {', '.join(user(a) for a in approvals)} were not used"
+             if approvals else "no approval is needed any more")
+    return f":no_entry: Cutover not run: {reason}; {given}. Nothing was cut over."
 
 
 def bluegreen_done(names: tuple[str, str], changed: Sequence[str]) -> str:

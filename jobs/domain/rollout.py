@@ -104,6 +104,8 @@ class Rollout(BaseModel):
     baseline: Baseline | None = None
     service_wide_since: float | None = None  # the stable as bad as the canary since then
     title: str = ""  # the thread root's first line, kept when the status below it changes
+    # A blue-green: once its step passed, meshbot asks for the cutover itself (no command).
+    bluegreen: bool = False
     requested_by: str = ""
     channel: str = ""
     thread_ts: str | None = None

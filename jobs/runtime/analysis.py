@@ -40,6 +40,7 @@ from jobs.domain.promql import (
 )
 from jobs.domain.rollout import Event, Phase, Rollout, apply
 from jobs.runtime.analysis_actions import act, compared_versions, post_chart
+from jobs.runtime.bluegreen_cutover import gated
 from jobs.runtime.context import JobContext
 from meshbot import metrics as own_metrics  # not the tick's `metrics` (Prometheus samples)
 from meshbot.errors import MeshbotError, MetricsUnavailable
@@ -271,7 +272,7 @@ def judge(ctx: JobContext, rollout: Rollout, snapshot: Snapshot, now: float,
                        if any(line.startswith(t) for t in look.conclusive)] + \
                 [c.text for c in result.checks if c.verdict is Verdict.FAIL]
     event = _event(view, rollout, decision)
-    moved = apply(rollout, event, now, "; ".join(lines))
+    moved = gated(apply(rollout, event, now, "; ".join(lines)), now)
     kept = rollout.baseline if look is None else look.baseline
     if moved.step_index != rollout.step_index:  # a new step: its counters start here
         counts = snapshot.counts

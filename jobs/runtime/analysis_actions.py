@@ -20,6 +20,8 @@ from jobs.domain.promql import (
 )
 from jobs.domain.rollout import Event, Phase, Rollout
 from jobs.domain.routes import Weights
+from jobs.runtime.bluegreen_cutover import ask as ask_cutover
+from jobs.runtime.bluegreen_cutover import void as void_cutover
 from jobs.runtime.context import JobContext
 from jobs.runtime.handlers.approvals import request_approval
 from jobs.runtime.handlers.traffic import apply_weight
@@ -29,6 +31,7 @@ from meshbot import metrics as own_metrics  # not the tick's `metrics` (Promethe
 from meshbot.commands import Command, Request, Verb
 from meshbot.errors import MeshbotError
 from policies.views import ServiceView
+from rendering import routing as routing_text
 from rendering import traffic as traffic_text
 from rendering.charts import RollbackChart, rollback_png
 
@@ -61,6 +64,7 @@ def act(ctx: JobContext, view: ServiceView, before: Rollout, after: Rollout, eve
                                                      event is Event.NO_DATA)
         say(reason)
         _audit(ctx, after, "rollback", was, now_at, reason)
+        void_cutover(ctx, after, "an automatic rollback")
         channel = view.channel or after.channel
         if channel:
             ctx.notifier.post_root(channel, traffic_text.rollback_alert(view.name, reason))
@@ -73,6 +77,10 @@ def act(ctx: JobContext, view: ServiceView, before: Rollout, after: Rollout, eve
         channel = view.channel or after.channel
         if channel and _first_alert(ctx, after, "service-wide"):
             ctx.notifier.post_root(channel, traffic_text.service_wide_alert(view.name, numbers))
+    elif event is Event.GATE and after.bluegreen:
+        say(routing_text.bluegreen_ready(view.name, (after.stable_subset, after.canary_subset),
+                                         view.approvals.promote, lines))
+        ask_cutover(ctx, view, after)
     elif event is Event.GATE:
         say(traffic_text.step_needs_approval(after.steps[after.step_index + 1], lines))
         request_approval(ctx, gate_request(ctx, view, after))

@@ -106,14 +106,6 @@ def test_a_canary_change_during_a_rollout_is_refused_at_once(ops: ChatOps,
     assert mesh.weights(SERVICE) == {"stable": 95, "canary": 5}
 
 
-def test_a_bluegreen_while_a_rollout_runs_is_refused_at_once(ops: ChatOps,
-                                                              mesh: Mesh) -> None:
-    ops.command("canary order-service 5")
-    ops.run()
-    told = refused_at_once(ops, mesh, "bluegreen order-service")
-    assert "has a rollout progressing" in told
-
-
 def test_busy_and_frozen_are_refused_before_approvers_are_asked(ops: ChatOps,
                                                                  mesh: Mesh) -> None:
     ops.lock(SERVICE, HOLDER, f"/mesh rollout {SERVICE}", time.time() - 5)

@@ -6,7 +6,6 @@ is slipped in just before meshbot's), and what people see is read back from the 
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,17 +14,13 @@ import pytest
 import yaml
 
 from jobs.adapters.audit import AuditEntry, AuditLog
-from jobs.adapters.rollout_store import RolloutStore
-from jobs.domain import rollout as machine
-from jobs.domain.rollout import Event, Phase
 from tests.fixtures.meshbot import CHANNEL, OPERATOR, EmulatedMesh, Mesh, MeshBase
-from tests.integration.chatops import APPROVERS, ChatOps, write_policy
+from tests.integration.chatops import ChatOps, write_policy
 from tests.integration.test_istio_models import assert_valid_istio
 
 GROUP, VERSION, NS = "networking.istio.io", "v1beta1", "production"
 SVC = "payment-service"
 GATEWAY_VS = "auth-gateway"  # auth-service's second VirtualService, in istio-system
-A1, A2, _ = APPROVERS
 
 
 def write_runbook_policy(directory: Path) -> Path:
@@ -272,57 +267,6 @@ def blue_green(mesh: Mesh, service: str = "order-service") -> None:
 
     mesh.cluster.change(GROUP, VERSION, "virtualservices", NS, service, rename)
     mesh.cluster.change(GROUP, VERSION, "destinationrules", NS, service, subsets)
-
-
-def approve(ops: ChatOps) -> None:
-    ts = ops.approval().ts
-    for approver in (A1, A2):  # order-service is critical: two approvals
-        ops.react(approver, ts)
-    ops.run()
-
-
-def test_bluegreen_preview_then_90_10_then_all_green_after_approval(
-        ops: ChatOps, mesh: Mesh) -> None:
-    blue_green(mesh)
-    original = vs(mesh, "order-service")
-    run(ops, "bluegreen order-service")
-    assert vs(mesh, "order-service") == original  # nothing before the approvals
-    approve(ops)
-
-    preview, _ = http(mesh, "order-service")
-    assert preview["match"] == [{"headers": {"canary": {"exact": "true"}}}]
-    assert preview["route"] == [{"destination": {"host": "order-service", "subset": "green"}}]
-    assert mesh.weights("order-service") == {"blue": 90, "green": 10}
-    assert_valid_istio(vs(mesh, "order-service"))
-    rollout = RolloutStore(mesh.redis).get("order-service")
-    assert rollout is not None and rollout.phase is Phase.PROGRESSING
-    assert (rollout.steps, rollout.stable_subset, rollout.canary_subset) == ((10,), "blue",
-                                                                              "green")
-    texts = thread(ops, "*Blue-green*")
-    assert "preview on header `canary: true` → green, then blue 90 / green 10" in texts[0]
-    assert any("Preview: requests with header `canary: true` go to green" in t for t in texts)
-    assert any("now blue 90 / green 10" in t for t in texts)
-    assert any("`/mesh bluegreen order-service` again switches all traffic to green" in t
-               for t in texts)
-    assert f"Approved by <@{A1}> and <@{A2}>" in texts[-1]
-
-    # The analysis tick finds the green subset healthy (as jobs.analysis does on a pass).
-    RolloutStore(mesh.redis).update("order-service", lambda r: machine.apply(
-        r, Event.CHECK_PASSED, time.time(), "success 100%") if r else None)
-    run(ops, "bluegreen order-service")
-    assert mesh.weights("order-service") == {"blue": 90, "green": 10}  # waits for approval
-    approve(ops)
-
-    routes = http(mesh, "order-service")
-    assert len(routes) == 1  # the preview route is gone
-    assert mesh.weights("order-service") == {"blue": 0, "green": 100}
-    assert_valid_istio(vs(mesh, "order-service"))
-    done = RolloutStore(mesh.redis).get("order-service")
-    assert done is not None and done.phase is Phase.PROMOTED
-    assert RolloutStore(mesh.redis).live_subset("order-service", default="blue") == "green"
-    texts = thread(ops, "*Blue-green*")
-    assert any("Promoted: all traffic on green" in t and f"<@{A1}>" in t for t in texts)
-    assert any("Blue-green done: green is live" in t for t in texts)
 
 
 def test_bluegreen_refusals_change_nothing(ops: ChatOps, mesh: Mesh) -> None:

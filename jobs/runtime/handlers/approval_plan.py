@@ -27,14 +27,16 @@ from jobs.adapters.locks import Locks
 from jobs.domain.routes import Weights
 from jobs.runtime.context import JobContext
 from jobs.runtime.handlers.backup import require_namespace
+from jobs.runtime.handlers.bluegreen import is_cutover
+from jobs.runtime.handlers.bluegreen import precheck as precheck_bluegreen
 from jobs.runtime.handlers.canary import precheck_canary, precheck_promote, running
 from jobs.runtime.handlers.common import Handler, names, pair, plan_of, plans_dry_run, subsets_of
-from jobs.runtime.handlers.routing import precheck_bluegreen
 from jobs.runtime.weights import live_weights, preflight
 from meshbot.commands import Request, Verb
 from meshbot.errors import MeshbotError, Refused
 from meshbot.plan import Plan as WritePlan
 from meshbot.verbs import spec
+from policies.decide import BLUEGREEN_STEP
 from policies.views import ServiceView
 from rendering import admin as admin_text
 from rendering import approvals as approval_text
@@ -139,14 +141,18 @@ def _service_refusals(ctx: JobContext, request: Request, view: ServiceView) -> N
         precheck_canary(ctx, view, command.percent)
     elif command.verb is Verb.PROMOTE:
         precheck_promote(ctx, view)
-    elif command.verb is Verb.BLUEGREEN and precheck_bluegreen(ctx, view):
-        precheck_promote(ctx, view)  # the cutover is a promote
+    elif command.verb is Verb.BLUEGREEN:
+        precheck_bluegreen(ctx, view, request)
 
 
 def _service_plan(ctx: JobContext, request: Request, view: ServiceView) -> str:
     subsets = subsets_of(ctx, view)
     command = request.command
-    if command.verb is Verb.CANARY and command.percent is not None:
+    if command.verb is Verb.BLUEGREEN and not is_cutover(request):  # its start: 90/10
+        target = Weights.canary_at(BLUEGREEN_STEP)
+        before = preflight(ctx.kube, view.namespace, view.virtual_services, view.name, subsets,
+                           target, allow_gitops=view.gitops_allowed)
+    elif command.verb is Verb.CANARY and command.percent is not None:
         current = running(ctx, view)  # a running canary moves: its subsets, its weights now
         if current is not None:
             subsets = current.subsets

@@ -29,6 +29,7 @@ from jobs.adapters.locks import Locks
 from jobs.domain.approval_rules import ApprovalState, PendingApproval, changed_facts, expire
 from jobs.runtime import context
 from jobs.runtime.approvals import RETRY, enqueue_approved
+from jobs.runtime.bluegreen_cutover import THREAD
 from jobs.runtime.context import JobContext
 from jobs.runtime.gates import Blocked, check_gates, service_lock
 from jobs.runtime.handlers.approval_plan import compose, facts_now
@@ -44,7 +45,9 @@ EXPIRE_TASK = "jobs.runtime.handlers.approvals.expire_job"
 
 
 def request_approval(ctx: JobContext, request: Request) -> str:
-    """Post the approval request in the channel and keep it in Redis until it is answered."""
+    """Post the approval request in the channel (in a thread when the request names one:
+    meshbot's own requests go where their work is told) and keep it in Redis until it is
+    answered."""
     store = ApprovalStore(ctx.redis)
     if store.for_request(request.id) is not None:
         return "awaiting approval"  # a retry of this job: the request is already posted
@@ -57,7 +60,9 @@ def request_approval(ctx: JobContext, request: Request) -> str:
         eligible=request.eligible_approvers, created_at=now, expires_at=now + ttl,
         thread_link=plan.thread_link,
     )
-    ts = ctx.notifier.post_root(request.channel, render(ctx, pending))
+    thread = request.command.options.get(THREAD)
+    ts = (ctx.notifier.reply(request.channel, thread, render(ctx, pending)) if thread
+          else ctx.notifier.post_root(request.channel, render(ctx, pending)))
     pending = pending.model_copy(update={"ts": ts, "permalink": _permalink(ctx, request.channel,
                                                                           ts)})
     store.create(pending)

@@ -1,4 +1,5 @@
-"""Routing verbs beyond weights: a header route (ab), mirroring (mirror), blue-green (bluegreen).
+"""Routing verbs beyond weights: a header route (ab) and mirroring (mirror); blue-green is
+``handlers.bluegreen``.
 
 Each reads and plans every VirtualService of the service before writing any, so a refusal
 (GitOps owner, no managed route, no ready canary) changes nothing; each write is conditional on
@@ -10,8 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobs.domain.rollout import Phase
-from jobs.domain.routes import Route, Subsets, Weights
+from jobs.domain.routes import Route, Subsets
 from jobs.domain.routes_match import (
     HeaderMatch,
     current_header,
@@ -22,9 +22,7 @@ from jobs.domain.routes_match import (
     plan_mirror_off,
 )
 from jobs.runtime.context import JobContext
-from jobs.runtime.handlers import traffic
 from jobs.runtime.handlers.common import (
-    names,
     plans,
     record,
     request_thread,
@@ -32,8 +30,8 @@ from jobs.runtime.handlers.common import (
     show_plan,
     subsets_of,
 )
-from jobs.runtime.route_edits import changes, edit_routes, read_and_plan, write_planned
-from jobs.runtime.weights import defined_subsets, ensure_ready_canary, preflight
+from jobs.runtime.route_edits import changes, read_and_plan, write_planned
+from jobs.runtime.weights import defined_subsets, ensure_ready_canary
 from meshbot.commands import Request
 from meshbot.errors import MeshInvalid, Refused
 from meshbot.plan import Plan
@@ -41,9 +39,6 @@ from policies.views import ServiceView
 from rendering import routing as routing_text
 
 MAX_ATTEMPTS = 5
-# The runbook's preview header for a blue-green cutover.
-PREVIEW = HeaderMatch("canary", "true")
-BLUEGREEN_STEP = 10  # the runbook's 90/10 under analysis
 
 
 def require_ready_canary(ctx: JobContext, view: ServiceView, subsets: Subsets) -> None:
@@ -140,66 +135,3 @@ def mirror(ctx: JobContext, request: Request) -> str:
     record(ctx, request, "done", channel=request.channel, ts=ts,
            detail=f"mirror {shown} → {after}")
     return f"{view.name}: mirror {after}"
-
-
-# --- /mesh bluegreen ----------------------------------------------------------------------------
-
-def precheck_bluegreen(ctx: JobContext, view: ServiceView) -> bool:
-    """Whether the command is the cutover (a blue-green whose 90/10 step passed) rather than
-    the start; ``Refused`` when another rollout is in the way (checked before approvers are
-    asked, too)."""
-    current = ctx.store.get(view.name)
-    if current is not None and current.phase is Phase.READY_TO_PROMOTE:
-        return True
-    if current is not None and not current.phase.terminal:
-        raise Refused(routing_text.bluegreen_busy(view.name, current.phase.value))
-    return False
-
-
-def bluegreen(ctx: JobContext, request: Request) -> str:
-    """Preview on a header, then 90/10 under analysis; once analysis passed, the same command
-    (or ``/mesh promote``) switches all traffic — each gated by the policy's approvals."""
-    view = service_view(ctx, request)
-    if precheck_bluegreen(ctx, view):
-        return _cutover(ctx, request, view)
-    subsets = subsets_of(ctx, view)
-    # Every check the 90/10 step makes (GitOps owner, managed route, ready green pods), before
-    # the preview route is written: a refusal changes nothing.
-    preflight(ctx.kube, view.namespace, view.virtual_services, view.name, subsets,
-              Weights.canary_at(BLUEGREEN_STEP), allow_gitops=view.gitops_allowed)
-
-    def preview(vs: dict[str, Any]) -> list[Route] | None:
-        return plan_header_route(vs, view.name, view.namespace, PREVIEW, subsets.canary)
-
-    planned = read_and_plan(ctx, view, preview)
-    title = routing_text.bluegreen_root(view.name, view.namespace, request.user, PREVIEW,
-                                    names(subsets), view.approvals.promote)
-    ts = request_thread(ctx, request, request.channel, title)
-    write_planned(ctx, view, planned, preview)
-    ctx.notifier.reply(request.channel, ts, routing_text.bluegreen_preview(
-        PREVIEW, subsets.canary, view.virtual_services))
-    record(ctx, request, "done", channel=request.channel, ts=ts,
-           detail=f"preview header route {PREVIEW} → {subsets.canary}")
-    # The 90/10 step is an ordinary rollout of one step: the same checks, state and analysis.
-    step = request.command.model_copy(update={"steps": (BLUEGREEN_STEP,)})
-    result = traffic.rollout(ctx, request.model_copy(update={"command": step}))
-    # The analysis tick rewrites the thread root from the rollout's title: keep blue-green's.
-    ctx.store.update(view.name, lambda r: r.model_copy(update={"title": title})
-                     if r is not None and r.id == request.id else None)
-    ctx.notifier.reply(request.channel, ts, routing_text.bluegreen_next(
-        view.name, names(subsets), view.approvals.promote))
-    return result
-
-
-def _cutover(ctx: JobContext, request: Request, view: ServiceView) -> str:
-    """All traffic to green through the promote path, then the preview route goes."""
-    rollout = ctx.store.get(view.name)
-    result = traffic.promote(ctx, request)
-    changed = edit_routes(ctx, view, plan_header_route_off)
-    if rollout is not None and rollout.channel and rollout.thread_ts:
-        ctx.notifier.reply(rollout.channel, rollout.thread_ts, routing_text.bluegreen_done(
-            (rollout.stable_subset, rollout.canary_subset), changed))
-    record(ctx, request, "done", channel=rollout.channel if rollout else None,
-           ts=rollout.thread_ts if rollout else None, detail=f"preview header route removed "
-           f"from {', '.join(changed) or 'none'}")
-    return result

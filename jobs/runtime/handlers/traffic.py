@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from rq import get_current_job
 
@@ -13,6 +13,7 @@ from jobs.adapters.rollout_store import TICK_OWNER, RolloutStore
 from jobs.domain import rollout as machine
 from jobs.domain.rollout import Event, Phase, Rollout
 from jobs.domain.routes import Subsets, Weights
+from jobs.runtime.bluegreen_cutover import void as void_cutover
 from jobs.runtime.context import JobContext
 from jobs.runtime.handlers.common import (
     links_text,
@@ -104,7 +105,15 @@ def rollout(ctx: JobContext, request: Request) -> str:
     return _begin(ctx, request, steps=steps, fixed=False)
 
 
-def _begin(ctx: JobContext, request: Request, *, steps: tuple[int, ...], fixed: bool) -> str:
+def begin(ctx: JobContext, request: Request, *, steps: tuple[int, ...],
+          fields: Mapping[str, object]) -> str:
+    """A stepped rollout started by another verb (blue-green), its own ``fields`` in the
+    rollout's state from the first write on."""
+    return _begin(ctx, request, steps=steps, fixed=False, fields=fields)
+
+
+def _begin(ctx: JobContext, request: Request, *, steps: tuple[int, ...], fixed: bool,
+           fields: Mapping[str, object] | None = None) -> str:
     view = service_view(ctx, request)
     current = ctx.store.get(view.name)
     if current is not None and current.id == request.id and current.phase.terminal:
@@ -146,6 +155,7 @@ def _begin(ctx: JobContext, request: Request, *, steps: tuple[int, ...], fixed: 
         "canary_subset": subsets.canary,
         "canary_version": labels.get(analysis.version_label, ""),
         "stable_version": defined.get(subsets.stable, {}).get(analysis.version_label, ""),
+        **(fields or {}),
     })
     ctx.store.mark_unapplied(view.name, time.time(), writer())
     ctx.store.put(started)
@@ -237,6 +247,7 @@ def rollback(ctx: JobContext, request: Request) -> str:
     subsets = subsets_of(ctx, view)
     before, after, cleared = back_to_stable(ctx, view, subsets)
     ctx.store.mark_applied(view.name, writer())
+    void_cutover(ctx, marked, f"`/mesh {request.command.verb.value}` by {who}")
     metrics.rollback("manual")
     text = (traffic_text.already_stable(names(subsets)) if before == after and not cleared
             else traffic_text.rolled_back(pair(before), names(subsets)))

@@ -1,0 +1,165 @@
+"""`/mesh bluegreen` from the bot's listener to the real kube-apiserver (a real RQ worker, the
+Slack stand-in): the start needs no approval, a second one is refused while one runs, its dry
+run plans exactly what the start then writes, and the cutover request meshbot submits when the
+analysis is ready is asked once however often it is submitted, in the rollout's thread, and
+closed unused by a rollback. (The analysis itself, against a real Prometheus, is
+``tests/e2e/test_bluegreen.py``.)"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from jobs.adapters.approval_store import ApprovalStore
+from jobs.adapters.audit import AuditLog
+from jobs.adapters.rollout_store import RolloutStore
+from jobs.domain import rollout as machine
+from jobs.domain.approval_rules import ApprovalState
+from jobs.domain.rollout import Event, Phase, Rollout
+from jobs.runtime import bluegreen_cutover, context
+from jobs.runtime.handlers.bluegreen import start_plan
+from jobs.runtime.handlers.common import subsets_of
+from meshbot.plan import Action, ObjectChange
+from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh
+from tests.integration.chatops import APPROVERS, ChatOps
+from tests.integration.test_runbook_routing import blue_green, http, run, vs, write_runbook_policy
+
+SVC = "order-service"  # critical, subsets blue and green
+PREVIEW = {"headers": {"canary": {"exact": "true"}}}
+OTHER_OPERATOR = "U0OPERATOR2"
+
+
+@pytest.fixture
+def policy_path(tmp_path: Path) -> Path:
+    return write_runbook_policy(tmp_path)
+
+
+@pytest.fixture
+def ops(mesh: Mesh) -> Iterator[ChatOps]:
+    blue_green(mesh, SVC)
+    yield ChatOps.start(mesh)
+
+
+def rollout(mesh: Mesh) -> Rollout:
+    found = RolloutStore(mesh.redis).get(SVC)
+    assert found is not None
+    return found
+
+
+def thread_root(ops: ChatOps) -> str:
+    [root] = [m for m in ops.mesh.slack.roots(CHANNEL) if "*Blue-green*" in m.text]
+    return root.ts
+
+
+def test_the_start_needs_no_approval_and_writes_preview_and_90_10(ops: ChatOps,
+                                                                  mesh: Mesh) -> None:
+    ack, _ = ops.command(f"bluegreen {SVC}")
+    assert "pending approval" not in ack and "Refused" not in ack
+    ops.run()
+    preview, _ = http(mesh, SVC)
+    assert preview["match"] == [PREVIEW]
+    assert preview["route"] == [{"destination": {"host": SVC, "subset": "green"}}]
+    assert mesh.weights(SVC) == {"blue": 90, "green": 10}
+    started = rollout(mesh)
+    assert started.bluegreen and started.steps == (10,) and started.phase is Phase.PROGRESSING
+    assert started.title.startswith(":large_blue_circle: *Blue-green*")
+    texts = ops.thread(thread_root(ops))
+    assert "then all traffic to green after 2 approvals" in texts[0]
+    assert any("meshbot asks for the cutover in this thread (2 approvals)" in t
+               and "no second command" in t for t in texts)
+    assert not [r for r in ops.roots() if "Approval needed" in r]
+
+
+def test_a_second_bluegreen_while_one_runs_is_refused_and_changes_nothing(
+        ops: ChatOps, mesh: Mesh) -> None:
+    run(ops, f"bluegreen {SVC}")
+    before = vs(mesh, SVC)
+    url = run(ops, f"bluegreen {SVC}", user=OTHER_OPERATOR)
+    told = [t for t in ops.told(url, user=OTHER_OPERATOR) if "Refused" in t]
+    assert len(told) == 1
+    assert f"`{SVC}` already has a blue-green progressing (started by <@{OPERATOR}>)" in told[0]
+    assert "asks for its cutover itself" in told[0]
+    assert vs(mesh, SVC) == before
+    assert len([r for r in ops.roots() if "*Blue-green*" in r]) == 1
+
+
+def test_a_bluegreen_while_a_canary_runs_is_refused(ops: ChatOps, mesh: Mesh) -> None:
+    run(ops, f"canary {SVC} 5")
+    before = vs(mesh, SVC)
+    url = run(ops, f"bluegreen {SVC}")
+    assert any("has a rollout progressing: a blue-green starts when none is in progress" in t
+               for t in ops.told(url))
+    assert vs(mesh, SVC) == before
+
+
+def test_the_dry_run_plans_what_the_start_then_writes(ops: ChatOps, mesh: Mesh) -> None:
+    original = vs(mesh, SVC)
+    url = run(ops, f"bluegreen {SVC} dry-run")
+    [told] = [t for t in ops.told(url) if "Dry run" in t]
+    assert f"Dry run of `/mesh bluegreen {SVC}` — nothing was changed" in told
+    assert f"update VirtualService production/{SVC}" in told
+    for step in ("watch green at 10% under analysis", "ask 2 approvals for the cutover",
+                 "all traffic to green (blue 0 / green 100), then the preview route removed",
+                 "a breach at any point: all traffic back to blue"):
+        assert step in told
+    assert vs(mesh, SVC) == original
+    assert RolloutStore(mesh.redis).get(SVC) is None
+    assert not [r for r in ops.roots() if "*Blue-green*" in r]  # a dry run opens no thread
+
+    ctx = context.current()
+    view = ctx.policy.service(SVC)
+    assert view is not None
+    [planned] = start_plan(ctx, view, subsets_of(ctx, view)).effective  # what the reply showed
+    run(ops, f"bluegreen {SVC}")
+    held = vs(mesh, SVC)
+    assert planned.action is Action.UPDATE
+    # What the plan said the object would be is what the API server holds after both writes.
+    assert ObjectChange("VirtualService", "production", SVC, planned.after, held).fields == ()
+
+
+def ready(mesh: Mesh) -> Rollout:
+    """What the analysis commits when the 90/10 step passes: the rollout waits, watched, for
+    its cutover (``bluegreen_cutover.gated``)."""
+    now = time.time()
+    moved = RolloutStore(mesh.redis).update(SVC, lambda r: bluegreen_cutover.gated(
+        machine.apply(r, Event.CHECK_PASSED, now, "success 100%"), now) if r else None)
+    assert moved is not None and moved.phase is Phase.AWAITING_APPROVAL
+    return moved
+
+
+def test_the_cutover_is_asked_once_in_the_thread_and_a_rollback_closes_it_unused(
+        ops: ChatOps, mesh: Mesh) -> None:
+    run(ops, f"bluegreen {SVC}")
+    waiting = ready(mesh)
+    ctx = context.current()
+    view = ctx.policy.service(SVC)
+    assert view is not None
+    # A tick that runs twice (or on two workers) asks once.
+    assert bluegreen_cutover.ask(ctx, view, waiting)
+    assert not bluegreen_cutover.ask(ctx, view, waiting)
+    ops.run()
+    root = thread_root(ops)
+    requests = [m for m in mesh.slack.thread(CHANNEL, root) if "Approval needed" in m.text]
+    assert len(requests) == 1 and requests[0].thread_ts == root
+    pending = ApprovalStore(mesh.redis).get(CHANNEL, requests[0].ts)
+    assert pending is not None and pending.required == 2
+    assert set(pending.eligible) >= set(APPROVERS[1:]) and OPERATOR not in pending.eligible
+    ops.react(APPROVERS[1], pending.ts)
+    ops.run()
+
+    run(ops, f"rollback {SVC}")
+    closed = ApprovalStore(mesh.redis).get(CHANNEL, pending.ts)
+    assert closed is not None and closed.state is ApprovalState.VOIDED
+    assert f"the approvals of <@{APPROVERS[1]}> were not used" in closed.detail
+    assert "Cutover not run" in mesh.slack.message(CHANNEL, pending.ts).text
+    assert mesh.weights(SVC) == {"blue": 100, "green": 0}
+    assert [r["match"] for r in http(mesh, SVC) if "match" in r] == []  # preview route gone
+    assert any(e.outcome == "not used" and e.request_id == pending.request.id
+               for e in AuditLog(mesh.redis).last(SVC, 30))
+    ops.react(APPROVERS[2], pending.ts)  # too late: nothing runs
+    ops.run()
+    assert mesh.weights(SVC) == {"blue": 100, "green": 0}
+    assert rollout(mesh).phase is Phase.ROLLED_BACK
