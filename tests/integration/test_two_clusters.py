@@ -20,6 +20,13 @@ from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh
 from tests.fixtures.real_cluster import RealCluster
 from tests.fixtures.two_clusters import EU, US, TwoClusters
 from tests.integration.chatops import APPROVERS, ChatOps, write_policy
+from tests.integration.test_emergency import NS as SHOP
+from tests.integration.test_emergency import (
+    complete_rollout,
+    release_scheduled,
+    restarted,
+    seed_shop,
+)
 
 
 @pytest.fixture
@@ -162,3 +169,30 @@ def test_approvals_of_one_cluster_are_its_own(ops: ChatOps, two_clusters: TwoClu
     entries = AuditLog(ops.mesh.redis, Keys(cluster=US)).last("payment-service", 20)
     assert {e.actor for e in entries} >= set(APPROVERS[:2])
     assert AuditLog(ops.mesh.redis, Keys(cluster=None)).last("payment-service", 20) == []
+
+
+def test_an_emergency_runs_to_the_end_in_its_cluster_only(ops: ChatOps,
+                                                          two_clusters: TwoClusters) -> None:
+    for cluster in (two_clusters.eu, two_clusters.us):
+        seed_shop(cluster)
+    ack, _ = ops.command(f"emergency {SHOP} cluster=prod-us")
+    assert "Accepted" in ack, ack
+    ops.run()
+    ts = ops.approval().ts
+    for approver in APPROVERS[:2]:
+        ops.react(approver, ts)
+    ops.run()
+    # Later looks at the restarts are jobs of their own: they too must reach prod-us.
+    for name in ("cart-v1", "checkout-v1"):
+        assert restarted(two_clusters.us, name)
+        complete_rollout(two_clusters.us, name)
+        release_scheduled(ops.mesh)
+        ops.run()
+    assert release_scheduled(ops.mesh) == 0  # finished
+    assert any("Emergency in `shop` complete" in text
+               for root in ops.mesh.slack.roots(CHANNEL) if "*Emergency*" in root.text
+               for text in ops.thread(root.ts))
+    untouched = two_clusters.eu.get("security.istio.io", "v1beta1", "peerauthentications",
+                                    SHOP, "default")
+    assert untouched["spec"]["mtls"]["mode"] == "STRICT"
+    assert not restarted(two_clusters.eu, "cart-v1")

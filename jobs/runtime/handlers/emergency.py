@@ -33,6 +33,7 @@ from jobs.runtime.api import RETRY, URGENT_SUFFIX
 from jobs.runtime.context import JobContext
 from jobs.runtime.handlers.backup import audit, group_version, require_namespace, take_backup
 from jobs.runtime.handlers.common import plans, request_thread, show_plan
+from meshbot import cluster_scope
 from meshbot.commands import Request
 from meshbot.errors import Refused
 from meshbot.plan import ObjectChange, Plan
@@ -63,6 +64,7 @@ class Run(BaseModel):
     current_since: float = 0.0
     polls: int = 0
     finished: str = ""  # "", "done" or "stopped"
+    cluster: str | None = None  # the policy's cluster it runs in (None: the only one)
 
 
 def _key(request_id: str) -> str:
@@ -92,7 +94,7 @@ def emergency(ctx: JobContext, request: Request) -> str:
                             runbook_text.emergency_root(namespace, request.user,
                                                         request.approved_by))
         run = Run(request_id=request.id, user=request.user, namespace=namespace,
-                  channel=request.channel, thread_ts=ts)
+                  channel=request.channel, thread_ts=ts, cluster=ctx.cluster)
         _save(ctx, run)
     steps = (("backup", _backup), ("permissive", _permissive), ("injection", _injection),
              ("routing", _routing), ("plan", _plan))
@@ -330,5 +332,9 @@ def _schedule(ctx: JobContext, run: Run) -> str:
 
 
 def continue_job(request_id: str) -> str:
-    """RQ entry point (JSON-safe argument): look at the rollout again."""
-    return advance(context.current(), request_id, time.time())
+    """RQ entry point (JSON-safe argument): look at the rollout again, in its cluster."""
+    ctx = context.current()
+    run = _load(ctx, request_id)
+    cluster = run.cluster if run is not None else None
+    with cluster_scope.scope(cluster):
+        return advance(ctx.for_cluster(cluster), request_id, time.time())
