@@ -331,5 +331,6 @@ _PARSERS: dict[Args, Parser] = {
     Args.RESTORE: _no_args,
     Args.HEADER: _ab,
     Args.MIRROR: _mirror,
+    Args.MIGRATE: _migrate,
     Args.AUTHZ: _authz,
 }

@@ -38,6 +38,7 @@ class Verb(StrEnum):
     RESTORE = "restore"
     EMERGENCY = "emergency"
     READINESS = "readiness"
+    MIGRATE = "migrate"
     AUTHZ = "authz"
 
 

@@ -27,6 +27,7 @@ class Args(StrEnum):
     RESTORE = "restore"  # nothing beyond the backup id (and dry-run, as for every change)
     HEADER = "header"  # ab: header=<name>:<value> | off
     MIRROR = "mirror"  # <percent>|off [confirm=yes]
+    MIGRATE = "migrate"  # [phase=1..5|all] [force=yes] | pause | resume | abort
     AUTHZ = "authz"  # deny-all | allow from=… to=… | list | remove <name>
 
 
@@ -142,6 +143,11 @@ REGISTRY: tuple[VerbSpec, ...] = (
              during_freeze=True, handler="jobs.runtime.handlers.emergency:emergency"),
     VerbSpec(Verb.READINESS, "readiness", _NONE,
              handler="jobs.runtime.handlers.readiness:readiness"),
+    # The steps that need approval ask for it when the workflow reaches them.
+    VerbSpec(Verb.MIGRATE, "migrate <namespace> [phase=1..5|all] [force=yes] | migrate "
+             "<namespace> pause|resume|abort", _NS, args=Args.MIGRATE,
+             switches=("pause", "resume", "abort"), changes_mesh=True,
+             handler="jobs.runtime.handlers.migrate:migrate"),
     VerbSpec(Verb.AUTHZ, "authz <namespace> deny-all [confirm=yes] | allow "
              "from=<principal|namespace> to=<service> [methods=GET,POST] [paths=/api/*] "
              "[confirm=yes] | list | remove <name> [confirm=yes]", _NS, args=Args.AUTHZ,

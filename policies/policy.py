@@ -12,6 +12,7 @@ from meshbot.commands import Verb
 from meshbot.errors import PolicyError, PolicyProblem
 from policies.clusters import choose, unknown_clusters
 from policies.fields import DnsLabel, Name, SlackChannel, SlackMember, invalid
+from policies.migrate_model import Migrate, Telemetry
 from policies.model import (
     Approvals,
     Cluster,
@@ -111,6 +112,15 @@ class Policy(Section):
         "reaches through its service account or KUBECONFIG",
     )
 
+
+    migrate: Migrate = Field(
+        default_factory=Migrate,
+        description="how /mesh migrate watches the services it moves onto the mesh",
+    )
+    telemetry: Telemetry = Field(
+        default_factory=Telemetry,
+        description="the Telemetry resource /mesh migrate writes in a namespace it finalizes",
+    )
 
     _views: dict[str, ServiceView] = PrivateAttr(default_factory=dict)
 

@@ -34,6 +34,7 @@ POLICY = "policy"
 AUTOSCALING = "autoscaling"
 NETWORKING = "networking.istio.io"
 SECURITY = "security.istio.io"
+TELEMETRY = "telemetry.istio.io"
 
 # Cluster-scoped resources whose rule the chart limits, by resourceNames, to the namespaces
 # the values name.
@@ -152,6 +153,25 @@ PERMISSIONS: tuple[Permission, ...] = (
     _p("readiness", AUTOSCALING, "horizontalpodautoscalers", "get list", "istio-system"),
     _p("readiness", CORE, "pods", "get list", "istio-system"),
     _p("readiness", CORE, "nodes", "get list", "cluster"),
+    # migrate: the readiness gate's reads (as readiness); injection and its undo patch the pod
+    # template; a blue-green creates the green copy, patches the routes and subsets and, after
+    # the cut-over, deletes blue; a backup first (its reads); phase 5 labels the namespace,
+    # makes its PeerAuthentication STRICT, its DestinationRules ISTIO_MUTUAL (the
+    # namespace-wide one created) and writes its Telemetry.
+    _p("migrate", APPS, "deployments", "get list create patch delete"),
+    _p("migrate", CORE, "pods", "get list"),
+    _p("migrate", CORE, "namespaces", "get patch", "cluster"),
+    _p("migrate", NETWORKING, "virtualservices", "get list patch"),
+    _p("migrate", NETWORKING, "destinationrules", "get list create patch"),
+    _p("migrate", NETWORKING, "gateways", "get list"),
+    _p("migrate", SECURITY, "peerauthentications", "get list create patch"),
+    _p("migrate", SECURITY, "authorizationpolicies", "get list"),
+    _p("migrate", TELEMETRY, "telemetries", "get list create patch"),
+    _p("migrate", APPS, "deployments", "get list", "istio-system"),
+    _p("migrate", POLICY, "poddisruptionbudgets", "get list", "istio-system"),
+    _p("migrate", AUTOSCALING, "horizontalpodautoscalers", "get list", "istio-system"),
+    _p("migrate", CORE, "pods", "get list", "istio-system"),
+    _p("migrate", CORE, "nodes", "get list", "cluster"),
 )
 
 

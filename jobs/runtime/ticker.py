@@ -21,6 +21,7 @@ from jobs.runtime import context
 from jobs.runtime.analysis import tick
 from jobs.runtime.api import queue_names
 from jobs.runtime.handlers.approvals import sweep
+from jobs.runtime.migration import advance_all
 from jobs.runtime.reconcile import reconcile
 from jobs.runtime.scheduled import release_due
 from jobs.runtime.takeover import take_over
@@ -113,6 +114,8 @@ class Ticker:
             *(("reconcile", c, partial(reconcile, scoped)) for c, scoped in clusters),
             # Expiry of approvals, and approved work that waited for a lock or the freeze.
             ("approval sweep", None, lambda: sweep(ctx, time.time())),
+            # Every migration workflow moved on, each under its own lease.
+            ("migrations", None, lambda: advance_all(ctx, source, self.owner)),
         ]
         for duty_name, cluster, duty in duties:
             name = duty_name if cluster is None else f"{duty_name} of cluster {cluster}"

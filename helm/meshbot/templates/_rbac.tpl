@@ -12,7 +12,7 @@ first, then these lines.
   verbs: [get, list]
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, patch]
+  verbs: [get, list, create, patch, delete]
 - apiGroups: [networking.istio.io]
   resources: [destinationrules]
   verbs: [get, list, watch, create, update, patch, delete]
@@ -31,6 +31,9 @@ first, then these lines.
 - apiGroups: [security.istio.io]
   resources: [peerauthentications]
   verbs: [get, list, create, update, patch]
+- apiGroups: [telemetry.istio.io]
+  resources: [telemetries]
+  verbs: [get, list, create, patch]
 {{- end -}}
 
 {{/* Read-only Role in rbac.istioNamespace (readiness). */}}

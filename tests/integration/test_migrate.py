@@ -1,0 +1,297 @@
+"""`/mesh migrate` as a person uses it, on the real kube-apiserver (meshbot under the chart's
+RBAC), a real Redis and the Slack stand-in: commands through the bot's real listener, jobs on a
+real RQ worker, and the workflow moved on by the ticker's duty (``advance_all``) called as the
+ticker calls it; the test plays the Deployment controller (``tests.fixtures.controller``).
+
+Phases 3 and 4 watch Prometheus: they are in ``tests/e2e/test_migrate_flow.py``."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from jobs.adapters.audit import AuditLog
+from jobs.adapters.migration_store import MigrationStore
+from jobs.domain.migration import Status, Workflow
+from jobs.runtime import context
+from jobs.runtime.migration import advance_all
+from playground.sample_mesh import TIERS, deployment
+from tests.fixtures.controller import settle_rollouts
+from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh, MeshBase
+from tests.fixtures.real_cluster import RealCluster
+from tests.integration.chatops import APPROVERS, ChatOps, write_policy
+from tests.integration.test_istio_models import assert_valid_istio
+from tests.integration.test_readiness import seed_ready_control_plane
+
+NS = "production"
+INJECT = "sidecar.istio.io/inject"
+A1, A2, _ = APPROVERS
+
+
+def write_migrate_policy(directory: Path, **migrate: Any) -> Path:
+    path = write_policy(directory)
+    data = yaml.safe_load(path.read_text())
+    data["permissions"]["migrate"] = ["operators"]
+    data["migrate"] = {"watch": "6s", "critical_watch": "6s", "error_threshold": 1.0, **migrate}
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture
+def policy_path(tmp_path: Path) -> Path:
+    return write_migrate_policy(tmp_path)
+
+
+@pytest.fixture
+def ops(mesh: Mesh) -> Iterator[ChatOps]:
+    yield ChatOps.start(mesh)
+
+
+def snapshot(mesh: Mesh) -> dict[str, Any]:
+    """What a migration may write of every object (the controller writes only status)."""
+    cluster = mesh.cluster
+    found: dict[str, Any] = {}
+    for group, version, plural in (("apps", "v1", "deployments"),
+                                   ("networking.istio.io", "v1beta1", "virtualservices"),
+                                   ("networking.istio.io", "v1beta1", "destinationrules"),
+                                   ("security.istio.io", "v1beta1", "peerauthentications"),
+                                   ("telemetry.istio.io", "v1", "telemetries")):
+        for obj in cluster.list(group, version, plural, NS):
+            meta = obj["metadata"]
+            found[f"{plural}/{meta['name']}"] = (meta.get("labels"), meta.get("annotations"),
+                                                 obj.get("spec"))
+    found["namespace"] = cluster.get("", "v1", "namespaces", None, NS)["metadata"]["labels"]
+    return found
+
+
+def workflow(mesh: MeshBase) -> Workflow | None:
+    return MigrationStore(mesh.redis).get(NS)
+
+
+def drive(ops: ChatOps, until: Callable[[Workflow], bool], timeout: float = 60.0,
+          approve: bool = True) -> Workflow:
+    """Be the ticker (advance every workflow), the Deployment controller and the approvers,
+    until ``until`` holds for the workflow."""
+    ctx = context.current()
+    deadline = time.monotonic() + timeout
+    seen: set[str] = set()
+    while time.monotonic() < deadline:
+        advance_all(ctx, None, owner="test-ticker")
+        ops.run()  # the approval requests the workflow submitted
+        if approve:
+            for message in ops.mesh.slack.roots(CHANNEL):
+                if "Approval needed" in message.text and message.ts not in seen:
+                    seen.add(message.ts)
+                    for approver in (A1, A2):
+                        ops.react(approver, message.ts)
+            ops.run()
+        assert isinstance(ops.mesh.cluster, RealCluster)
+        settle_rollouts(ops.mesh.cluster)
+        current = workflow(ops.mesh)
+        assert current is not None
+        if until(current):
+            return current
+    raise AssertionError(f"within {timeout}s the workflow did not get there: {workflow(ops.mesh)}")
+
+
+def thread_of(ops: ChatOps) -> list[str]:
+    roots = [m for m in ops.mesh.slack.roots(CHANNEL) if "*Migration" in m.text]
+    assert roots, ops.roots()
+    return ops.thread(roots[-1].ts)
+
+
+def template_annotations(mesh: Mesh, name: str) -> dict[str, str]:
+    found = mesh.cluster.get("apps", "v1", "deployments", NS, name)
+    return dict(found["spec"]["template"]["metadata"].get("annotations") or {})
+
+
+# --- dry run and refusals -------------------------------------------------------------------------
+
+
+def test_dry_run_posts_the_plan_and_changes_nothing(ops: ChatOps, mesh: Mesh) -> None:
+    before = snapshot(mesh)
+    ack, _ = ops.command(f"migrate {NS} dry-run")
+    assert "Accepted" in ack or "accepted" in ack.lower(), ack
+    ops.run()
+    texts = thread_of(ops)
+    root = texts[0]
+    assert "Migration plan (dry run)" in root and "Nothing was changed" in root
+    assert "in order: `health-checker`, `logging-service`, `metrics-collector`" in root
+    assert "in order: `auth-service`, `order-service`, `payment-service`" in root
+    assert "cut-over of `payment-service` to green: 2" in root
+    assert "phase 5 finalize: 1" in root
+    block = "\n".join(texts[1:])
+    assert "update Deployment production/logging-service-v1" in block
+    assert "create Deployment production/payment-service-v1-green" in block
+    assert "delete Deployment production/payment-service-v1" in block
+    assert "create Telemetry production/production-telemetry" in block
+    assert snapshot(mesh) == before
+    assert workflow(mesh) is None
+    assert AuditLog(mesh.redis).last(NS, 1)[0].outcome == "dry-run"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("migrate meshbot", "meshbot's own namespace"),
+    ("migrate nowhere", "does not exist"),
+    ("migrate staging", "no service of meshbot's policy lives in namespace `staging`"),
+    (f"migrate {NS} phase=6", "out of range"),
+    (f"migrate {NS} force=maybe", "the only force is force=yes"),
+    (f"migrate {NS} pause", f"no migration of `{NS}` is running"),
+])
+def test_refused_with_nothing_changed(ops: ChatOps, mesh: Mesh, text: str,
+                                      expected: str) -> None:
+    before = snapshot(mesh)
+    ack, url = ops.command(text)
+    ops.run()
+    told = " ".join([ack, *ops.told(url)])
+    assert expected in told, told
+    assert snapshot(mesh) == before
+    assert workflow(mesh) is None
+
+
+def test_a_deployment_without_an_app_label_is_refused(ops: ChatOps, mesh: Mesh) -> None:
+    stray = deployment("batch-job", {"app": "batch-job"}, NS)
+    del stray["metadata"]["labels"]["app"]
+    mesh.cluster.put_object("apps", "v1", "deployments", stray)
+    _, url = ops.command(f"migrate {NS}")
+    ops.run()
+    assert "`batch-job`" in " ".join(ops.told(url)) and "no `app` label" in " ".join(
+        ops.told(url))
+    assert workflow(mesh) is None
+
+
+def test_a_gitops_owned_deployment_is_refused(ops: ChatOps, mesh: Mesh) -> None:
+    mesh.cluster.change("apps", "v1", "deployments", NS, "health-checker-v1",
+                        lambda d: d["metadata"]["labels"].update(
+                            {"argocd.argoproj.io/instance": "shop"}))
+    before = snapshot(mesh)
+    _, url = ops.command(f"migrate {NS} phase=2")
+    ops.run()
+    assert "Argo CD" in " ".join(ops.told(url))
+    assert snapshot(mesh) == before and workflow(mesh) is None
+
+
+def test_a_second_migration_of_the_namespace_is_refused(ops: ChatOps, mesh: Mesh) -> None:
+    ops.command(f"migrate {NS} phase=2")
+    ops.run()
+    first = workflow(mesh)
+    assert first is not None and first.status is Status.RUNNING
+    _, url = ops.command(f"migrate {NS}", user="U0OPERATOR2")
+    ops.run()
+    assert "already running" in " ".join(ops.told(url, user="U0OPERATOR2"))
+    assert workflow(mesh) == first
+
+
+# --- phases 1, 2 and 5 ----------------------------------------------------------------------------
+
+
+def test_a_failing_readiness_gate_stops_with_the_table(ops: ChatOps, mesh: Mesh) -> None:
+    before = snapshot(mesh)
+    ops.command(f"migrate {NS}")
+    ops.run()
+    done = drive(ops, lambda w: not w.status.active)
+    assert done.status is Status.STOPPED and "readiness gate" in done.note
+    gate = next(t for t in thread_of(ops) if "Phase 1: readiness gate" in t)
+    assert ":x: ingress gateway replicas >= 2" in gate and "force=yes" in gate
+    assert snapshot(mesh) == before
+
+
+def test_phase_2_injects_the_pilots_one_at_a_time(ops: ChatOps, mesh: Mesh) -> None:
+    ops.command(f"migrate {NS} phase=2")
+    ops.run()
+    done = drive(ops, lambda w: not w.status.active)
+    assert done.status is Status.DONE, done
+    for service in TIERS["pilot"]:
+        for version in ("v1", "v2"):
+            assert template_annotations(mesh, f"{service}-{version}") == {INJECT: "true"}
+    for service in TIERS["core"] + TIERS["critical"]:
+        assert template_annotations(mesh, f"{service}-v1") == {}
+    texts = thread_of(ops)
+    migrated = [t for t in texts if "migrated (phase 2)" in t]
+    assert [t.split("`")[1] for t in migrated] == sorted(TIERS["pilot"])
+    assert "2 ready pods with the sidecar" in migrated[0]
+    status = mesh.slack.message(CHANNEL, done.status_ts).text
+    assert "Migration of `production`: done" in status
+    entries = [e for e in AuditLog(mesh.redis).last("logging-service", 10)
+               if e.action == "migrate"]
+    assert {e.detail for e in entries} == {
+        f"{INJECT}=true on Deployment production/logging-service-v1",
+        f"{INJECT}=true on Deployment production/logging-service-v2"}
+
+
+def test_phase_5_finalizes_with_the_namespace_approval(ops: ChatOps, mesh: Mesh) -> None:
+    mesh.cluster.change("", "v1", "namespaces", None, NS,
+                        lambda ns: ns["metadata"]["labels"].pop("istio-injection"))
+    ops.command(f"migrate {NS} phase=5")
+    ops.run()
+    waiting = drive(ops, lambda w: "waiting for 1 approval" in w.note, approve=False)
+    assert waiting.cursor == 0
+    assert "istio-injection" not in mesh.cluster.get("", "v1", "namespaces", None, NS)[
+        "metadata"]["labels"]
+    done = drive(ops, lambda w: not w.status.active)
+    assert done.status is Status.DONE, done
+    labels = mesh.cluster.get("", "v1", "namespaces", None, NS)["metadata"]["labels"]
+    assert labels["istio-injection"] == "enabled"
+    peer = mesh.cluster.get("security.istio.io", "v1beta1", "peerauthentications", NS,
+                            "default")
+    assert peer["spec"] == {"mtls": {"mode": "STRICT"}}
+    rule = mesh.cluster.get("networking.istio.io", "v1beta1", "destinationrules", NS, "default")
+    assert rule["spec"] == {"host": "*.local", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}
+    assert_valid_istio(rule)
+    for service in TIERS["pilot"]:
+        own = mesh.cluster.get("networking.istio.io", "v1beta1", "destinationrules", NS, service)
+        assert own["spec"]["trafficPolicy"]["tls"]["mode"] == "ISTIO_MUTUAL"
+    telemetry = mesh.cluster.get("telemetry.istio.io", "v1", "telemetries", NS,
+                                 "production-telemetry")
+    assert telemetry["spec"] == {
+        "metrics": [{"providers": [{"name": "prometheus"}]}],
+        "tracing": [{"providers": [{"name": "jaeger"}]}],
+        "accessLogging": [{"providers": [{"name": "otel"}]}]}
+    assert any("Approved by" in t for t in thread_of(ops))
+
+
+def test_phase_5_keeps_a_revision_label(ops: ChatOps, mesh: Mesh) -> None:
+    def revision(ns: dict[str, Any]) -> None:
+        ns["metadata"]["labels"].pop("istio-injection")
+        ns["metadata"]["labels"]["istio.io/rev"] = "1-22"
+
+    mesh.cluster.change("", "v1", "namespaces", None, NS, revision)
+    ops.command(f"migrate {NS} phase=5")
+    ops.run()
+    assert drive(ops, lambda w: not w.status.active).status is Status.DONE
+    labels = mesh.cluster.get("", "v1", "namespaces", None, NS)["metadata"]["labels"]
+    assert labels["istio.io/rev"] == "1-22" and "istio-injection" not in labels
+    assert any("kept `istio.io/rev=1-22`" in t for t in thread_of(ops))
+
+
+def test_a_forced_gate_needs_the_emergency_approvals(ops: ChatOps, mesh: Mesh) -> None:
+    ops.command(f"migrate {NS} phase=1 force=yes")
+    ops.run()
+    waiting = drive(ops, lambda w: "waiting for 2 approvals" in w.note, approve=False)
+    assert waiting.status is Status.RUNNING
+    done = drive(ops, lambda w: not w.status.active)
+    assert done.status is Status.DONE
+    assert any("forced past with approvals" in t for t in thread_of(ops))
+
+
+def test_pause_holds_the_workflow_and_resume_goes_on(ops: ChatOps, mesh: Mesh) -> None:
+    seed_ready_control_plane(mesh.cluster, ("zone-a", "zone-b", "zone-c"))
+    ops.command(f"migrate {NS} phase=2")
+    ops.run()
+    ops.command(f"migrate {NS} pause")
+    ops.run()
+    paused = workflow(mesh)
+    assert paused is not None and paused.status is Status.PAUSED
+    before = copy.deepcopy(snapshot(mesh))
+    held = drive(ops, lambda w: w.note == "paused")
+    assert held.cursor == 0 and snapshot(mesh) == before
+    ops.command(f"migrate {NS} resume")
+    ops.run()
+    assert drive(ops, lambda w: not w.status.active).status is Status.DONE
+    assert any(f"paused by <@{OPERATOR}>" in t for t in thread_of(ops))
