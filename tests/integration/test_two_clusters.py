@@ -171,7 +171,7 @@ def test_approvals_of_one_cluster_are_its_own(ops: ChatOps, two_clusters: TwoClu
     assert AuditLog(ops.mesh.redis, Keys(cluster=None)).last("payment-service", 20) == []
 
 
-def test_an_emergency_runs_to_the_end_in_its_cluster_only(ops: ChatOps,
+def test_an_emergency_runs_to_the_end_in_its_cluster_only(ops: ChatOps, mesh: Mesh,
                                                           two_clusters: TwoClusters) -> None:
     for cluster in (two_clusters.eu, two_clusters.us):
         seed_shop(cluster)
@@ -186,9 +186,9 @@ def test_an_emergency_runs_to_the_end_in_its_cluster_only(ops: ChatOps,
     for name in ("cart-v1", "checkout-v1"):
         assert restarted(two_clusters.us, name)
         complete_rollout(two_clusters.us, name)
-        release_scheduled(ops.mesh)
+        release_scheduled(mesh)
         ops.run()
-    assert release_scheduled(ops.mesh) == 0  # finished
+    assert release_scheduled(mesh) == 0  # finished
     assert any("Emergency in `shop` complete" in text
                for root in ops.mesh.slack.roots(CHANNEL) if "*Emergency*" in root.text
                for text in ops.thread(root.ts))
