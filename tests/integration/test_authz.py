@@ -208,7 +208,8 @@ def test_dry_run_shows_the_diff_and_changes_nothing(ops: ChatOps, mesh: Mesh) ->
     url = run(ops, f"authz {NS} allow from={WEB},jobs to={SVC} methods=GET,POST dry-run")
     words = told(ops, url)
     assert "update AuthorizationPolicy production/allow-payment-service-from-web-jobs" in words
-    assert "spec.rules[0].to[0].operation.methods[1]: (none) → POST" in words
+    changed = [line for line in words.splitlines() if "operation.methods" in line]
+    assert changed and "POST" in changed[0] and "→" in changed[0], words
     found = policies(mesh)
     assert list(found) == ["allow-payment-service-from-web-jobs"]
     assert found["allow-payment-service-from-web-jobs"]["spec"]["rules"][0]["to"] == [

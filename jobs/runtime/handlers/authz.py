@@ -19,15 +19,14 @@ from jobs.domain import authz as domain
 from jobs.domain.authz import Caller
 from jobs.domain.gitops import ensure_not_gitops_owned
 from jobs.runtime.context import JobContext
-from jobs.runtime.handlers import common
 from jobs.runtime.handlers.backup import audit, require_namespace
-from jobs.runtime.handlers.common import plans, request_thread
+from jobs.runtime.handlers.common import plans, request_thread, show_plan
 from meshbot.commands import Request
 from meshbot.errors import MetricsUnavailable, Refused
 from meshbot.plan import ObjectChange, Plan
 from rendering import authz as text
 from rendering import common as words
-from rendering.plan import dry_run_reply, plan_block
+from rendering.plan import plan_block
 
 PROMETHEUS_TIMEOUT_S = 3.0
 
@@ -157,28 +156,13 @@ def _with_steps(prepared: Prepared) -> Prepared:
     return prepared
 
 
-def _show(ctx: JobContext, request: Request, plan: Plan) -> str:
-    # Where the tree has the approval request's plan capture (``common.show_plan``), a dry run
-    # ends there, so an approval shows this very plan; else the caller alone reads it.
-    show = getattr(common, "show_plan", None)
-    if show is not None:
-        return str(show(ctx, request, plan))
-    shown = request.command.model_copy(update={"dry_run": False})
-    ctx.notifier.ephemeral(dry_run_reply(words.describe(shown), plan),
-                           response_url=request.response_url, channel=request.channel,
-                           user=request.user)
-    audit(ctx, request, "dry-run", request.command.target or "",
-          after=f"{len(plan.effective)} AuthorizationPolicy to change")
-    return f"dry run: {len(plan.effective)} objects would change"
-
-
 @plans
 def authz(ctx: JobContext, request: Request) -> str:
     if request.command.switch == "list":
         return _list(ctx, request)
     prepared = _with_steps(prepare(ctx, request))
     if request.command.dry_run:
-        return _show(ctx, request, prepared.plan)
+        return show_plan(ctx, request, prepared.plan)
     ts = request_thread(ctx, request, request.channel, text.root(
         prepared.namespace, words.describe(request.command), request.user,
         request.approved_by))
