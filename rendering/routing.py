@@ -143,6 +143,15 @@ def cutover_steps(names: tuple[str, str]) -> tuple[str, ...]:
             f"{names[0]}",)
 
 
+def cutover_asked_again(service: str, green: str, approvals: int,
+                        asker: str | None = None) -> str:
+    who = f" by {user(asker)}" if asker else ""
+    if not approvals:
+        return f":repeat: The cutover of `{service}` to {green} is run again{who}."
+    return (f":repeat: The cutover of `{service}` to {green} is asked for again{who} "
+            f"({_approvals(approvals)}), in this thread; the analysis goes on meanwhile.")
+
+
 def bluegreen_busy(service: str, phase: str) -> str:
     return (f"`{service}` has a rollout {phase.replace('_', ' ')}: a blue-green starts when "
             f"none is in progress. See `/mesh status {service}`.")
@@ -150,8 +159,10 @@ def bluegreen_busy(service: str, phase: str) -> str:
 
 def bluegreen_running(service: str, requester: str, phase: str) -> str:
     return (f"`{service}` already has a blue-green {phase.replace('_', ' ')} (started by "
-            f"{user(requester)}): it asks for its cutover itself once the analysis is ready. "
-            f"`/mesh status {service}` shows where it is; `/mesh rollback {service}` ends it.")
+            f"{user(requester)}): it asks for its cutover itself once the analysis is ready "
+            f"(and again, through `/mesh bluegreen {service}`, only once a request for it was "
+            f"turned down or expired). `/mesh status {service}` shows where it is; "
+            f"`/mesh rollback {service}` ends it.")
 
 
 def bluegreen_cutover_gone(service: str, phase: str) -> str:

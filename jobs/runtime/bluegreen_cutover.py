@@ -46,31 +46,52 @@ def waiting_for_cutover(rollout: Rollout) -> bool:
         and rollout.resume_phase is Phase.READY_TO_PROMOTE))
 
 
-def cutover_id(rollout_id: str) -> str:
-    return f"{rollout_id}-cutover"
+def cutover_id(rollout_id: str, attempt: int = 1) -> str:
+    return f"{rollout_id}-cutover" if attempt <= 1 else f"{rollout_id}-cutover-{attempt}"
 
 
-def cutover_request(ctx: JobContext, view: ServiceView, rollout: Rollout) -> Request:
-    """The cutover, asked for by who started the blue-green; the policy's approvers (but the
-    requester) may approve it, the tier's promote count of them."""
-    approvers = tuple(m for m in ctx.policy.members(ctx.policy.approve)
-                      if m != rollout.requested_by)
+def cutover_request(ctx: JobContext, view: ServiceView, rollout: Rollout, attempt: int = 1,
+                    user: str | None = None) -> Request:
+    """The cutover, asked for by who started the blue-green (or who asks again); the policy's
+    approvers but the requester may approve it, the tier's promote count of them."""
+    requester = user or rollout.requested_by
+    approvers = tuple(m for m in ctx.policy.members(ctx.policy.approve) if m != requester)
     return Request(
-        id=cutover_id(rollout.id),
+        id=cutover_id(rollout.id, attempt),
         # In the cluster whose analysis found it ready (the tick's context is that cluster's).
         command=Command(verb=Verb.BLUEGREEN, target=view.name, cluster=ctx.cluster,
                         options={CUTOVER: rollout.id, THREAD: rollout.thread_ts or ""}),
-        user=rollout.requested_by, channel=rollout.channel, received_at=time.time(),
+        user=requester, channel=rollout.channel, received_at=time.time(),
         approvals_required=view.approvals.promote, eligible_approvers=approvers,
     )
 
 
-def ask(ctx: JobContext, view: ServiceView, rollout: Rollout) -> bool:
+def ask(ctx: JobContext, view: ServiceView, rollout: Rollout, attempt: int = 1,
+        user: str | None = None) -> bool:
     """Submit the cutover request; True the first time. A tick that runs twice, or on two
-    workers, submits nothing more: the request's id is the rollout's, and ``submit`` takes an
-    id once, in the same transaction as the job."""
-    return submit(ctx.redis, cutover_request(ctx, view, rollout),
+    workers, submits nothing more: the request's id is the rollout's (and the attempt's), and
+    ``submit`` takes an id once, in the same transaction as the job."""
+    return submit(ctx.redis, cutover_request(ctx, view, rollout, attempt, user),
                   queue=ctx.settings.queue_name)
+
+
+def _requests(store: ApprovalStore, rollout: Rollout) -> list[PendingApproval]:
+    """The cutover's approval requests so far, the first one first."""
+    found: list[PendingApproval] = []
+    while (pending := store.for_request(cutover_id(rollout.id, len(found) + 1))) is not None:
+        found.append(pending)
+    return found
+
+
+def next_attempt(ctx: JobContext, rollout: Rollout) -> int | None:
+    """The attempt a ``/mesh bluegreen`` asks for when the rollout still waits for its cutover
+    but its last request ended without it (rejected, expired, voided); None otherwise."""
+    if not waiting_for_cutover(rollout):
+        return None
+    asked = _requests(ApprovalStore(ctx.redis), rollout)
+    if not asked or asked[-1].state in _LIVE or asked[-1].state is ApprovalState.DONE:
+        return None
+    return len(asked) + 1
 
 
 def void(ctx: JobContext, rollout: Rollout | None, cause: str) -> bool:
@@ -80,9 +101,10 @@ def void(ctx: JobContext, rollout: Rollout | None, cause: str) -> bool:
         return False
     reason = routing_text.bluegreen_went_back(rollout.service, rollout.stable_subset, cause)
     store = ApprovalStore(ctx.redis)
-    pending = store.for_request(cutover_id(rollout.id))
-    if pending is None or pending.state not in _LIVE:
+    live = [p for p in _requests(store, rollout) if p.state in _LIVE]
+    if not live:
         return False
+    pending = live[-1]  # one at a time: another is asked only once the last one closed
 
     def close(p: PendingApproval) -> tuple[PendingApproval, bool]:
         if p.state not in _LIVE:

@@ -120,11 +120,11 @@ def test_the_dry_run_plans_what_the_start_then_writes(ops: ChatOps, mesh: Mesh) 
     assert ObjectChange("VirtualService", "production", SVC, planned.after, held).fields == ()
 
 
-def ready(mesh: Mesh) -> Rollout:
+def ready(mesh: Mesh, service: str = SVC) -> Rollout:
     """What the analysis commits when the 90/10 step passes: the rollout waits, watched, for
     its cutover (``bluegreen_cutover.gated``)."""
     now = time.time()
-    moved = RolloutStore(mesh.redis).update(SVC, lambda r: bluegreen_cutover.gated(
+    moved = RolloutStore(mesh.redis).update(service, lambda r: bluegreen_cutover.gated(
         machine.apply(r, Event.CHECK_PASSED, now, "success 100%"), now) if r else None)
     assert moved is not None and moved.phase is Phase.AWAITING_APPROVAL
     return moved
@@ -163,3 +163,56 @@ def test_the_cutover_is_asked_once_in_the_thread_and_a_rollback_closes_it_unused
     ops.run()
     assert mesh.weights(SVC) == {"blue": 100, "green": 0}
     assert rollout(mesh).phase is Phase.ROLLED_BACK
+
+
+def test_a_tier_that_needs_no_approval_is_cut_over_at_once(ops: ChatOps, mesh: Mesh) -> None:
+    service = "logging-service"  # pilot: no promote approvals
+    run(ops, f"bluegreen {service}")
+    assert mesh.weights(service) == {"stable": 90, "canary": 10}
+    waiting = ready(mesh, service)
+    ctx = context.current()
+    view = ctx.policy.service(service)
+    assert view is not None
+    assert bluegreen_cutover.ask(ctx, view, waiting)
+    ops.run()
+    assert mesh.weights(service) == {"stable": 0, "canary": 100}
+    assert [r for r in http(mesh, service) if "match" in r] == []
+    assert not [m for m in mesh.slack.messages(CHANNEL) if "Approval needed" in m.text]
+    done = RolloutStore(mesh.redis).get(service)
+    assert done is not None and done.phase is Phase.PROMOTED
+    assert RolloutStore(mesh.redis).live_subset(service, default="stable") == "canary"
+
+
+def test_a_rejected_cutover_is_asked_for_again_by_the_same_command(ops: ChatOps,
+                                                                  mesh: Mesh) -> None:
+    run(ops, f"bluegreen {SVC}")
+    waiting = ready(mesh)
+    ctx = context.current()
+    view = ctx.policy.service(SVC)
+    assert view is not None
+    assert bluegreen_cutover.ask(ctx, view, waiting)
+    ops.run()
+    first = ops.mesh.slack.thread(CHANNEL, thread_root(ops))[-1]
+    assert "Approval needed" in first.text
+    ops.react(APPROVERS[1], first.ts, emoji=ctx.policy.approvals.reject_emoji)
+    ops.run()
+    rejected = ApprovalStore(mesh.redis).get(CHANNEL, first.ts)
+    assert rejected is not None and rejected.state is ApprovalState.REJECTED
+    assert mesh.weights(SVC) == {"blue": 90, "green": 10}  # still at 90/10, still watched
+    assert rollout(mesh).phase is Phase.AWAITING_APPROVAL
+
+    url = run(ops, f"bluegreen {SVC}", user=OTHER_OPERATOR)  # asks again, on their behalf
+    assert not [t for t in ops.told(url, user=OTHER_OPERATOR) if "Refused" in t]
+    again = [m for m in mesh.slack.thread(CHANNEL, thread_root(ops))
+             if "Approval needed" in m.text and m.ts != first.ts]
+    assert len(again) == 1
+    second = ApprovalStore(mesh.redis).get(CHANNEL, again[0].ts)
+    assert second is not None and second.request.user == OTHER_OPERATOR
+    url = run(ops, f"bluegreen {SVC}")  # one request at a time
+    assert any("already has a blue-green awaiting approval" in t for t in ops.told(url))
+    for approver in APPROVERS[1:]:
+        ops.react(approver, second.ts)
+    ops.run()
+    assert mesh.weights(SVC) == {"blue": 0, "green": 100}
+    assert [r for r in http(mesh, SVC) if "match" in r] == []
+    assert rollout(mesh).phase is Phase.PROMOTED

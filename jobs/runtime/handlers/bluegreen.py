@@ -17,7 +17,8 @@ from jobs.domain import rollout as machine
 from jobs.domain.rollout import Event, Phase, Rollout
 from jobs.domain.routes import Route, Subsets, Weights, plan_weights
 from jobs.domain.routes_match import HeaderMatch, plan_header_route, plan_header_route_off
-from jobs.runtime.bluegreen_cutover import CUTOVER, waiting_for_cutover
+from jobs.runtime import bluegreen_cutover
+from jobs.runtime.bluegreen_cutover import CUTOVER, next_attempt, waiting_for_cutover
 from jobs.runtime.context import JobContext
 from jobs.runtime.handlers import traffic
 from jobs.runtime.handlers.common import (
@@ -60,6 +61,8 @@ def precheck(ctx: JobContext, view: ServiceView, request: Request) -> Rollout | 
             raise Refused(routing_text.bluegreen_cutover_gone(view.name, phase))
         return current
     if current is not None and not current.phase.terminal and current.id != request.id:
+        if next_attempt(ctx, current) is not None:
+            return None  # its cutover was not approved: this asks for it again
         if current.bluegreen:
             raise Refused(routing_text.bluegreen_running(view.name, current.requested_by,
                                                          current.phase.value))
@@ -94,6 +97,10 @@ def _split(ctx: JobContext, view: ServiceView, subsets: Subsets, target: Weights
 
 def _start(ctx: JobContext, request: Request, view: ServiceView) -> str:
     precheck(ctx, view, request)
+    current = ctx.store.get(view.name)
+    attempt = next_attempt(ctx, current) if current is not None else None
+    if current is not None and attempt is not None:
+        return _ask_again(ctx, request, view, current, attempt)
     subsets = subsets_of(ctx, view)
     target = Weights.canary_at(BLUEGREEN_STEP)
     # Every check the 90/10 step makes (GitOps owner, managed route, ready green pods), before
@@ -131,6 +138,23 @@ def start_plan(ctx: JobContext, view: ServiceView, subsets: Subsets,
                                          interval_s or view.analysis.interval)
     return Plan(_two_writes(ctx, view, _preview(view, subsets),
                             _split(ctx, view, subsets, target)), steps)
+
+
+def _ask_again(ctx: JobContext, request: Request, view: ServiceView, current: Rollout,
+               attempt: int) -> str:
+    """A blue-green still at 90/10 whose cutover request was rejected, expired or voided:
+    the same command asks for the cutover again, on behalf of who asks now."""
+    if request.command.dry_run:
+        return show_plan(ctx, request, Plan(steps=(routing_text.cutover_asked_again(
+            view.name, current.canary_subset, view.approvals.promote),)))
+    bluegreen_cutover.ask(ctx, view, current, attempt, user=request.user)
+    text = routing_text.cutover_asked_again(view.name, current.canary_subset,
+                                            view.approvals.promote, request.user)
+    if current.channel and current.thread_ts:
+        ctx.notifier.reply(current.channel, current.thread_ts, text)
+    record(ctx, request, "done", channel=current.channel, ts=current.thread_ts,
+           detail=f"cutover asked for again (request {attempt})")
+    return f"{view.name}: cutover asked for again"
 
 
 def _two_writes(ctx: JobContext, view: ServiceView, first: Planner,
