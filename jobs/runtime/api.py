@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import uuid
 from typing import Any
 
 import redis
@@ -46,6 +47,28 @@ SEQUENCE_KEY = "meshbot:sequence"
 ROLLBACK_SEQUENCE_KEY = "meshbot:rollback-sequence"
 RETRY = Retry(max=len(SCHEDULE), interval=list(SCHEDULE))
 
+# The whole submit in one round trip, atomically: the dedupe check and mark, the request's
+# sequence (kept under its own key, where the job reads it: see ``sequence_of``), the
+# rollback's sequence for its service, and RQ's own enqueue writes, passed in as commands.
+# A script runs only once Redis has it whole, so a connection cut anywhere leaves nothing.
+# (RQ's keys are not declared in KEYS: fine on one Redis, which is what meshbot runs on.)
+_SUBMIT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+    return {0, redis.call('GET', KEYS[2]) or ''}
+end
+local sequence = redis.call('INCR', KEYS[3])
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[2])
+redis.call('SET', KEYS[2], sequence .. ' ' .. ARGV[1], 'EX', ARGV[2])
+if ARGV[3] ~= '' then redis.call('ZADD', KEYS[4], 'GT', sequence, ARGV[3]) end
+local i = 4
+while i <= #ARGV do
+    local argc = tonumber(ARGV[i])
+    redis.call(unpack(ARGV, i + 1, i + argc))
+    i = i + argc + 1
+end
+return {1, sequence}
+"""
+
 
 def queue_names(base: str) -> list[str]:
     """Queues a worker listens on, most urgent first."""
@@ -67,46 +90,63 @@ def submit(
 ) -> bool:
     """Enqueue ``request`` unless one with the same id was already accepted. True if enqueued.
 
-    The dedupe mark and RQ's writes go in one MULTI/EXEC, so either both land or neither: a
-    failure half-way can never leave a request marked as received but not queued (Slack's retry
-    would then be answered "duplicate" and the command lost). Redis failing → QueueUnavailable.
+    The dedupe mark and RQ's writes land together or not at all, in one round trip
+    (``_SUBMIT``): a failure half-way can never leave a request marked as received but not
+    queued (Slack's retry would then be answered "duplicate" and the command lost). Redis
+    failing → QueueUnavailable.
     """
     keys = keys or Keys()
-    mark = keys.request(request.id)
     name = queue + URGENT_SUFFIX if request.command.verb in URGENT_VERBS else queue
     service = rollback_member(request.command)
+    wins = request.command.verb in WINNING_VERBS and bool(service)
+    # RQ writes into a pipeline that is never executed: its commands go into the script.
+    recorder = client.pipeline(transaction=False)
+    # Tells our own earlier attempt (redis-py retrying after a lost reply) from another
+    # delivery of the same request.
+    ours = uuid.uuid4().hex
     try:
-        with client.pipeline() as pipe:
-            pipe.watch(mark)  # type: ignore[no-untyped-call]
-            if pipe.exists(mark):
-                pipe.unwatch()
-                return False
-            # Gaps in the sequence (a duplicate, a failed submit) are harmless: only order counts.
-            sequenced = request.model_copy(update={"sequence": int(pipe.incr(SEQUENCE_KEY))})
-            pipe.multi()
-            pipe.set(mark, "1", ex=DEDUPE_TTL_S)
-            if request.command.verb in WINNING_VERBS and service:
-                pipe.zadd(ROLLBACK_SEQUENCE_KEY, {service: sequenced.sequence}, gt=True)
-            Queue(name, connection=client, serializer=JSONSerializer).enqueue_call(
-                TASK,
-                args=(sequenced.model_dump(mode="json"),),
-                job_id=job_id(request.id),
-                retry=RETRY,
-                timeout=120,
-                result_ttl=3600,
-                failure_ttl=7 * 24 * 3600,
-                pipeline=pipe,
-            )
-            pipe.execute()
-    except redis.WatchError as exc:
-        # Either the same request, delivered twice at once, got in first, or the connection
-        # dropped while watching (redis-py says so with a WatchError too): tell them apart.
-        if _marked(client, mark):
-            return False
-        raise QueueUnavailable("Redis dropped the connection while taking the request") from exc
+        Queue(name, connection=client, serializer=JSONSerializer).enqueue_call(
+            TASK,
+            args=(request.model_dump(mode="json"),),
+            job_id=job_id(request.id),
+            retry=RETRY,
+            timeout=120,
+            result_ttl=3600,
+            failure_ttl=7 * 24 * 3600,
+            pipeline=recorder,
+        )
+        writes: list[Any] = []
+        for command, _options in recorder.command_stack:
+            writes += [len(command), *command]
+        taken, value = client.register_script(_SUBMIT)(
+            keys=[keys.request(request.id), _sequence_key(request), SEQUENCE_KEY,
+                  ROLLBACK_SEQUENCE_KEY],
+            args=[ours, DEDUPE_TTL_S, (service or "") if wins else "", *writes])
     except redis.RedisError as exc:
         raise QueueUnavailable(f"Redis did not take the request ({type(exc).__name__})") from exc
-    return True
+    finally:
+        recorder.reset()
+    if taken:
+        return True
+    sequenced = value.decode() if isinstance(value, bytes) else str(value)
+    return sequenced.partition(" ")[2] == ours
+
+
+def _sequence_key(request: Request) -> str:
+    return f"{SEQUENCE_KEY}:{job_id(request.id)}"
+
+
+def sequence_of(client: redis.Redis, request: Request) -> int:
+    """The order in which ``request`` was accepted (gaps are harmless: only order counts);
+    0 if unknown (accepted more than a day ago).
+
+    The job's data is written by RQ before Redis hands out the number, so the submit keeps it
+    beside the job, where the job reads it; a request acked before that carries it itself."""
+    if request.sequence:
+        return request.sequence
+    found = client.get(_sequence_key(request))
+    head = (found.decode() if isinstance(found, bytes) else str(found or "")).partition(" ")[0]
+    return int(head) if head.isdigit() else 0
 
 
 def rollback_member(command: Command) -> str | None:
@@ -116,21 +156,17 @@ def rollback_member(command: Command) -> str | None:
     return f"{command.cluster}/{command.target}" if command.cluster else command.target
 
 
-def _marked(client: redis.Redis, mark: str) -> bool:
-    try:
-        return bool(client.exists(mark))
-    except redis.RedisError as exc:
-        raise QueueUnavailable(f"Redis did not answer ({type(exc).__name__})") from exc
-
-
 def overtaken(client: redis.Redis, request: Request) -> bool:
     """Whether a rollback of the request's service was accepted after this change was: then
     the change must not take effect (a rollback acked later wins over it)."""
     service = rollback_member(request.command)
-    if not request.sequence or not service or request.command.verb not in CHANGING_VERBS:
+    if not service or request.command.verb not in CHANGING_VERBS:
         return False
     latest = client.zscore(ROLLBACK_SEQUENCE_KEY, service)
-    return latest is not None and latest > request.sequence
+    if latest is None:
+        return False
+    sequence = sequence_of(client, request)
+    return bool(sequence) and latest > sequence
 
 
 def record_refusal(

@@ -28,7 +28,9 @@ def canary_request(request_id: str) -> Request:
                    user="U0OPERATOR1", channel="C0MESHOPS", received_at=time.time())
 
 
-@pytest.mark.parametrize("marker", [b"MULTI", b"RPUSH", b"HSET"])
+# Where the connection is cut: as the submit's script call starts, and inside it, among RQ's
+# writes it carries (the job's hash, its place in the queue).
+@pytest.mark.parametrize("marker", [b"EVALSHA", b"RPUSH", b"HSET"])
 def test_a_submit_cut_half_way_leaves_nothing_and_the_retry_is_taken(
         redis_url: str, redis_client: redis.Redis, marker: bytes) -> None:
     where = urlparse(redis_url)
