@@ -14,7 +14,7 @@ import io
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote_plus
 
 if TYPE_CHECKING:
     from wsgiref.types import WSGIEnvironment
@@ -50,10 +50,20 @@ def check(environ: WSGIEnvironment) -> Rejection | None:
     content_type = str(environ.get("CONTENT_TYPE", "")).split(";")[0].strip().lower()
     if content_type == "application/json":
         return _check_json(text)
-    form = parse_qs(text, keep_blank_values=True)
-    if "payload" in form:  # interactivity: a form field holding JSON
-        return _check_json(form["payload"][0])
+    if _has_payload_field(text):  # interactivity: a form field holding JSON
+        return _check_json(parse_qs(text, keep_blank_values=True)["payload"][0])
     return None
+
+
+def _has_payload_field(form: str) -> bool:
+    """Whether the form has a ``payload`` field, reading only the names: a slash command (the
+    form the ack waits on) has none, and Bolt parses the whole form again anyway."""
+    for field in form.split("&"):
+        name = field.partition("=")[0]
+        if name == "payload" or (("%" in name or "+" in name)
+                                 and unquote_plus(name) == "payload"):
+            return True
+    return False
 
 
 def _check_json(text: str) -> Rejection | None:
