@@ -27,6 +27,9 @@ def weight_change(before: tuple[int, int], after: tuple[int, int],
     return (f"{names[0]} {before[0]}→{after[0]} / {names[1]} {before[1]}→{after[1]}")
 
 
+_OPTIONS_SHOWN = frozenset({Verb.AUTHZ, Verb.MIGRATE, Verb.MIRROR})
+
+
 def describe(command: Command) -> str:
     """The command as the caller typed it, normalised."""
     parts = ["/mesh", command.verb.value]
@@ -36,7 +39,11 @@ def describe(command: Command) -> str:
         parts.append(str(command.percent))
     if command.switch:
         parts.append(command.switch)
-    if command.verb is Verb.AUTHZ:  # what it allows or removes is the command itself
+    if command.verb is Verb.AB and "header" in command.options:
+        parts.append(f"header={command.options['header']}:{command.options.get('value', '')}")
+    elif command.verb is Verb.AUDIT and command.options.get("n", "10") != "10":
+        parts.append(command.options["n"])
+    elif command.verb in _OPTIONS_SHOWN:  # what it allows, removes or runs is in its options
         parts += [v if k == "name" else f"{k}={v}" for k, v in command.options.items()]
     if command.steps:
         parts.append("steps=" + ",".join(str(s) for s in command.steps))

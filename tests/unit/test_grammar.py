@@ -8,6 +8,7 @@ from bot.grammar import parse, parse_duration, usage
 from meshbot.commands import Command, Verb
 from meshbot.errors import GrammarError, UserError
 from meshbot.verbs import REGISTRY
+from rendering.common import describe
 
 
 def refusal(text: str) -> str:
@@ -545,3 +546,25 @@ def test_command_is_frozen_and_json_safe() -> None:
     with pytest.raises(ValueError):
         command.target = "other"  # type: ignore[misc]
     assert Command.model_validate(command.model_dump(mode="json")) == command
+
+
+@pytest.mark.parametrize("text", [
+    "canary payment-service 10 cluster=prod-eu dry-run",
+    "rollout payment-service steps=5,50 interval=2m",
+    "ab logging-service header=canary:true",
+    "ab logging-service off dry-run",
+    "mirror payment-service 20 confirm=yes",
+    "mirror payment-service off",
+    "audit payment-service 5",
+    "mtls production strict",
+    "freeze off",
+    "restore bk-1 dry-run",
+    "migrate shop phase=2 force=yes",
+    "authz shop allow from=frontend to=cart methods=GET paths=/api/*",
+    "authz shop remove allow-cart-frontend",
+])
+def test_a_command_is_described_as_it_was_typed(text: str) -> None:
+    """What meshbot says it accepted is the command itself: typed again, it is the same."""
+    described = describe(parse(text))
+    assert described.startswith("/mesh ")
+    assert parse(described.removeprefix("/mesh ")) == parse(text)
