@@ -112,7 +112,6 @@ class Policy(Section):
         "reaches through its service account or KUBECONFIG",
     )
 
-
     migrate: Migrate = Field(
         default_factory=Migrate,
         description="how /mesh migrate watches the services it moves onto the mesh",

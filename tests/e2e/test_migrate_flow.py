@@ -1,0 +1,218 @@
+"""`/mesh migrate` end to end: a real `meshbot worker` (its ticker moves the workflow on), the
+real kube-apiserver, a real Prometheus scraping the traffic generator, which splits its traffic
+by the live VirtualService weights (so the blue-green's 90/10 is what Prometheus sees), and the
+Slack stand-in. The test plays the Deployment controller and the approvers.
+
+Watch windows are a few seconds (policy ``migrate.*``); the scrape interval is 1 s."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobs.adapters.migration_store import MigrationStore
+from jobs.domain.approval_rules import Verdict
+from jobs.domain.migration import Status, Workflow
+from playground.sample_mesh import TIERS
+from tests.fixtures.controller import RolloutController
+from tests.fixtures.live import Live, eventually
+from tests.fixtures.meshbot import CHANNEL, Mesh, MeshBase
+from tests.integration.chatops import APPROVERS, ChatOps
+from tests.integration.test_istio_models import assert_valid_istio
+from tests.integration.test_migrate import write_migrate_policy
+from tests.integration.test_readiness import seed_ready_control_plane
+
+NS = "production"
+NET = ("networking.istio.io", "v1beta1")
+INJECT = "sidecar.istio.io/inject"
+
+
+@pytest.fixture
+def policy_path(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
+    windows = getattr(request, "param", {})
+    return write_migrate_policy(tmp_path, **{"watch": "7s", "critical_watch": "7s",
+                                             **windows})
+
+
+@pytest.fixture
+def ops(live: Live) -> Iterator[ChatOps]:
+    seed_ready_control_plane(live.mesh.cluster, ("zone-a", "zone-b", "zone-c"))
+    with RolloutController(live.mesh.cluster) as controller:
+        yield ChatOps.start(live.mesh)
+    assert not controller.errors, controller.errors
+
+
+def workflow(mesh: MeshBase) -> Workflow | None:
+    return MigrationStore(mesh.redis).get(NS)
+
+
+class Approvers:
+    """Approve every approval request the workflow posts (two approvers: the critical tier's
+    promote count)."""
+
+    def __init__(self, ops: ChatOps) -> None:
+        self.ops = ops
+        self.seen: set[str] = set()
+
+    def __call__(self) -> None:
+        for message in self.ops.mesh.slack.roots(CHANNEL):
+            if "Approval needed" in message.text and message.ts not in self.seen:
+                # The message is posted a moment before its request is stored: until then a
+                # reaction is on no request, and is given again on the next look.
+                verdicts = [self.ops.react(a, message.ts) for a in APPROVERS[:2]]
+                if Verdict.NOT_A_REQUEST.value not in verdicts:
+                    self.seen.add(message.ts)
+
+
+def until(ops: ChatOps, wanted: Any, timeout: float, what: str,
+          approve: bool = True) -> Workflow:
+    approvers = Approvers(ops)
+
+    def probe() -> Workflow | None:
+        if approve:
+            approvers()
+        current = workflow(ops.mesh)
+        return current if current is not None and wanted(current) else None
+
+    try:
+        return eventually(probe, timeout, what, interval=0.2)
+    except AssertionError as exc:
+        now = workflow(ops.mesh)
+        seen = (now.status, now.step, now.note, now.last) if now else None
+        raise AssertionError(f"{exc}; the workflow: {seen}") from None
+
+
+def start(ops: ChatOps, text: str) -> None:
+    ack, _ = ops.command(text)
+    assert "migrate" in ack, ack
+
+
+def deployment(mesh: Mesh, name: str) -> dict[str, Any]:
+    return mesh.cluster.get("apps", "v1", "deployments", NS, name)
+
+
+def injected(mesh: Mesh, name: str) -> bool:
+    meta = deployment(mesh, name)["spec"]["template"]["metadata"]
+    return (meta.get("annotations") or {}).get(INJECT) == "true"
+
+
+def routes(mesh: Mesh, service: str) -> tuple[Any, Any]:
+    vs = mesh.cluster.get(*NET, "virtualservices", NS, service)
+    dr = mesh.cluster.get(*NET, "destinationrules", NS, service)
+    return vs["spec"], dr["spec"]
+
+
+def thread(ops: ChatOps) -> list[str]:
+    roots = [m for m in ops.mesh.slack.roots(CHANNEL) if "*Migration" in m.text]
+    return ops.thread(roots[-1].ts)
+
+
+@pytest.mark.timeout(300)  # six watch windows and twelve rollouts, one after another
+def test_a_whole_migration_of_three_tiers(ops: ChatOps, live: Live) -> None:
+    mesh = live.mesh
+    start(ops, f"migrate {NS}")
+    done = until(ops, lambda w: not w.status.active, 240, "the migration ended")
+    assert done.status is Status.DONE, (done.status, done.note)
+    for service in TIERS["pilot"] + TIERS["core"]:
+        assert injected(mesh, f"{service}-v1") and injected(mesh, f"{service}-v2")
+    for service in TIERS["critical"]:
+        with pytest.raises(KeyError):
+            deployment(mesh, f"{service}-v1")  # blue, removed after the cut-over
+        green = deployment(mesh, f"{service}-v1-green")
+        assert injected(mesh, f"{service}-v1-green") and injected(mesh, f"{service}-v2")
+        assert green["spec"]["template"]["metadata"]["labels"]["version"] == "green"
+        _, dr = routes(mesh, service)
+        assert mesh.weights(service) == {"stable": 100, "canary": 0}  # routes as before
+        assert {s["name"]: s["labels"] for s in dr["subsets"]} == {
+            "stable": {"version": "green"}, "canary": {"version": "v2"}}
+        assert dr["trafficPolicy"]["tls"]["mode"] == "ISTIO_MUTUAL"
+    peer = mesh.cluster.get("security.istio.io", "v1beta1", "peerauthentications", NS,
+                            "default")
+    assert peer["spec"]["mtls"]["mode"] == "STRICT"
+    mutual = mesh.cluster.get(*NET, "destinationrules", NS, "default")
+    assert mutual["spec"]["trafficPolicy"]["tls"]["mode"] == "ISTIO_MUTUAL"
+    assert_valid_istio(mutual)
+    assert mesh.cluster.get("telemetry.istio.io", "v1", "telemetries", NS,
+                            "production-telemetry")["spec"]["tracing"] == [
+        {"providers": [{"name": "jaeger"}]}]
+    texts = thread(ops)
+    assert any("complete in" in t for t in texts)
+    assert sum("migrated (phase 3)" in t and "% errors at" in t for t in texts) == 3
+    eventually(lambda: "Migration of `production`: done" in mesh.slack.message(
+        CHANNEL, done.status_ts).text, 10, "the status message says done")
+
+
+def test_core_errors_undo_the_injection_and_stop(ops: ChatOps, live: Live) -> None:
+    mesh, first = live.mesh, sorted(TIERS["core"])[0]
+    live.traffic.set_profile(first, version="v1", namespace=NS, error_rate=0.2)
+    start(ops, f"migrate {NS} phase=3")
+    stopped = until(ops, lambda w: not w.status.active, 120, "the migration stopped")
+    assert stopped.status is Status.STOPPED and f"`{first}` undone" in stopped.note
+    assert not injected(mesh, f"{first}-v1") and not injected(mesh, f"{first}-v2")
+    for later in sorted(TIERS["core"])[1:]:
+        assert not injected(mesh, f"{later}-v1")  # the workflow stopped before them
+    undone = next(t for t in thread(ops) if "undone" in t)
+    assert "% errors at" in undone and "threshold 1 %" in undone
+    eventually(lambda: "Last numbers" in mesh.slack.message(CHANNEL, stopped.status_ts).text,
+               10, "the status message shows the numbers")
+
+
+def test_a_breach_of_green_goes_back_to_blue(ops: ChatOps, live: Live) -> None:
+    mesh = live.mesh
+    first = sorted(TIERS["critical"])[0]
+    before = routes(mesh, first)
+    blue = deployment(mesh, f"{first}-v1")
+    live.traffic.set_profile(first, version="green", namespace=NS, error_rate=0.5)
+    start(ops, f"migrate {NS} phase=4")
+    stopped = until(ops, lambda w: not w.status.active, 120, "the migration stopped")
+    assert stopped.status is Status.STOPPED and "back to blue" in stopped.note
+    assert routes(mesh, first) == before
+    with pytest.raises(KeyError):
+        deployment(mesh, f"{first}-v1-green")
+    after = deployment(mesh, f"{first}-v1")
+    assert after["spec"] == blue["spec"] and after["metadata"]["uid"] == blue["metadata"]["uid"]
+    assert any("back to blue at once" in t for t in thread(ops))
+
+
+@pytest.mark.parametrize("policy_path", [{"critical_watch": "2m"}], indirect=True)
+def test_abort_mid_blue_green_leaves_nothing_half_done(ops: ChatOps, live: Live) -> None:
+    mesh = live.mesh
+    first = sorted(TIERS["critical"])[0]
+    before = routes(mesh, first)
+    blue = deployment(mesh, f"{first}-v1")
+    start(ops, f"migrate {NS} phase=4")
+    until(ops, lambda w: w.step is not None and w.step.kind == "watch"
+          and "watching" in w.note, 90, "the green copy under watch")
+    assert mesh.weights(first) == {"blue": 90, "green": 10}
+    ops.command(f"migrate {NS} abort")
+    aborted = until(ops, lambda w: not w.status.active, 60, "the migration aborted")
+    assert aborted.status is Status.ABORTED, aborted
+    assert routes(mesh, first) == before
+    with pytest.raises(KeyError):
+        deployment(mesh, f"{first}-v1-green")
+    assert deployment(mesh, f"{first}-v1")["spec"] == blue["spec"]
+    names = [d["metadata"]["name"] for d in mesh.cluster.list("apps", "v1", "deployments", NS)]
+    assert not [n for n in names if n.endswith("-green")], names
+    assert all(f"{s}-v1" in names for s in TIERS["critical"])  # no blue ever removed
+
+
+@pytest.mark.timeout(200)
+def test_a_worker_killed_mid_phase_is_resumed(ops: ChatOps, live: Live) -> None:
+    mesh = live.mesh
+    start(ops, f"migrate {NS} phase=3")
+    watching = until(ops, lambda w: w.step is not None and w.step.kind == "watch",
+                     60, "the first core service under watch")
+    live.worker.kill()  # SIGKILL: no lease released, nothing flushed
+    killed_at = watching.cursor
+    live.worker = live.start_worker("second")
+    done = until(ops, lambda w: not w.status.active, 120, "the migration ended")
+    assert done.status is Status.DONE, (done.status, done.note)
+    assert done.cursor > killed_at
+    for service in TIERS["core"]:
+        assert injected(mesh, f"{service}-v1") and injected(mesh, f"{service}-v2")
+    assert sum("migrated (phase 3)" in t for t in thread(ops)) == 3
+    assert time.time() - done.started_at < 120
