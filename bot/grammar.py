@@ -273,7 +273,12 @@ def _authz(verb: Verb, target: str | None, positional: list[str],
         if not positional:
             raise GrammarError(f"`authz remove` needs the policy's name (`/mesh authz "
                                f"{target} list` shows them). Usage: `{usage(verb)}`")
-        found["name"] = _check_name(verb, TargetKind.SERVICE, positional.pop(0))
+        name = positional.pop(0)
+        if not DNS1123_LABEL.fullmatch(name):
+            raise GrammarError(f"`{name[:80]}` is not an AuthorizationPolicy name meshbot "
+                               f"writes (`/mesh authz {target} list` shows them). "
+                               f"Usage: `{usage(verb)}`")
+        found["name"] = name
     _reject_extra(verb, positional, options, _AUTHZ_OPTIONS[action])
     if "confirm" in options:
         if options["confirm"].lower() != "yes":

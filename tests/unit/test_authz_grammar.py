@@ -60,6 +60,7 @@ def test_only_list_changes_nothing() -> None:
     ("authz production deny-all from=frontend", "unknown option `from`"),
     ("authz production list everything", "unexpected `everything`"),
     ("authz production remove", "needs the policy's name"),
+    ("authz production remove Allow_A", "not an AuthorizationPolicy name meshbot writes"),
     ("authz Production list", "not a valid namespace name"),
 ])
 def test_malformed_is_refused(text: str, message: str) -> None:
