@@ -152,6 +152,11 @@ def cutover_asked_again(service: str, green: str, approvals: int,
             f"({_approvals(approvals)}), in this thread; the analysis goes on meanwhile.")
 
 
+def bluegreen_ask_again(service: str) -> str:
+    return (f"The blue-green of `{service}` stays at 90/10 under analysis: `/mesh bluegreen "
+            f"{service}` asks for the cutover again, `/mesh rollback {service}` goes back.")
+
+
 def bluegreen_busy(service: str, phase: str) -> str:
     return (f"`{service}` has a rollout {phase.replace('_', ' ')}: a blue-green starts when "
             f"none is in progress. See `/mesh status {service}`.")

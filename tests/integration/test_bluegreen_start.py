@@ -200,6 +200,8 @@ def test_a_rejected_cutover_is_asked_for_again_by_the_same_command(ops: ChatOps,
     assert rejected is not None and rejected.state is ApprovalState.REJECTED
     assert mesh.weights(SVC) == {"blue": 90, "green": 10}  # still at 90/10, still watched
     assert rollout(mesh).phase is Phase.AWAITING_APPROVAL
+    thread = [m.text for m in mesh.slack.thread(CHANNEL, thread_root(ops))]
+    assert any(f"`/mesh bluegreen {SVC}` asks for the cutover again" in t for t in thread)
 
     url = run(ops, f"bluegreen {SVC}", user=OTHER_OPERATOR)  # asks again, on their behalf
     assert not [t for t in ops.told(url, user=OTHER_OPERATOR) if "Refused" in t]

@@ -29,7 +29,7 @@ from jobs.adapters.locks import Locks
 from jobs.domain.approval_rules import ApprovalState, PendingApproval, changed_facts, expire
 from jobs.runtime import context
 from jobs.runtime.approvals import RETRY, enqueue_approved
-from jobs.runtime.bluegreen_cutover import THREAD
+from jobs.runtime.bluegreen_cutover import CUTOVER, THREAD
 from jobs.runtime.context import JobContext
 from jobs.runtime.gates import Blocked, check_gates, service_lock
 from jobs.runtime.handlers.approval_plan import compose, facts_now
@@ -38,6 +38,7 @@ from meshbot import cluster_scope
 from meshbot.commands import Request
 from meshbot.errors import GitOpsOwned, MeshbotError, MeshInvalid, MeshNotFound, UserError
 from rendering import approvals as approval_text
+from rendering import routing as routing_text
 
 log = logging.getLogger("meshbot.approvals")
 
@@ -260,6 +261,10 @@ def refresh(ctx: JobContext, channel: str, ts: str) -> str:
     if state in (ApprovalState.OPEN, ApprovalState.DONE) or pending.announced is state:
         return state.value
     text = render_status(pending)
+    command = pending.request.command
+    if command.options.get(CUTOVER) and state in (ApprovalState.REJECTED, ApprovalState.EXPIRED):
+        # A blue-green whose cutover was not approved is left at 90/10: say what to do next.
+        text += "\n" + routing_text.bluegreen_ask_again(command.target or "")
     ctx.notifier.reply(channel, ts, text)
     if state in (ApprovalState.REJECTED, ApprovalState.EXPIRED, ApprovalState.WAITING):
         _tell(ctx, pending.request, text)
