@@ -27,11 +27,12 @@ import redis
 from rq import Worker
 
 from meshbot.settings import packaged_default_policy
+from playground.deployment_controller import RolloutController
 from playground.kube_emulator import RunningCluster
 from playground.mesh_weights import managed_route
 from playground.processes import MeshbotProcess, ServeProcess
 from playground.redis_server import free_port
-from playground.sample_mesh import NETWORKING, SERVICES
+from playground.sample_mesh import NETWORKING, SERVICES, TIERS
 from playground.slack_api import SlackApiStandIn
 from playground.slack_client import SlackSender
 from playground.slack_model import Message
@@ -49,6 +50,9 @@ SIGNING_SECRET = "meshbot-demo-signing-secret"
 # quickly; the whole demo must stay well under a minute even when one step fails.
 STARTUP_DEADLINE_S = 30.0
 STEP_DEADLINE_S = 15.0
+MIGRATION_DEADLINE_S = 30.0
+NAMESPACE = "production"
+INJECT = "sidecar.istio.io/inject"
 RULE = "─" * 78
 
 
@@ -96,12 +100,16 @@ def _installation(workdir: Path, logs: dict[str, Path]) -> Iterator[Session]:
             workdir, policy_path, channel=(channel, CHANNEL_NAME), bot_token=BOT_TOKEN,
             signing_secret=SIGNING_SECRET))
         cluster, slack = local.cluster, local.slack
+        # The emulator runs no controllers: this one completes the migration's rollouts.
+        stack.enter_context(RolloutController(cluster))
         slack.add_user(operator, OPERATOR_NAME, real_name="Alex (on-call operator)")
         env = {
             **local.env,
             # The demo runs no Prometheus: a port nobody listens on, so no shared Prometheus on
             # localhost:9090 is ever queried (no data means "hold", never "healthy").
             "PROMETHEUS_URL": f"http://127.0.0.1:{free_port()}",
+            # Ticks close together: the migration's steps follow one another within seconds.
+            "MESHBOT_TICK_PERIOD": "0.5",
         }
         for path in logs.values():
             path.unlink(missing_ok=True)  # this run's logs only
@@ -185,6 +193,34 @@ class Session:
             lambda m: m.thread_ts == self.thread_ts and self.weights_text(100, 0) in m.text)
         self.print_thread(self.thread_ts)
         self.print_weights("after the rollback", expect=(100, 0))
+
+        self.migrate_pilots()
+
+    def migrate_pilots(self) -> None:
+        """The runbook's phase 2 as one thread: the pilot services injected one at a time, each
+        rollout completed by the demo's stand-in Deployment controller."""
+        self.type(f"migrate {NAMESPACE} phase=2")
+        root = self.wait_for_new("the migration's thread",
+                                 lambda m: not m.is_reply and "*Migration*" in m.text)
+        status = self.wait_for_new("the migration's status message",
+                                   lambda m: m.thread_ts == root.ts and "step 0/" in m.text)
+
+        def finished() -> bool:
+            text = self.slack.message(self.channel, status.ts).text
+            return ": done*" in text or ": stopped*" in text
+
+        try:
+            self.slack.wait_for(finished, MIGRATION_DEADLINE_S, what="the migration to finish")
+        except TimeoutError as exc:
+            raise DemoFailed(str(exc)) from None
+        self.print_thread(root.ts)
+        injected = [d["metadata"]["name"] for d in self.cluster.list(
+            "apps", "v1", "deployments", NAMESPACE)
+            if (d["spec"]["template"]["metadata"].get("annotations") or {}).get(INJECT) == "true"]
+        print(f"\n  Deployments with the sidecar in the cluster now: {', '.join(sorted(injected))}")
+        if len(injected) != 2 * len(TIERS["pilot"]):
+            raise DemoFailed(f"expected the pilots' {2 * len(TIERS['pilot'])} Deployments "
+                             f"injected, found {injected}")
 
     def ungated_canary_percent(self) -> int:
         """The demo's canary weight, lowered if the policy would make it wait for approvers.

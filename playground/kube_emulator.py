@@ -10,6 +10,7 @@ injects faults the real server will not produce on demand.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import threading
 from collections.abc import Callable, Coroutine, Iterator
@@ -131,6 +132,29 @@ class RunningCluster:
         if obj is None:
             raise KeyError(f"{plural}.{group} {namespace}/{name}")
         return obj
+
+    def list(self, group: str, version: str, plural: str,
+             namespace: str | None = None) -> list[Obj]:
+        """Every live object of one kind (in ``namespace``), as stored."""
+        res = kmock.resource(group, version, plural)
+
+        def found(emulator: MeshEmulator) -> list[Obj]:
+            return [copy.deepcopy(obj.raw) for (kind, ns, _), obj in emulator.objects.items()
+                    if kind == res and namespace in (None, ns) and not obj.deleted]
+
+        return self.call(found)
+
+    def delete(self, group: str, version: str, plural: str, namespace: str | None,
+               name: str) -> None:
+        """Delete one object now (a controller's delete); KeyError when there is none."""
+        key = (kmock.resource(group, version, plural), namespace, name)
+
+        def gone(emulator: MeshEmulator) -> None:
+            if key not in emulator.objects or emulator.objects[key].deleted:
+                raise KeyError(f"{plural}.{group} {namespace}/{name}")
+            emulator.objects[key].delete()
+
+        self.call(gone)
 
     def put_object(self, group: str, version: str, plural: str, obj: Obj) -> Obj:
         """Create or replace an object (bumps its resourceVersion); returns what is stored."""

@@ -25,6 +25,7 @@ from kubernetes import config
 from kubernetes.client import CustomObjectsApi
 
 from meshbot.settings import packaged_default_policy
+from playground.deployment_controller import RolloutController
 from playground.kube_emulator import RunningCluster
 from playground.mesh_weights import VirtualServiceWeights
 from playground.processes import MeshbotProcess, ServeProcess
@@ -87,6 +88,8 @@ def write_playground_policy(path: Path) -> Path:
     policy: dict[str, Any] = yaml.safe_load(packaged_default_policy().read_text())
     analysis = policy["defaults"]["analysis"]
     analysis.update(interval=f"{CHECK_INTERVAL_S:g}s", failure_threshold=FAILURE_THRESHOLD)
+    # A whole `/mesh migrate` in a couple of minutes rather than the runbook's hour and more.
+    policy["migrate"] = {"watch": "15s", "critical_watch": "20s", "error_threshold": 1.0}
     path.write_text(json.dumps(policy, indent=1))  # JSON is YAML
     return path
 
@@ -116,6 +119,8 @@ def live_playground(workdir: Path) -> Iterator[Playground]:
             signing_secret=SIGNING_SECRET))
         for person in people:
             local.slack.add_user(person.id, person.name, real_name=person.real_name)
+        # The emulator runs no controllers: this one completes the rollouts a migration starts.
+        stack.enter_context(RolloutController(local.cluster))
         api = stack.enter_context(config.new_client_from_config(  # type: ignore[no-untyped-call]
             config_file=local.env["KUBECONFIG"]))
         weights = VirtualServiceWeights(CustomObjectsApi(api), [NAMESPACE])

@@ -43,6 +43,12 @@ def test_demo_shows_the_canary_and_the_rollback(tmp_path: Path) -> None:
     # After the rollback: reported in the same thread, and all traffic back on stable.
     assert "Rolled back" in out[rollback:]
     assert "in the cluster, after the rollback: stable 100 / canary 0" in out[rollback:]
+    # Then the runbook's phase 2 as one thread: each pilot service injected, the thread says so.
+    migrate = out.index("/mesh migrate production phase=2")
+    assert rollback < migrate
+    assert out[migrate:].count("migrated (phase 2)") == 3
+    assert "Migration of `production`: done" in out[migrate:]
+    assert "Deployments with the sidecar in the cluster now: health-checker-v1" in out[migrate:]
     assert "Demo finished" in out
     assert (workdir / "serve.log").exists() and (workdir / "worker.log").exists()
 

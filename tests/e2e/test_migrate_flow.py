@@ -17,8 +17,8 @@ import pytest
 from jobs.adapters.migration_store import MigrationStore
 from jobs.domain.approval_rules import Verdict
 from jobs.domain.migration import Status, Workflow
+from playground.deployment_controller import RolloutController
 from playground.sample_mesh import TIERS
-from tests.fixtures.controller import RolloutController
 from tests.fixtures.live import Live, eventually
 from tests.fixtures.meshbot import CHANNEL, Mesh, MeshBase
 from tests.integration.chatops import APPROVERS, ChatOps

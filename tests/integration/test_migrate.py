@@ -21,8 +21,8 @@ from jobs.adapters.migration_store import MigrationStore
 from jobs.domain.migration import Status, Workflow
 from jobs.runtime import context
 from jobs.runtime.migration import advance_all
+from playground.deployment_controller import settle_rollouts
 from playground.sample_mesh import TIERS, deployment
-from tests.fixtures.controller import settle_rollouts
 from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh, MeshBase
 from tests.fixtures.real_cluster import RealCluster
 from tests.integration.chatops import APPROVERS, ChatOps, write_policy
