@@ -216,3 +216,53 @@ def test_a_worker_killed_mid_phase_is_resumed(ops: ChatOps, live: Live) -> None:
         assert injected(mesh, f"{service}-v1") and injected(mesh, f"{service}-v2")
     assert sum("migrated (phase 3)" in t for t in thread(ops)) == 3
     assert time.time() - done.started_at < 120
+
+
+def test_abort_past_the_cut_over_finishes_the_service(live: Live) -> None:
+    """Once green has all the traffic, blue may be gone: abort finishes that service (never
+    half) and stops before the next one."""
+    mesh = live.mesh
+    first, *later = sorted(TIERS["critical"])
+    idle = f"{first}-v2"  # no subset routes to it: injected in place after the cut-over
+    held = {"on": True}
+
+    def hold(deployment: dict[str, Any]) -> bool:
+        return held["on"] and deployment["metadata"]["name"] == idle
+
+    seed_ready_control_plane(mesh.cluster, ("zone-a", "zone-b", "zone-c"))
+    with RolloutController(mesh.cluster, hold=hold) as controller:
+        ops = ChatOps.start(mesh)
+        start(ops, f"migrate {NS} phase=4")
+        until(ops, lambda w: w.step is not None and w.step.kind == "idle_rollout"
+              and w.step.service == first, 90, f"{first}'s idle Deployment rolling")
+        ops.command(f"migrate {NS} abort")
+        until(ops, lambda w: w.status is Status.ABORTING, 20, "the abort taken")
+        held["on"] = False
+        aborted = until(ops, lambda w: not w.status.active, 60, "the migration aborted")
+    assert not controller.errors, controller.errors
+    assert aborted.status is Status.ABORTED and "finished (past its cut-over)" in aborted.note
+    with pytest.raises(KeyError):
+        deployment(mesh, f"{first}-v1")
+    assert injected(mesh, f"{first}-v1-green") and injected(mesh, idle)
+    assert mesh.weights(first) == {"stable": 100, "canary": 0}
+    for service in later:
+        assert not injected(mesh, f"{service}-v1")
+        with pytest.raises(KeyError):
+            deployment(mesh, f"{service}-v1-green")
+
+
+@pytest.mark.parametrize("policy_path", [{"watch": "1m"}], indirect=True)
+def test_a_paused_watch_still_undoes_errors(ops: ChatOps, live: Live) -> None:
+    mesh, first = live.mesh, sorted(TIERS["core"])[0]
+    start(ops, f"migrate {NS} phase=3")
+    until(ops, lambda w: w.step is not None and w.step.kind == "watch"
+          and "watching" in w.note, 60, f"{first} under watch")
+    ops.command(f"migrate {NS} pause")
+    paused = until(ops, lambda w: w.status is Status.PAUSED and w.note == "paused", 20,
+                   "the workflow paused")
+    assert injected(mesh, f"{first}-v1")
+    live.traffic.set_profile(first, version="v1", namespace=NS, error_rate=0.3)
+    stopped = until(ops, lambda w: not w.status.active, 60, "the errors put back")
+    assert stopped.status is Status.STOPPED and f"`{first}` undone" in stopped.note
+    assert stopped.cursor == paused.cursor  # the watch never ended while paused
+    assert not injected(mesh, f"{first}-v1") and not injected(mesh, f"{first}-v2")
