@@ -47,6 +47,8 @@ def plan_namespace(command: Command) -> str:
                 "Deployments restarted one at a time")
     if command.verb is Verb.RESTORE:
         return f"mesh configuration restored from backup `{target}`"
+    if command.verb is Verb.MIGRATE and command.options.get("what"):
+        return f"the migration goes on: {command.options['what']}"
     return f"`{describe(command)}`"
 
 

@@ -114,8 +114,9 @@ class Ticker:
             *(("reconcile", c, partial(reconcile, scoped)) for c, scoped in clusters),
             # Expiry of approvals, and approved work that waited for a lock or the freeze.
             ("approval sweep", None, lambda: sweep(ctx, time.time())),
-            # Every migration workflow moved on, each under its own lease.
-            ("migrations", None, lambda: advance_all(ctx, source, self.owner)),
+            # Every migration workflow moved on, each under its own lease, in its cluster.
+            *(("migrations", c, partial(advance_all, scoped, self._source_for(scoped, source),
+                                        self.owner)) for c, scoped in clusters),
         ]
         for duty_name, cluster, duty in duties:
             name = duty_name if cluster is None else f"{duty_name} of cluster {cluster}"

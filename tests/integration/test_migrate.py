@@ -232,6 +232,9 @@ def test_phase_5_finalizes_with_the_namespace_approval(ops: ChatOps, mesh: Mesh)
     ops.run()
     waiting = drive(ops, lambda w: "waiting for 1 approval" in w.note, approve=False)
     assert waiting.cursor == 0
+    request = ops.approval().text
+    assert "the migration goes on: finalizing `production`" in request
+    assert "create Telemetry production/production-telemetry" in request  # what it will write
     assert "istio-injection" not in mesh.cluster.get("", "v1", "namespaces", None, NS)[
         "metadata"]["labels"]
     done = drive(ops, lambda w: not w.status.active)

@@ -20,9 +20,8 @@ from jobs.domain.gitops import ensure_not_gitops_owned
 from jobs.domain.migration import Status, Workflow
 from jobs.runtime import migration_plan
 from jobs.runtime.context import JobContext
-from jobs.runtime.handlers import common
 from jobs.runtime.handlers.backup import require_namespace
-from jobs.runtime.handlers.common import plans, record, request_thread
+from jobs.runtime.handlers.common import plans, record, request_thread, show_plan
 from jobs.runtime.migration import show, status_text
 from jobs.runtime.migration_run import APPROVE, Run
 from meshbot.commands import Request
@@ -190,9 +189,7 @@ def step_plan(ctx: JobContext, request: Request) -> str:
         plan = Plan(tuple(migration_plan.cutover(run, step.service)))
     else:
         plan = Plan(steps=("the migration goes on past the failing readiness checks",))
-    # The dry-run plumbing hands the plan to the approval request that asked for it.
-    show = getattr(common, "show_plan", None)
-    return str(show(ctx, request, plan)) if show is not None else plan_block(plan)
+    return show_plan(ctx, request, plan)
 
 
 def approved(ctx: JobContext, request: Request) -> str:
