@@ -23,6 +23,7 @@ from jobs.domain.migration import Step, Workflow
 from jobs.domain.promql import duration, rate_window
 from jobs.runtime import api
 from jobs.runtime.context import JobContext
+from meshbot import cluster_scope
 from meshbot.commands import Command, Request, Verb
 from meshbot.errors import MetricsUnavailable, Refused
 from policies.views import ServiceView
@@ -137,8 +138,10 @@ def need_approval(run: Run, step: Step, count: int, what: str) -> Outcome:
                           if m != wf.requester)
         request = Request(
             id=str(request_id),
+            # Approved, it runs in the workflow's cluster, where its record is kept.
             command=Command(verb=Verb.MIGRATE, target=wf.namespace, switch=APPROVE,
-                            options={"step": step.key, "what": what}),
+                            options={"step": step.key, "what": what},
+                            cluster=cluster_scope.current()),
             user=wf.requester, channel=wf.channel, received_at=run.now,
             approvals_required=count, eligible_approvers=approvers,
         )
