@@ -54,3 +54,14 @@ def test_switch_verbs_accept_exactly_their_declared_words() -> None:
         prefix = f"{verb.value}{namespace} "
         for word in spec.switches:
             assert parse(prefix + word).switch == word
+
+
+@pytest.mark.parametrize("spec", [s for s in REGISTRY if s.takes_dry_run],
+                         ids=lambda s: s.verb.value)
+def test_every_verb_that_changes_the_mesh_can_show_its_plan(spec: object) -> None:
+    """A dry run of an unmarked handler is refused; every changing verb's must be marked."""
+    from jobs.runtime.handlers.common import plans_dry_run
+    from meshbot.verbs import VerbSpec
+
+    assert isinstance(spec, VerbSpec)
+    assert plans_dry_run(tasks.HANDLERS[spec.verb])
