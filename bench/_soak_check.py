@@ -34,11 +34,11 @@ JUDGED = frozenset({Event.CHECK_PASSED, Event.CHECK_FAILED, Event.NO_DATA, Event
                     Event.SERVICE_WIDE})
 AUTOMATIC_ROLLBACK = frozenset({Event.CHECK_FAILED, Event.REGRESSION, Event.NO_DATA})
 TICK_SLACK_S = 1.5  # the tick period and a little: how late a due check may run
-# What a job raises for RQ to retry it (RQ logs the traceback; meshbot handles it).
-# And what RQ's worker loop dies of when Redis restarts (``jobs.runtime.worker`` starts a new
-# one; a worker process that exits is a violation of its own, "died").
-RETRIED = re.compile(r"meshbot\.errors\.(TemporaryError|MeshConflict|\w+Unavailable|"
-                     r"SlackRateLimited)\b|redis\.exceptions\.(ConnectionError|BusyLoadingError)\b")
+# What RQ's worker loop dies of when Redis restarts (``jobs.runtime.worker`` starts a new one;
+# a worker process that exits is a violation of its own, "died"). A job's designed retry (a
+# TemporaryError) is one log line without traceback (``jobs.runtime.worker.MeshbotWorker``):
+# its traceback in a log is a violation like any other.
+RETRIED = re.compile(r"redis\.exceptions\.(ConnectionError|BusyLoadingError)\b")
 
 
 @dataclass
@@ -213,8 +213,8 @@ def check_history(v: Violations, seen: Mapping[str, Rollout],
 
 
 def check_logs(v: Violations, logs: Mapping[str, str]) -> int:
-    """A Traceback in a log is a violation, except RQ's own report of a job that raised one of
-    meshbot's TemporaryErrors to be retried (``jobs.runtime.tasks``); how many of those."""
+    """A Traceback in a log is a violation, except RQ's own report of its worker loop losing
+    Redis (a restart); how many of those."""
     retried = 0
     for name, text in logs.items():
         for i, line in enumerate(text.splitlines()):

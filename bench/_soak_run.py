@@ -58,7 +58,7 @@ class Result:
     logs_dir: str = ""
     load_window: tuple[float, float] = (0.0, 0.0)  # wall clock: first command, end of the load
     ended_in_load: int = 0  # accepted commands that ended within the load window
-    retried_tracebacks: int = 0  # RQ's log of a retried job, or of Redis gone under it
+    retried_tracebacks: int = 0  # RQ's log of Redis gone under its worker loop
 
     @property
     def carried_out(self) -> int:

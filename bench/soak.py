@@ -51,8 +51,7 @@ def report(result: Result, allowed: frozenset[str]) -> int:
           f"{_counts(result.ends)}")
     print(f"faults injected: {sum(result.faults.values())} — {_counts(result.faults)}")
     print(f"approvals: {result.reactions} reactions sent; RQ logged {result.retried_tracebacks} "
-          "tracebacks of jobs retried on a TemporaryError or of Redis restarting under it "
-          "(handled, not counted)")
+          "tracebacks of Redis restarting under its worker loop (handled, not counted)")
     print(f"rollouts: {result.rollouts_seen} seen; final phases {_counts(result.phases)}; "
           f"{result.judgements} analysis checks; {result.automatic} changes by the analysis")
     rate = result.carried_out / result.elapsed if result.elapsed else 0.0
