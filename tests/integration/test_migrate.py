@@ -44,8 +44,12 @@ def write_migrate_policy(directory: Path, **migrate: Any) -> Path:
 
 
 @pytest.fixture
-def policy_path(tmp_path: Path) -> Path:
-    return write_migrate_policy(tmp_path)
+def policy_path(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
+    path = write_migrate_policy(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    data.update(getattr(request, "param", {}))  # top-level keys a test sets
+    path.write_text(yaml.safe_dump(data))
+    return path
 
 
 @pytest.fixture
@@ -175,6 +179,36 @@ def test_a_gitops_owned_deployment_is_refused(ops: ChatOps, mesh: Mesh) -> None:
     ops.run()
     assert "Argo CD" in " ".join(ops.told(url))
     assert snapshot(mesh) == before and workflow(mesh) is None
+
+
+def own_peer_authentication(mesh: Mesh) -> None:
+    mesh.cluster.put_object("security.istio.io", "v1beta1", "peerauthentications", {
+        "apiVersion": "security.istio.io/v1beta1", "kind": "PeerAuthentication",
+        "metadata": {"name": "default", "namespace": NS,
+                     "labels": {"argocd.argoproj.io/instance": "mesh-config"}},
+        "spec": {"mtls": {"mode": "PERMISSIVE"}}})
+
+
+def test_a_gitops_owned_peer_authentication_is_refused(ops: ChatOps, mesh: Mesh) -> None:
+    own_peer_authentication(mesh)
+    before = snapshot(mesh)
+    _, url = ops.command(f"migrate {NS} phase=5")
+    ops.run()
+    told = " ".join(ops.told(url))
+    assert "PeerAuthentication production/default is managed by Argo CD" in told, told
+    assert snapshot(mesh) == before and workflow(mesh) is None
+
+
+@pytest.mark.parametrize("policy_path", [{"gitops_allowed": True}], indirect=True)
+def test_gitops_owned_objects_are_changed_when_the_policy_allows(ops: ChatOps,
+                                                                 mesh: Mesh) -> None:
+    own_peer_authentication(mesh)
+    ops.command(f"migrate {NS} phase=5")
+    ops.run()
+    assert drive(ops, lambda w: not w.status.active).status is Status.DONE
+    peer = mesh.cluster.get("security.istio.io", "v1beta1", "peerauthentications", NS,
+                            "default")
+    assert peer["spec"]["mtls"]["mode"] == "STRICT"
 
 
 def test_a_second_migration_of_the_namespace_is_refused(ops: ChatOps, mesh: Mesh) -> None:

@@ -11,6 +11,7 @@ change the workflow's record; the engine acts on it at its next step.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 
@@ -22,13 +23,14 @@ from jobs.runtime import migration_plan
 from jobs.runtime.context import JobContext
 from jobs.runtime.handlers.backup import require_namespace
 from jobs.runtime.handlers.common import plans, record, request_thread, show_plan
+from jobs.runtime.handlers.sidecars import plan_tls
 from jobs.runtime.migration import show, status_text
 from jobs.runtime.migration_run import APPROVE, Run
 from meshbot.commands import Request
-from meshbot.errors import Refused
+from meshbot.errors import MeshNotFound, Refused
 from meshbot.plan import Plan
 from rendering import migrate as words
-from rendering.common import people
+from rendering.common import duration, people
 from rendering.plan import plan_block
 
 CONTROLS = {"pause": ((Status.RUNNING,), Status.PAUSED),
@@ -70,7 +72,13 @@ def _check(run: Run, services: dict[str, str], phases: tuple[int, ...],
             for deployment in found:
                 ensure_not_gitops_owned(deployment, allowed=run.view(service).gitops_allowed)
     if 5 in phases:
-        ensure_not_gitops_owned(ctx.kube.get_namespace(ns), allowed=ctx.policy.gitops_allowed)
+        allowed = ctx.policy.gitops_allowed
+        ensure_not_gitops_owned(ctx.kube.get_namespace(ns), allowed=allowed)
+        with contextlib.suppress(MeshNotFound):  # none yet: phase 5 creates it
+            ensure_not_gitops_owned(ctx.kube.get_peer_authentication(ns, "default"),
+                                    allowed=allowed)
+        for rule in plan_tls(ctx.kube.list_destination_rules(ns))[0]:
+            ensure_not_gitops_owned(rule, allowed=allowed)
 
 
 def start(ctx: JobContext, request: Request) -> str:
@@ -101,7 +109,7 @@ def start(ctx: JobContext, request: Request) -> str:
         ns, request.user, phases,
         {p: tiers.get(t, []) for p, t in model.TIER_OF_PHASE.items()},
         migration_plan.approvals(run, phases, tiers, force),
-        {"watch": f"{settings.watch:g}s", "critical_watch": f"{settings.critical_watch:g}s",
+        {"watch": duration(settings.watch), "critical_watch": duration(settings.critical_watch),
          "threshold": settings.error_threshold,
          "providers": ", ".join(ctx.policy.telemetry.providers.metrics
                                 + ctx.policy.telemetry.providers.tracing
