@@ -332,3 +332,16 @@ def test_pause_holds_the_workflow_and_resume_goes_on(ops: ChatOps, mesh: Mesh) -
     ops.run()
     assert drive(ops, lambda w: not w.status.active).status is Status.DONE
     assert any(f"paused by <@{OPERATOR}>" in t for t in thread_of(ops))
+
+
+def test_a_rejected_approval_stops_the_workflow_with_nothing_more_changed(
+        ops: ChatOps, mesh: Mesh) -> None:
+    ops.command(f"migrate {NS} phase=5")
+    ops.run()
+    drive(ops, lambda w: "waiting for 1 approval" in w.note, approve=False)
+    before = snapshot(mesh)
+    ops.react(A1, ops.approval().ts, emoji="x")
+    ops.run()
+    stopped = drive(ops, lambda w: not w.status.active, approve=False)
+    assert stopped.status is Status.STOPPED and "was rejected" in stopped.note, stopped.note
+    assert stopped.cursor == 0 and snapshot(mesh) == before
