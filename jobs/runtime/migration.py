@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 
+from jobs.adapters.locks import Locks
 from jobs.adapters.migration_store import MigrationStore
 from jobs.adapters.prometheus import MetricsSource
 from jobs.domain import migration as model
@@ -24,6 +25,7 @@ from jobs.runtime import migration_phases as phases
 from jobs.runtime.context import JobContext
 from jobs.runtime.migration_run import Again, Done, Outcome, Run, Stop, Wait
 from meshbot.errors import MeshbotError, UserError
+from rendering import approvals as approval_text
 from rendering import migrate as words
 
 log = logging.getLogger("meshbot.migration")
@@ -94,12 +96,16 @@ def one(run: Run) -> Outcome:
         return abort_step(run)
     if step is None:
         return Done()
-    if workflow.status is Status.PAUSED:
-        # A paused watch still guards: a breach is put back at once, but the watch never ends.
+    # A change freeze holds the workflow as a pause does; putting back is never held.
+    frozen = Locks(run.ctx.redis).freeze()
+    if workflow.status is Status.PAUSED or frozen is not None:
+        held = "paused" if frozen is None else approval_text.waiting_frozen(frozen.user,
+                                                                            frozen.since)
+        # A held watch still guards: a breach is put back at once, but the watch never ends.
         if step.kind in model.WATCHES and step.phase in WATCHES:
             outcome = WATCHES[step.phase](run, step, may_finish=False)
-            return outcome if isinstance(outcome, Stop | Again) else Wait("paused")
-        return Wait("paused")
+            return outcome if isinstance(outcome, Stop | Again) else Wait(held)
+        return Wait(held)
     return STEPS[(step.phase, step.kind)](run, step)
 
 

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from jobs.adapters.audit import AuditLog
+from jobs.adapters.locks import Freeze, Locks
 from jobs.adapters.migration_store import MigrationStore
 from jobs.domain.migration import Status, Workflow
 from jobs.runtime import context
@@ -345,3 +346,17 @@ def test_a_rejected_approval_stops_the_workflow_with_nothing_more_changed(
     stopped = drive(ops, lambda w: not w.status.active, approve=False)
     assert stopped.status is Status.STOPPED and "was rejected" in stopped.note, stopped.note
     assert stopped.cursor == 0 and snapshot(mesh) == before
+
+
+def test_a_change_freeze_holds_the_workflow_until_it_is_lifted(ops: ChatOps,
+                                                              mesh: Mesh) -> None:
+    ops.command(f"migrate {NS} phase=2")
+    ops.run()
+    locks = Locks(mesh.redis)
+    assert locks.set_freeze(Freeze(request_id="freeze-1", user="U0OPERATOR2",
+                                   since=time.time())) is None
+    held = drive(ops, lambda w: "changes are frozen" in w.note)
+    assert held.cursor == 0 and held.status is Status.RUNNING
+    assert all(template_annotations(mesh, f"{s}-v1") == {} for s in TIERS["pilot"])
+    locks.lift_freeze()
+    assert drive(ops, lambda w: not w.status.active).status is Status.DONE
