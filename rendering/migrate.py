@@ -76,6 +76,10 @@ def numbers(percent: float | None, rps: float | None, threshold: float) -> str:
     return f"{percent:.2f} % errors at {rps or 0.0:.1f} req/s (threshold {threshold:g} %)"
 
 
+def latency(p99_ms: float | None, slo_ms: float) -> str:
+    return "" if p99_ms is None else f", p99 {p99_ms:.0f} ms (SLO {slo_ms:g} ms)"
+
+
 def watch_left(what: str, left_s: float) -> str:
     return f"watching {what}: {duration(max(round(left_s), 0))} left"
 

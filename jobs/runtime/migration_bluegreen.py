@@ -193,14 +193,17 @@ def watch(run: Run, step: model.Step, *, may_finish: bool = True) -> Outcome:
         return Again()
     elapsed = run.now - float(memo["since"])
     min_window = 5 * (run.source.scrape_interval if run.source else 15.0)
+    window = min(max(elapsed, min_window), settings.critical_watch)
+    slo_p99 = run.view(service).slo.latency_p99_ms
     try:
-        percent, rps = run.error_percent(service, min(max(elapsed, min_window),
-                                                      settings.critical_watch), bodies.GREEN)
+        percent, rps = run.error_percent(service, window, bodies.GREEN)
+        p99 = run.p99_ms(service, window, bodies.GREEN)
     except MetricsUnavailable as exc:
         return Wait(f"`{service}` green: {exc.message}")
-    text = words.numbers(percent, rps, settings.error_threshold)
+    text = words.numbers(percent, rps, settings.error_threshold) + words.latency(p99, slo_p99)
     run.measured(f"`{service}` green {text}")
-    if elapsed >= min_window and model.breached(percent, settings.error_threshold):
+    slow = p99 is not None and p99 > slo_p99
+    if elapsed >= min_window and (model.breached(percent, settings.error_threshold) or slow):
         return to_blue(run, service, f"green at {text}")
     if elapsed >= settings.critical_watch and may_finish:
         run.say(f"`{service}` green held for {settings.critical_watch:g}s: {text}")

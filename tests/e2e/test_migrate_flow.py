@@ -161,12 +161,19 @@ def test_core_errors_undo_the_injection_and_stop(ops: ChatOps, live: Live) -> No
                10, "the status message shows the numbers")
 
 
-def test_a_breach_of_green_goes_back_to_blue(ops: ChatOps, live: Live) -> None:
+@pytest.mark.parametrize(("profile", "shown"), [
+    ({"error_rate": 0.5}, "% errors at"),
+    ({"latency_ms": 400.0}, "0.00 % errors"),  # no errors: it is the p99 over its SLO
+])
+def test_a_breach_of_green_goes_back_to_blue(ops: ChatOps, live: Live, profile: dict[str, float],
+                                             shown: str) -> None:
     mesh = live.mesh
     first = sorted(TIERS["critical"])[0]
     before = routes(mesh, first)
     blue = deployment(mesh, f"{first}-v1")
-    live.traffic.set_profile(first, version="green", namespace=NS, error_rate=0.5)
+    live.traffic.set_profile(first, version="green", namespace=NS,
+                             error_rate=profile.get("error_rate"),
+                             latency_ms=profile.get("latency_ms"))
     start(ops, f"migrate {NS} phase=4")
     stopped = until(ops, lambda w: not w.status.active, 120, "the migration stopped")
     assert stopped.status is Status.STOPPED and "back to blue" in stopped.note
@@ -175,7 +182,8 @@ def test_a_breach_of_green_goes_back_to_blue(ops: ChatOps, live: Live) -> None:
         deployment(mesh, f"{first}-v1-green")
     after = deployment(mesh, f"{first}-v1")
     assert after["spec"] == blue["spec"] and after["metadata"]["uid"] == blue["metadata"]["uid"]
-    assert any("back to blue at once" in t for t in thread(ops))
+    told = next(t for t in thread(ops) if "back to blue at once" in t)
+    assert shown in told, told
 
 
 @pytest.mark.parametrize("policy_path", [{"critical_watch": "2m"}], indirect=True)
