@@ -58,6 +58,9 @@ class VerbSpec:
     switches: tuple[str, ...] = ()
     # Switches that only read (authz list): no dry run, no approval, not refused by the freeze.
     read_only: tuple[str, ...] = ()
+    # Switches that stop or undo work, so a change freeze lets them through (a migration's
+    # pause and abort), while the rest of the verb waits for it to be lifted.
+    freeze_exempt: tuple[str, ...] = ()
     approval: ApprovalKind = ApprovalKind.NONE
     changes_mesh: bool = False
     locks_service: bool = False
@@ -146,8 +149,8 @@ REGISTRY: tuple[VerbSpec, ...] = (
     # The steps that need approval ask for it when the workflow reaches them.
     VerbSpec(Verb.MIGRATE, "migrate <namespace> [phase=1..5|all] [force=yes] | migrate "
              "<namespace> pause|resume|abort", _NS, args=Args.MIGRATE,
-             switches=("pause", "resume", "abort"), changes_mesh=True,
-             handler="jobs.runtime.handlers.migrate:migrate"),
+             switches=("pause", "resume", "abort"), freeze_exempt=("pause", "abort"),
+             changes_mesh=True, handler="jobs.runtime.handlers.migrate:migrate"),
     VerbSpec(Verb.AUTHZ, "authz <namespace> deny-all [confirm=yes] | allow "
              "from=<principal|namespace> to=<service> [methods=GET,POST] [paths=/api/*] "
              "[confirm=yes] | list | remove <name> [confirm=yes]", _NS, args=Args.AUTHZ,

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from jobs.adapters.locks import Lock, Locks
 from meshbot.commands import Request
 from meshbot.errors import Refused
-from meshbot.verbs import changes, verbs_where
+from meshbot.verbs import VERBS, changes, verbs_where
 from rendering import approvals as approval_text
 from rendering import common as words
 
@@ -50,7 +50,8 @@ def check_gates(locks: Locks, request: Request) -> None:
     verb = request.command.verb
     if verb in ALWAYS_ALLOWED:
         return
-    if verb in FROZEN and changes(request.command):
+    exempt = request.command.switch in VERBS[verb].freeze_exempt
+    if verb in FROZEN and changes(request.command) and not exempt:
         frozen = locks.freeze()
         if frozen is not None:
             raise Blocked(approval_text.frozen(frozen.user, frozen.since),

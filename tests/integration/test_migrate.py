@@ -360,3 +360,26 @@ def test_a_change_freeze_holds_the_workflow_until_it_is_lifted(ops: ChatOps,
     assert all(template_annotations(mesh, f"{s}-v1") == {} for s in TIERS["pilot"])
     locks.lift_freeze()
     assert drive(ops, lambda w: not w.status.active).status is Status.DONE
+
+
+def test_during_a_freeze_a_migration_may_be_paused_or_aborted_but_not_resumed(
+        ops: ChatOps, mesh: Mesh) -> None:
+    ops.command(f"migrate {NS} phase=2")
+    ops.run()
+    locks = Locks(mesh.redis)
+    assert locks.set_freeze(Freeze(request_id="freeze-1", user="U0OPERATOR2",
+                                   since=time.time())) is None
+    ops.command(f"migrate {NS} pause")
+    ops.run()
+    paused = workflow(mesh)
+    assert paused is not None and paused.status is Status.PAUSED
+    _, url = ops.command(f"migrate {NS} resume")
+    ops.run()
+    assert any("frozen" in t for t in ops.told(url))
+    still = workflow(mesh)
+    assert still is not None and still.status is Status.PAUSED
+    ops.command(f"migrate {NS} abort")
+    ops.run()
+    stopped = drive(ops, lambda w: not w.status.active)
+    assert stopped.status is not Status.DONE
+    assert all(template_annotations(mesh, f"{s}-v1") == {} for s in TIERS["pilot"])
