@@ -141,3 +141,13 @@ def approval_not_used(approvals: Sequence[str], reason: str) -> str:
 
 def overtaken(service: str | None) -> str:
     return f"a rollback of `{service}` was accepted after it, and a rollback wins"
+
+
+def migrating(service: str, namespace: str, requester: str) -> str:
+    return (f"`{service}` is being moved onto the mesh by the migration of `{namespace}` "
+            f"(started by <@{requester}>): try again once it has moved on (or stop it with "
+            f"`/mesh migrate {namespace} abort`).")
+
+
+def waiting_migrating(service: str, namespace: str) -> str:
+    return f"the migration of `{namespace}` to move on from `{service}`"

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 
 from jobs.adapters.locks import Lock, Locks
+from jobs.adapters.migration_store import MigrationStore
 from meshbot.commands import Request
 from meshbot.errors import Refused
 from meshbot.verbs import VERBS, changes, verbs_where
@@ -45,8 +46,9 @@ def _busy(service: str, holder: Lock) -> Blocked:
                    approval_text.waiting_busy(service, holder.user, holder.what, holder.since))
 
 
-def check_gates(locks: Locks, request: Request) -> None:
-    """Refuse (``Blocked``) a change during a freeze, or on a service someone else has locked."""
+def check_gates(locks: Locks, request: Request, namespace: str | None = None) -> None:
+    """Refuse (``Blocked``) a change during a freeze, on a service someone else has locked, or
+    on one a migration of its ``namespace`` is moving now."""
     verb = request.command.verb
     if verb in ALWAYS_ALLOWED:
         return
@@ -60,6 +62,19 @@ def check_gates(locks: Locks, request: Request) -> None:
         holder = locks.get(request.command.target)
         if holder is not None and holder.request_id != request.id:
             raise _busy(request.command.target, holder)
+        if namespace is not None:
+            _not_migrating(MigrationStore(locks.client, locks.keys), namespace,
+                           request.command.target)
+
+
+def _not_migrating(store: MigrationStore, namespace: str, service: str) -> None:
+    """A service that ``/mesh migrate`` is moving right now (injecting, watching, blue-green)
+    takes no other change: the workflow's undo would no longer put back what it found."""
+    workflow = store.get(namespace)
+    step = workflow.step if workflow is not None and workflow.status.active else None
+    if workflow is not None and step is not None and step.service == service:
+        raise Blocked(approval_text.migrating(service, namespace, workflow.requester),
+                      approval_text.waiting_migrating(service, namespace))
 
 @contextlib.contextmanager
 def service_lock(locks: Locks, request: Request) -> Iterator[None]:

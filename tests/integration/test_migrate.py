@@ -383,3 +383,23 @@ def test_during_a_freeze_a_migration_may_be_paused_or_aborted_but_not_resumed(
     stopped = drive(ops, lambda w: not w.status.active)
     assert stopped.status is not Status.DONE
     assert all(template_annotations(mesh, f"{s}-v1") == {} for s in TIERS["pilot"])
+
+
+def test_a_service_the_migration_is_moving_takes_no_other_change(ops: ChatOps,
+                                                                 mesh: Mesh) -> None:
+    ops.command(f"migrate {NS} phase=2")
+    ops.run()
+    started = workflow(mesh)
+    assert started is not None and started.step is not None and started.step.service
+    moving = started.step.service
+    before = snapshot(mesh)
+    _, url = ops.command(f"canary {moving} 10")
+    ops.run()
+    assert any(f"`{moving}` is being moved onto the mesh by the migration of `{NS}`" in t
+               for t in ops.told(url))
+    assert snapshot(mesh) == before
+    drive(ops, lambda w: not w.status.active)
+    _, url = ops.command(f"canary {moving} 10")
+    ops.run()
+    assert not any("Refused" in t for t in ops.told(url))
+    assert mesh.weights(moving) == {"stable": 90, "canary": 10}

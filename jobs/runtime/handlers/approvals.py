@@ -166,7 +166,8 @@ def resume_waiting(ctx: JobContext, now: float) -> int:
         cluster = pending.request.command.cluster
         with cluster_scope.scope(cluster):
             try:
-                check_gates(Locks(ctx.redis), pending.request)
+                check_gates(Locks(ctx.redis), pending.request,
+                            _namespace(ctx, pending.request))
             except Blocked as exc:
                 _still_waiting(ctx.for_cluster(cluster), pending, exc.waiting)
                 continue
@@ -334,6 +335,12 @@ def expire_job(channel: str, ts: str) -> str:
 
 # -- helpers -----------------------------------------------------------------------------------
 
+def _namespace(ctx: JobContext, request: Request) -> str | None:
+    """The namespace of the request's service (where a migration may be moving it)."""
+    view = ctx.policy.service(request.command.target or "")
+    return view.namespace if view is not None else None
+
+
 def _work_thread(ctx: JobContext, request: Request) -> tuple[str, str] | None:
     raw = ctx.redis.get(f"meshbot:thread:{request.id}")
     if raw:
@@ -384,7 +391,7 @@ def run_gated(ctx: JobContext, request: Request,
     lacking = request.approvals_required > len(request.approved_by)
     approved = request.approvals_required > 0 and not lacking
     try:
-        check_gates(locks, request)
+        check_gates(locks, request, _namespace(ctx, request))
         if lacking:
             return request_approval(ctx, request)
         if approved and not confirm(ctx, request):
