@@ -99,13 +99,20 @@ def _work(settings: Settings, connection: redis.Redis, *, burst: bool) -> bool:
         # A long-running worker leaves scheduled jobs to its ticker (jobs/scheduled.py says why);
         # a burst run releases the due ones itself, in-process.
         worker.work(burst=burst, with_scheduler=burst, logging_level="WARNING")
-    except redis.ConnectionError as exc:  # BusyLoadingError too: Redis loading its AOF
+    except (redis.ConnectionError, redis.TimeoutError) as exc:  # BusyLoadingError too
         log.warning("Redis failed under worker %s (%s); a new worker starts once it answers",
                     worker.name, type(exc).__name__)
         return False
     finally:
         lease.stop()
-    return True
+    if burst or worker._stop_requested:
+        return True
+    # RQ's loop swallows what fails between jobs (a Redis timeout or a dropped connection in
+    # its heartbeat or bookkeeping), logs "quitting" and returns as if it had been asked to
+    # stop; nobody asked, so the process must not exit: another worker takes over.
+    log.warning("worker %s stopped without being asked (Redis failing under it, see RQ's log);"
+                " a new worker starts once Redis answers", worker.name)
+    return False
 
 
 def _wait_for(connection: redis.Redis) -> None:
