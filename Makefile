@@ -65,7 +65,7 @@ lint: $(VENV)/.installed
 	$(BIN)/lint-imports
 
 test: system-deps $(VENV)/.installed lint $(KUBE_APISERVER)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 
 # `make demo`: the playground as a page on loopback (until Ctrl-C); `make demo SCRIPT=1`: the
 # scripted session printed in the terminal (what CI runs).
