@@ -105,7 +105,9 @@ def _work(settings: Settings, connection: redis.Redis, *, burst: bool) -> bool:
         return False
     finally:
         lease.stop()
-    if burst or worker._stop_requested:
+    # A stop asked for by a signal: RQ marks a busy worker's (``_stop_requested``), but stops an
+    # idle one by raising inside its loop, leaving only the time the signal came.
+    if burst or worker._stop_requested or worker._shutdown_requested_date is not None:
         return True
     # RQ's loop swallows what fails between jobs (a Redis timeout or a dropped connection in
     # its heartbeat or bookkeeping), logs "quitting" and returns as if it had been asked to

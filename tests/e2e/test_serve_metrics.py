@@ -170,3 +170,21 @@ def test_worker_counts_jobs_and_logs_their_request_id(mesh: Mesh, server: ServeP
         done = [line for line in lines if line["msg"].startswith("done")]
         assert done and all(line["request_id"] and line["service"] == "payment-service"
                             for line in done)
+
+
+def test_an_idle_worker_stops_on_sigterm(mesh: Mesh, tmp_path: Path) -> None:
+    """Kubernetes stops a pod with SIGTERM: an idle `meshbot worker` exits at once, cleanly,
+    and takes its lease with it (SIGKILL after the grace period would leave it to lapse)."""
+    port = free_port()
+    worker = MeshbotProcess(["worker", "--metrics-port", str(port)], mesh.env,
+                            tmp_path / "worker.log").start()
+    try:
+        wait_ok(port)
+        eventually(lambda: Worker.all(connection=mesh.redis), 30, "the RQ worker registered")
+        assert worker.process is not None
+        worker.process.terminate()
+        assert worker.process.wait(timeout=8) == 0, worker.log()
+        assert not mesh.redis.keys("meshbot:worker-alive:*")
+        assert "stopped without being asked" not in worker.log()
+    finally:
+        worker.stop()
