@@ -235,19 +235,6 @@ def replacing_patch(before: Any, after: Any) -> Any:
     return patch
 
 
-def merged(target: Any, patch: Any) -> Any:
-    """What the API server holds after a JSON merge patch (RFC 7386)."""
-    if not isinstance(patch, Mapping):
-        return patch
-    result = dict(target) if isinstance(target, Mapping) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merged(result.get(key), value)
-    return result
-
-
 def update_patch(live: Mapping[str, Any], body: Mapping[str, Any]) -> Obj:
     """The merge patch that makes ``live`` (meshbot's own policy) carry ``body``'s spec and
     label, conditional on the resourceVersion read; other labels and annotations are kept."""

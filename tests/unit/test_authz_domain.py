@@ -7,6 +7,7 @@ from typing import Any
 
 from jobs.domain import authz
 from jobs.domain.authz import Caller
+from meshbot.plan import merge_patch
 
 V1 = "security.istio.io/v1"
 NS, SVC = "production", "payment-service"
@@ -113,7 +114,7 @@ def test_an_update_patch_turns_the_live_policy_into_the_body() -> None:
     body = allow(SVC, WEB, paths=["/api/*"])
     patch = authz.update_patch(live, body)
     assert patch["metadata"]["resourceVersion"] == "7"
-    written = authz.merged(live, patch)
+    written = merge_patch(live, patch)
     assert written["spec"] == body["spec"]
     assert written["metadata"]["annotations"] == {"note": "kept"}
 

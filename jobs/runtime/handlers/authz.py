@@ -23,7 +23,7 @@ from jobs.runtime.handlers.backup import audit, require_namespace
 from jobs.runtime.handlers.common import plans, request_thread, show_plan
 from meshbot.commands import Request
 from meshbot.errors import MetricsUnavailable, Refused
-from meshbot.plan import ObjectChange, Plan
+from meshbot.plan import ObjectChange, Plan, merge_patch
 from rendering import authz as text
 from rendering import common as words
 from rendering.plan import plan_block
@@ -127,7 +127,7 @@ def prepare(ctx: JobContext, request: Request) -> Prepared:
         return Prepared(namespace, name, "delete", _plan(namespace, name, existing, None),
                         cut=cut, notes=notes)
     patch = domain.update_patch(existing, body)
-    written = domain.merged(existing, patch)
+    written = merge_patch(existing, patch)
     prepared = Prepared(namespace, name, "update", _plan(namespace, name, existing, written),
                         patch=patch, cut=cut, notes=notes)
     if not prepared.plan.effective:
