@@ -187,13 +187,10 @@ def watch(run: Run, step: model.Step, *, may_finish: bool = True) -> Outcome:
     """Green's error rate while it takes the header route and 10 %: a breach → blue at once."""
     service = step.service or ""
     settings = run.ctx.policy.migrate
-    memo = run.memo(step)
-    if "since" not in memo:
-        run.remember(step, since=run.now)
+    found = run.watch_window(step, settings.critical_watch)
+    if found is None:
         return Again()
-    elapsed = run.now - float(memo["since"])
-    min_window = 5 * (run.source.scrape_interval if run.source else 15.0)
-    window = min(max(elapsed, min_window), settings.critical_watch)
+    elapsed, min_window, window = found
     slo_p99 = run.view(service).slo.latency_p99_ms
     try:
         percent, rps = run.error_percent(service, window, bodies.GREEN)

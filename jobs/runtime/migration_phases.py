@@ -135,17 +135,14 @@ def watch(run: Run, step: model.Step, *, may_finish: bool = True) -> Outcome:
     """Phase 3: the service's error rate for ``migrate.watch``; above the threshold, undo."""
     service = step.service or ""
     settings = run.ctx.policy.migrate
-    memo = run.memo(step)
-    if "since" not in memo:
-        run.remember(step, since=run.now)
+    found = run.watch_window(step, settings.watch)
+    if found is None:
         return Again()
-    elapsed = run.now - float(memo["since"])
-    scrape = run.source.scrape_interval if run.source else 15.0
+    elapsed, min_window, window = found
     # Judged only once the window holds enough scrapes to be evidence.
-    min_window = 5 * scrape
     evidence = elapsed >= min_window
     try:
-        percent, rps = run.error_percent(service, min(max(elapsed, min_window), settings.watch))
+        percent, rps = run.error_percent(service, window)
     except MetricsUnavailable as exc:
         return Wait(f"`{service}`: {exc.message}")
     text = words.numbers(percent, rps, settings.error_threshold)

@@ -85,6 +85,18 @@ class Run:
         if self.workflow.thread_ts:
             self.ctx.notifier.reply(self.workflow.channel, self.workflow.thread_ts, text)
 
+    def watch_window(self, step: Step, length: float) -> tuple[float, float, float] | None:
+        """(elapsed, minimum, window) of a watch over ``length`` seconds: None on its first
+        look (it starts now). The window holds at least five scrapes, the least that is
+        evidence, and at most ``length``."""
+        memo = self.memo(step)
+        if "since" not in memo:
+            self.remember(step, since=self.now)
+            return None
+        elapsed = self.now - float(memo["since"])
+        minimum = 5 * (self.source.scrape_interval if self.source else 15.0)
+        return elapsed, minimum, min(max(elapsed, minimum), length)
+
     def measured(self, text: str) -> None:
         self.workflow = self.workflow.model_copy(update={"last": text})
 
