@@ -28,6 +28,8 @@ from rendering import replies
 
 log = logging.getLogger("meshbot.bot")
 
+MESH_COMMAND = "/mesh"
+
 
 @dataclass
 class BotContext:
@@ -55,16 +57,11 @@ def create_app(ctx: BotContext) -> App:
         raise_error_for_unhandled_request=False,
     )
 
-    @app.command("/mesh")
+    # Over HTTP, ``meshbot serve`` answers /mesh before Bolt's dispatch (``bot.slash_ack``);
+    # this listener serves Socket Mode, and HTTP requests the fast path hands on.
+    @app.command(MESH_COMMAND)
     def on_mesh(ack: Ack, body: dict[str, Any]) -> None:
-        try:
-            text = handle_command(ctx, body)
-        except QueueUnavailable as exc:
-            # Within Slack's 3 s and with HTTP 200: the caller learns nothing was done.
-            log.warning("command not taken: %s", exc.message)
-            metrics.command("unknown", "queue_unavailable")
-            text = replies.queue_unavailable()
-        ack(response_type="ephemeral", text=text)
+        ack(response_type="ephemeral", text=answer_command(ctx, body))
 
     # Events are acked by Bolt at once; counting runs right after (Redis only, fast).
     @app.event("reaction_added")
@@ -119,6 +116,18 @@ def handle_alert_reaction(ctx: BotContext, reaction: api.Reaction) -> str:
     if outcome != "not_an_alert":
         log.info("alert reaction :%s: by %s: %s", reaction.emoji, reaction.user, outcome)
     return outcome
+
+
+def answer_command(ctx: BotContext, body: dict[str, Any]) -> str:
+    """The ack text for one ``/mesh`` command, whichever way it came (Bolt's listener or
+    ``bot.slash_ack``): ``handle_command``'s, or — Redis failing — that nothing was done."""
+    try:
+        return handle_command(ctx, body)
+    except QueueUnavailable as exc:
+        # Within Slack's 3 s and with HTTP 200: the caller learns nothing was done.
+        log.warning("command not taken: %s", exc.message)
+        metrics.command("unknown", "queue_unavailable")
+        return replies.queue_unavailable()
 
 
 def handle_command(ctx: BotContext, body: dict[str, Any]) -> str:

@@ -11,6 +11,7 @@ from bot.alertmanager import AlertmanagerWebhook
 from bot.app import BotContext, create_app, web_client
 from bot.groups import GroupResolver
 from bot.http import MeshbotWSGI
+from bot.slash_ack import SlashAck
 from meshbot.settings import Settings
 from policies.loader import load_policy_file
 
@@ -29,5 +30,7 @@ def build_wsgi(settings: Settings) -> MeshbotWSGI:
     app, ctx = build_app(settings)
     # Alertmanager's webhook: validated here, posted by a job.
     alerts = AlertmanagerWebhook(settings, ctx.redis)
+    # /mesh commands skip Bolt's dispatch (the ack's hot path); Bolt handles the rest.
+    commands = SlashAck(ctx, settings.slack_signing_secret.get_secret_value())
     return MeshbotWSGI(SlackRequestHandler(app), ctx.redis, queue=settings.queue_name,
-                       extra={("POST", "/alertmanager"): alerts})
+                       extra={("POST", "/alertmanager"): alerts}, commands=commands)

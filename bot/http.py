@@ -1,7 +1,8 @@
 """The WSGI application ``meshbot serve`` runs: Slack events, health, readiness and metrics.
 
-Routing is by exact path; Bolt's own WSGI adapter handles ``/slack/events`` (and verifies
-Slack's signature there: a bad or stale one gets 401).
+Routing is by exact path; on ``/slack/events``, ``/mesh`` slash commands are answered by
+``bot.slash_ack`` and everything else by Bolt's own WSGI adapter (both verify Slack's signature:
+a bad or stale one gets 401).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIEnvironment
 
 Handler = Callable[["WSGIEnvironment", "StartResponse"], Iterable[bytes]]
+# A handler that may decline a request (None: it goes on to the next one).
+MaybeHandler = Callable[["WSGIEnvironment", "StartResponse"], Iterable[bytes] | None]
 
 
 def _respond(start_response: StartResponse, status: str, body: bytes,
@@ -34,8 +37,9 @@ def _respond(start_response: StartResponse, status: str, body: bytes,
 class MeshbotWSGI:
     def __init__(self, slack: SlackRequestHandler, redis_client: redis.Redis,
                  extra: dict[tuple[str, str], Handler] | None = None,
-                 queue: str = "meshbot") -> None:
+                 queue: str = "meshbot", commands: MaybeHandler | None = None) -> None:
         self.slack = slack
+        self.commands = commands
         self.redis = redis_client
         self.queue = queue
         self.extra = extra or {}
@@ -49,6 +53,10 @@ class MeshbotWSGI:
             if rejected is not None:
                 body = json.dumps({"error": rejected.reason}).encode()
                 return _respond(start_response, rejected.status, body)
+            if self.commands is not None:
+                answered = self.commands(environ, start_response)
+                if answered is not None:
+                    return answered
             return self.slack(environ, start_response)
         if path == "/healthz" and method == "GET":
             return _respond(start_response, "200 OK", b'{"status": "ok"}')

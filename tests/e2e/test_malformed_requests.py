@@ -8,8 +8,10 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
+import redis
 
 from playground.processes import ServeProcess
 from playground.redis_server import free_port
@@ -89,3 +91,35 @@ def test_a_body_past_the_limit_is_refused_unread(server: ServeProcess) -> None:
         assert response.status == 413
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("fault", ["wrong-secret", "stale", "unsigned"])
+def test_a_slash_command_not_signed_by_slack_now_gets_401(
+        server: ServeProcess, slack_env: SlackEnv, redis_url: str, fault: str) -> None:
+    """A /mesh command is answered before Bolt's dispatch (``bot.slash_ack``): it is held to
+    the same signature check, with Bolt's 401, and takes nothing."""
+    secret = "not-the-signing-secret" if fault == "wrong-secret" else slack_env.signing_secret
+    stale = int(time.time()) - 5 * 60 - 30 if fault == "stale" else None
+    with SlackSender(f"{server.url}/slack/events", secret) as sender:
+        if fault == "unsigned":
+            body = urlencode({"command": "/mesh", "text": "canary payment-service 10",
+                              "user_id": "U0OPERATOR1", "channel_id": "C0MESHOPS"}).encode()
+            status = raw_post(server, body, {
+                "Content-Type": "application/x-www-form-urlencoded",
+                "X-Slack-Request-Timestamp": NOW})
+            answer: object = None
+        else:
+            reply = sender.slash_command(text="canary payment-service 10",
+                                         user_id="U0OPERATOR1", channel_id="C0MESHOPS",
+                                         response_url="http://127.0.0.1:9/r", timestamp=stale)
+            status, answer = reply.status, reply.json()
+    assert status == 401
+    if answer is not None:
+        assert answer == {"error": "invalid request"}
+    client = redis.Redis.from_url(redis_url)
+    try:
+        # Nothing queued, marked as received, or audited.
+        assert client.keys("rq:*") == [] and client.keys("meshbot:request:*") == []
+        assert client.exists("meshbot:audit", "meshbot:sequence") == 0
+    finally:
+        client.close()
