@@ -39,7 +39,9 @@ def check(environ: WSGIEnvironment) -> Rejection | None:
     if length > MAX_BODY:
         return Rejection("413 Content Too Large", f"body over {MAX_BODY} bytes")
     timestamp = str(environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP", ""))
-    if not timestamp.isdigit():
+    # ASCII digits only: ``isdigit`` alone accepts "²" (a latin-1 header byte), which ``int``
+    # then refuses inside the signature check — a 500 with a traceback.
+    if not (timestamp.isascii() and timestamp.isdigit()):
         return Rejection("401 Unauthorized", "missing or malformed X-Slack-Request-Timestamp")
     body = environ["wsgi.input"].read(length) if length else b""
     environ["wsgi.input"] = io.BytesIO(body)

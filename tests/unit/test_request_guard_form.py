@@ -42,3 +42,12 @@ def test_an_interactive_payload_that_is_not_json_is_refused(name: str) -> None:
 def test_an_interactive_payload_that_is_an_object_goes_on() -> None:
     body = urlencode({"payload": '{"type": "block_actions"}'}).encode()
     assert request_guard.check(environ(body)) is None
+
+
+@pytest.mark.parametrize("timestamp", ["\u00b2", "1700000000\u00b9", "", "17e8", "-1"])
+def test_a_timestamp_that_is_not_ascii_digits_is_refused(timestamp: str) -> None:
+    """WSGI headers are latin-1: "²" passes ``str.isdigit`` but not ``int`` (which Slack's
+    signature check calls), so it must be refused here, as "abc" is."""
+    env = {**environ(SLASH), "HTTP_X_SLACK_REQUEST_TIMESTAMP": timestamp}
+    rejected = request_guard.check(env)
+    assert rejected is not None and rejected.status.startswith("401")
