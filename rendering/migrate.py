@@ -76,8 +76,14 @@ def numbers(percent: float | None, rps: float | None, threshold: float) -> str:
     return f"{percent:.2f} % errors at {rps or 0.0:.1f} req/s (threshold {threshold:g} %)"
 
 
-def latency(p99_ms: float | None, slo_ms: float) -> str:
-    return "" if p99_ms is None else f", p99 {p99_ms:.0f} ms (SLO {slo_ms:g} ms)"
+def no_traffic_seen(watch_s: float) -> str:
+    return f"no traffic seen in {duration(watch_s)} of watching (its analysis.no_data: rollback)"
+
+
+def no_traffic_holding(service: str, watch_s: float) -> str:
+    return (f"`{service}`: watched {duration(watch_s)} without seeing any traffic — no evidence, "
+            "so no pass: holding until requests show (its analysis.no_data: hold; "
+            "`/mesh migrate <namespace> abort` puts it back)")
 
 
 def watch_left(what: str, left_s: float) -> str:
@@ -126,6 +132,11 @@ def rollout_in_progress(service: str, weights: Mapping[str, int]) -> str:
             "blue-green migration")
 
 
+def rollout_running(service: str, phase: str) -> str:
+    return (f"`{service}` has a rollout {phase.replace('_', ' ')}: promote or roll it back "
+            "before its blue-green migration")
+
+
 # --- the thread --------------------------------------------------------------------------------
 
 def control(namespace: str, action: str, by: str) -> str:
@@ -170,9 +181,30 @@ def green_created(service: str, names: Sequence[str]) -> str:
     return f"`{service}`: green copies {_names(names)} created with the sidecar"
 
 
-def split_set(service: str, green_weight: int, watch_s: float) -> str:
+def split_set(service: str, green_weight: int, watch_s: float, interval_s: float) -> str:
     return (f"`{service}`: header `canary: true` → green, the rest blue {100 - green_weight} / "
-            f"green {green_weight}; watched for {duration(watch_s)}")
+            f"green {green_weight}, under meshbot's analysis for {duration(watch_s)} (green "
+            f"against its SLOs and compared with blue, checked every {duration(interval_s)}; "
+            "a breach sends all traffic back to blue)")
+
+
+def green_held(service: str, watch_s: float, passed: int, values: Sequence[str]) -> str:
+    shown = f": {'; '.join(values)}" if values else ""
+    return (f"`{service}` green held for {duration(watch_s)} under the analysis "
+            f"({passed} check{'s' if passed != 1 else ''} passed){shown}")
+
+
+def green_not_yet(service: str, phase: str, passed: int) -> str:
+    if passed == 0:
+        return (f"`{service}` green: the monitoring window is over, but no check has passed "
+                f"yet (the analysis says {phase.replace('_', ' ')}); waiting for one")
+    return (f"`{service}` green: the monitoring window is over, but its latest check did not "
+            f"pass (the analysis says {phase.replace('_', ' ')}); waiting for one that does")
+
+
+def analysis_ended(phase: str, detail: str) -> str:
+    said = f" ({detail})" if detail else ""
+    return f"the analysis {phase.replace('_', ' ')} green{said}"
 
 
 def back_to_blue(service: str, why: str) -> str:

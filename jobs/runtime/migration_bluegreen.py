@@ -2,9 +2,14 @@
 
 Blue is what serves now: the Deployments whose pods the live subset selects. Green is their copy
 with the sidecar and ``version: green``. The DestinationRule gains subsets blue and green, the
-VirtualService a ``canary: true`` header route to green and a 90/10 split, watched; with the
-approvals the split goes 100 % green, then the live subset is pointed at the green pods and the
-routes put back as they were (the policy's subsets keep working), and blue is removed.
+VirtualService a ``canary: true`` header route to green and a 90/10 split. The split is handed
+to meshbot's analysis as a canary rollout of its own (subsets blue → green, versions blue's →
+``green``): the ticker judges it like any canary — the SLO guards, the sequential comparison of
+green with blue, its looks between checks — and rolls it back to blue 100 itself on a breach;
+the workflow then puts the rest back. Once green has held for the monitoring window, with the
+approvals, the rollout is promoted and the split goes 100 % green; then the live subset is
+pointed at the green pods and the routes put back as they were (the policy's subsets keep
+working), and blue is removed.
 
 Until the cut-over the service can always go back to blue: the routes and subsets as they were,
 the green copies removed, blue never touched. From the cut-over on it is only finished.
@@ -15,16 +20,19 @@ from __future__ import annotations
 from typing import Any
 
 from jobs.adapters.kube import Obj
+from jobs.adapters.rollout_store import TICK_OWNER
 from jobs.domain import migration as model
 from jobs.domain import migration_bodies as bodies
+from jobs.domain import rollout as machine
 from jobs.domain.gitops import ensure_not_gitops_owned
+from jobs.domain.rollout import Event, Phase, Rollout
 from jobs.domain.server_fields import resource_version
 from jobs.runtime.handlers.backup import take_backup
 from jobs.runtime.handlers.common import subsets_of
 from jobs.runtime.migration_phases import deployments_of, inject, rollout
 from jobs.runtime.migration_run import Again, Done, Outcome, Run, Stop, Wait, need_approval
 from meshbot.commands import Command, Request, Verb
-from meshbot.errors import MeshConflict, MeshNotFound, MetricsUnavailable, Refused
+from meshbot.errors import MeshConflict, MeshNotFound, Refused
 from rendering import migrate as words
 
 NET = "networking.istio.io"
@@ -69,6 +77,10 @@ def read_facts(run: Run, service: str) -> dict[str, Any]:
     weights = bodies.live_weights(http)
     if any(w for subset, w in weights.items() if subset != live):
         raise Refused(words.rollout_in_progress(service, weights))
+    current = run.ctx.store.get(service)
+    if current is not None and not current.phase.terminal \
+            and current.id != analysis_id(run, service):
+        raise Refused(words.rollout_running(service, current.phase.value))
     blue_labels = bodies.subset_labels(dr, live)
     if blue_labels is None:
         raise Refused(f"DestinationRule `{service}` has no subset `{live}`")
@@ -179,44 +191,119 @@ def split(run: Run, step: model.Step) -> Outcome:
     if _write_vs(run, service, bodies.blue_green_http(info["http"], bodies.GREEN_WEIGHT)):
         run.audit(service, "done", "canary: true → green; blue 90 / green 10",
                   before=str(bodies.live_weights(info["http"])), after="blue 90 / green 10")
-    run.say(words.split_set(service, bodies.GREEN_WEIGHT, run.ctx.policy.migrate.critical_watch))
+    if analysed(run, service) is None:
+        run.ctx.store.put(_analysis(run, service, info))
+        run.say(words.split_set(service, bodies.GREEN_WEIGHT,
+                                run.ctx.policy.migrate.critical_watch,
+                                run.view(service).analysis.interval))
     return Done()
 
 
+def analysis_id(run: Run, service: str) -> str:
+    return f"migrate:{run.workflow.id}:{service}"
+
+
+def analysed(run: Run, service: str) -> Rollout | None:
+    """The rollout the analysis judges green's 10 % as (None: not handed over yet)."""
+    current = run.ctx.store.get(service)
+    return current if current is not None and current.id == analysis_id(run, service) else None
+
+
+def _analysis(run: Run, service: str, info: dict[str, Any]) -> Rollout:
+    """Green at 10 % as a canary the analysis watches at that weight until the workflow ends
+    it: its thread is the workflow's, its status message the workflow's own (not the root)."""
+    wf, analysis = run.workflow, run.view(service).analysis
+    started = machine.start(
+        rollout_id=analysis_id(run, service), service=service, namespace=run.namespace,
+        steps=(bodies.GREEN_WEIGHT,), fixed=True, interval_s=analysis.interval,
+        failure_threshold=analysis.failure_threshold, no_data_policy=str(analysis.no_data),
+        deadline_s=analysis.deadline, requested_by=wf.requester, channel=wf.channel,
+        now=run.now)
+    return started.model_copy(update={
+        "thread_ts": wf.thread_ts, "status_ts": None,
+        "title": f"migrate {run.namespace}: `{service}` green",
+        "stable_subset": bodies.BLUE, "canary_subset": bodies.GREEN,
+        "canary_version": bodies.GREEN,
+        "stable_version": str(info["blue_labels"].get(info["version_label"], ""))})
+
+
+def _broken(run: Run, service: str) -> Outcome | None:
+    """Back to blue when the analysis rolled green back (or its rollout is gone); None while
+    it still watches green."""
+    current = analysed(run, service)
+    if current is not None and not current.phase.terminal:
+        return None
+    if current is None:
+        return to_blue(run, service, "its analysis record is gone")
+    if current.phase is Phase.PROMOTED:
+        return None
+    return to_blue(run, service, words.analysis_ended(current.phase.value,
+                                                      current.history[-1].detail))
+
+
+def _end_analysis(run: Run, service: str, why: str) -> None:
+    """The analysis stops judging green (before anything is put back, so no tick writes after
+    it); a rollback it committed but had not written yet is the workflow's to finish."""
+    wanted = analysis_id(run, service)
+    run.ctx.store.update(service, lambda cur: machine.apply(cur, Event.ABORT, run.now, why)
+                         if cur is not None and cur.id == wanted and not cur.phase.terminal
+                         else None)
+    run.ctx.store.mark_applied(service, TICK_OWNER)
+
+
 def watch(run: Run, step: model.Step, *, may_finish: bool = True) -> Outcome:
-    """Green's error rate while it takes the header route and 10 %: a breach → blue at once."""
+    """Green under the analysis for the monitoring window: done once the window is over and
+    green's latest check passed; the analysis rolling it back → blue at once."""
     service = step.service or ""
-    settings = run.ctx.policy.migrate
-    found = run.watch_window(step, settings.critical_watch)
+    broken = _broken(run, service)
+    if broken is not None:
+        return broken
+    current = analysed(run, service)
+    assert current is not None
+    window = run.ctx.policy.migrate.critical_watch
+    found = run.watch_window(step, window)
     if found is None:
         return Again()
-    elapsed, min_window, window = found
-    slo_p99 = run.view(service).slo.latency_p99_ms
-    try:
-        percent, rps = run.error_percent(service, window, bodies.GREEN)
-        p99 = run.p99_ms(service, window, bodies.GREEN)
-    except MetricsUnavailable as exc:
-        return Wait(f"`{service}` green: {exc.message}")
-    text = words.numbers(percent, rps, settings.error_threshold) + words.latency(p99, slo_p99)
-    run.measured(f"`{service}` green {text}")
-    slow = p99 is not None and p99 > slo_p99
-    if elapsed >= min_window and (model.breached(percent, settings.error_threshold) or slow):
-        return to_blue(run, service, f"green at {text}")
-    if elapsed >= settings.critical_watch and may_finish:
-        run.say(f"`{service}` green held for {settings.critical_watch:g}s: {text}")
+    elapsed = found[0]
+    if current.last_values:
+        run.measured(f"`{service}` green: " + "; ".join(current.last_values))
+    if elapsed >= window and may_finish and machine.promotable(current):
+        run.say(words.green_held(service, window, current.passed_checks,
+                                 list(current.last_values)))
         return Done()
-    return Wait(words.watch_left(f"`{service}` green", settings.critical_watch - elapsed))
+    if elapsed >= window:
+        return Wait(words.green_not_yet(service, current.phase.value, current.passed_checks))
+    return Wait(words.watch_left(f"`{service}` green", window - elapsed))
 
 
 def approve(run: Run, step: model.Step) -> Outcome:
     service = step.service or ""
+    broken = _broken(run, service)
+    if broken is not None:
+        return broken
     return need_approval(run, step, run.view(service).approvals.promote,
                          f"cutting `{service}` over to green (100 %)")
 
 
 def cutover(run: Run, step: model.Step) -> Outcome:
+    """The analysis's rollout promoted first (no tick judges green after it), then 100 %."""
     service = step.service or ""
     info = facts(run, service)
+    broken = _broken(run, service)
+    if broken is not None:
+        return broken
+    current = analysed(run, service)
+    assert current is not None
+    if current.phase is not Phase.PROMOTED:
+        if not machine.promotable(current):
+            return Wait(words.green_not_yet(service, current.phase.value,
+                                            current.passed_checks))
+        wanted = current.id
+        promoted = run.ctx.store.update(service, lambda cur: machine.apply(
+            cur, Event.PROMOTE, run.now, "migrate: cut over to green")
+            if cur is not None and cur.id == wanted and machine.promotable(cur) else None)
+        if promoted is None or promoted.phase is not Phase.PROMOTED:
+            return Again()  # judged meanwhile: look again
     if _write_vs(run, service, bodies.blue_green_http(info["http"], 100)):
         run.audit(service, "done", "cut over: green 100", before="blue 90 / green 10",
                   after="blue 0 / green 100")
@@ -278,10 +365,12 @@ def to_blue(run: Run, service: str, why: str) -> Outcome:
 
 
 def put_back(run: Run, service: str) -> None:
-    """Traffic first (routes as they were), then the subsets, then the green copies."""
+    """The analysis stopped, then traffic (routes as they were), then the subsets, then the
+    green copies."""
     backup_step = _first(run, service, "backup")
     if "blue" not in run.memo(backup_step):
         return  # nothing was written for this service yet
+    _end_analysis(run, service, "migrate: green put back to blue")
     info = facts(run, service)
     if _write_vs(run, service, info["http"]):
         run.audit(service, "rolled back", "routes as before the blue-green (all on blue)",

@@ -150,6 +150,10 @@ def watch(run: Run, step: model.Step, *, may_finish: bool = True) -> Outcome:
     if evidence and model.breached(percent, settings.error_threshold):
         return undo(run, step, text)
     if elapsed >= settings.watch and may_finish:
+        if percent is None:  # no evidence is no pass: the service's no_data policy decides
+            if run.view(service).analysis.no_data == "rollback":
+                return undo(run, step, words.no_traffic_seen(settings.watch))
+            return Wait(words.no_traffic_holding(service, settings.watch))
         run.say(words.service_migrated(service, 3, text))
         return Done()
     return Wait(words.watch_left(f"`{service}`", settings.watch - elapsed))

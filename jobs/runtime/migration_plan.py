@@ -119,7 +119,8 @@ def build(run: Run, phases: Sequence[int], tiers: Mapping[str, Sequence[str]]
         elif phase == 4:
             for service in services:
                 parts.append((f"Phase 4, `{service}`", Plan(tuple(blue_green(run, service)), (
-                    f"watch green for {duration(settings.critical_watch)}, then cut over to "
+                    "green's 10 % under meshbot's analysis (its SLOs, compared with blue) for "
+                    f"{duration(settings.critical_watch)}, then cut over to "
                     "green 100 %, point the live subset at the green pods, put the routes "
                     "back as they were and remove blue",))))
         else:

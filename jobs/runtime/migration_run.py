@@ -20,7 +20,7 @@ from jobs.adapters.prometheus import MetricsSource
 from jobs.domain import migration as model
 from jobs.domain.approval_rules import ApprovalState
 from jobs.domain.migration import Step, Workflow
-from jobs.domain.promql import duration, latency_query, rate_window
+from jobs.domain.promql import duration, rate_window
 from jobs.runtime import api
 from jobs.runtime.context import JobContext
 from meshbot import cluster_scope
@@ -120,15 +120,6 @@ class Run:
         errors_q, total_q = model.error_queries(service, self.namespace, window, version)
         errors, total = (_scalar(self.source.query(q)) for q in (errors_q, total_q))
         return model.error_percent(errors, total), total
-
-
-    def p99_ms(self, service: str, window_s: float, version: str) -> float | None:
-        """The p99 latency of one version of ``service`` over the last ``window_s``."""
-        if self.source is None:
-            raise MetricsUnavailable("no Prometheus configured for the workflow")
-        window = rate_window(window_s, self.source.scrape_interval)
-        query = latency_query([(service, self.namespace)], window, 0.99, (version,))
-        return _scalar(self.source.query(query))
 
 
 def _scalar(result: list[dict[str, Any]]) -> float | None:

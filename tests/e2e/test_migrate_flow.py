@@ -3,7 +3,8 @@ real kube-apiserver, a real Prometheus scraping the traffic generator, which spl
 by the live VirtualService weights (so the blue-green's 90/10 is what Prometheus sees), and the
 Slack stand-in. The test plays the Deployment controller and the approvers.
 
-Watch windows are a few seconds (policy ``migrate.*``); the scrape interval is 1 s."""
+Watch windows are a few seconds (policy ``migrate.*``), the analysis that judges a green copy
+checks every 2 s; the scrape interval is 1 s."""
 
 from __future__ import annotations
 
@@ -13,10 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from jobs.adapters.audit import AuditLog
 from jobs.adapters.migration_store import MigrationStore
+from jobs.adapters.rollout_store import RolloutStore
 from jobs.domain.approval_rules import Verdict
 from jobs.domain.migration import Status, Workflow
+from jobs.domain.rollout import Phase
+from jobs.domain.routes import Subsets
 from playground.deployment_controller import RolloutController
 from playground.sample_mesh import TIERS
 from tests.fixtures.live import Live, eventually
@@ -34,8 +40,12 @@ INJECT = "sidecar.istio.io/inject"
 @pytest.fixture
 def policy_path(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
     windows = getattr(request, "param", {})
-    return write_migrate_policy(tmp_path, **{"watch": "7s", "critical_watch": "7s",
-                                             **windows})
+    path = write_migrate_policy(tmp_path, **{"watch": "7s", "critical_watch": "7s", **windows})
+    data = yaml.safe_load(path.read_text())
+    data["defaults"]["analysis"].update({"interval": "2s", "failure_threshold": 2})
+    data["defaults"]["slo"].update({"success_rate": 99.0})
+    path.write_text(yaml.safe_dump(data))
+    return path
 
 
 @pytest.fixture
@@ -130,6 +140,9 @@ def test_a_whole_migration_of_three_tiers(ops: ChatOps, live: Live) -> None:
         assert {s["name"]: s["labels"] for s in dr["subsets"]} == {
             "stable": {"version": "green"}, "canary": {"version": "v2"}}
         assert dr["trafficPolicy"]["tls"]["mode"] == "ISTIO_MUTUAL"
+        judged = RolloutStore(mesh.redis).get(service)  # the analysis passed green, then it
+        assert judged is not None and judged.phase is Phase.PROMOTED  # was cut over
+        assert judged.passed_checks >= 1
     peer = mesh.cluster.get("security.istio.io", "v1beta1", "peerauthentications", NS,
                             "default")
     assert peer["spec"]["mtls"]["mode"] == "STRICT"
@@ -142,8 +155,26 @@ def test_a_whole_migration_of_three_tiers(ops: ChatOps, live: Live) -> None:
     texts = thread(ops)
     assert any("complete in" in t for t in texts)
     assert sum("migrated (phase 3)" in t and "% errors at" in t for t in texts) == 3
+    assert sum("green held for" in t and "under the analysis" in t for t in texts) == 3
     eventually(lambda: "Migration of `production`: done" in mesh.slack.message(
         CHANNEL, done.status_ts).text, 10, "the status message says done")
+
+
+def test_a_core_service_without_traffic_is_not_passed(ops: ChatOps, live: Live) -> None:
+    """No request in the watch window is no evidence: the workflow holds on that service (the
+    packaged policy's analysis.no_data is hold) and says why, instead of calling it migrated."""
+    first = sorted(TIERS["core"])[0]
+    live.traffic.control({"service": first, "namespace": NS, "rps": 0})
+    start(ops, f"migrate {NS} phase=3")
+    held = until(ops, lambda w: w.step is not None and w.step.service == first
+                 and "without seeing any traffic" in w.note, 60, "the watch holding")
+    assert held.status is Status.RUNNING and held.step is not None
+    assert held.step.kind == "watch"
+    assert not any(f"`{first}` migrated" in t for t in thread(ops))
+    live.traffic.control({"service": first, "namespace": NS, "rps": 20})
+    until(ops, lambda w: w.step is None or w.step.service != first, 60,
+          "the watch passing once requests show")
+    assert any("migrated (phase 3)" in t and first in t for t in thread(ops))
 
 
 def test_core_errors_undo_the_injection_and_stop(ops: ChatOps, live: Live) -> None:
@@ -162,8 +193,9 @@ def test_core_errors_undo_the_injection_and_stop(ops: ChatOps, live: Live) -> No
 
 
 @pytest.mark.parametrize(("profile", "shown"), [
-    ({"error_rate": 0.5}, "% errors at"),
-    ({"latency_ms": 400.0}, "0.00 % errors"),  # no errors: it is the p99 over its SLO
+    # What the analysis judged green on: its comparison with blue, a check's or a look's.
+    ({"error_rate": 0.5}, "errors vs stable (5xx): canary 50.0%"),
+    ({"latency_ms": 400.0}, "latency vs stable (slower than"),  # no errors: slower than blue
 ])
 def test_a_breach_of_green_goes_back_to_blue(ops: ChatOps, live: Live, profile: dict[str, float],
                                              shown: str) -> None:
@@ -184,6 +216,12 @@ def test_a_breach_of_green_goes_back_to_blue(ops: ChatOps, live: Live, profile: 
     assert after["spec"] == blue["spec"] and after["metadata"]["uid"] == blue["metadata"]["uid"]
     told = next(t for t in thread(ops) if "back to blue at once" in t)
     assert shown in told, told
+    # It was meshbot's analysis that judged green and moved the traffic back (audited as its
+    # own change), before the workflow put the rest back.
+    entries = AuditLog(mesh.redis).last(first, 30)
+    [rollback] = [e for e in entries if e.actor == "meshbot" and e.action == "rollback"]
+    assert rollback.after == "stable 100 / canary 0" and "canary 10" in (rollback.before or "")
+    assert any("Automatic rollback" in t for t in thread(ops))
 
 
 @pytest.mark.parametrize("policy_path", [{"critical_watch": "2m"}], indirect=True)
@@ -196,9 +234,14 @@ def test_abort_mid_blue_green_leaves_nothing_half_done(ops: ChatOps, live: Live)
     until(ops, lambda w: w.step is not None and w.step.kind == "watch"
           and "watching" in w.note, 90, "the green copy under watch")
     assert mesh.weights(first) == {"blue": 90, "green": 10}
+    judged = RolloutStore(mesh.redis).get(first)  # green's 10 % is the analysis's to judge
+    assert judged is not None and judged.phase.watched and judged.subsets == Subsets("blue",
+                                                                                     "green")
     ops.command(f"migrate {NS} abort")
     aborted = until(ops, lambda w: not w.status.active, 60, "the migration aborted")
     assert aborted.status is Status.ABORTED, aborted
+    ended = RolloutStore(mesh.redis).get(first)
+    assert ended is not None and ended.phase.terminal  # no tick judges (or writes) after it
     assert routes(mesh, first) == before
     with pytest.raises(KeyError):
         deployment(mesh, f"{first}-v1-green")
