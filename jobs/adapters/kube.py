@@ -285,11 +285,16 @@ class KubeClient:
         return cast(Obj, result)
 
     def delete_custom(self, group: str, version: str, plural: str, namespace: str,
-                      name: str) -> None:
+                      name: str, resource_version: str | None = None) -> None:
+        """Delete; with ``resource_version``, only the object still at it (409 otherwise: it
+        changed since it was read and planned)."""
+        body: Obj | None = None
+        if resource_version is not None:
+            body = {"kind": "DeleteOptions", "apiVersion": "v1",
+                    "preconditions": {"resourceVersion": resource_version}}
         with _translated("delete", f"{plural}.{group} {namespace}/{name}"):
-            self._custom.delete_namespaced_custom_object(
-                group, version, namespace, plural, name, _request_timeout=self._timeout
-            )
+            self._rest("DELETE", _path(f"apis/{group}/{version}", namespace, plural, name),
+                       body=body)
 
     def get_namespace(self, name: str) -> Obj:
         with _translated("get", f"namespace {name}"):

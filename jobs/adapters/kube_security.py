@@ -37,5 +37,7 @@ class AuthorizationPolicies:
         return self._kube.patch_custom(self._group, self._version, PLURAL, namespace, name,
                                        patch)
 
-    def delete(self, namespace: str, name: str) -> None:
-        self._kube.delete_custom(self._group, self._version, PLURAL, namespace, name)
+    def delete(self, namespace: str, name: str, resource_version: str) -> None:
+        """Only the policy as it was read (its plan is what the approvers saw)."""
+        self._kube.delete_custom(self._group, self._version, PLURAL, namespace, name,
+                                 resource_version)

@@ -390,3 +390,22 @@ def bump_annotation(custom: client.CustomObjectsApi) -> None:
             if exc.status != 409:
                 raise
     raise AssertionError("the annotation writer never got through")
+
+
+def test_a_conditional_delete_of_a_stale_read_is_mesh_conflict_and_deletes_nothing(
+    kube: KubeClient, cluster: RealCluster
+) -> None:
+    """An object changed since meshbot read (and planned) it is not deleted: the real server
+    checks the precondition; the current one is deleted."""
+    dr = kube.get_destination_rule(NS, SVC)
+    cluster.change(GROUP, VERSION, "destinationrules", NS, SVC,
+                   lambda obj: obj["metadata"].setdefault("labels", {}).update(team="payments"))
+    with pytest.raises(MeshConflict):
+        kube.delete_custom(GROUP, VERSION, "destinationrules", NS, SVC,
+                           dr["metadata"]["resourceVersion"])
+    current = kube.get_destination_rule(NS, SVC)
+    assert current["metadata"]["labels"]["team"] == "payments"
+    kube.delete_custom(GROUP, VERSION, "destinationrules", NS, SVC,
+                       current["metadata"]["resourceVersion"])
+    with pytest.raises(MeshNotFound):
+        kube.get_destination_rule(NS, SVC)

@@ -18,6 +18,7 @@ from jobs.adapters.prometheus import MetricsSource
 from jobs.domain import authz as domain
 from jobs.domain.authz import Caller
 from jobs.domain.gitops import ensure_not_gitops_owned
+from jobs.domain.server_fields import resource_version
 from jobs.runtime.context import JobContext
 from jobs.runtime.handlers.backup import audit, require_namespace
 from jobs.runtime.handlers.common import plans, request_thread, show_plan
@@ -188,7 +189,9 @@ def _write(ctx: JobContext, prepared: Prepared) -> None:
     elif prepared.action == "update" and prepared.patch is not None:
         adapter.patch(prepared.namespace, prepared.name, prepared.patch)
     elif prepared.action == "delete":
-        adapter.delete(prepared.namespace, prepared.name)
+        before = prepared.plan.changes[0].before or {}
+        adapter.delete(prepared.namespace, prepared.name,
+                       resource_version(before, f"AuthorizationPolicy {prepared.name}"))
 
 
 def _list(ctx: JobContext, request: Request) -> str:
