@@ -227,13 +227,27 @@ def test_meshbot_demo_serves_the_page_until_interrupted(tmp_path: Path) -> None:
         with urllib.request.urlopen(url, timeout=10) as answer:
             assert "Guided tour" in answer.read().decode()
         demo.send_signal(signal.SIGINT)
-        rest, _ = demo.communicate(timeout=60)
+        try:
+            rest, _ = demo.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(_still_stopping(demo.pid, tmp_path / "demo")) from None
     finally:
         if demo.poll() is None:
             demo.kill()
             demo.communicate(timeout=10)
     assert demo.returncode == 0, "".join(printed) + rest
     assert "Stopped every process the playground started." in rest
+
+
+def _still_stopping(pid: int, workdir: Path) -> str:
+    """What a demo that does not stop is waiting for: its children still running, and the end
+    of its processes' logs."""
+    children = subprocess.run(["ps", "--ppid", str(pid), "-o", "pid,etime,args"],
+                              capture_output=True, text=True, check=False).stdout
+    tails = [f"--- {log.name}:\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+             for log in sorted(workdir.glob("*.log"))]
+    return "\n".join(["the demo did not stop within 60 s of Ctrl-C; still running:", children,
+                      *tails])
 
 
 def test_the_page_server_takes_json_posts_only(site: tuple[Playground, str]) -> None:
