@@ -21,7 +21,8 @@ def callers_text(cut: Sequence[tuple[str, str]]) -> str:
 
 
 def would_cut(command: str, cut: Sequence[tuple[str, str]]) -> str:
-    return (f"`{command}` would cut traffic that no ALLOW rule admits: {callers_text(cut)}. "
+    return (f"`{command}` would cut traffic that no ALLOW rule admits (or limit it to some "
+            f"methods or paths): {callers_text(cut)}. "
             "Allow those callers first (`allow from=<principal|namespace> to=<service>`, "
             "several callers of one service in one `from=a,b`), or add `confirm=yes` to cut "
             "them on purpose. Nothing was changed.")

@@ -156,30 +156,46 @@ def _matches(patterns: Iterable[str], value: str, known: bool) -> bool:
     return False
 
 
-def _rule_admits(rule: Mapping[str, Any], caller: Caller) -> bool:
+# How far a caller gets in: not at all, only to some operations (a rule with ``to`` or
+# ``when``: other methods and paths are refused), or in full.
+NONE, PART, FULL = 0, 1, 2
+
+
+def _rule_admission(rule: Mapping[str, Any], caller: Caller) -> int:
     origins = rule.get("from")
-    if not origins:
-        return True
-    return any(_source_admits(o.get("source") or {}, caller) for o in origins)
+    if origins and not any(_source_admits(o.get("source") or {}, caller) for o in origins):
+        return NONE
+    return PART if rule.get("to") or rule.get("when") else FULL
 
 
-def admitted(policies: Sequence[Mapping[str, Any]], caller: Caller) -> bool:
-    """Whether the ALLOW policies of the namespace let ``caller`` reach its service. A policy
+def admission(policies: Sequence[Mapping[str, Any]], caller: Caller) -> int:
+    """How far the ALLOW policies of the namespace let ``caller`` reach its service. A policy
     whose selector may or may not pick the service is assumed to pick it and to admit nobody
     (the cautious reading: it could only cut more)."""
     applying = [p for p in policies if (p.get("spec") or {}).get("action", "ALLOW") == "ALLOW"
                 and _selects(p, caller.service) is not False]
     if not applying:
-        return True
-    return any(_selects(p, caller.service) is True and
-               any(_rule_admits(r, caller) for r in (p.get("spec") or {}).get("rules") or [])
-               for p in applying)
+        return FULL
+    return max((_rule_admission(r, caller) for p in applying if _selects(p, caller.service)
+                for r in (p.get("spec") or {}).get("rules") or []), default=NONE)
+
+
+def admitted(policies: Sequence[Mapping[str, Any]], caller: Caller) -> bool:
+    """Whether ``caller`` reaches its service with every method and path."""
+    return admission(policies, caller) == FULL
 
 
 def cut(callers: Iterable[Caller], before: Sequence[Mapping[str, Any]],
-        after: Sequence[Mapping[str, Any]]) -> list[Caller]:
-    """The callers admitted now and not once the namespace's policies are ``after``."""
-    return sorted({c for c in callers if admitted(before, c) and not admitted(after, c)})
+        after: Sequence[Mapping[str, Any]], written: Mapping[str, Any] | None = None
+        ) -> list[Caller]:
+    """The callers that get less far once the namespace's policies are ``after``: shut out, or
+    limited to some methods and paths where they had all — except a caller the ``written``
+    rule itself names with those limits (that limit is what was asked for)."""
+    def asked(caller: Caller, level: int) -> bool:
+        return written is not None and level == PART and admission([written], caller) == PART
+    return sorted({c for c in callers
+                   if (level := admission(after, c)) < admission(before, c)
+                   and not asked(c, level)})
 
 
 def replaced(policies: Sequence[Obj], written: Obj | None, removed: str | None = None

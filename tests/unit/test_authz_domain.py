@@ -128,3 +128,20 @@ def test_the_rbac_table_grants_authz_exactly_what_it_calls() -> None:
             frozenset({"get", "list", "create", "patch", "delete"}),
         ("", "namespaces", "cluster"): frozenset({"get"}),
     }
+
+
+def test_a_rule_limited_to_some_operations_admits_only_part() -> None:
+    """Methods or paths on the only rule for a caller that had everything limit it: that is a
+    cut to report; the same limits before and after are not."""
+    limited = allow(SVC, WEB, methods=["GET"])
+    caller = Caller(SVC, WEB)
+    assert not authz.admitted([limited], caller)
+    assert authz.admission([limited], caller) == authz.PART
+    assert authz.cut([caller], [], [limited]) == [caller]
+    assert authz.cut([caller], [limited], [limited, DENY_ALL]) == []
+    assert authz.cut([caller], [limited], [limited, allow(SVC, WEB)]) == []
+    assert authz.cut([caller], [limited, allow(SVC, WEB)], [limited]) == [caller]
+    # Asked for: the rule being written names the caller with those limits.
+    assert authz.cut([caller], [], [limited], written=limited) == []
+    assert authz.cut([caller, Caller(SVC, BATCH)], [], [limited], written=limited) == [
+        Caller(SVC, BATCH)]

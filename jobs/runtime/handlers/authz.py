@@ -118,7 +118,7 @@ def prepare(ctx: JobContext, request: Request) -> Prepared:
             _own(existing, namespace, allowed)
         after = domain.replaced(policies, body)
     notes: list[str] = []
-    cut = domain.cut(_callers(ctx, namespace, notes), policies, after)
+    cut = domain.cut(_callers(ctx, namespace, notes), policies, after, body)
     if cut and command.options.get("confirm") != "yes":
         raise Refused(text.would_cut(words.describe(command), _pairs(cut)))
     if existing is None:
