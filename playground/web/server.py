@@ -122,10 +122,16 @@ def run_page(workdir: Path, port: int = DEFAULT_PORT) -> int:
                   f"{playground.serve.url}")
             print(f"  logs: {playground.workdir}/serve.log, worker.log")
             print("  Ctrl-C stops everything.", flush=True)
-            # Until Ctrl-C (KeyboardInterrupt) or SIGTERM; the wait wakes at once on either.
-            while not stopping.wait(3600):
-                pass
-    except KeyboardInterrupt:
+            # Until Ctrl-C or SIGTERM; the wait wakes at once on either. Ctrl-C is handled here
+            # rather than left to KeyboardInterrupt: a process started with SIGINT ignored (a
+            # background job, nohup) would otherwise never stop on it.
+            interrupt = signal.signal(signal.SIGINT, on_signal)
+            try:
+                while not stopping.wait(3600):
+                    pass
+            finally:
+                signal.signal(signal.SIGINT, interrupt)
+    except KeyboardInterrupt:  # Ctrl-C while starting
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)

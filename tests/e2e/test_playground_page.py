@@ -212,7 +212,11 @@ def test_meshbot_demo_serves_the_page_until_interrupted(tmp_path: Path) -> None:
     demo = subprocess.Popen(
         [sys.executable, "-m", "meshbot.cli", "demo", "--port", "0", "--workdir",
          str(tmp_path / "demo")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={k: v for k, v in os.environ.items() if k != "MESHBOT_POLICY"})
+        env={k: v for k, v in os.environ.items() if k != "MESHBOT_POLICY"},
+        # Its own process group, so nothing it started outlives the test; and SIGINT ignored,
+        # as a background job or nohup starts it: Ctrl-C must stop it all the same.
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         assert demo.stdout is not None
         printed: list[str] = []
@@ -233,7 +237,7 @@ def test_meshbot_demo_serves_the_page_until_interrupted(tmp_path: Path) -> None:
             raise AssertionError(_still_stopping(demo.pid, tmp_path / "demo")) from None
     finally:
         if demo.poll() is None:
-            demo.kill()
+            os.killpg(demo.pid, signal.SIGKILL)
             demo.communicate(timeout=10)
     assert demo.returncode == 0, "".join(printed) + rest
     assert "Stopped every process the playground started." in rest
