@@ -22,13 +22,20 @@ class Migrate(Section):
     )
     error_threshold: float = Field(
         1.0, gt=0, le=100,
-        description="phase 3 and 4: percent of 5xx answers above which the service is put "
-        "back (undo in phase 3, back to blue in phase 4) and the workflow stops",
+        description="phase 3: percent of 5xx answers above which the core service's injection "
+        "is undone and the workflow stops (phase 4's green is judged by the service's SLOs "
+        "through meshbot's analysis)",
     )
     critical_watch: Duration = Field(
         "30m", validate_default=True,
         description="phase 4: how long a critical service's green copy takes 10 % of the "
-        "traffic (and the canary: true header) under meshbot's watch before the cut-over",
+        "traffic (and the canary: true header) under meshbot's analysis before the cut-over",
+    )
+    rollout_timeout: Duration = Field(
+        "10m", validate_default=True,
+        description="phases 2-4: how long a Deployment's rollout (and a green copy's) may take "
+        "to complete, all its pods ready with the sidecar, before the service is put back "
+        "and the workflow stops (the runbook's kubectl rollout status --timeout)",
     )
 
 

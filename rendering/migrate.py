@@ -18,9 +18,9 @@ PHASE_WORDS = {
     3: "core services, one at a time: sidecar injection, rollout complete, then the error "
        "rate watched for {watch} (above {threshold:g} % → undo, stop)",
     4: "critical services, blue-green: backup, a green copy with the sidecar, DestinationRule "
-       "subsets blue/green, header `canary: true` → green and 90/10 watched for "
-       "{critical_watch} (above {threshold:g} % → back to blue, stop), cut over to green "
-       "(approval), remove blue",
+       "subsets blue/green, header `canary: true` → green and 90/10 under meshbot's analysis "
+       "for {critical_watch} (a breach of the service's SLOs, or green worse than blue → back "
+       "to blue, stop), cut over to green (approval), remove blue",
     5: "finalize: namespace injection label, ISTIO_MUTUAL DestinationRules, PeerAuthentication "
        "STRICT, Telemetry ({providers})",
 }

@@ -36,7 +36,6 @@ from meshbot.errors import MeshConflict, MeshNotFound, Refused
 from rendering import migrate as words
 
 NET = "networking.istio.io"
-GREEN_TIMEOUT_S = 600.0
 
 
 def _first(run: Run, service: str, kind: str) -> model.Step:
@@ -154,7 +153,7 @@ def green_rollout(run: Run, step: model.Step) -> Outcome:
         run.namespace, {"app": service, **_green_labels(info)}))
     if not pending and ready >= wanted:
         return Done()
-    if run.now - float(memo["since"]) > GREEN_TIMEOUT_S:
+    if run.now - float(memo["since"]) > run.ctx.policy.migrate.rollout_timeout:
         return to_blue(run, service, "the green copies did not become ready")
     return Wait("green: " + ("; ".join(pending) or f"{ready} of {wanted} pods ready"))
 

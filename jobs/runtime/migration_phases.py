@@ -19,8 +19,7 @@ from jobs.runtime.handlers.sidecars import plan_tls
 from jobs.runtime.migration_run import Again, Done, Outcome, Run, Stop, Wait, need_approval
 from meshbot.errors import MeshbotError, MeshConflict, MeshNotFound, MetricsUnavailable
 from rendering import migrate as words
-
-ROLLOUT_TIMEOUT_S = 600.0  # kubectl rollout status --timeout of the runbook's phases
+from rendering.common import duration
 
 
 def deployments_of(run: Run, service: str) -> list[Obj]:
@@ -105,8 +104,9 @@ def rollout(run: Run, step: model.Step, names: list[str] | None = None) -> Outco
             pending.append(f"`{bodies.name_of(deployment)}`: {why}")
     if not pending:
         return Done()
-    if run.now - float(memo["since"]) > ROLLOUT_TIMEOUT_S:
-        return undo(run, step, f"rollout not complete after {ROLLOUT_TIMEOUT_S:g}s "
+    timeout = run.ctx.policy.migrate.rollout_timeout
+    if run.now - float(memo["since"]) > timeout:
+        return undo(run, step, f"rollout not complete after {duration(timeout)} "
                     f"({'; '.join(pending)})")
     return Wait("rollout: " + "; ".join(pending))
 
@@ -126,7 +126,7 @@ def pods(run: Run, step: model.Step) -> Outcome:
         run.say(words.service_migrated(service, step.phase,
                                        f"{ready} ready pods with the sidecar"))
         return Done()
-    if run.now - float(memo["since"]) > ROLLOUT_TIMEOUT_S:
+    if run.now - float(memo["since"]) > run.ctx.policy.migrate.rollout_timeout:
         return undo(run, step, f"only {ready} of {wanted} pods ready with the sidecar")
     return Wait(f"`{service}`: {ready} of {wanted} pods ready with the sidecar ({total} pods)")
 

@@ -80,7 +80,7 @@ def workflow(mesh: MeshBase) -> Workflow | None:
 
 
 def drive(ops: ChatOps, until: Callable[[Workflow], bool], timeout: float = 60.0,
-          approve: bool = True) -> Workflow:
+          approve: bool = True, controller: bool = True) -> Workflow:
     """Be the ticker (advance every workflow), the Deployment controller and the approvers,
     until ``until`` holds for the workflow."""
     ctx = context.current()
@@ -97,7 +97,8 @@ def drive(ops: ChatOps, until: Callable[[Workflow], bool], timeout: float = 60.0
                         ops.react(approver, message.ts)
             ops.run()
         assert isinstance(ops.mesh.cluster, RealCluster)
-        settle_rollouts(ops.mesh.cluster)
+        if controller:
+            settle_rollouts(ops.mesh.cluster)
         current = workflow(ops.mesh)
         assert current is not None
         if until(current):
@@ -258,6 +259,24 @@ def test_phase_2_injects_the_pilots_one_at_a_time(ops: ChatOps, mesh: Mesh) -> N
     assert {e.detail for e in entries} == {
         f"{INJECT}=true on Deployment production/logging-service-v1",
         f"{INJECT}=true on Deployment production/logging-service-v2"}
+
+
+@pytest.mark.parametrize("policy_path", [{"migrate": {
+    "watch": "6s", "critical_watch": "6s", "error_threshold": 1.0, "rollout_timeout": "1s"}}],
+    indirect=True)
+def test_a_rollout_not_complete_within_the_policys_timeout_is_undone(ops: ChatOps,
+                                                                     mesh: Mesh) -> None:
+    """No controller completes the rollouts here: past ``migrate.rollout_timeout`` the first
+    pilot's injection is undone and the workflow stops, saying so."""
+    ops.command(f"migrate {NS} phase=2")
+    ops.run()
+    stopped = drive(ops, lambda w: not w.status.active, timeout=30, controller=False)
+    assert stopped.status is Status.STOPPED, stopped
+    assert "rollout not complete after 1s" in stopped.note, stopped.note
+    first, *later = sorted(TIERS["pilot"])
+    for version in ("v1", "v2"):
+        assert template_annotations(mesh, f"{first}-{version}") == {}  # put back
+    assert all(template_annotations(mesh, f"{s}-v1") == {} for s in later)  # never touched
 
 
 def test_phase_5_finalizes_with_the_namespace_approval(ops: ChatOps, mesh: Mesh) -> None:
