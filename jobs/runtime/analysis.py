@@ -173,9 +173,13 @@ def tick(ctx: JobContext, source: MetricsSource, now: float | None = None) -> Ti
 def _tick(ctx: JobContext, source: MetricsSource, now: float | None) -> TickReport:
     now = time.time() if now is None else now
     report = TickReport()
-    # Every watched rollout, due or not: between checks the comparison is looked at too.
+    # Every watched rollout, due or not: between checks the comparison is looked at too —
+    # but not one whose decided weights are not written yet (a writer between its commit and
+    # its write, or gone: the reconcile's): its canary's numbers are still the old weight's.
     loaded = ctx.store.get_many(ctx.store.watched())
-    rollouts = [rollout for _, rollout in loaded.values() if rollout.phase.watched]
+    unwritten = set(ctx.store.unapplied_since(float("inf")))
+    rollouts = [rollout for _, rollout in loaded.values()
+                if rollout.phase.watched and rollout.service not in unwritten]
     checked = [r for r in rollouts if r.next_check_at <= now]
     report.due = len(checked)
     report.looked = sum(r.next_check_at > now and not r.needs_baseline for r in rollouts)

@@ -105,3 +105,33 @@ def test_a_conclusive_look_between_checks_rolls_back_at_the_tick(
     assert rolled.failed_checks == 0  # no check had failed: the comparison alone decided
     assert mesh.weights(SERVICE) == {"stable": 100, "canary": 0}
     assert ctx.store.watched() == []
+
+
+def test_a_rollout_whose_weights_are_not_written_yet_is_not_judged(
+        emulated_mesh: EmulatedMesh) -> None:
+    """Between a writer's commit and its write (a slow API server; or a writer that died, until
+    the reconcile settles it) the canary's numbers are the old weight's: the tick judges it
+    once the write landed, not before (it once passed a step at 50 % on numbers taken at 10 %).
+    """
+    mesh = emulated_mesh
+    submit(mesh, Verb.CANARY, 10)
+    mesh.run_jobs()
+    ctx = context.current()
+    started = ctx.store.get(SERVICE)
+    assert started is not None
+    due = started.next_check_at
+    with CannedCounters() as source:
+        source.counters = _counts(started, (1000.0, 1.0), (9000.0, 9.0))
+        tick(ctx, source, now=due - 20)  # the step's baseline
+        source.counters = _counts(started, (1300.0, 41.0), (11700.0, 11.7))  # conclusive
+        ctx.store.mark_unapplied(SERVICE, due - 6, owner="a-job-mid-write")
+        held = tick(ctx, source, now=due - 5)
+        assert held.looked == 0 and not held.events
+        unjudged = ctx.store.get(SERVICE)
+        assert unjudged is not None and unjudged.phase is Phase.PROGRESSING
+        assert mesh.weights(SERVICE) == {"stable": 90, "canary": 10}
+        ctx.store.mark_applied(SERVICE, "a-job-mid-write")
+        report = tick(ctx, source, now=due - 4)
+    assert report.events == {Event.REGRESSION.value: 1}
+    rolled = ctx.store.get(SERVICE)
+    assert rolled is not None and rolled.phase is Phase.ROLLED_BACK
