@@ -21,7 +21,7 @@ import redis
 from bench._soak_load import Sent
 from jobs.adapters.audit import AuditEntry
 from jobs.adapters.keys import Keys
-from jobs.domain.rollout import Event, Phase, Rollout
+from jobs.domain.rollout import Event, Phase, Rollout, Transition
 
 # What closes an accepted request, in the audit log.
 TERMINAL = frozenset({"done", "refused", "failed", "abandoned", "overtaken", "voided", "not used",
@@ -33,6 +33,8 @@ TOLD = frozenset({"refused", "failed", "abandoned", "overtaken"})
 JUDGED = frozenset({Event.CHECK_PASSED, Event.CHECK_FAILED, Event.NO_DATA, Event.REGRESSION,
                     Event.SERVICE_WIDE})
 AUTOMATIC_ROLLBACK = frozenset({Event.CHECK_FAILED, Event.REGRESSION, Event.NO_DATA})
+# What a person's command does to a rollout (the analysis's own events are the others).
+COMMANDS = frozenset({Event.ROLLBACK, Event.ABORT, Event.PROMOTE, Event.MOVE, Event.PAUSE})
 TICK_SLACK_S = 1.5  # the tick period and a little: how late a due check may run
 # What RQ's worker loop dies of when Redis restarts (``jobs.runtime.worker`` starts a new one;
 # a worker process that exits is a violation of its own, "died"). A job's designed retry (a
@@ -181,7 +183,7 @@ def check_history(v: Violations, seen: Mapping[str, Rollout],
     for rollout in seen.values():
         last_judged: float | None = None
         weight = rollout.history[0].weight if rollout.history else 0
-        for t in rollout.history:
+        for index, t in enumerate(rollout.history):
             if t.event in JUDGED:
                 judgements += t.repeated
                 # Identical checks in a row are one history entry (``repeated`` of them since
@@ -204,12 +206,27 @@ def check_history(v: Violations, seen: Mapping[str, Rollout],
             if not changed:
                 continue
             automatic += 1
+            following = rollout.history[index + 1] if index + 1 < len(rollout.history) else None
             if not any(e.actor == "meshbot" and t.at - 2 <= e.at <= t.at + 30
-                       for e in by_target[rollout.service]):
+                       for e in by_target[rollout.service]) \
+                    and not _overtaken(t, following, by_target[rollout.service]):
                 what = "rolled back" if t.after is Phase.ROLLED_BACK else f"moved to {t.weight}"
                 v.add("unaudited-auto", f"{rollout.service}: the analysis {what} at {t.at:.1f} "
                       f"({t.event.value}); no audit entry")
     return judgements, automatic
+
+
+def _overtaken(t: Transition, following: Transition | None,
+               entries: list[AuditEntry]) -> bool:
+    """Whether a command took the rollout over before the analysis's change reached the mesh:
+    the next transition is the command's, and its audit entry shows the mesh as it was before
+    the change (the analysis's write stopped, "no longer wanted": nothing to audit)."""
+    if following is None or following.event not in COMMANDS:
+        return False
+    target = "stable 100 / canary 0" if t.after is Phase.ROLLED_BACK \
+        else f"stable {100 - t.weight} / canary {t.weight}"
+    return any(t.at <= e.at <= following.at + 60 and e.actor != "meshbot"
+               and e.before is not None and e.before != target for e in entries)
 
 
 def check_logs(v: Violations, logs: Mapping[str, str]) -> int:
