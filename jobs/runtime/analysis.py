@@ -42,6 +42,7 @@ from jobs.domain.rollout import Event, Phase, Rollout, apply
 from jobs.runtime.analysis_actions import act, compared_versions, post_chart
 from jobs.runtime.bluegreen_cutover import gated
 from jobs.runtime.context import JobContext
+from jobs.runtime.weights import Abandoned
 from meshbot import metrics as own_metrics  # not the tick's `metrics` (Prometheus samples)
 from meshbot.errors import MeshbotError, MetricsUnavailable
 from policies.views import ServiceView
@@ -350,6 +351,10 @@ def carry_out(ctx: JobContext, judgement: Judgement,
             judgement.failing, judgement)
         if _moves_weights(judgement):
             ctx.store.mark_applied(rollout.service, TICK_OWNER)
+    except Abandoned as exc:  # a command took the rollout over meanwhile: its write wins
+        log.info("acting on %s for %s: overtaken (%s)", judgement.event.value,
+                 rollout.service, exc.message, extra=extra)
+        return
     except MeshbotError as exc:
         log.warning("acting on %s for %s failed: %s", judgement.event.value, rollout.service,
                     exc.message, extra=extra)
