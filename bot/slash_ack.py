@@ -84,19 +84,21 @@ def _command_form(raw: bytes, content_type: str | None) -> dict[str, Any] | None
     """The form of a ``/mesh`` command, parsed as Bolt parses it; None for anything else.
 
     Bolt's ``parse_body`` reads JSON when the content type (before any ``;``) is exactly
-    ``application/json`` or the body starts with ``{``, and a form holding the word
-    ``payload`` anywhere as interactivity: those stay Bolt's, as do empty bodies."""
+    ``application/json`` or the body starts with ``{``: those stay Bolt's, as do empty bodies
+    and interactivity (a ``payload`` field). Bolt also takes a form holding the word
+    ``payload`` anywhere — `/mesh status payload-service` — for interactivity and answers 404;
+    a form with no such field is a command here, whatever its text says."""
     if not raw:
         return None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:  # request_guard refuses these first; never guess
         return None
-    if ((content_type or "").split(";")[0] == "application/json" or text.startswith("{")
-            or "payload" in text):
+    if (content_type or "").split(";")[0] == "application/json" or text.startswith("{"):
         return None
     form: dict[str, Any] = dict(parse_qsl(text, keep_blank_values=True))
-    if form.get("command") != MESH_COMMAND or any(k in form for k in _NOT_A_PLAIN_COMMAND):
+    if form.get("command") != MESH_COMMAND or "payload" in form \
+            or any(k in form for k in _NOT_A_PLAIN_COMMAND):
         return None
     return form
 

@@ -186,8 +186,6 @@ HANDED_ON: dict[str, tuple[Callable[[], bytes], dict[str, Any]]] = {
     "ssl-check": (lambda: command_form("", ssl_check="1"), {"signed": False}),
     "url-verification-form": (lambda: command_form("", type="url_verification",
                                                    challenge="abc"), {}),
-    # Bolt reads any form holding the word "payload" as interactivity (and finds no command).
-    "payload-in-text": (lambda: command_form("status payload-service"), {}),
     "json-command": (_json({"command": "/mesh", "text": "help", "user_id": OPERATOR,
                             "channel_id": CHANNEL}), {"content_type": "application/json"}),
     "url-verification": (_json({"type": "url_verification", "challenge": "xyz",
@@ -207,4 +205,14 @@ def test_anything_else_goes_to_bolt_with_its_body(apps: Apps, case: str) -> None
     assert env["wsgi.input"].read() == body  # Bolt reads it whole
     served, bolt = both(apps, make_body, **options)
     assert served == bolt
+
+
+def test_a_command_naming_a_payload_service_is_answered(apps: Apps) -> None:
+    """Bolt takes any form holding the word "payload" for interactivity and answers 404 (Slack
+    shows the user a failure); served, it is the command it is."""
+    served, bolt = both(apps, lambda: command_form("status payload-service"))
+    assert bolt.status.startswith("404")
+    assert served.status == "200 OK", served
+    answer = json.loads(served.body)
+    assert answer["response_type"] == "ephemeral" and answer["text"], answer
 
