@@ -200,7 +200,7 @@ class KubeClient:
         """Deployments whose own labels match all ``labels`` (a label selector)."""
         selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
         with _translated("list", f"Deployments {selector} in namespace {namespace}"):
-            listing = self._rest("GET", _path("apis/apps/v1", namespace, "deployments"),
+            listing = self._rest("GET", api_path("apis/apps/v1", namespace, "deployments"),
                                  query={"labelSelector": selector})
         return _items(listing)
 
@@ -213,7 +213,7 @@ class KubeClient:
             "spec": {"template": {"metadata": {"annotations": dict(annotations)}}},
         }
         with _translated("patch", f"Deployment {namespace}/{name}"):
-            return self._merge_patch(_path("apis/apps/v1", namespace, "deployments", name), body)
+            return self._merge_patch(api_path("apis/apps/v1", namespace, "deployments", name), body)
 
     # --- workloads (core/v1) ---
 
@@ -221,7 +221,7 @@ class KubeClient:
         """Pods matching all ``labels`` whose Ready condition is True and that are not deleting."""
         selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
         with _translated("list", f"pods {selector} in namespace {namespace}"):
-            pods = _items(self._rest("GET", _path("api/v1", namespace, "pods"),
+            pods = _items(self._rest("GET", api_path("api/v1", namespace, "pods"),
                                      query={"labelSelector": selector}))
         return sum(
             1
@@ -293,7 +293,7 @@ class KubeClient:
             body = {"kind": "DeleteOptions", "apiVersion": "v1",
                     "preconditions": {"resourceVersion": resource_version}}
         with _translated("delete", f"{plural}.{group} {namespace}/{name}"):
-            self._rest("DELETE", _path(f"apis/{group}/{version}", namespace, plural, name),
+            self._rest("DELETE", api_path(f"apis/{group}/{version}", namespace, plural, name),
                        body=body)
 
     def get_namespace(self, name: str) -> Obj:
@@ -310,38 +310,45 @@ class KubeClient:
 
     def list_deployments(self, namespace: str) -> list[Obj]:
         with _translated("list", f"Deployments in namespace {namespace}"):
-            return _items(self._rest("GET", _path("apis/apps/v1", namespace, "deployments")))
+            return _items(self._rest("GET", api_path("apis/apps/v1", namespace, "deployments")))
 
     def get_deployment(self, namespace: str, name: str) -> Obj:
         with _translated("get", f"Deployment {namespace}/{name}"):
-            return self._rest("GET", _path("apis/apps/v1", namespace, "deployments", name))
+            return self._rest("GET", api_path("apis/apps/v1", namespace, "deployments", name))
 
     def restart_deployment(self, namespace: str, name: str, at: str) -> Obj:
         """What ``kubectl rollout restart`` does: stamp the pod template, which rolls the pods.
         The same ``at`` twice is one restart (a retried job does not restart again)."""
         body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: at}}}}}
         with _translated("patch", f"Deployment {namespace}/{name}"):
-            return self._merge_patch(_path("apis/apps/v1", namespace, "deployments", name), body)
+            return self._merge_patch(api_path("apis/apps/v1", namespace, "deployments", name), body)
 
     def list_pod_disruption_budgets(self, namespace: str) -> list[Obj]:
         with _translated("list", f"PodDisruptionBudgets in namespace {namespace}"):
             return _items(self._rest(
-                "GET", _path("apis/policy/v1", namespace, "poddisruptionbudgets")))
+                "GET", api_path("apis/policy/v1", namespace, "poddisruptionbudgets")))
 
     def list_horizontal_pod_autoscalers(self, namespace: str) -> list[Obj]:
         with _translated("list", f"HorizontalPodAutoscalers in namespace {namespace}"):
             return _items(self._rest(
-                "GET", _path("apis/autoscaling/v2", namespace, "horizontalpodautoscalers")))
+                "GET", api_path("apis/autoscaling/v2", namespace, "horizontalpodautoscalers")))
 
     def list_pods(self, namespace: str, labels: Mapping[str, str]) -> list[Obj]:
         selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
         with _translated("list", f"pods {selector} in namespace {namespace}"):
-            return _items(self._rest("GET", _path("api/v1", namespace, "pods"),
+            return _items(self._rest("GET", api_path("api/v1", namespace, "pods"),
                                      query={"labelSelector": selector}))
 
     def list_nodes(self) -> list[Obj]:
         with _translated("list", "nodes"):
             return _items(self._rest("GET", "/api/v1/nodes"))
+
+    def call(self, verb: str, what: str, method: str, path: str, *, body: Obj | None = None,
+             content_type: str = "application/json") -> Obj:
+        """One call by API path (``api_path``), its errors meshbot's (``verb`` and ``what`` name
+        it in them): for the adapters of kinds this one does not cover."""
+        with _translated(verb, what):
+            return self._rest(method, path, body=body, content_type=content_type)
 
     def _merge_patch(self, path: str, body: Obj) -> Obj:
         return self._rest("PATCH", path, body=body, content_type="application/merge-patch+json")
@@ -366,7 +373,7 @@ class KubeClient:
         return cast(Obj, json.loads(text)) if text else {}
 
 
-def _path(group_version: str, namespace: str, plural: str, name: str | None = None) -> str:
+def api_path(group_version: str, namespace: str, plural: str, name: str | None = None) -> str:
     """``/api/v1/namespaces/<ns>/pods``, ``/apis/apps/v1/namespaces/<ns>/deployments/<name>``."""
     path = f"/{group_version}/namespaces/{quote(namespace, safe='')}/{plural}"
     return path if name is None else f"{path}/{quote(name, safe='')}"

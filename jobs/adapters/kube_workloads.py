@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from jobs.adapters.kube import KubeClient, Obj, _path, _translated
+from jobs.adapters.kube import KubeClient, Obj, api_path
 
 APPS = "apis/apps/v1"
 
@@ -22,24 +22,23 @@ class KubeWorkloads:
 
     def create_deployment(self, namespace: str, body: Mapping[str, Any]) -> Obj:
         name = (body.get("metadata") or {}).get("name")
-        with _translated("create", f"Deployment {namespace}/{name}"):
-            return self._kube._rest("POST", _path(APPS, namespace, "deployments"),
-                                    body=dict(body))
+        return self._kube.call("create", f"Deployment {namespace}/{name}", "POST",
+                               api_path(APPS, namespace, "deployments"), body=dict(body))
 
     def delete_deployment(self, namespace: str, name: str) -> None:
-        with _translated("delete", f"Deployment {namespace}/{name}"):
-            self._kube._rest("DELETE", _path(APPS, namespace, "deployments", name))
+        self._kube.call("delete", f"Deployment {namespace}/{name}", "DELETE",
+                        api_path(APPS, namespace, "deployments", name))
 
     def patch_deployment(self, namespace: str, name: str, patch: Mapping[str, Any],
                          resource_version: str) -> Obj:
         """A JSON merge patch, only if the Deployment is still at ``resource_version``."""
         body = {**patch, "metadata": {**(patch.get("metadata") or {}),
                                       "resourceVersion": resource_version}}
-        with _translated("patch", f"Deployment {namespace}/{name}"):
-            return self._kube._merge_patch(_path(APPS, namespace, "deployments", name), body)
+        return self._kube.call("patch", f"Deployment {namespace}/{name}", "PATCH",
+                               api_path(APPS, namespace, "deployments", name), body=body,
+                               content_type="application/merge-patch+json")
 
     def get_custom(self, group: str, version: str, plural: str, namespace: str,
                    name: str) -> Obj:
-        with _translated("get", f"{plural}.{group} {namespace}/{name}"):
-            return self._kube._rest("GET", _path(f"apis/{group}/{version}", namespace, plural,
-                                                 name))
+        return self._kube.call("get", f"{plural}.{group} {namespace}/{name}", "GET",
+                               api_path(f"apis/{group}/{version}", namespace, plural, name))
