@@ -5,7 +5,13 @@ It serves, on one loopback HTTP server:
   ``istio_request_duration_milliseconds`` (both reporters, as Istio does);
 - ``GET /control``  every service's split, rate and per-version behaviour, as JSON;
 - ``POST /control`` ``{"service", "namespace"?, "subset" | "version", "error_rate"?,
-  "latency_ms"?, "rps"?}`` changes them at run time (``rps`` is the service's total).
+  "latency_ms"?, "rps"?, "callers"?}`` changes them at run time (``rps`` is the service's
+  total). ``callers`` replaces who calls the service: a list of principals
+  (``"cluster.local/ns/frontend/sa/web"``: mTLS calls, labelled ``source_principal=
+  "spiffe://cluster.local/ns/frontend/sa/web"``, ``source_workload_namespace="frontend"``) and
+  namespaces (``"jobs"``: plain-text calls, ``source_principal="unknown"``), the service's
+  requests split evenly among them; ``[]`` (the start) is a source Istio cannot name
+  (``unknown`` in both labels). No ``subset``/``version`` is needed for ``rps`` or ``callers``.
 
 Traffic is split by a weight source polled every ``poll_interval`` (see ``mesh_weights``).
 
@@ -143,6 +149,11 @@ class TrafficGenerator:
         if not isinstance(service, str):
             raise ValueError('"service" is required')
         key = self._resolve(service, change.get("namespace"))
+        if "callers" in change:
+            callers = change["callers"]
+            if not isinstance(callers, list) or not all(isinstance(c, str) for c in callers):
+                raise ValueError('"callers" must be a list of principals or namespaces')
+            self.model.set_callers(key, callers)
         if "rps" in change:
             self.model.set_rps(key, float(change["rps"]))
         if "error_rate" in change or "latency_ms" in change:
@@ -182,6 +193,12 @@ class TrafficGenerator:
             change["latency_ms"] = latency_ms
         self.control(change)
 
+    def set_callers(
+        self, service: str, callers: list[str], *, namespace: str | None = None
+    ) -> None:
+        """Who calls ``service`` from now on (see ``POST /control``'s ``callers``)."""
+        self.control({"service": service, "namespace": namespace, "callers": callers})
+
     def reset(self) -> None:
         self.model.reset()
         self.refresh()
@@ -192,6 +209,7 @@ class TrafficGenerator:
             "service": key[0],
             "namespace": key[1],
             "rps": self.model.rps(key),
+            "callers": list(self.model.callers(key)),
             "subsets": {
                 subset: {"weight": weight, "version": split.versions.get(subset, subset)}
                 for subset, weight in split.weights.items()

@@ -8,13 +8,22 @@ Latency: ``histogram_quantile`` interpolates linearly inside the bucket that hol
 as if that bucket's requests were spread evenly across it. The model spreads them exactly so
 (``latency_segments``), which makes Prometheus report p99 = the configured ``latency_ms``
 whatever the buckets, and p95 = ``quantile(latency_segments(p99), 0.95)``.
+
+Callers: a service's requests are split evenly among its callers (``set_callers``), each named
+as an AuthorizationPolicy names it: a principal ``cluster.local/ns/<ns>/sa/<sa>`` (an mTLS call:
+``source_principal="spiffe://cluster.local/ns/<ns>/sa/<sa>"``, ``source_workload_namespace=
+"<ns>"``), or a bare namespace (a plain-text call: Istio knows no principal, only where it came
+from). A service without callers is called by a source Istio cannot name: both labels
+``unknown``, as Istio reports them then.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
+import re
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -33,8 +42,9 @@ REPORTERS = ("destination", "source")
 # The client side sees the server's latency plus the network: a query that forgets
 # reporter="destination" gets visibly wrong latency (and double the request rate).
 SOURCE_LATENCY_FACTOR = 1.5
-# The labels meshbot's queries and alerts use; Istio has more, but every extra label costs
-# exposition bytes on each 1 s scrape (50 services ≈ 4,800 series).
+# The labels meshbot's queries and alerts use (the source ones: who calls a service, for authz);
+# Istio has more, but every extra label costs exposition bytes on each 1 s scrape (50 services
+# ≈ 4,800 series).
 LABELS = (
     "reporter",
     "destination_service_name",
@@ -42,7 +52,29 @@ LABELS = (
     "destination_workload_namespace",
     "destination_version",
     "response_code",
+    "source_principal",
+    "source_workload_namespace",
 )
+UNKNOWN = "unknown"  # Istio's value for a source label it could not fill in
+SPIFFE = "spiffe://"
+_NAMESPACE = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+_PRINCIPAL = re.compile(rf"[a-z0-9]([-a-z0-9.]*[a-z0-9])?/ns/(?P<ns>{_NAMESPACE})/sa/"
+                        r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+Source = tuple[str, str]
+"""(source_principal, source_workload_namespace), as the labels carry them."""
+UNKNOWN_SOURCE: Source = (UNKNOWN, UNKNOWN)
+
+
+def caller_source(caller: str) -> Source:
+    """The source labels of a caller named as an AuthorizationPolicy names it: a principal
+    (``cluster.local/ns/<ns>/sa/<sa>``; a leading ``spiffe://`` is accepted) or a namespace."""
+    principal = caller.removeprefix(SPIFFE)
+    if found := _PRINCIPAL.fullmatch(principal):
+        return SPIFFE + principal, found["ns"]
+    if re.fullmatch(_NAMESPACE, caller):
+        return UNKNOWN, caller
+    raise ValueError(f"a caller is a principal (cluster.local/ns/<namespace>/sa/<service "
+                     f"account>) or a namespace, got {caller!r}")
 
 
 MAX_LATENCY_MS = 600000.0  # leaves a finite bucket above it for latency_segments' spill-over
@@ -153,6 +185,7 @@ class MeshTraffic(Collector):
         self._splits: dict[ServiceKey, Split] = {}
         self._rps: dict[ServiceKey, float] = {}
         self._profiles: dict[tuple[str, str, str], Profile] = {}
+        self._callers: dict[ServiceKey, dict[str, Source]] = {}  # caller → its labels
         self._requests: dict[tuple[str, ...], float] = {}
         self._histograms: dict[tuple[str, ...], _Histogram] = {}
 
@@ -175,12 +208,24 @@ class MeshTraffic(Collector):
             self._advance()
             self._profiles[(key[0], key[1], version)] = profile
 
+    def set_callers(self, key: ServiceKey, callers: Sequence[str]) -> None:
+        """Who calls the service from now on (none: a source Istio cannot name)."""
+        sources = {caller: caller_source(caller) for caller in callers}  # refused up front
+        with self._lock:
+            self._advance()
+            if sources:
+                self._callers[key] = sources
+            else:
+                self._callers.pop(key, None)
+
     def reset(self) -> None:
-        """Back to default rates and profiles (counters keep counting, as real ones do)."""
+        """Back to default rates, profiles and callers (counters keep counting, as real ones
+        do)."""
         with self._lock:
             self._advance()
             self._rps.clear()
             self._profiles.clear()
+            self._callers.clear()
 
     def splits(self) -> dict[ServiceKey, Split]:
         with self._lock:
@@ -194,6 +239,10 @@ class MeshTraffic(Collector):
         with self._lock:
             return self._profiles.get((key[0], key[1], version), self.default_profile)
 
+    def callers(self, key: ServiceKey) -> tuple[str, ...]:
+        with self._lock:
+            return tuple(self._callers.get(key, {}))
+
     # --- counting -----------------------------------------------------------------------------
 
     def _advance(self) -> None:
@@ -203,33 +252,40 @@ class MeshTraffic(Collector):
             return
         for (service, namespace), split in self._splits.items():
             rps = self._rps.get((service, namespace), self.default_rps)
+            callers = self._callers.get((service, namespace))
+            sources = list(callers.values()) if callers else [UNKNOWN_SOURCE]
             for version, fraction in split.version_fractions().items():
                 requests = rps * fraction * elapsed
                 if requests <= 0:
                     continue
                 profile = self._profiles.get((service, namespace, version), self.default_profile)
                 by_code = (("200", 1 - profile.error_rate), ("503", profile.error_rate))
-                for code, share in by_code:
+                for (code, share), source, reporter in itertools.product(
+                    by_code, sources, REPORTERS
+                ):
                     if share <= 0:
                         continue  # Istio creates a code's series only when it first happens
-                    for reporter in REPORTERS:
-                        labels = _labels(reporter, service, namespace, version, code)
-                        self._requests[labels] = self._requests.get(labels, 0.0) + requests * share
-                        latency = profile.latency_ms
-                        if reporter == "source":
-                            latency *= SOURCE_LATENCY_FACTOR
-                        self._histograms.setdefault(labels, _Histogram()).add(
-                            requests * share, latency
-                        )
+                    labels = _labels(reporter, service, namespace, version, code, source)
+                    counted = requests * share / len(sources)
+                    self._requests[labels] = self._requests.get(labels, 0.0) + counted
+                    latency = profile.latency_ms
+                    if reporter == "source":
+                        latency *= SOURCE_LATENCY_FACTOR
+                    self._histograms.setdefault(labels, _Histogram()).add(counted, latency)
 
     def advance(self) -> None:
         with self._lock:
             self._advance()
 
-    def request_count(self, reporter: str, key: ServiceKey, version: str, code: str) -> float:
+    def request_count(self, reporter: str, key: ServiceKey, version: str, code: str,
+                      caller: str | None = None) -> float:
+        """Requests so far, from ``caller`` (as ``set_callers`` names it) or from everyone."""
+        wanted = _labels(reporter, key[0], key[1], version, code, UNKNOWN_SOURCE)[:-2]
+        source = None if caller is None else caller_source(caller)
         with self._lock:
             self._advance()
-            return self._requests.get(_labels(reporter, key[0], key[1], version, code), 0.0)
+            return sum(value for labels, value in self._requests.items()
+                       if labels[:-2] == wanted and source in (None, labels[-2:]))
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
@@ -255,6 +311,6 @@ class MeshTraffic(Collector):
 
 
 def _labels(
-    reporter: str, service: str, namespace: str, version: str, code: str
+    reporter: str, service: str, namespace: str, version: str, code: str, source: Source
 ) -> tuple[str, ...]:
-    return (reporter, service, f"{service}-{version}", namespace, version, code)
+    return (reporter, service, f"{service}-{version}", namespace, version, code, *source)

@@ -214,10 +214,23 @@ def declared_callers(callers_by_service: Mapping[str, Sequence[str]]) -> list[Ca
 
 
 def traffic_query(namespace: str, window: str = "1h") -> str:
-    """One query: who called each service of ``namespace`` recently, as its sidecar saw it."""
+    """One query: who called each service of ``namespace`` within ``window``, as its sidecar
+    saw it.
+
+    ``increase()`` alone misses a young caller: Istio creates a series at its first request, so
+    the series' first sample already holds that traffic, and ``increase()`` takes the first
+    sample as its baseline. A caller that called a few times and went quiet (a batch job) shows
+    a flat series and no increase. So a series that has samples in the window and none in the
+    window before it (born within the window: all its count is recent traffic) counts as well.
+    ``last_over_time`` rather than the instant value keeps a caller whose pod is already gone.
+    The namespace is the destination workload's, as every other query of meshbot's reads it
+    and as an AuthorizationPolicy selects (the workloads of its namespace).
+    """
+    series = (f'istio_requests_total{{reporter="destination",'
+              f'destination_workload_namespace="{namespace}"}}')
     return (f'sum by (destination_service_name, source_principal, source_workload_namespace) '
-            f'(increase(istio_requests_total{{reporter="destination",'
-            f'destination_service_namespace="{namespace}"}}[{window}])) > 0')
+            f'(increase({series}[{window}]) > 0 or (last_over_time({series}[{window}]) > 0 '
+            f'unless last_over_time({series}[{window}] offset {window})))')
 
 
 def observed_callers(series: Iterable[Mapping[str, Any]], services: Iterable[str]

@@ -1,7 +1,8 @@
 """`/mesh authz` as a person uses it: through the bot's real listener (grammar, policy,
 approvals), a real RQ worker, the real kube-apiserver (meshbot under the chart's RBAC), a real
-Prometheus asked who called the services (the traffic generator's calls carry no source, so the
-callers are the policy's), and the Slack stand-in."""
+Prometheus asked who called the services (no callers are set on the traffic generator here, so
+its calls come from a source Istio cannot name and the callers are the policy's; the Prometheus
+side is tests/e2e/test_authz_observed_callers.py), and the Slack stand-in."""
 
 from __future__ import annotations
 

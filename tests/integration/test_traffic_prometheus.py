@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import pytest
 
 from jobs.adapters.prometheus import MetricsSource
+from jobs.domain.authz import Caller, observed_callers, traffic_query
 from jobs.domain.promql import CanaryMetrics, SeriesKey, SLOThresholds, Verdict, evaluate
 from meshbot.errors import MetricsUnavailable
 from playground.mesh_weights import StaticWeights, VirtualServiceWeights
@@ -174,6 +175,31 @@ def test_silent_or_erroring_prometheus_is_metrics_unavailable(source: MetricsSou
             hung.fetch([("payment-service", NAMESPACE)], WINDOW)
 
 
+def test_the_callers_query_sees_a_young_caller_that_went_quiet(
+    prometheus_factory: Callable[[Sequence[str]], PrometheusServer],
+) -> None:
+    """A batch job that called a few times and stopped: its series appears once, already
+    holding all its requests, and stays flat — increase() alone never sees it. The generator
+    runs on a clock the test moves, so that series is flat from its first scrape."""
+    now = [0.0]
+    weights = StaticWeights({("payment-service", NAMESPACE): (100, 0)})
+    with TrafficGenerator(weights, clock=lambda: now[0]) as generator:
+        server = prometheus_factory([generator.target])
+        server.wait_for_targets()
+        generator.set_callers("payment-service", [WEB, "jobs"])
+        now[0] += 1  # 10 requests from each
+        generator.set_callers("payment-service", [WEB])  # the job is done
+        with MetricsSource(server.url, timeout=5) as source:
+
+            def seen() -> list[Caller]:
+                now[0] += 0.25  # the web frontend keeps calling
+                return observed_callers(source.query(traffic_query(NAMESPACE)),
+                                        ["payment-service"])
+
+            found = eventually(seen, lambda c: len(c) == 2)
+    assert found == [Caller("payment-service", WEB), Caller("payment-service", "jobs")]
+
+
 # --- the generator on its own ---------------------------------------------------------------
 
 
@@ -186,6 +212,9 @@ def _http(url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
     except urllib.error.HTTPError as exc:
         with exc:
             return exc.code, json.load(exc)
+
+
+WEB = "cluster.local/ns/frontend/sa/web"
 
 
 def test_control_api(traffic: TrafficGenerator) -> None:
@@ -212,6 +241,33 @@ def test_control_api(traffic: TrafficGenerator) -> None:
         'istio_request_duration_milliseconds_bucket{destination_service_name="health-checker"'
         in text
     )
+
+
+def test_control_api_sets_who_calls_a_service() -> None:
+    """On a generator of its own: the shared Prometheus would remember these callers for an
+    hour, and the authz tests read that as traffic a deny-all would cut."""
+    weights = StaticWeights({("health-checker", NAMESPACE): (90, 10),
+                             ("user-service", NAMESPACE): (100, 0)})
+    with TrafficGenerator(weights) as generator:
+        status, state = _http(generator.url + "/control", {
+            "service": "health-checker", "callers": [WEB, "jobs"],
+        })  # fmt: skip
+        assert status == 200 and state["callers"] == [WEB, "jobs"]
+        status, answer = _http(generator.url + "/control", {"service": "health-checker",
+                                                            "callers": ["Not A Caller"]})
+        assert status == 400 and "principal" in answer["error"]
+        status, answer = _http(generator.url + "/control", {"service": "health-checker",
+                                                            "callers": WEB})
+        assert status == 400 and "list" in answer["error"]
+        with urllib.request.urlopen(generator.url + "/metrics", timeout=5) as response:
+            text = response.read().decode()
+    assert f'source_principal="spiffe://{WEB}",source_workload_namespace="frontend"' in text
+    assert 'source_principal="unknown",source_workload_namespace="jobs"' in text
+    # user-service has no callers set: a source Istio could not name
+    unset = [line for line in text.splitlines()
+             if line.startswith("istio_requests_total{") and '"user-service"' in line]
+    assert unset and all('source_principal="unknown",source_workload_namespace="unknown"' in line
+                         for line in unset)
 
 
 def test_generator_follows_live_virtual_service_weights(cluster: RealCluster,

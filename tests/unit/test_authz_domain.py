@@ -104,8 +104,12 @@ def test_observed_callers_from_the_traffic_query() -> None:
     ]
     assert authz.observed_callers(series, [SVC]) == [Caller(SVC, WEB), Caller(SVC, "jobs")]
     query = authz.traffic_query(NS)
-    assert 'destination_service_namespace="production"' in query
+    assert 'destination_workload_namespace="production"' in query
     assert "source_principal" in query and "source_workload_namespace" in query
+    # A series born within the window counts whole: increase() would miss a caller whose
+    # first sample already held all its requests.
+    assert "increase(" in query and "[1h]) > 0 or (last_over_time(" in query
+    assert "unless last_over_time(" in query and "[1h] offset 1h)" in query
 
 
 def test_an_update_patch_turns_the_live_policy_into_the_body() -> None:

@@ -97,3 +97,55 @@ def test_bad_settings_are_refused() -> None:
         Profile(latency_ms=0)
     with pytest.raises(ValueError, match="sum to 100"):
         StaticWeights({SVC: (90, 20)})
+
+
+WEB = "cluster.local/ns/frontend/sa/web"
+
+
+def sources(traffic: MeshTraffic) -> dict[tuple[str, str], float]:
+    """(source_principal, source_workload_namespace) → destination-reported requests."""
+    found: dict[tuple[str, str], float] = {}
+    for metric in traffic.collect():
+        for s in metric.samples:
+            if s.name == "istio_requests_total" and s.labels["reporter"] == "destination":
+                pair = (s.labels["source_principal"], s.labels["source_workload_namespace"])
+                found[pair] = found.get(pair, 0.0) + s.value
+    return found
+
+
+def test_without_callers_the_source_is_unknown_as_istio_reports_it() -> None:
+    clock = [0.0]
+    traffic = model(clock)
+    clock[0] += 10
+    assert sources(traffic) == {("unknown", "unknown"): pytest.approx(200)}
+
+
+def test_requests_split_evenly_among_callers_from_the_moment_they_are_set() -> None:
+    clock = [0.0]
+    traffic = model(clock)
+    clock[0] += 5
+    traffic.set_callers(SVC, [WEB, "jobs"])  # a principal (mTLS) and a namespace (plain text)
+    clock[0] += 10
+    assert sources(traffic) == {
+        ("unknown", "unknown"): pytest.approx(100),
+        (f"spiffe://{WEB}", "frontend"): pytest.approx(100),
+        ("unknown", "jobs"): pytest.approx(100),
+    }
+    assert traffic.request_count("destination", SVC, "v2", "200", caller=WEB) == pytest.approx(10)
+    # the totals every existing query sums are unchanged by who calls
+    assert traffic.request_count("destination", SVC, "v1", "200") == pytest.approx(270)
+    assert traffic.callers(SVC) == (WEB, "jobs")
+    traffic.set_callers(SVC, [])
+    assert traffic.callers(SVC) == ()
+    traffic.set_callers(SVC, ["jobs"])
+    traffic.reset()
+    assert traffic.callers(SVC) == ()
+
+
+def test_a_caller_that_is_neither_principal_nor_namespace_is_refused() -> None:
+    traffic = model([0.0])
+    traffic.set_callers(SVC, [WEB])
+    for bad in ("Frontend", "cluster.local/ns/frontend", "ns/frontend/sa/web", ""):
+        with pytest.raises(ValueError, match="principal"):
+            traffic.set_callers(SVC, [bad])
+    assert traffic.callers(SVC) == (WEB,)  # a refused change changes nothing
