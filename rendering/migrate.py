@@ -202,8 +202,10 @@ def green_not_yet(service: str, phase: str, passed: int) -> str:
             f"pass (the analysis says {phase.replace('_', ' ')}); waiting for one that does")
 
 
-def analysis_ended(phase: str, detail: str) -> str:
+def analysis_ended(phase: str, detail: str, by_command: bool = False) -> str:
     said = f" ({detail})" if detail else ""
+    if by_command:
+        return f"green was {phase.replace('_', ' ')} by a command{said}"
     return f"the analysis {phase.replace('_', ' ')} green{said}"
 
 

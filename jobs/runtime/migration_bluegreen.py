@@ -236,8 +236,10 @@ def _broken(run: Run, service: str) -> Outcome | None:
         return to_blue(run, service, "its analysis record is gone")
     if current.phase is Phase.PROMOTED:
         return None
-    return to_blue(run, service, words.analysis_ended(current.phase.value,
-                                                      current.history[-1].detail))
+    last = current.history[-1]
+    by_command = last.event in (Event.ROLLBACK, Event.ABORT)  # `/mesh rollback` in a hurry
+    return to_blue(run, service, words.analysis_ended(current.phase.value, last.detail,
+                                                      by_command))
 
 
 def _end_analysis(run: Run, service: str, why: str) -> None:

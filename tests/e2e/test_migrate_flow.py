@@ -26,7 +26,7 @@ from jobs.domain.routes import Subsets
 from playground.deployment_controller import RolloutController
 from playground.sample_mesh import TIERS
 from tests.fixtures.live import Live, eventually
-from tests.fixtures.meshbot import CHANNEL, Mesh, MeshBase
+from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh, MeshBase
 from tests.integration.chatops import APPROVERS, ChatOps
 from tests.integration.test_istio_models import assert_valid_istio
 from tests.integration.test_migrate import write_migrate_policy
@@ -249,6 +249,27 @@ def test_abort_mid_blue_green_leaves_nothing_half_done(ops: ChatOps, live: Live)
     names = [d["metadata"]["name"] for d in mesh.cluster.list("apps", "v1", "deployments", NS)]
     assert not [n for n in names if n.endswith("-green")], names
     assert all(f"{s}-v1" in names for s in TIERS["critical"])  # no blue ever removed
+
+
+@pytest.mark.parametrize("policy_path", [{"critical_watch": "2m"}], indirect=True)
+def test_a_rollback_command_during_the_90_10_goes_back_to_blue(ops: ChatOps,
+                                                              live: Live) -> None:
+    """`/mesh rollback` wins over the migration too: all traffic back on blue at once (its
+    rollout is the analysis's), then the workflow puts the rest back and stops."""
+    mesh = live.mesh
+    first = sorted(TIERS["critical"])[0]
+    before = routes(mesh, first)
+    start(ops, f"migrate {NS} phase=4")
+    until(ops, lambda w: w.step is not None and w.step.kind == "watch"
+          and "watching" in w.note, 90, "the green copy under watch")
+    ops.command(f"rollback {first}")
+    stopped = until(ops, lambda w: not w.status.active, 60, "the migration stopped")
+    assert stopped.status is Status.STOPPED and "rolled back by a command" in stopped.note
+    assert routes(mesh, first) == before
+    with pytest.raises(KeyError):
+        deployment(mesh, f"{first}-v1-green")
+    entries = AuditLog(mesh.redis).last(first, 30)
+    assert any(e.action == "rollback" and e.actor == OPERATOR for e in entries), entries
 
 
 @pytest.mark.timeout(200)
