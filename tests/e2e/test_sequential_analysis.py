@@ -6,6 +6,7 @@ bad as the canary) holds without blame; a healthy canary walks its steps and is 
 from __future__ import annotations
 
 import re
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -32,11 +33,21 @@ def policy_path(analysis_policy: Path, tmp_path: Path) -> Path:
     return path
 
 
+def stable_errors_scraped(live: Live, service: str) -> bool:
+    query = urllib.parse.quote(f'istio_requests_total{{destination_service_name="{service}",'
+                               f'destination_version="v1",response_code="503"}}')
+    return bool(live.prometheus.api(f"/api/v1/query?query={query}")["result"])
+
+
 def test_a_severe_regression_is_rolled_back_on_the_comparison_with_a_chart(
         live: Live, server: ServeProcess) -> None:
     mesh = live.mesh
     live.traffic.set_profile("health-checker", subset="stable", error_rate=0.001)
     live.traffic.set_profile("health-checker", subset="canary", error_rate=0.2)
+    # Started before Prometheus has scraped the stable's first 503, the comparison's baseline
+    # may predate the error rate set here (then it shows "vs stable 0.09 %").
+    eventually(lambda: stable_errors_scraped(live, "health-checker"), 10,
+               "Prometheus has the stable's 503s")
     slash(mesh, server, f"rollout health-checker steps=50 interval={INTERVAL_S}s")
     eventually(lambda: rolled_back(live, "health-checker"), 40,
                "the comparison with stable rolls the canary back")
