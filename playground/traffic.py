@@ -248,7 +248,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            # The scraper hung up mid-answer (a Prometheus stopped on purpose): nothing to
+            # report, and socketserver would print a traceback for it.
+            log.debug("traffic: the client left before the answer was written")
 
     def _json(self, status: int, payload: Any) -> None:
         self._reply(status, json.dumps(payload).encode(), "application/json")
