@@ -35,6 +35,13 @@ class AuditEntry(BaseModel):
     detail: str = ""
 
 
+# A job's outcomes that end its request having changed nothing: run again (its worker died
+# after recording it), it must not end a second time, differently. "done" is not one: a
+# handler may record several steps of one request, and re-running one is its own business.
+ENDS_UNCHANGED = frozenset({"refused", "overtaken", "abandoned", "failed", "unsupported"})
+ENDED_TTL_S = 86400
+
+
 class AuditLog:
     def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
         self.client = client
@@ -42,12 +49,21 @@ class AuditLog:
 
     def record(self, entry: AuditEntry) -> None:
         fields: dict[Any, Any] = {"entry": entry.model_dump_json()}
-        with self.client.pipeline(transaction=False) as pipe:
+        ends = entry.outcome in ENDS_UNCHANGED and entry.request_id
+        # One transaction when it ends the request: never the entry without the end mark.
+        with self.client.pipeline(transaction=bool(ends)) as pipe:
             pipe.xadd(self.keys.audit, fields)
             if entry.target:
                 pipe.xadd(self.keys.audit_for(entry.target), fields)
+            if ends and entry.request_id:
+                pipe.set(self.keys.ended(entry.request_id), entry.outcome, ex=ENDED_TTL_S)
             pipe.execute()
         log.info(json.dumps({"audit": entry.model_dump(mode="json")}, sort_keys=True))
+
+    def ended(self, request_id: str) -> str | None:
+        """The outcome a request ended with, changing nothing (None: it did not end so)."""
+        raw = self.client.get(self.keys.ended(request_id))
+        return raw.decode() if isinstance(raw, bytes) else raw
 
     def last(self, target: str | None, count: int) -> list[AuditEntry]:
         """The newest ``count`` entries for ``target`` (or all), newest first."""

@@ -39,6 +39,11 @@ class Keys:
     def audit_for(self, target: str) -> str:
         return f"{self.prefix}audit:{target}"
 
+    def ended(self, request_id: str) -> str:
+        """How a request ended without changing anything (refused, overtaken, …): a run of
+        its job after that (a dead worker's job taken over) does not run it again."""
+        return f"{self.root}ended:{request_id}"
+
     def live_subset(self, service: str) -> str:
         return f"{self.prefix}live:{service}"
 

@@ -68,6 +68,10 @@ def _handle(request: Request, ctx: JobContext) -> str:
         _tell(ctx, request, replies.refused(
             f"`/mesh {request.command.verb.value}` is not available in this version"))
         return "unsupported"
+    ended = ctx.audit.ended(request.id)
+    if ended is not None:  # its first run ended it (then its worker died): as it was
+        log.info("%s already ended (%s): not run again", request.id, ended, extra=extra)
+        return ended
     if not request.command.dry_run and api.overtaken(ctx.redis, request):
         text = replies.overtaken(request.command)
         if request.approved_by:  # its request closes, saying the approvals were not used
