@@ -11,12 +11,12 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
-import redis
 
 from playground.processes import ServeProcess
 from playground.redis_server import free_port
 from playground.slack_client import SlackSender
 from tests.fixtures.slack import SlackEnv
+from tests.integration.test_slash_ack import assert_nothing_taken
 
 
 @pytest.fixture
@@ -116,10 +116,4 @@ def test_a_slash_command_not_signed_by_slack_now_gets_401(
     assert status == 401
     if answer is not None:
         assert answer == {"error": "invalid request"}
-    client = redis.Redis.from_url(redis_url)
-    try:
-        # Nothing queued, marked as received, or audited.
-        assert client.keys("rq:*") == [] and client.keys("meshbot:request:*") == []
-        assert client.exists("meshbot:audit", "meshbot:sequence") == 0
-    finally:
-        client.close()
+    assert_nothing_taken(redis_url)

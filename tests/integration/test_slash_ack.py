@@ -156,9 +156,13 @@ def test_an_unverified_command_is_401_and_takes_nothing(apps: Apps, case: str,
     served = call(apps.served, environ(make_body(), secret=apps.secret, **options))
     assert (served.status, json.loads(served.body)) == ("401 Unauthorized",
                                                         {"error": "invalid request"})
+    assert_nothing_taken(redis_url)
+
+
+def assert_nothing_taken(redis_url: str) -> None:
+    """Nothing queued, marked as received, or audited."""
     client = redis.Redis.from_url(redis_url)
     try:
-        # Nothing queued, marked as received, or audited.
         assert client.keys("rq:*") == [] and client.keys("meshbot:request:*") == []
         assert client.exists("meshbot:audit", "meshbot:sequence") == 0
     finally:
