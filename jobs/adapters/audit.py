@@ -49,14 +49,15 @@ class AuditLog:
 
     def record(self, entry: AuditEntry) -> None:
         fields: dict[Any, Any] = {"entry": entry.model_dump_json()}
-        ends = entry.outcome in ENDS_UNCHANGED and entry.request_id
+        ended = self.keys.ended(entry.request_id) \
+            if entry.request_id and entry.outcome in ENDS_UNCHANGED else None
         # One transaction when it ends the request: never the entry without the end mark.
-        with self.client.pipeline(transaction=bool(ends)) as pipe:
+        with self.client.pipeline(transaction=ended is not None) as pipe:
             pipe.xadd(self.keys.audit, fields)
             if entry.target:
                 pipe.xadd(self.keys.audit_for(entry.target), fields)
-            if ends and entry.request_id:
-                pipe.set(self.keys.ended(entry.request_id), entry.outcome, ex=ENDED_TTL_S)
+            if ended is not None:
+                pipe.set(ended, entry.outcome, ex=ENDED_TTL_S)
             pipe.execute()
         log.info(json.dumps({"audit": entry.model_dump(mode="json")}, sort_keys=True))
 

@@ -226,10 +226,9 @@ def _analysis(run: Run, service: str, info: dict[str, Any]) -> Rollout:
         "stable_version": str(info["blue_labels"].get(info["version_label"], ""))})
 
 
-def _broken(run: Run, service: str) -> Outcome | None:
-    """Back to blue when the analysis rolled green back (or its rollout is gone); None while
-    it still watches green."""
-    current = analysed(run, service)
+def _broken(run: Run, service: str, current: Rollout | None) -> Outcome | None:
+    """Back to blue when the analysis rolled green back (``current``, its rollout as read, or
+    gone); None while it still watches green."""
     if current is not None and not current.phase.terminal:
         return None
     if current is None:
@@ -256,11 +255,11 @@ def watch(run: Run, step: model.Step, *, may_finish: bool = True) -> Outcome:
     """Green under the analysis for the monitoring window: done once the window is over and
     green's latest check passed; the analysis rolling it back → blue at once."""
     service = step.service or ""
-    broken = _broken(run, service)
+    current = analysed(run, service)
+    broken = _broken(run, service, current)
     if broken is not None:
         return broken
-    current = analysed(run, service)
-    assert current is not None
+    assert current is not None  # a missing one is broken
     window = run.ctx.policy.migrate.critical_watch
     found = run.watch_window(step, window)
     if found is None:
@@ -279,7 +278,7 @@ def watch(run: Run, step: model.Step, *, may_finish: bool = True) -> Outcome:
 
 def approve(run: Run, step: model.Step) -> Outcome:
     service = step.service or ""
-    broken = _broken(run, service)
+    broken = _broken(run, service, analysed(run, service))
     if broken is not None:
         return broken
     return need_approval(run, step, run.view(service).approvals.promote,
@@ -290,11 +289,11 @@ def cutover(run: Run, step: model.Step) -> Outcome:
     """The analysis's rollout promoted first (no tick judges green after it), then 100 %."""
     service = step.service or ""
     info = facts(run, service)
-    broken = _broken(run, service)
+    current = analysed(run, service)
+    broken = _broken(run, service, current)
     if broken is not None:
         return broken
-    current = analysed(run, service)
-    assert current is not None
+    assert current is not None  # a missing one is broken
     if current.phase is not Phase.PROMOTED:
         if not machine.promotable(current):
             return Wait(words.green_not_yet(service, current.phase.value,
