@@ -185,6 +185,22 @@ def test_removing_what_admits_callers_under_a_deny_all_needs_confirm(ops: ChatOp
     assert "allow-user-service-from-payment-service" in policies(mesh)
 
 
+def test_a_change_that_limits_a_caller_to_some_methods_needs_confirm(ops: ChatOps,
+                                                                     mesh: Mesh) -> None:
+    """Removing the rule that let the web in whole leaves it only the GET and POST of
+    another: that limit is reported like a cut, and nothing is removed without confirm=yes."""
+    approved(ops, f"authz {NS} allow from={WEB},jobs to={SVC} methods=GET,POST")
+    approved(ops, f"authz {NS} allow from={WEB} to={SVC}")
+    before = policies(mesh)
+    url = run(ops, f"authz {NS} remove allow-payment-service-from-web")
+    said = told(ops, url)
+    assert "would cut traffic that no ALLOW rule admits (or limit it to some methods or " \
+        f"paths): `{SVC}` ← `{WEB}`" in said, said
+    assert "Nothing was changed" in said
+    assert policies(mesh) == before
+    assert AuditLog(mesh.redis).last(NS, 1)[0].outcome == "refused"
+
+
 def test_list_marks_meshbots_own_needs_no_approval_and_runs_in_a_freeze(ops: ChatOps,
                                                                          mesh: Mesh) -> None:
     foreign(mesh, "allow-monitoring")

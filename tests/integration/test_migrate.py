@@ -19,7 +19,10 @@ import yaml
 from jobs.adapters.audit import AuditLog
 from jobs.adapters.locks import Freeze, Locks
 from jobs.adapters.migration_store import MigrationStore
+from jobs.adapters.rollout_store import RolloutStore
+from jobs.domain import rollout as machine
 from jobs.domain.migration import Status, Workflow
+from jobs.domain.rollout import Phase
 from jobs.runtime import context
 from jobs.runtime.migration import advance_all
 from playground.deployment_controller import settle_rollouts
@@ -422,3 +425,25 @@ def test_a_service_the_migration_is_moving_takes_no_other_change(ops: ChatOps,
     ops.run()
     assert not any("Refused" in t for t in ops.told(url))
     assert mesh.weights(moving) == {"stable": 90, "canary": 10}
+
+
+def test_a_critical_service_with_a_rollout_not_ended_is_refused(ops: ChatOps,
+                                                                mesh: Mesh) -> None:
+    """A rollout still open on a critical service (here waiting for its start's approval, no
+    weight moved yet) is refused before anything is written: the blue-green would hand green
+    to the analysis over it."""
+    service = sorted(TIERS["critical"])[0]
+    waiting = machine.start(
+        rollout_id="someone-elses", service=service, namespace=NS, steps=(10,), fixed=True,
+        interval_s=30, failure_threshold=3, no_data_policy="hold", deadline_s=600,
+        requested_by=OPERATOR, channel=CHANNEL, now=time.time(),
+    ).model_copy(update={"phase": Phase.AWAITING_APPROVAL, "weight": 0})
+    RolloutStore(mesh.redis).put(waiting)
+    before = snapshot(mesh)
+    ack, url = ops.command(f"migrate {NS} phase=4")
+    ops.run()
+    told = " ".join([ack, *ops.told(url)])
+    assert f"`{service}` has a rollout awaiting approval: promote or roll it back" in told, told
+    assert snapshot(mesh) == before
+    assert workflow(mesh) is None
+    assert RolloutStore(mesh.redis).get(service) == waiting
