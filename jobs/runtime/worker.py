@@ -73,7 +73,7 @@ class MeshbotWorker(SimpleWorker):
     stop_signal: StopSignal | None = None
 
     def _install_signal_handlers(self) -> None:
-        super()._install_signal_handlers()
+        super()._install_signal_handlers()  # type: ignore[no-untyped-call]
         if self.stop_signal is not None and self.stop_signal.asked.is_set():
             # RQ's loop checks this before its first dequeue: the worker stops as if RQ's own
             # handler had seen the signal while it was idle.
