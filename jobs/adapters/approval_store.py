@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import redis
+from redis.client import Pipeline
 
 from jobs.adapters.keys import Keys
 from jobs.domain.approval_rules import ApprovalState, PendingApproval
@@ -57,8 +58,12 @@ class ApprovalStore:
 
     def update(self, channel: str, ts: str,
                change: Callable[[PendingApproval], tuple[PendingApproval, T]],
+               then: Callable[[Pipeline, PendingApproval, T], None] | None = None,
                ) -> tuple[PendingApproval, T] | None:
-        """Apply ``change`` atomically; None when there is no such approval."""
+        """Apply ``change`` atomically; None when there is no such approval.
+
+        ``then`` adds writes that must land with the change or not at all (the approved work's
+        enqueue: a quorum recorded without its job would never run), into the same MULTI."""
         key = self.keys.approval(channel, ts)
         with self.client.pipeline() as pipe:
             while True:
@@ -82,6 +87,8 @@ class ApprovalStore:
                         pipe.zadd(self.keys.approvals_open, {member: updated.expires_at})
                     else:
                         pipe.zrem(self.keys.approvals_open, member)
+                    if then is not None:
+                        then(pipe, updated, result)
                     pipe.execute()
                     return updated, result
                 except redis.WatchError:

@@ -12,8 +12,8 @@ import hashlib
 from collections.abc import Callable, Iterable
 
 import redis
+from redis.client import Pipeline
 from rq import Queue, Retry
-from rq.exceptions import DuplicateJobError
 from rq.serializers import JSONSerializer
 
 from jobs.adapters.approval_store import ApprovalStore
@@ -40,20 +40,28 @@ def approved_job_id(request_id: str, run: int = 1) -> str:
     base = "approved-" + hashlib.sha256(request_id.encode()).hexdigest()[:32]
     return base if run <= 1 else f"{base}-{run}"
 
-def enqueue_approved(client: redis.Redis, pending: PendingApproval, queue: str) -> bool:
-    """Enqueue the request with its approvers; False when it was enqueued already."""
+def enqueue_approved(client: redis.Redis, pending: PendingApproval, queue: str,
+                     pipeline: Pipeline) -> None:
+    """Enqueue the request with its approvers, into the transaction that records the state it
+    runs from (approved): the two land together, and only once (the transaction watches the
+    approval, so a second quorum on the same run cannot commit)."""
     request = pending.request.model_copy(update={"approved_by": pending.approvals})
     name = queue + URGENT_SUFFIX if request.command.verb.value in ("emergency",) else queue
-    try:
-        Queue(name, connection=client, serializer=JSONSerializer).enqueue(
-            REQUEST_TASK, request.model_dump(mode="json"),
-            job_id=approved_job_id(request.id, pending.runs),
-            unique=True, retry=RETRY, job_timeout=120, result_ttl=3600,
-            failure_ttl=7 * 24 * 3600,
-        )
-    except DuplicateJobError:
-        return False
-    return True
+    Queue(name, connection=client, serializer=JSONSerializer).enqueue_call(
+        REQUEST_TASK, args=(request.model_dump(mode="json"),),
+        job_id=approved_job_id(request.id, pending.runs),
+        retry=RETRY, timeout=120, result_ttl=3600, failure_ttl=7 * 24 * 3600,
+        pipeline=pipeline,
+    )
+
+
+def enqueue_at_quorum(client: redis.Redis, queue: str) -> Callable[
+        [Pipeline, PendingApproval, Verdict], None]:
+    """For ``ApprovalStore.update``: the approved work's enqueue, when the change reached it."""
+    def then(pipe: Pipeline, updated: PendingApproval, verdict: Verdict) -> None:
+        if verdict is Verdict.QUORUM:
+            enqueue_approved(client, updated, queue, pipe)
+    return then
 
 def enqueue_refresh(client: redis.Redis, channel: str, ts: str, queue: str) -> None:
     """A job re-renders the approval message and tells the thread what changed."""
@@ -94,14 +102,12 @@ def react(client: redis.Redis, reaction: Reaction, *, policy: Policy, groups_of:
         is_approver = reaction.user != pending.request.user and approver()
     result = store.update(reaction.channel, reaction.ts, lambda p: judge(
         p, reaction, approver=is_approver, approve_emoji=settings.approve_emoji,
-        reject_emoji=settings.reject_emoji, now=now))
+        reject_emoji=settings.reject_emoji, now=now), then=enqueue_at_quorum(client, queue))
     if result is None:
         return Verdict.NOT_A_REQUEST
     updated, verdict = result
     if verdict.audited:
         _audit(client, keys, updated, reaction, verdict)
-    if verdict is Verdict.QUORUM:
-        enqueue_approved(client, updated, queue)
     if verdict.changes_message:
         enqueue_refresh(client, reaction.channel, reaction.ts, queue)
     return verdict

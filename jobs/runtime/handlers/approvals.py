@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 
+from redis.client import Pipeline
 from rq import Queue
 from rq.serializers import JSONSerializer
 
@@ -178,10 +179,13 @@ def resume_waiting(ctx: JobContext, now: float) -> int:
             return p.model_copy(update={"state": ApprovalState.APPROVED, "waiting_for": "",
                                         "runs": p.runs + 1}), True
 
-        result = store.update(pending.channel, pending.ts, go)
+        def enqueue(pipe: Pipeline, p: PendingApproval, going: bool) -> None:
+            if going:  # the enqueue lands with the state it runs from, or neither does
+                enqueue_approved(ctx.redis, p, ctx.settings.queue_name, pipe)
+
+        result = store.update(pending.channel, pending.ts, go, then=enqueue)
         if result is None or not result[1]:
             continue
-        enqueue_approved(ctx.redis, result[0], ctx.settings.queue_name)
         _audit(ctx, result[0], "meshbot", "resumed", detail=f"waited: {pending.waiting_for}")
         refresh(ctx, pending.channel, pending.ts)
         resumed += 1
