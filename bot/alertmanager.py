@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from jobs.runtime import api
 from meshbot.alerts import Notification
+from meshbot.errors import QueueUnavailable
 from meshbot.settings import Settings
 
 if TYPE_CHECKING:
@@ -77,8 +78,8 @@ class AlertmanagerWebhook:
         try:
             enqueued = api.submit_alert(self.redis, notification.model_dump(by_alias=True),
                                         notification.digest(), queue=self.queue)
-        except redis.RedisError as exc:
-            log.warning("alert not accepted: %s", exc)
+        except QueueUnavailable as exc:
+            log.warning("alert not accepted: %s", exc.message)
             # Alertmanager retries on 5xx: nothing is lost.
             return _answer(start_response, "503 Service Unavailable",
                            {"error": "meshbot's Redis is unreachable; retry"})

@@ -68,8 +68,7 @@ class AlertThreads:
         cluster, _, service = text.rpartition("/")
         return service, cluster or None
 
-    def first_delivery(self, digest: str, ttl_s: int = 3600) -> bool:
-        """False when a notification with this exact content was already accepted (Alertmanager
-        retries a webhook that timed out)."""
-        return bool(self.client.set(f"{self.prefix}alert-notification:{digest}", "1", nx=True,
-                                    ex=ttl_s))
+    def notification_key(self, digest: str) -> str:
+        """Marks a notification's content as accepted (Alertmanager retries a webhook that
+        timed out); set by ``jobs.runtime.api.submit_alert`` with the enqueue."""
+        return f"{self.prefix}alert-notification:{digest}"

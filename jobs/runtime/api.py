@@ -10,9 +10,11 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 from rq import Queue, Retry
 from rq.serializers import JSONSerializer
 
@@ -37,6 +39,7 @@ from policies.policy import Policy
 
 TASK = "jobs.runtime.tasks.handle_request"
 DEDUPE_TTL_S = 24 * 3600
+ALERT_DEDUPE_TTL_S = 3600  # Alertmanager retries a notification for minutes, not hours
 # Rollbacks go to their own queue, which workers drain first: a rollback never waits behind work.
 URGENT_SUFFIX = "-urgent"
 URGENT_VERBS = verbs_where(urgent=True)
@@ -70,6 +73,33 @@ return {1, sequence}
 """
 
 
+# An alert notification's first delivery: the same shape without the sequences.
+_SUBMIT_ONCE = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) == false then return 0 end
+local i = 2
+while i <= #ARGV do
+    local argc = tonumber(ARGV[i])
+    redis.call(unpack(ARGV, i + 1, i + argc))
+    i = i + argc + 1
+end
+return 1
+"""
+
+
+def _rq_writes(client: redis.Redis, enqueue: Callable[[Pipeline], object]) -> list[Any]:
+    """What RQ would write for ``enqueue``, as a script's arguments: each command's length,
+    then the command. RQ writes into a pipeline that is never executed."""
+    recorder = client.pipeline(transaction=False)
+    try:
+        enqueue(recorder)
+        writes: list[Any] = []
+        for command, _options in recorder.command_stack:
+            writes += [len(command), *command]
+        return writes
+    finally:
+        recorder.reset()
+
+
 def queue_names(base: str) -> list[str]:
     """Queues a worker listens on, most urgent first."""
     return [base + URGENT_SUFFIX, base]
@@ -99,33 +129,27 @@ def submit(
     name = queue + URGENT_SUFFIX if request.command.verb in URGENT_VERBS else queue
     service = rollback_member(request.command)
     wins = request.command.verb in WINNING_VERBS and bool(service)
-    # RQ writes into a pipeline that is never executed: its commands go into the script.
-    recorder = client.pipeline(transaction=False)
     # Tells our own earlier attempt (redis-py retrying after a lost reply) from another
     # delivery of the same request.
     ours = uuid.uuid4().hex
     try:
-        Queue(name, connection=client, serializer=JSONSerializer).enqueue_call(
-            TASK,
-            args=(request.model_dump(mode="json"),),
-            job_id=job_id(request.id),
-            retry=RETRY,
-            timeout=120,
-            result_ttl=3600,
-            failure_ttl=7 * 24 * 3600,
-            pipeline=recorder,
-        )
-        writes: list[Any] = []
-        for command, _options in recorder.command_stack:
-            writes += [len(command), *command]
+        writes = _rq_writes(client, lambda pipe: Queue(
+            name, connection=client, serializer=JSONSerializer).enqueue_call(
+                TASK,
+                args=(request.model_dump(mode="json"),),
+                job_id=job_id(request.id),
+                retry=RETRY,
+                timeout=120,
+                result_ttl=3600,
+                failure_ttl=7 * 24 * 3600,
+                pipeline=pipe,
+            ))
         taken, value = client.register_script(_SUBMIT)(
             keys=[keys.request(request.id), _sequence_key(request), SEQUENCE_KEY,
                   ROLLBACK_SEQUENCE_KEY],
             args=[ours, DEDUPE_TTL_S, (service or "") if wins else "", *writes])
     except redis.RedisError as exc:
         raise QueueUnavailable(f"Redis did not take the request ({type(exc).__name__})") from exc
-    finally:
-        recorder.reset()
     if taken:
         return True
     sequenced = value.decode() if isinstance(value, bytes) else str(value)
@@ -216,14 +240,23 @@ NOTE_TASK = "jobs.runtime.handlers.alerts.note_job"
 def submit_alert(client: redis.Redis, payload: dict[str, Any], digest: str, *,
                  queue: str = "meshbot") -> bool:
     """Enqueue one Alertmanager notification (already validated) unless the same content was
-    accepted already; True if enqueued."""
-    if not AlertThreads(client).first_delivery(digest):
-        return False
-    Queue(queue, connection=client, serializer=JSONSerializer).enqueue(
-        ALERT_TASK, payload, job_id="alert-" + digest[:32], retry=RETRY, job_timeout=60,
-        result_ttl=3600, failure_ttl=7 * 24 * 3600,
-    )
-    return True
+    accepted already; True if enqueued.
+
+    The first-delivery mark and the enqueue land together (one script, as ``submit``): a
+    failure between them would answer Alertmanager's retry "duplicate" and lose the alert.
+    Redis failing → QueueUnavailable."""
+    try:
+        writes = _rq_writes(client, lambda pipe: Queue(
+            queue, connection=client, serializer=JSONSerializer).enqueue_call(
+                ALERT_TASK, args=(payload,), job_id="alert-" + digest[:32], retry=RETRY,
+                timeout=60, result_ttl=3600, failure_ttl=7 * 24 * 3600, pipeline=pipe,
+            ))
+        taken = client.register_script(_SUBMIT_ONCE)(
+            keys=[AlertThreads(client).notification_key(digest)],
+            args=[ALERT_DEDUPE_TTL_S, *writes])
+    except redis.RedisError as exc:
+        raise QueueUnavailable(f"Redis did not take the alert ({type(exc).__name__})") from exc
+    return bool(taken)
 
 
 def alert_reaction(client: redis.Redis, reaction: Reaction, *, policy: Policy,

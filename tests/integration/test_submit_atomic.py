@@ -52,3 +52,26 @@ def test_a_submit_cut_half_way_leaves_nothing_and_the_retry_is_taken(
     assert api.submit(redis_client, request) is True
     assert api.submit(redis_client, request) is False
     assert queue.job_ids == [api.job_id(request.id)]
+
+
+@pytest.mark.parametrize("marker", [b"EVALSHA", b"RPUSH"])
+def test_an_alert_cut_half_way_leaves_nothing_and_alertmanagers_retry_is_taken(
+        redis_url: str, redis_client: redis.Redis, marker: bytes) -> None:
+    """The same for an Alertmanager notification: its first-delivery mark and its job."""
+    where = urlparse(redis_url)
+    payload, digest = {"version": "4", "status": "firing", "alerts": []}, "ab" * 32
+    with CuttingProxy(where.hostname or "127.0.0.1", where.port or 6379) as proxy:
+        proxied_url = where._replace(netloc=f"127.0.0.1:{proxy.port}").geturl()
+        through_proxy = redis.Redis.from_url(proxied_url, socket_timeout=2,
+                                             retry=Retry(NoBackoff(), 0))
+        through_proxy.ping()
+        proxy.cut_on(marker)
+        with pytest.raises(QueueUnavailable):
+            api.submit_alert(through_proxy, payload, digest)
+        assert proxy.cuts == 1
+        through_proxy.close()
+    queue = Queue("meshbot", connection=redis_client, serializer=JSONSerializer)
+    assert queue.count == 0
+    assert api.submit_alert(redis_client, payload, digest) is True
+    assert api.submit_alert(redis_client, payload, digest) is False
+    assert queue.job_ids == ["alert-" + digest[:32]]
