@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -50,12 +51,35 @@ SEQUENCE_KEY = "meshbot:sequence"
 ROLLBACK_SEQUENCE_KEY = "meshbot:rollback-sequence"
 RETRY = Retry(max=len(SCHEDULE), interval=list(SCHEDULE))
 
+# RQ's writes, carried into a script as one argument (``_packed``): per command its length,
+# then each part, every number followed by ':'. One argument instead of some fifty, because
+# redis-py's per-argument packing was the largest single cost of an ack.
+_REPLAY = """
+local function replay(blob)
+    local pos = 1
+    local function number()
+        local colon = string.find(blob, ':', pos, true)
+        local n = tonumber(string.sub(blob, pos, colon - 1))
+        pos = colon + 1
+        return n
+    end
+    while pos <= #blob do
+        local command = {}
+        for j = 1, number() do
+            local size = number()
+            command[j] = string.sub(blob, pos, pos + size - 1)
+            pos = pos + size
+        end
+        redis.call(unpack(command))
+    end
+end
+"""
 # The whole submit in one round trip, atomically: the dedupe check and mark, the request's
 # sequence (kept under its own key, where the job reads it: see ``sequence_of``), the
 # rollback's sequence for its service, and RQ's own enqueue writes, passed in as commands.
 # A script runs only once Redis has it whole, so a connection cut anywhere leaves nothing.
 # (RQ's keys are not declared in KEYS: fine on one Redis, which is what meshbot runs on.)
-_SUBMIT = """
+_SUBMIT = _REPLAY + """
 if redis.call('EXISTS', KEYS[1]) == 1 then
     return {0, redis.call('GET', KEYS[2]) or ''}
 end
@@ -63,41 +87,53 @@ local sequence = redis.call('INCR', KEYS[3])
 redis.call('SET', KEYS[1], '1', 'EX', ARGV[2])
 redis.call('SET', KEYS[2], sequence .. ' ' .. ARGV[1], 'EX', ARGV[2])
 if ARGV[3] ~= '' then redis.call('ZADD', KEYS[4], 'GT', sequence, ARGV[3]) end
-local i = 4
-while i <= #ARGV do
-    local argc = tonumber(ARGV[i])
-    redis.call(unpack(ARGV, i + 1, i + argc))
-    i = i + argc + 1
-end
+replay(ARGV[4])
 return {1, sequence}
 """
 
 
 # An alert notification's first delivery: the same shape without the sequences.
-_SUBMIT_ONCE = """
+_SUBMIT_ONCE = _REPLAY + """
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) == false then return 0 end
-local i = 2
-while i <= #ARGV do
-    local argc = tonumber(ARGV[i])
-    redis.call(unpack(ARGV, i + 1, i + argc))
-    i = i + argc + 1
-end
+replay(ARGV[2])
 return 1
 """
 
 
-def _rq_writes(client: redis.Redis, enqueue: Callable[[Pipeline], object]) -> list[Any]:
-    """What RQ would write for ``enqueue``, as a script's arguments: each command's length,
-    then the command. RQ writes into a pipeline that is never executed."""
+def _rq_writes(client: redis.Redis, enqueue: Callable[[Pipeline], object]) -> bytes:
+    """What RQ would write for ``enqueue``, packed for ``_REPLAY``. RQ writes into a pipeline
+    that is never executed."""
     recorder = client.pipeline(transaction=False)
     try:
         enqueue(recorder)
-        writes: list[Any] = []
-        for command, _options in recorder.command_stack:
-            writes += [len(command), *command]
-        return writes
+        return _packed([command for command, _options in recorder.command_stack],
+                       client.get_encoder().encode)
     finally:
         recorder.reset()
+
+
+def _packed(commands: list[tuple[Any, ...]], encode: Callable[[Any], bytes]) -> bytes:
+    parts: list[bytes] = []
+    for command in commands:
+        parts.append(b"%d:" % len(command))
+        for part in command:
+            # What redis-py would send for the common types, without its per-call checks.
+            raw = (part if isinstance(part, bytes) else part.encode() if isinstance(part, str)
+                   else encode(part))
+            parts += (b"%d:" % len(raw), raw)
+    return b"".join(parts)
+
+
+def _queue(client: redis.Redis, name: str) -> Queue:
+    """The RQ queue ``name`` on ``client``, built once: building one resolves its serializer
+    through a runtime protocol check, which showed on every ack."""
+    queues: dict[str, Queue] = _QUEUES.setdefault(client, {})
+    if name not in queues:
+        queues[name] = Queue(name, connection=client, serializer=JSONSerializer)
+    return queues[name]
+
+
+_QUEUES: weakref.WeakKeyDictionary[redis.Redis, dict[str, Queue]] = weakref.WeakKeyDictionary()
 
 
 def queue_names(base: str) -> list[str]:
@@ -133,8 +169,7 @@ def submit(
     # delivery of the same request.
     ours = uuid.uuid4().hex
     try:
-        writes = _rq_writes(client, lambda pipe: Queue(
-            name, connection=client, serializer=JSONSerializer).enqueue_call(
+        writes = _rq_writes(client, lambda pipe: _queue(client, name).enqueue_call(
                 TASK,
                 args=(request.model_dump(mode="json"),),
                 job_id=job_id(request.id),
@@ -147,7 +182,7 @@ def submit(
         taken, value = client.register_script(_SUBMIT)(
             keys=[keys.request(request.id), _sequence_key(request), SEQUENCE_KEY,
                   ROLLBACK_SEQUENCE_KEY],
-            args=[ours, DEDUPE_TTL_S, (service or "") if wins else "", *writes])
+            args=[ours, DEDUPE_TTL_S, (service or "") if wins else "", writes])
     except redis.RedisError as exc:
         raise QueueUnavailable(f"Redis did not take the request ({type(exc).__name__})") from exc
     if taken:
@@ -246,14 +281,13 @@ def submit_alert(client: redis.Redis, payload: dict[str, Any], digest: str, *,
     failure between them would answer Alertmanager's retry "duplicate" and lose the alert.
     Redis failing → QueueUnavailable."""
     try:
-        writes = _rq_writes(client, lambda pipe: Queue(
-            queue, connection=client, serializer=JSONSerializer).enqueue_call(
+        writes = _rq_writes(client, lambda pipe: _queue(client, queue).enqueue_call(
                 ALERT_TASK, args=(payload,), job_id="alert-" + digest[:32], retry=RETRY,
                 timeout=60, result_ttl=3600, failure_ttl=7 * 24 * 3600, pipeline=pipe,
             ))
         taken = client.register_script(_SUBMIT_ONCE)(
             keys=[AlertThreads(client).notification_key(digest)],
-            args=[ALERT_DEDUPE_TTL_S, *writes])
+            args=[ALERT_DEDUPE_TTL_S, writes])
     except redis.RedisError as exc:
         raise QueueUnavailable(f"Redis did not take the alert ({type(exc).__name__})") from exc
     return bool(taken)
