@@ -17,6 +17,7 @@ timeouts and no transport retries: retrying is the job's decision (``TemporaryEr
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -36,7 +37,10 @@ from meshbot.errors import (
     MeshUnavailable,
     PermanentError,
 )
+from meshbot.network_words import in_words
 from meshbot.settings import Settings
+
+log = logging.getLogger("meshbot.kube")
 
 Obj = dict[str, Any]
 
@@ -391,7 +395,8 @@ def _translated(verb: str, what: str) -> Iterator[None]:
     except ApiException as exc:
         raise _from_status(exc, verb, what) from exc
     except (urllib3.exceptions.HTTPError, OSError) as exc:  # timeouts, refused, reset
-        raise MeshUnavailable(f"the Kubernetes API did not answer about {what}: {exc}") from exc
+        log.warning("Kubernetes API call about %s failed: %s: %s", what, type(exc).__name__, exc)
+        raise MeshUnavailable(f"the Kubernetes API {in_words(exc)} (about {what})") from exc
 
 def _from_status(exc: ApiException, verb: str,
                  what: str) -> PermanentError | MeshUnavailable | MeshConflict:

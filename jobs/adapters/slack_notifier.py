@@ -46,6 +46,7 @@ from slack_sdk.web import SlackResponse
 from slack_sdk.webhook import WebhookClient
 
 from meshbot.errors import MeshbotError, PermanentError, SlackRateLimited, TemporaryError
+from meshbot.network_words import in_words
 from meshbot.settings import Settings
 
 Blocks = Sequence[dict[str, Any]]
@@ -444,7 +445,8 @@ class Notifier:
         try:
             answer = hook.send_dict(body)
         except (OSError, http.client.HTTPException) as exc:
-            raise TemporaryError(f"could not reach Slack's response_url: {exc}") from exc
+            log.warning("Slack's response_url failed: %s: %s", type(exc).__name__, exc)
+            raise TemporaryError(f"Slack's response_url {in_words(exc)}") from exc
         if answer.status_code == 429:
             delay = _retry_after(answer.headers)
             raise SlackRateLimited("Slack rate-limited a response_url", delay=delay)
@@ -508,10 +510,12 @@ class Notifier:
                     raise TemporaryError(f"Slack {method} failed: {error}") from exc
                 raise SlackCallFailed(method, error) from exc
             except SlackClientError as exc:
-                raise PermanentError(f"Slack {method} could not be sent: {exc}") from exc
+                log.warning("Slack %s could not be sent: %s: %s", method, type(exc).__name__, exc)
+                raise PermanentError(f"Slack {method} could not be sent") from exc
             except (OSError, http.client.HTTPException) as exc:
                 # URLError, timeouts, refused and reset connections are all OSErrors.
-                raise TemporaryError(f"Slack {method} unreachable: {exc}") from exc
+                log.warning("Slack %s failed: %s: %s", method, type(exc).__name__, exc)
+                raise TemporaryError(f"Slack ({method}) {in_words(exc)}") from exc
 
     def _join(self, channel: str) -> None:
         try:
