@@ -61,7 +61,10 @@ class AlertmanagerWebhook:
             length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
             length = -1
-        if not 0 < length <= MAX_BODY:
+        if length > MAX_BODY:  # refused unread
+            return _answer(start_response, "413 Content Too Large",
+                           {"error": f"body over {MAX_BODY} bytes"})
+        if length <= 0:
             return _answer(start_response, "400 Bad Request",
                            {"error": f"a JSON body of 1 to {MAX_BODY} bytes is required"})
         body = environ["wsgi.input"].read(length)

@@ -6,6 +6,7 @@ Payloads follow Alertmanager's documented webhook format (version 4)."""
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -184,6 +185,26 @@ def test_the_token_guards_the_endpoint(mesh: Mesh, alert_server: ServeProcess) -
     assert post(alert_server, body, token="wrong")[0] == 401
     status, answer = post(alert_server, {"version": "4", "alerts": []})
     assert status == 400 and "groupKey" in answer["error"]
+    mesh.run_jobs()
+    assert alert_roots(mesh) == []
+
+
+def test_a_notification_past_the_limit_is_refused_unread(mesh: Mesh,
+                                                         alert_server: ServeProcess) -> None:
+    """2 MiB announced, the first kilobyte sent: 413 at once, the rest never read."""
+    conn = http.client.HTTPConnection("127.0.0.1", alert_server.port, timeout=10)
+    try:
+        conn.putrequest("POST", "/alertmanager")
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("Authorization", f"Bearer {TOKEN}")
+        conn.putheader("Content-Length", str(2 * 1024 * 1024))
+        conn.endheaders()
+        conn.send(b'{"version": "4", "alerts": [' + b" " * 1024)
+        response = conn.getresponse()
+        assert response.status == 413
+        assert "over" in json.loads(response.read())["error"]
+    finally:
+        conn.close()
     mesh.run_jobs()
     assert alert_roots(mesh) == []
 

@@ -55,7 +55,12 @@ NOW = str(int(time.time()))
                     "X-Slack-Request-Timestamp": "abc"}),
     (b"payload=%7Bnope", {"Content-Type": "application/x-www-form-urlencoded",
                           "X-Slack-Request-Timestamp": NOW}),
-], ids=["invalid-json", "json-array", "not-utf8", "timestamp-abc", "bad-payload-field"])
+    # Bolt parses any body that starts with "{" as JSON, whatever its content type says.
+    (b"{not json", {"Content-Type": "application/x-www-form-urlencoded",
+                    "X-Slack-Request-Timestamp": NOW}),
+    (b"{not json", {"Content-Type": "text/plain", "X-Slack-Request-Timestamp": NOW}),
+], ids=["invalid-json", "json-array", "not-utf8", "timestamp-abc", "bad-payload-field",
+        "brace-as-form", "brace-as-text"])
 def test_unsigned_garbage_gets_a_4xx(server: ServeProcess, body: bytes,
                                      headers: dict[str, str]) -> None:
     status = raw_post(server, body, headers)
@@ -68,10 +73,13 @@ def test_unsigned_garbage_gets_a_4xx(server: ServeProcess, body: bytes,
     {"type": "event_callback", "event_id": "Ev3",
      "event": {"type": "reaction_added", "user": "U1", "reaction": "x", "item": "message"}},
 ], ids=["event-null", "event-string", "item-string"])
+@pytest.mark.parametrize("content_type", ["application/json", "application/x-www-form-urlencoded",
+                                          "text/plain"])
 def test_signed_events_of_the_wrong_shape_get_a_4xx(server: ServeProcess, slack_env: SlackEnv,
-                                                   payload: dict[str, object]) -> None:
+                                                   payload: dict[str, object],
+                                                   content_type: str) -> None:
     with SlackSender(f"{server.url}/slack/events", slack_env.signing_secret) as sender:
-        reply = sender.post(json.dumps(payload).encode(), "application/json")
+        reply = sender.post(json.dumps(payload).encode(), content_type)
     assert 400 <= reply.status < 500
     assert slack_env.api.calls("chat.postMessage") == []
 
