@@ -13,6 +13,7 @@ from typing import Any
 
 import redis
 from pydantic import BaseModel, ConfigDict, Field
+from redis.client import Pipeline
 
 from jobs.adapters.keys import Keys
 
@@ -48,18 +49,31 @@ class AuditLog:
         self.keys = keys or Keys()
 
     def record(self, entry: AuditEntry) -> None:
-        fields: dict[Any, Any] = {"entry": entry.model_dump_json()}
-        ended = self.keys.ended(entry.request_id) \
-            if entry.request_id and entry.outcome in ENDS_UNCHANGED else None
+        ended = self._ends(entry)
         # One transaction when it ends the request: never the entry without the end mark.
         with self.client.pipeline(transaction=ended is not None) as pipe:
-            pipe.xadd(self.keys.audit, fields)
-            if entry.target:
-                pipe.xadd(self.keys.audit_for(entry.target), fields)
-            if ended is not None:
-                pipe.set(ended, entry.outcome, ex=ENDED_TTL_S)
+            self.write(pipe, entry)
             pipe.execute()
+        self.logged(entry)
+
+    def write(self, pipe: Pipeline, entry: AuditEntry) -> None:
+        """Add ``entry``'s writes to ``pipe`` (a transaction the caller executes, with what the
+        entry records); then ``logged``, once it committed."""
+        fields: dict[Any, Any] = {"entry": entry.model_dump_json()}
+        pipe.xadd(self.keys.audit, fields)
+        if entry.target:
+            pipe.xadd(self.keys.audit_for(entry.target), fields)
+        ended = self._ends(entry)
+        if ended is not None:
+            pipe.set(ended, entry.outcome, ex=ENDED_TTL_S)
+
+    @staticmethod
+    def logged(entry: AuditEntry) -> None:
         log.info(json.dumps({"audit": entry.model_dump(mode="json")}, sort_keys=True))
+
+    def _ends(self, entry: AuditEntry) -> str | None:
+        return self.keys.ended(entry.request_id) \
+            if entry.request_id and entry.outcome in ENDS_UNCHANGED else None
 
     def ended(self, request_id: str) -> str | None:
         """The outcome a request ended with, changing nothing (None: it did not end so)."""

@@ -55,19 +55,12 @@ def enqueue_approved(client: redis.Redis, pending: PendingApproval, queue: str,
     )
 
 
-def enqueue_at_quorum(client: redis.Redis, queue: str) -> Callable[
-        [Pipeline, PendingApproval, Verdict], None]:
-    """For ``ApprovalStore.update``: the approved work's enqueue, when the change reached it."""
-    def then(pipe: Pipeline, updated: PendingApproval, verdict: Verdict) -> None:
-        if verdict is Verdict.QUORUM:
-            enqueue_approved(client, updated, queue, pipe)
-    return then
-
-def enqueue_refresh(client: redis.Redis, channel: str, ts: str, queue: str) -> None:
+def enqueue_refresh(client: redis.Redis, channel: str, ts: str, queue: str,
+                    pipeline: Pipeline | None = None) -> None:
     """A job re-renders the approval message and tells the thread what changed."""
-    Queue(queue, connection=client, serializer=JSONSerializer).enqueue(
-        REFRESH_TASK, channel, ts, retry=RETRY, job_timeout=60, result_ttl=600,
-        failure_ttl=24 * 3600,
+    Queue(queue, connection=client, serializer=JSONSerializer).enqueue_call(
+        REFRESH_TASK, args=(channel, ts), retry=RETRY, timeout=60, result_ttl=600,
+        failure_ttl=24 * 3600, pipeline=pipeline,
     )
 
 _OUTCOMES = {
@@ -100,28 +93,49 @@ def react(client: redis.Redis, reaction: Reaction, *, policy: Policy, groups_of:
     is_approver = False
     if reaction.emoji.split("::", 1)[0] in (settings.approve_emoji, settings.reject_emoji):
         is_approver = reaction.user != pending.request.user and approver()
+    committed: list[AuditEntry | None] = []
+
+    def with_the_change(pipe: Pipeline, updated: PendingApproval, verdict: Verdict) -> None:
+        # What the reaction did lands in the transaction that records it: its audit entry,
+        # the approved work, the message's refresh. A lost answer or a cut connection then
+        # leaves all of them or none, and Slack's retry of the event finds the count done.
+        committed[:] = [_entry(updated, reaction, verdict) if verdict.audited else None]
+        if committed[0] is not None:
+            _audit_log(client, keys, updated).write(pipe, committed[0])
+        if verdict is Verdict.QUORUM:
+            enqueue_approved(client, updated, queue, pipe)
+        if verdict.changes_message:
+            enqueue_refresh(client, reaction.channel, reaction.ts, queue, pipe)
+
     result = store.update(reaction.channel, reaction.ts, lambda p: judge(
         p, reaction, approver=is_approver, approve_emoji=settings.approve_emoji,
-        reject_emoji=settings.reject_emoji, now=now), then=enqueue_at_quorum(client, queue))
+        reject_emoji=settings.reject_emoji, now=now), then=with_the_change)
     if result is None:
         return Verdict.NOT_A_REQUEST
     updated, verdict = result
+    if committed:
+        if committed[0] is not None:
+            AuditLog.logged(committed[0])
+        return verdict
+    # The document did not change (a reaction already counted): nothing was written with it.
     if verdict.audited:
-        _audit(client, keys, updated, reaction, verdict)
+        _audit_log(client, keys, updated).record(_entry(updated, reaction, verdict))
     if verdict.changes_message:
         enqueue_refresh(client, reaction.channel, reaction.ts, queue)
     return verdict
 
-def _audit(client: redis.Redis, keys: Keys | None, pending: PendingApproval,
-           reaction: Reaction, verdict: Verdict) -> None:
+def _audit_log(client: redis.Redis, keys: Keys | None, pending: PendingApproval) -> AuditLog:
+    # The approval is found from Slack alone; its entry goes to the audit of its cluster.
+    return AuditLog(client, keys or Keys(cluster=pending.request.command.cluster))
+
+
+def _entry(pending: PendingApproval, reaction: Reaction, verdict: Verdict) -> AuditEntry:
     outcome, detail = _OUTCOMES[verdict]
     command = pending.request.command
     if verdict in (Verdict.REQUESTER, Verdict.NOT_APPROVER):
         detail = f"{detail} (:{reaction.emoji}: {'added' if reaction.added else 'removed'})"
-    # The approval is found from Slack alone; its entry goes to the audit of its cluster.
-    keys = keys or Keys(cluster=command.cluster)
-    AuditLog(client, keys).record(AuditEntry(
+    return AuditEntry(
         actor=reaction.user, action=command.verb.value, target=command.target,
         outcome=outcome, request_id=pending.request.id, approvers=pending.approvals,
         permalink=pending.permalink, detail=detail.strip(),
-    ))
+    )

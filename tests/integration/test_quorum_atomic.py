@@ -1,5 +1,6 @@
 """An approval that reaches its quorum is never spent without its work: the quorum and the
-approved work's enqueue land together or not at all.
+approved work's enqueue (with its audit entry and the message's refresh) land together or not
+at all.
 
 Before, the quorum was written first and the enqueue after it: a connection cut between the
 two (Redis dying, the network dropping) left the request approved with no job, and Slack's
@@ -17,11 +18,13 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from rq import Queue
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from jobs.adapters.approval_store import ApprovalStore
+from jobs.adapters.audit import AuditLog
 from jobs.domain.approval_rules import ApprovalState, PendingApproval, Reaction, Verdict
-from jobs.runtime.approvals import approved_job_id, react
+from jobs.runtime.approvals import REFRESH_TASK, approved_job_id, react
 from meshbot.commands import Command, Request, Verb
 from meshbot.settings import packaged_default_policy
 from playground.tcp_proxy import CuttingProxy
@@ -81,8 +84,14 @@ def test_a_quorum_cut_half_way_enqueues_the_work_once(
     # Slack delivers the same reaction event again: counted already.
     assert count(redis_client) is Verdict.DUPLICATE
     queue = Queue("meshbot", connection=redis_client, serializer=JSONSerializer)
-    work = [job for job in queue.job_ids if job.startswith("approved-")]  # not the refreshes
+    work = [job for job in queue.job_ids if job.startswith("approved-")]
     assert work == [approved_job_id("trigger-quorum", 1)]
+    # What the quorum did is on record once, and the message is refreshed to say it.
+    approvals = [(e.actor, e.outcome) for e in AuditLog(redis_client).last("payment-service", 10)]
+    assert approvals == [(APPROVER, "approved")]
+    refreshes = [Job.fetch(job, connection=redis_client, serializer=JSONSerializer).func_name
+                 for job in queue.job_ids if not job.startswith("approved-")]
+    assert refreshes == [REFRESH_TASK]
     approved = ApprovalStore(redis_client).get(CHANNEL, TS)
     assert approved is not None
     assert (approved.state, approved.approvals) == (ApprovalState.APPROVED, (APPROVER,))
