@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from rq import get_current_job
+
 from jobs.domain.gitops import ensure_not_gitops_owned
 from jobs.domain.routes import Route, Subsets, Weights
 from jobs.domain.routes_match import plan_header_route_off, plan_mirror_off
@@ -100,9 +102,15 @@ def back_to_stable(ctx: JobContext, view: ServiceView,
                    subsets: Subsets) -> tuple[Weights, Weights, list[str]]:
     """What every rollback does: all traffic to the stable subset, then meshbot's header route
     and mirror removed. (before, after, the VirtualServices whose extra routes were removed)."""
+    job = get_current_job()
     before, after = set_weights(ctx.kube, view.namespace, view.virtual_services, view.name,
                                 subsets, Weights(stable=100, canary=0),
-                                allow_gitops=view.gitops_allowed)
+                                allow_gitops=view.gitops_allowed,
+                                # A retry after a write that landed though it was answered
+                                # 5xx reports the split its first attempt found, not 100/0.
+                                remember_before=(lambda read: ctx.store.first_before(
+                                    f"{job.id}:back-to-stable", read))
+                                if job is not None else None)
     return before, after, clear_canary_routes(ctx, view)
 
 

@@ -41,3 +41,33 @@ def test_a_retry_after_a_landed_write_reports_the_real_before(
     [entry] = [e for e in AuditLog(mesh.redis).last(SERVICE, 10) if e.request_id == request.id
                and e.outcome == "done"]
     assert entry.before is not None and "100" in entry.before and "stable 90" not in entry.before
+
+
+def test_a_rollback_retried_after_its_write_landed_says_what_it_rolled_back(
+        emulated_mesh: EmulatedMesh) -> None:
+    """Before, the retry read 100/0 and told the thread "Nothing to roll back", auditing
+    before = 100/0, though the request itself had moved the traffic from 90/10."""
+    mesh = emulated_mesh
+    submit(mesh, Verb.CANARY, 10)
+    mesh.run_jobs()
+    assert mesh.weights(SERVICE) == {"stable": 90, "canary": 10}
+    mesh.cluster.fail(503, method="PATCH", plural="virtualservices", name=SERVICE)
+    request = submit(mesh, Verb.ROLLBACK)
+    mesh.run_jobs()  # the first attempt read 90/10; its write "timed out"
+
+    def the_slow_write_landed(vs: dict[str, Any]) -> None:
+        for destination in vs["spec"]["http"][0]["route"]:
+            canary = destination["destination"]["subset"] == "canary"
+            destination["weight"] = 0 if canary else 100
+    mesh.cluster.change(GROUP, VERSION, "virtualservices", NS, SERVICE, the_slow_write_landed)
+
+    release_retries(mesh.redis)
+    mesh.run_jobs()
+
+    assert mesh.weights(SERVICE) == {"stable": 100, "canary": 0}
+    texts = thread_texts(mesh)
+    assert not any("Nothing to roll back" in t for t in texts), texts
+    assert any("stable 90 / canary 10" in t and "back" in t.lower() for t in texts[-3:]), texts
+    [entry] = [e for e in AuditLog(mesh.redis).last(SERVICE, 10) if e.request_id == request.id
+               and e.outcome == "done"]
+    assert entry.before is not None and "stable 90" in entry.before
