@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from jobs.adapters.slack_outbox import Outbox
 from jobs.runtime.context import JobContext
@@ -16,17 +17,35 @@ def report(ctx: JobContext, channel: str, thread_ts: str, text: str) -> bool:
     Slack is back). True if it went out now."""
     outbox = Outbox(ctx.redis)
     if outbox.owes(channel, thread_ts):
-        outbox.owe(channel, thread_ts, text)  # behind what the thread already waits for
+        # Behind what the thread already waits for.
+        outbox.owe(channel, thread_ts, text, label=ctx.notifier.label)
         return False
     try:
         ctx.notifier.reply(channel, thread_ts, text)
     except TemporaryError as exc:
         log.warning("Slack did not take a report for %s/%s (%s): it is kept and will be "
                     "delivered", channel, thread_ts, exc.message)
-        outbox.owe(channel, thread_ts, text)
+        outbox.owe(channel, thread_ts, text, label=ctx.notifier.label)
         return False
     return True
 
 
+def report_in_new_thread(ctx: JobContext, channel: str, root: str, text: str,
+                         post_root: Callable[[], str]) -> str | None:
+    """Start a thread with ``post_root`` (which posts ``root`` in ``channel``) and report
+    ``text`` in it; when Slack does not take the root now, both are owed to the channel and
+    the ticker posts them when Slack is back. The thread's ts, or None while it is owed."""
+    try:
+        ts = post_root()
+    except TemporaryError as exc:
+        log.warning("Slack did not take a thread root in %s (%s): it and its report are kept "
+                    "and will be delivered", channel, exc.message)
+        Outbox(ctx.redis).owe_root(channel, root, [text], label=ctx.notifier.label)
+        return None
+    report(ctx, channel, ts, text)
+    return ts
+
+
 def deliver_owed(ctx: JobContext) -> int:
+    """Post what Slack is owed, oldest first (the ticker's duty); how many went out."""
     return Outbox(ctx.redis).deliver(ctx.notifier)

@@ -23,6 +23,7 @@ from jobs.runtime.api import queue_names
 from jobs.runtime.handlers.approvals import sweep
 from jobs.runtime.migration import advance_all
 from jobs.runtime.reconcile import reconcile
+from jobs.runtime.reports import deliver_owed
 from jobs.runtime.scheduled import release_due
 from jobs.runtime.takeover import take_over
 from meshbot import cluster_scope
@@ -107,6 +108,8 @@ class Ticker:
         clusters = [(c, ctx.for_cluster(c)) for c in ctx.policy.cluster_names or (None,)]
         duties: list[tuple[str, str | None, Callable[[], object]]] = [
             ("state check", None, lambda: self._check_state(ctx)),
+            # Reports Slack did not take when they were made, oldest first, once.
+            ("delivery of owed reports", None, lambda: deliver_owed(ctx)),
             *(("analysis", c, partial(self._analyse, scoped, self._source_for(scoped, source)))
               for c, scoped in clusters),
             ("release of scheduled jobs", None, lambda: release_due(self.connection, queues)),

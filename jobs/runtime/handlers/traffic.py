@@ -26,7 +26,7 @@ from jobs.runtime.handlers.common import (
     show_plan,
     subsets_of,
 )
-from jobs.runtime.reports import report
+from jobs.runtime.reports import report, report_in_new_thread
 from jobs.runtime.route_edits import back_to_stable, plan_back_to_stable
 from jobs.runtime.weights import Abandoned, defined_subsets, live_weights, plan_split, set_weights
 from meshbot import metrics
@@ -258,7 +258,8 @@ def rollback(ctx: JobContext, request: Request) -> str:
 
 def _report(ctx: JobContext, request: Request, view: ServiceView, current: Rollout | None,
             text: str) -> tuple[str | None, str | None]:
-    """Into the rollout's thread if it has one, else a new thread; Slack being down is logged."""
+    """Into the rollout's thread if it has one, else a new thread; what Slack does not take
+    now (down, 5xx) is owed and delivered by the ticker when it is back."""
     root = traffic_text.rollback_root(view.name, view.namespace, request.user, request.command.verb)
     if current is not None and current.thread_ts and current.channel:
         # The rollout's thread exists: what Slack does not take now is delivered later.
@@ -267,8 +268,8 @@ def _report(ctx: JobContext, request: Request, view: ServiceView, current: Rollo
         return current.channel, current.thread_ts
     try:
         channel = request.channel
-        ts = request_thread(ctx, request, channel, root)
-        report(ctx, channel, ts, text)
+        ts = report_in_new_thread(ctx, channel, root, text,
+                                  lambda: request_thread(ctx, request, channel, root))
         return channel, ts
     except MeshbotError as exc:
         log.warning("rollback of %s done, but not reported in Slack: %s", view.name, exc.message)
