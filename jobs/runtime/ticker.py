@@ -3,6 +3,10 @@
 Each worker runs a ticker thread; a short Redis lease (a few tick periods) decides which one
 ticks. A worker that starts takes the lease as soon as the last holder's expires, so a killed
 worker stops the analysis for seconds, not for the minute RQ's scheduler lock would hold it.
+
+One duty runs in every ticker, lease or not: the check that Redis still holds the state this
+worker saw (``meshbot.state_epoch``). A Redis that came back empty lost the lease key too, and
+the worker that takes it next may never have seen the old state.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from functools import partial
 import redis
 
 from jobs.adapters.prometheus import MetricsSource
+from jobs.adapters.slack_outbox import Outbox
 from jobs.runtime import context
 from jobs.runtime.analysis import tick
 from jobs.runtime.api import queue_names
@@ -54,6 +59,11 @@ class Ticker:
         self._thread = threading.Thread(target=self._run, name="meshbot-ticker", daemon=True)
         self._renew = connection.register_script(_RENEW)
         self.epoch = StateEpoch(connection)
+        try:  # the epoch as this worker finds it: a loss from now on is noticed here too
+            self.epoch.check()
+        except redis.RedisError as exc:
+            log.warning("ticker: Redis did not answer (%s); the state epoch is read on the "
+                        "first tick", type(exc).__name__)
         self._sources: dict[str, MetricsSource] = {}
 
     def start(self) -> None:
@@ -95,6 +105,8 @@ class Ticker:
                 holds = False
             if holds:
                 self.run_once(ctx, source)
+            else:
+                self.watch_state(ctx)
             self._stop.wait(max(0.0, self.settings.tick_period_s - (time.monotonic() - started)))
         source.close()
         for other in self._sources.values():
@@ -147,13 +159,27 @@ class Ticker:
                 burn_windows=tuple(ctx.policy.defaults.slo.burn_rate.windows))
         return self._sources[url]
 
+    def watch_state(self, ctx: context.JobContext) -> None:
+        """The state check of a ticker that does not hold the lease (see the module doc)."""
+        try:
+            self._check_state(ctx)
+        except redis.RedisError as exc:
+            log.warning("ticker: state check stopped, Redis did not answer (%s); the next tick "
+                        "tries again", type(exc).__name__)
+        except Exception:  # the ticker must outlive it
+            log.exception("ticker: state check failed")
+
     def _check_state(self, ctx: context.JobContext) -> None:
-        if not self.epoch.check():
+        loss = self.epoch.check()
+        if loss is None:
             return
-        log.error("Redis lost meshbot's state (it came back empty): rollouts, approvals and "
-                  "audit entries from before are gone")
         if ctx.policy.channels:
-            ctx.notifier.post_root(ctx.policy.channels[0], admin_text.state_vanished(time.time()))
+            # Owed, not posted: the lease holder's delivery posts it, and again when Slack
+            # failed; owed once per vanished epoch, by whichever worker noticed first.
+            Outbox(self.connection).owe_root(ctx.policy.channels[0],
+                                             admin_text.state_vanished(loss.at),
+                                             once=f"state-lost:{loss.epoch}")
+        self.epoch.said()
 
     @staticmethod
     def _analyse(ctx: context.JobContext, source: MetricsSource) -> None:

@@ -40,7 +40,7 @@ def test_a_bad_rollout_record_stops_nothing_else(
         assert redis_client.zscore(keys.watched, "payment-service") is None
         assert redis_client.get(keys.rollout("payment-service")) is None
         kept = redis_client.get(keys.rollout("payment-service") + ":undecodable")
-        assert kept is not None and kept.startswith(b'{"service"')
+        assert isinstance(kept, bytes) and kept.startswith(b'{"service"')
         assert "set aside" in caplog.text
         caplog.clear()
         ticker.run_once(context.current(), source)  # the next tick is quiet
@@ -70,4 +70,40 @@ def test_redis_coming_back_empty_is_noticed_and_said_once(
     assert len(said) == 1 and "meshbot lost its state" in said[0]
     ready, report = readiness(redis_client)
     assert ready and "Redis lost meshbot's state" in report["state"]
+    context.reset()
+
+
+def test_every_worker_that_saw_the_state_notices_it_vanished_and_it_is_said_once(
+        redis_client: redis.Redis, slack_env: SlackEnv, policy_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two workers (the chart runs two): the lease key vanishes with the state, and the worker
+    that takes it next is the other one. Both saw the old epoch, so both notice; the notice is
+    said once, and kept while Slack is down."""
+    monkeypatch.setenv("MESHBOT_POLICY", str(policy_path))
+    context.reset()
+    ctx = context.current()
+    a, b = Ticker(redis_client, Settings()), Ticker(redis_client, Settings())  # two workers
+    channel = ctx.policy.channels[0]
+    slack_env.api.add_channel(channel, "mesh-ops")
+    with MetricsSource(f"http://127.0.0.1:{free_port()}", timeout=0.5) as source:
+        assert a.holds_lease() and not b.holds_lease()
+        a.run_once(ctx, source)
+        b.watch_state(ctx)
+        redis_client.flushall()  # what a restart without AOF leaves
+        slack_env.api.fail("chat.postMessage", "fatal_error", times=1000, status=500)
+        assert b.holds_lease()  # the lease went with the state: b takes it
+        b.run_once(ctx, source)
+        a.watch_state(ctx)  # a, without the lease, notices too
+        assert a.epoch.noticed is not None and b.epoch.noticed is not None
+        assert slack_env.api.messages(channel) == []  # Slack is down: nothing said yet ...
+        ready, report = readiness(redis_client)
+        assert ready and "Redis lost meshbot's state" in report["state"]  # ... but /readyz says
+
+        while slack_env.api.take_fault("chat.postMessage") is not None:  # Slack is back
+            pass
+        b.run_once(ctx, source)
+        a.watch_state(ctx)
+        b.run_once(ctx, source)
+    said = [m.text for m in slack_env.api.messages(channel)]
+    assert len(said) == 1 and "meshbot lost its state" in said[0]
     context.reset()
