@@ -18,6 +18,7 @@ import contextlib
 import http.client
 import math
 import os
+import statistics
 import sys
 import tempfile
 import threading
@@ -183,6 +184,21 @@ def process_tree_cpu_s(pid: int) -> float | None:
     return total_ns / 1e9
 
 
+def merged(loads: list[Load]) -> Load:
+    """Several rounds of one endpoint as one load: every sample, the wall time and CPU summed."""
+    cpu: dict[str, float] = {}
+    for load in loads:
+        for party, seconds in load.cpu_s.items():
+            cpu[party] = cpu.get(party, 0.0) + seconds
+    return Load(loads[0].name, [s for load in loads for s in load.samples],
+                sum(load.wall_s for load in loads), cpu)
+
+
+def serve_cpu(load: Load) -> float:
+    """meshbot serve's CPU seconds per request in ``load`` (0 when it could not be read)."""
+    return load.cpu_s.get("meshbot serve", 0.0) / max(len(load.samples), 1)
+
+
 def format_load(load: Load) -> str:
     figures = "  ".join(f"{label} {load.percentile_ms(q):6.1f} ms" for label, q in QUANTILES)
     rate = len(load.samples) / load.wall_s if load.wall_s else 0.0
@@ -204,13 +220,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=500, help="requests per endpoint")
     parser.add_argument("--concurrency", type=int, default=50, help="concurrent clients")
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="burst rounds of each endpoint, alternated (default 4)")
     parser.add_argument("--workers", type=int, default=serve_defaults.workers,
                         help="meshbot serve --workers (default: what `meshbot serve` ships)")
     parser.add_argument("--threads", type=int, default=serve_defaults.threads,
                         help="meshbot serve --threads (default: what `meshbot serve` ships)")
     args = parser.parse_args(argv)
-    if args.requests < 1 or not 1 <= args.concurrency <= args.requests:
-        parser.error("need --requests >= 1 and 1 <= --concurrency <= --requests")
+    if args.requests < 1 or not 1 <= args.concurrency <= args.requests or args.rounds < 1:
+        parser.error("need --requests >= 1, 1 <= --concurrency <= --requests, --rounds >= 1")
 
     # The packaged policy: its first channel and operator are allowed to run /mesh canary.
     policy_path = packaged_default_policy()
@@ -271,10 +289,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 server = process_tree_cpu_s(server_pid)
                 return used if server is None else {**used, "meshbot serve": server}
 
-            floor = run_load("GET /healthz (no-op)", args.requests, args.concurrency,
-                             health_client, cpu_meter, bursts=True)
-            acks = run_load("/mesh canary (ack)", args.requests, args.concurrency,
-                            slash_client, cpu_meter, bursts=True)
+            # Alternated, round after round: the machine's other load (and the server's own
+            # warming) falls on both alike, and each round gives one CPU ratio.
+            floors: list[Load] = []
+            ack_rounds: list[Load] = []
+            # One untimed round of each first: a cold server's first round costs up to twice
+            # the CPU of the next ones (seen on the no-op most), which would flatter the ratio.
+            run_load("warm-up", args.requests, args.concurrency, health_client, cpu_meter,
+                     bursts=True)
+            run_load("warm-up", args.requests, args.concurrency, slash_client, cpu_meter,
+                     bursts=True)
+            for _ in range(args.rounds):
+                floors.append(run_load("GET /healthz (no-op)", args.requests,
+                                       args.concurrency, health_client, cpu_meter, bursts=True))
+                ack_rounds.append(run_load("/mesh canary (ack)", args.requests,
+                                           args.concurrency, slash_client, cpu_meter,
+                                           bursts=True))
+            floor, acks = merged(floors), merged(ack_rounds)
             sustained_floor = run_load("GET /healthz, sustained", args.requests,
                                        args.concurrency, health_client, cpu_meter)
             sustained = run_load("/mesh canary, sustained", args.requests, args.concurrency,
@@ -290,15 +321,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     sent = len(trigger_ids)  # the timed commands and each client's warm-up command
     missing = sum(1 for t in trigger_ids if job_id(t) not in queued)
     print(f"ack latency of meshbot serve: gunicorn gthread, {args.workers} worker(s) x "
-          f"{args.threads} threads; {args.requests} timed requests per endpoint from "
-          f"{args.concurrency} concurrent clients on persistent connections, sent in bursts "
-          f"of {args.concurrency} at once (+1 untimed warm-up each)")
+          f"{args.threads} threads; {args.rounds} rounds of {args.requests} timed requests per "
+          f"endpoint, alternated, from {args.concurrency} concurrent clients on persistent "
+          f"connections, sent in bursts of {args.concurrency} at once (+1 untimed warm-up "
+          "each per round)")
     print(f"machine: {cores} cores ({usable} usable by this process); clients, server and "
           "stand-ins share them")
     print(format_load(floor))
     print(format_cpu(floor))
     print(format_load(acks))
     print(format_cpu(acks))
+    per_round = sorted(serve_cpu(a) / serve_cpu(f) for f, a in zip(floors, ack_rounds,
+                                                                   strict=True)
+                       if serve_cpu(f) > 0)
+    for number, (f, a) in enumerate(zip(floors, ack_rounds, strict=True), 1):
+        print(f"    round {number}: no-op p99 {f.percentile_ms(0.99):.1f} ms, "
+              f"CPU {1000 * serve_cpu(f):.2f} ms; ack p99 {a.percentile_ms(0.99):.1f} ms, "
+              f"CPU {1000 * serve_cpu(a):.2f} ms")
+    if per_round:
+        overall = serve_cpu(acks) / max(serve_cpu(floor), 1e-9)
+        print(f"  {'serve CPU ack / no-op':<24} {overall:.2f} x over all rounds; per round "
+              f"median {statistics.median(per_round):.2f} x (min {per_round[0]:.2f}, "
+              f"max {per_round[-1]:.2f}, {len(per_round)} rounds)")
     ratios = "     ".join(
         f"{label} {acks.percentile_ms(q) / max(floor.percentile_ms(q), 1e-6):6.1f} x"
         for label, q in QUANTILES)
