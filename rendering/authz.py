@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rendering.common import clip, user
+from rendering.common import clip, escape, user
 
 MAX_LISTED = 30  # callers or policies shown; the rest are counted
 
@@ -16,7 +16,8 @@ def _more(shown: Sequence[str], total: int) -> str:
 
 
 def callers_text(cut: Sequence[tuple[str, str]]) -> str:
-    shown = [f"`{service}` ← `{source}`" for service, source in cut[:MAX_LISTED]]
+    # A caller is a principal from the policy or from Prometheus's labels: outside text.
+    shown = [f"`{escape(service)}` ← `{escape(source)}`" for service, source in cut[:MAX_LISTED]]
     return _more(shown, len(cut))
 
 
@@ -81,22 +82,26 @@ def done(action: str, namespace: str, name: str) -> str:
 
 
 def summary(policy: Mapping[str, Any]) -> str:
-    """One line per policy: action, which workloads, from whom, to what."""
+    """One line per policy: action, which workloads, from whom, to what — as the cluster has
+    it, so every value is escaped (a path or principal is free text)."""
     spec = policy.get("spec") or {}
     if not spec:
         return "deny-all (every workload, nobody admitted)"
     labels = (spec.get("selector") or {}).get("matchLabels") or {}
-    where = ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "every workload"
+    where = ", ".join(f"{escape(str(k))}={escape(str(v))}" for k, v in sorted(labels.items())) \
+        or "every workload"
+    action = escape(str(spec.get("action", "ALLOW")))
     rules = spec.get("rules") or []
     if not rules:
-        return f"{spec.get('action', 'ALLOW')} {where}: no rule"
+        return f"{action} {where}: no rule"
     parts = []
     for rule in rules[:3]:
-        sources = [s for o in rule.get("from") or [] for key in ("principals", "namespaces")
+        sources = [escape(str(s)) for o in rule.get("from") or []
+                   for key in ("principals", "namespaces")
                    for s in (o.get("source") or {}).get(key) or []]
         ops = [o.get("operation") or {} for o in rule.get("to") or []]
-        methods = [m for o in ops for m in o.get("methods") or []]
-        paths = [p for o in ops for p in o.get("paths") or []]
+        methods = [escape(str(m)) for o in ops for m in o.get("methods") or []]
+        paths = [escape(str(p)) for o in ops for p in o.get("paths") or []]
         text = "from " + (", ".join(sources) or "anyone")
         if methods or paths:
             text += " to " + " ".join(filter(None, (",".join(methods), ",".join(paths))))
@@ -104,7 +109,7 @@ def summary(policy: Mapping[str, Any]) -> str:
             text += " (with conditions)"
         parts.append(text)
     more = f" (+{len(rules) - 3} rules)" if len(rules) > 3 else ""
-    return f"{spec.get('action', 'ALLOW')} {where}: " + "; ".join(parts) + more
+    return f"{action} {where}: " + "; ".join(parts) + more
 
 
 def listing(namespace: str, rows: Sequence[tuple[str, bool, str]]) -> str:

@@ -11,6 +11,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from meshbot.commands import Command, Verb
+from meshbot.slack_text import clip as clip
+from meshbot.slack_text import escape as escape
 
 
 def user(user_id: str) -> str:
@@ -111,20 +113,6 @@ def object_counts(counts: dict[str, int]) -> str:
 def _listed(names: Iterable[str]) -> str:
     shown = ", ".join(f"`{n}`" for n in names)
     return shown or "nothing (already as asked)"
-
-
-def escape(text: str) -> str:
-    """Outside text (alert labels, annotations) shown literally: Slack's three control
-    characters escaped, so no ``<!channel>`` ping, mention or link can ride in on it."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def clip(text: str, limit: int) -> str:
-    """At most ``limit`` characters, saying how much was cut."""
-    if len(text) <= limit:
-        return text
-    note = f"… ({len(text) - limit:,} characters cut)"
-    return text[: max(0, limit - len(note))] + note
 
 
 _LINK_LABELS = {"grafana": "Grafana", "kiali": "Kiali", "jaeger": "Jaeger", "loki": "Loki"}

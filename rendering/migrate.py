@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from rendering.common import duration, people, user
+from rendering.common import duration, escape, people, user
 
 PHASE_WORDS = {
     1: "readiness gate: the control plane's checks (istiod replicas and zones, PDB, HPA, "
@@ -148,7 +148,7 @@ def control(namespace: str, action: str, by: str) -> str:
 
 def gate(rows: Sequence[tuple[str, bool, str]], forced: bool) -> str:
     lines = ["*Phase 1: readiness gate*"]
-    lines += [f"{':white_check_mark:' if ok else ':x:'} {name}: {detail}"
+    lines += [f"{':white_check_mark:' if ok else ':x:'} {name}: {escape(detail)}"
               for name, ok, detail in rows]
     failing = [name for name, ok, _ in rows if not ok]
     if not failing:

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from meshbot.plan import ABSENT, Action, ObjectChange, Plan
-from rendering.common import clip
+from rendering.common import clip, escape
 
 MAX_FIELDS = 12  # per object; the rest are counted
 MAX_VALUE = 80  # characters of one value
@@ -16,10 +16,12 @@ MAX_BLOCK = 3000  # characters of the code block: the message stays well inside 
 
 
 def _value(value: Any) -> str:
+    """A live or planned value (free text from the cluster: an annotation, a path), shown
+    literally."""
     if value is ABSENT:
         return "(none)"
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-    return text if len(text) <= MAX_VALUE else text[: MAX_VALUE - 1] + "…"
+    return escape(text if len(text) <= MAX_VALUE else text[: MAX_VALUE - 1] + "…")
 
 
 def _where(change: ObjectChange) -> str:
@@ -32,7 +34,7 @@ def object_lines(change: ObjectChange) -> list[str]:
     if change.action not in (Action.UPDATE, Action.CREATE):
         return [head]  # a deletion: the whole object goes
     fields = change.fields
-    lines = [head] + [f"    {f.path}: {_value(f.before)} → {_value(f.after)}"
+    lines = [head] + [f"    {escape(f.path)}: {_value(f.before)} → {_value(f.after)}"
                       for f in fields[:MAX_FIELDS]]
     if len(fields) > MAX_FIELDS:
         lines.append(f"    … and {len(fields) - MAX_FIELDS} more fields")
@@ -70,7 +72,7 @@ def plan_summary(plan: Plan, limit: int = MAX_SUMMARY) -> str:
     parts = []
     for change in plan.effective:
         if change.action is Action.UPDATE:
-            fields = ", ".join(f"{f.path} {_value(f.before)}→{_value(f.after)}"
+            fields = ", ".join(f"{escape(f.path)} {_value(f.before)}→{_value(f.after)}"
                                for f in change.fields)
             parts.append(f"{change.kind} {_where(change)}: {fields}")
         else:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from rendering.common import (
     _PLURALS,
     duration,
+    escape,
     object_counts,
     people,
     when,
@@ -65,7 +66,7 @@ def restore_diff(diffs: Sequence[tuple[str, str, str, Sequence[str], bool]]) -> 
     for kind, name, change, fields, restorable in diffs:
         line = f"• {kind} `{name}`: {change}"
         if fields:
-            shown = ", ".join(f"`{f}`" for f in fields[:8])
+            shown = ", ".join(f"`{escape(f)}`" for f in fields[:8])  # the cluster's keys
             more = f" and {len(fields) - 8} more" if len(fields) > 8 else ""
             line += f" ({shown}{more})"
         if not restorable and change != "unchanged":
@@ -172,7 +173,7 @@ def emergency_done(namespace: str, restarted: int) -> str:
 def readiness_table(rows: Sequence[tuple[str, bool, str]]) -> str:
     passed = sum(ok for _, ok, _ in rows)
     width = max((len(name) for name, _, _ in rows), default=0)
-    table = "\n".join(f"{'PASS' if ok else 'FAIL'}  {name.ljust(width)}  {detail}"
+    table = "\n".join(f"{'PASS' if ok else 'FAIL'}  {name.ljust(width)}  {escape(detail)}"
                       for name, ok, detail in rows)
     icon = ":white_check_mark:" if passed == len(rows) else ":warning:"
     return (f"{icon} *Production readiness*: {passed} of {len(rows)} checks pass\n"

@@ -18,6 +18,10 @@ so ``update`` skips a status update identical to what the message already shows 
 updates that come within ``min_update_interval`` of the last one to that message (the newest
 replaces any held one). Held updates go out on the next ``update`` after the interval or on
 ``flush()``; use the notifier as a context manager so a job's last state is always sent.
+
+Slack refuses a message whose ``text`` passes 40,000 characters, or a section block whose text
+passes 3,000: every message is cut here to fit (``_outgoing``), ending with a note that it was
+cut, and the whole of it goes to the log.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from slack_sdk.webhook import WebhookClient
 from meshbot.errors import MeshbotError, PermanentError, SlackRateLimited, TemporaryError
 from meshbot.network_words import in_words
 from meshbot.settings import Settings
+from meshbot.slack_text import MAX_SECTION, MAX_TEXT, clip
 
 Blocks = Sequence[dict[str, Any]]
 
@@ -64,6 +69,8 @@ ROOT_PREFIX = "meshbot:slack:root:"  # + key: "sent <time>" while unsure, then "
 ROOT_TTL_S = 24 * 3600
 HISTORY_PAGES = 5  # of 200 messages: a retry comes within minutes, not thousands of messages
 CLOCK_SLACK_S = 60.0  # Slack's clock and ours may differ: look back this much further
+# Where the rest of a message cut to Slack's limits is: meshbot logs the whole of it.
+CUT_WHERE = "the whole message is in meshbot's log (logger meshbot.slack)"
 
 log = logging.getLogger("meshbot.slack")
 
@@ -104,6 +111,17 @@ class _Shown:
 def fingerprint(text: str, blocks: Blocks | None) -> str:
     raw = json.dumps([text, list(blocks or [])], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def _fit_block(block: dict[str, Any]) -> dict[str, Any]:
+    """A section block whose text Slack would refuse (past 3,000 characters), cut to fit."""
+    shown = block.get("text")
+    if block.get("type") != "section" or not isinstance(shown, dict):
+        return block
+    words = str(shown.get("text") or "")
+    if len(words) <= MAX_SECTION:
+        return block
+    return {**block, "text": {**shown, "text": clip(words, MAX_SECTION, CUT_WHERE)}}
 
 
 def _retry_after(headers: Any, default: float = 1.0) -> float:
@@ -201,6 +219,18 @@ class Notifier:
                       *blocks]
         return f"{mark} {text}", blocks
 
+    def _outgoing(self, text: str, blocks: Blocks | None) -> tuple[str, Blocks | None]:
+        """What is sent for ``text`` and ``blocks``: marked with the label, and cut to Slack's
+        limits (the one place they are kept, for posts, replies, updates and private replies)."""
+        text, blocks = self._labelled(text, blocks)
+        fitted = clip(text, MAX_TEXT, CUT_WHERE)
+        given = list(blocks or ())
+        shown = [_fit_block(block) for block in given]
+        if fitted != text or any(new is not old for new, old in zip(shown, given, strict=True)):
+            log.warning("a message was cut to Slack's limits (%d characters of text); whole: "
+                        "%s %s", len(text), text, json.dumps(given))
+        return fitted, None if blocks is None else shown
+
     @classmethod
     def from_settings(cls, settings: Settings | None = None, **options: Any) -> Notifier:
         settings = settings or Settings()
@@ -234,7 +264,7 @@ class Notifier:
         metadata instead of starting a second thread, and a later attempt of a job whose root
         did land (it failed afterwards) goes on in the same thread.
         """
-        text, blocks = self._labelled(text, blocks)
+        text, blocks = self._outgoing(text, blocks)
         key = key if key is not None else self._job_root_key(channel)
         if key is None or self._redis is None:
             return self._post(channel, text, blocks, None)
@@ -311,7 +341,7 @@ class Notifier:
 
     def reply(self, channel: str, thread_ts: str, text: str, blocks: Blocks | None = None) -> str:
         """Post into the thread of ``thread_ts``; returns the reply's ``ts``."""
-        return self._post(channel, *self._labelled(text, blocks), thread_ts)
+        return self._post(channel, *self._outgoing(text, blocks), thread_ts)
 
     def _post(self, channel: str, text: str, blocks: Blocks | None, thread_ts: str | None,
               metadata: dict[str, Any] | None = None) -> str:
@@ -333,7 +363,7 @@ class Notifier:
         self, channel: str, ts: str, text: str, blocks: Blocks | None = None
     ) -> UpdateOutcome:
         """Change a message meshbot posted, only when its content changes (see module doc)."""
-        text, blocks = self._labelled(text, blocks)
+        text, blocks = self._outgoing(text, blocks)
         new = fingerprint(text, blocks)
         now = self._clock()
         with self._lock:
@@ -419,7 +449,7 @@ class Notifier:
         A ``response_url`` expires (30 minutes, five uses); when it fails and ``channel`` and
         ``user`` are known, the reply falls back to ``chat.postEphemeral``.
         """
-        text, blocks = self._labelled(text, blocks)
+        text, blocks = self._outgoing(text, blocks)
         if response_url:
             try:
                 self._respond(response_url, text, blocks)
