@@ -24,6 +24,7 @@ import kmock
 from playground.kube_emulator_core import (  # re-exported: the emulator's public names
     NAMESPACES,
     Fault,
+    Hold,
     Key,
     MeshEmulator,
     Obj,
@@ -32,8 +33,8 @@ from playground.kube_emulator_core import (  # re-exported: the emulator's publi
 
 T = TypeVar("T")
 
-__all__ = ["NAMESPACES", "Fault", "Key", "MeshEmulator", "Obj", "RunningCluster", "label_selector",
-           "start_cluster"]
+__all__ = ["NAMESPACES", "Fault", "Hold", "Key", "MeshEmulator", "Obj", "RunningCluster",
+           "label_selector", "start_cluster"]
 
 
 class RunningCluster:
@@ -196,6 +197,20 @@ class RunningCluster:
     ) -> None:
         """Hold the next matching requests (a client with a shorter timeout times out)."""
         self.emulator.add_fault(Fault(method, plural, name, times, stall=seconds))
+
+    def hold(
+        self,
+        *,
+        method: str | None = None,
+        plural: str | None = None,
+        name: str | None = None,
+        timeout: float = 30.0,
+    ) -> Hold:
+        """Hold the next matching request until the returned ``Hold`` is released, then serve
+        it as usual; other requests are served meanwhile."""
+        held = Hold(timeout=timeout)
+        self.emulator.add_fault(Fault(method, plural, name, 1, hold=held))
+        return held
 
     def interfere(
         self,

@@ -5,7 +5,8 @@ safety depends on API-server behaviour it lacks, so this subclass adds it (its d
 that): a resourceVersion that changes on every write (one cluster-wide counter, like etcd's
 revision), uid/creationTimestamp/generation, 409 Conflict for a write that carries a stale
 resourceVersion, PUT (replace), label selectors on LIST, cluster-scoped ``namespaces``, and
-injectable faults (a status, a stall, a concurrent write just before the next matching one).
+injectable faults (a status, a stall, a concurrent write just before the next matching one, a
+request held until the test lets it through).
 
 Unlike kmock, writes happen in the fallback handlers, not before the reactions run: a request
 that a reaction intercepts (say ``emulator["patch"][:1] << 409``) leaves the object untouched, as
@@ -23,7 +24,7 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aiohttp.web
@@ -78,6 +79,20 @@ def label_selector(text: str) -> Callable[[Mapping[str, str]], bool]:
 
 
 @dataclass
+class Hold:
+    """A request held on arrival until ``release()``, then served as usual, while every other
+    request goes on: a test runs one client's work between two of another's, deterministically
+    (``reached`` says the held request has arrived)."""
+
+    timeout: float = 30.0  # never released: answered 504, as a stall is
+    reached: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
+
+    def release(self) -> None:
+        self.released.set()
+
+
+@dataclass
 class Fault:
     """What to do instead of (or before) the next ``times`` requests that match."""
 
@@ -88,6 +103,7 @@ class Fault:
     status: int = 0  # answer with this status and change nothing
     stall: float = 0.0  # hold the request this long (the client should time out first)
     change: Callable[[Obj], None] | None = None  # a concurrent write, applied before this one
+    hold: Hold | None = None  # held until released, then served
 
     def matches(self, request: kmock.Request) -> bool:
         plural = request.resource.plural if request.resource is not None else None
@@ -161,6 +177,11 @@ class MeshEmulator(kmock.KubernetesEmulator):
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._released.wait(), fault.stall)
             raise _status_error(504, "Timeout", "injected stall")
+        elif fault is not None and fault.hold is not None:
+            fault.hold.reached.set()
+            # Waited for off the loop: the other clients' requests are served meanwhile.
+            if not await asyncio.to_thread(fault.hold.released.wait, fault.hold.timeout):
+                raise _status_error(504, "Timeout", "held request never released")
         elif fault is not None:
             raise _status_error(fault.status, "Injected", f"injected HTTP {fault.status}")
         # Skip KubernetesEmulator._handle: it writes before the reactions run (module docstring).

@@ -7,7 +7,7 @@ change (WATCH/MULTI), so neither overwrites the other blindly.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import redis
 from pydantic import ValidationError
@@ -127,14 +127,19 @@ class RolloutStore:
             pipe.zrem(self.keys.watched, rollout.service)
 
     def update(
-        self, service: str, change: Callable[[Rollout | None], Rollout | None]
+        self, service: str, change: Callable[[Rollout | None], Rollout | None],
+        *, watch: Sequence[str] = (),
     ) -> Rollout | None:
-        """Apply ``change`` to the current state atomically; ``None`` from it writes nothing."""
+        """Apply ``change`` to the current state atomically; ``None`` from it writes nothing.
+
+        ``watch``: other keys ``change`` reads (e.g. the rollback sequence); a change of any of
+        them before the write runs ``change`` again, so what it checked still holds when the
+        state is written. An exception from ``change`` writes nothing."""
         key = self.keys.rollout(service)
         with self.client.pipeline() as pipe:
             while True:
                 try:
-                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    pipe.watch(key, *watch)  # type: ignore[no-untyped-call]
                     raw = pipe.get(key)
                     current = Rollout.model_validate_json(raw) if raw else None
                     updated = change(current)

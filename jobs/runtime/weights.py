@@ -35,6 +35,18 @@ class Abandoned(PermanentError):
     """The caller's ``should_continue()`` said stop: the rollout moved on (e.g. rolled back)."""
 
 
+class Overtaken(Abandoned):
+    """A rollback of the service was accepted after this request, found where the request was
+    about to commit its change (not only when its job started): nothing was applied. ``channel``
+    and ``ts`` name the thread the request had opened, which must say so too."""
+
+    def __init__(self, message: str, *, channel: str | None = None,
+                 ts: str | None = None) -> None:
+        super().__init__(message)
+        self.channel = channel
+        self.ts = ts
+
+
 def _always() -> bool:
     return True
 

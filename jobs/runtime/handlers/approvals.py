@@ -34,7 +34,8 @@ from jobs.runtime.bluegreen_cutover import CUTOVER, THREAD
 from jobs.runtime.context import JobContext
 from jobs.runtime.gates import Blocked, check_gates, service_lock
 from jobs.runtime.handlers.approval_plan import compose, facts_now
-from jobs.runtime.weights import Abandoned
+from jobs.runtime.handlers.common import end_overtaken
+from jobs.runtime.weights import Abandoned, Overtaken
 from meshbot import cluster_scope
 from meshbot.commands import Request
 from meshbot.errors import GitOpsOwned, MeshbotError, MeshInvalid, MeshNotFound, UserError
@@ -405,6 +406,12 @@ def run_gated(ctx: JobContext, request: Request,
                 _started(ctx, request)
             try:
                 result = handler(ctx, request)
+            except Overtaken as exc:
+                # A rollback accepted after this request won at its commit: it ends here,
+                # changing nothing, its approvals not spent.
+                if approved:
+                    not_used(ctx, request, approval_text.overtaken(request.command.target))
+                return end_overtaken(ctx, request, exc.channel, exc.ts)
             except _REFUSALS as exc:
                 if approved:
                     not_used(ctx, request, exc.message)

@@ -88,10 +88,15 @@ def canary(ctx: JobContext, request: Request) -> str:
         return traffic.promote(ctx, request)
     now = time.time()
     ctx.store.mark_unapplied(view.name, now, traffic.writer())
+
+    def move(cur: Rollout | None) -> Rollout | None:
+        if cur is None or cur.id != current.id or not machine.movable(cur):
+            return None
+        traffic.not_overtaken(ctx, request, cur.channel, cur.thread_ts)  # one transaction
+        return machine.move(cur, percent, now, request.id, f"by <@{request.user}>")
+
     with traffic.refused_before_commit(ctx, view.name):
-        moved = ctx.store.update(view.name, lambda cur: machine.move(
-            cur, percent, now, request.id, f"by <@{request.user}>")
-            if cur is not None and cur.id == current.id and machine.movable(cur) else None)
+        moved = ctx.store.update(view.name, move, watch=traffic.COMMIT_WATCH)
         if moved is None or moved.moved_by != request.id:
             raise Refused(canary_text.changed_while_moving(view.name))
     return _move(ctx, request, view, moved)

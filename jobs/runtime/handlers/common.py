@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from contextvars import ContextVar
 
 from jobs.adapters.audit import AuditEntry
 from jobs.domain.routes import Subsets, Weights
 from jobs.runtime.context import JobContext
+from jobs.runtime.reports import report
 from meshbot.commands import Request
 from meshbot.errors import MeshbotError, Refused
 from meshbot.plan import Plan
@@ -15,7 +17,9 @@ from policies.links import expand
 from policies.views import ServiceView
 from rendering import common as words
 from rendering import plan as plan_text
+from rendering import replies
 
+log = logging.getLogger("meshbot.jobs")
 THREAD_TTL_S = 7 * 24 * 3600
 _PLANS = "meshbot_plans_dry_run"
 
@@ -132,3 +136,20 @@ def links_text(ctx: JobContext, view: ServiceView, start: float, end: float) -> 
     links = expand(ctx.policy.links.model_dump(), service=view.name, namespace=view.namespace,
                    start=start, end=end, cluster=ctx.cluster or "")
     return words.links_line(links)
+
+
+def end_overtaken(ctx: JobContext, request: Request, channel: str | None = None,
+                  ts: str | None = None) -> str:
+    """A rollback accepted after ``request`` won before the request committed anything: the
+    caller is told, the thread the request had opened (``channel``/``ts``) says so, and the
+    audit records it "overtaken" (which ends the request: a second run returns at once)."""
+    text = replies.overtaken(request.command)
+    try:
+        ctx.notifier.ephemeral(text, response_url=request.response_url,
+                               channel=request.channel, user=request.user)
+    except MeshbotError as exc:
+        log.warning("could not tell %s: %s", request.user, exc.message)
+    if channel and ts:
+        report(ctx, channel, ts, text)  # Slack down: owed to the thread, delivered later
+    record(ctx, request, "overtaken", channel=channel, ts=ts, detail=text)
+    return "overtaken"

@@ -13,6 +13,7 @@ from jobs.adapters.rollout_store import TICK_OWNER, RolloutStore
 from jobs.domain import rollout as machine
 from jobs.domain.rollout import Event, Phase, Rollout
 from jobs.domain.routes import Subsets, Weights
+from jobs.runtime import api
 from jobs.runtime.bluegreen_cutover import void as void_cutover
 from jobs.runtime.context import JobContext
 from jobs.runtime.handlers.common import (
@@ -28,13 +29,21 @@ from jobs.runtime.handlers.common import (
 )
 from jobs.runtime.reports import report, report_in_new_thread
 from jobs.runtime.route_edits import back_to_stable, plan_back_to_stable
-from jobs.runtime.weights import Abandoned, defined_subsets, live_weights, plan_split, set_weights
+from jobs.runtime.weights import (
+    Abandoned,
+    Overtaken,
+    defined_subsets,
+    live_weights,
+    plan_split,
+    set_weights,
+)
 from meshbot import metrics
 from meshbot.commands import Request, Verb
 from meshbot.errors import MeshbotError, Refused, UserError
 from meshbot.plan import Plan
 from policies.views import ServiceView
 from rendering import plan as plan_text
+from rendering import replies
 from rendering import traffic as traffic_text
 
 log = logging.getLogger("meshbot.jobs")
@@ -53,13 +62,28 @@ def writer() -> str:
 
 @contextlib.contextmanager
 def refused_before_commit(ctx: JobContext, service: str) -> Iterator[None]:
-    """A refusal raised here came before the state changed: the mark must not outlive it, or
-    the reconcile would write weights that were never decided."""
+    """A refusal (or an overtaken request) raised here came before the state changed: the mark
+    must not outlive it, or the reconcile would write weights that were never decided."""
     try:
         yield
-    except UserError:
+    except (UserError, Overtaken):
         ctx.store.mark_applied(service, writer())
         raise
+
+
+# What ``not_overtaken`` reads: a commit watches it, so a rollback accepted between the check
+# and the write makes the transaction check again.
+COMMIT_WATCH = (api.ROLLBACK_SEQUENCE_KEY,)
+
+
+def not_overtaken(ctx: JobContext, request: Request, channel: str | None = None,
+                  ts: str | None = None) -> None:
+    """Raise ``Overtaken`` if a rollback of the service was accepted after ``request``. Called
+    inside the transaction that commits the request's rollout state (``watch=COMMIT_WATCH``),
+    not only when its job starts: a rollback acked while the job runs, and run meanwhile by
+    another worker, must still win. ``channel``/``ts``: the thread the request opened."""
+    if not request.command.dry_run and api.overtaken(ctx.redis, request):
+        raise Overtaken(replies.overtaken(request.command), channel=channel, ts=ts)
 
 
 def still_wanted(store: RolloutStore, service: str, rollout_id: str,
@@ -157,8 +181,16 @@ def _begin(ctx: JobContext, request: Request, *, steps: tuple[int, ...], fixed: 
         "stable_version": defined.get(subsets.stable, {}).get(analysis.version_label, ""),
         **(fields or {}),
     })
+
+    def commit(_current: Rollout | None) -> Rollout:
+        # Written only if no rollback was accepted since this request was: the check and the
+        # write are one transaction.
+        not_overtaken(ctx, request, channel, ts)
+        return started
+
     ctx.store.mark_unapplied(view.name, time.time(), writer())
-    ctx.store.put(started)
+    with refused_before_commit(ctx, view.name):
+        ctx.store.update(view.name, commit, watch=COMMIT_WATCH)
     before, after = apply_weight(ctx, view, started, target)
     ctx.store.mark_applied(view.name, writer())
     ctx.notifier.reply(channel, ts, traffic_text.weights_applied(
@@ -199,10 +231,15 @@ def promote(ctx: JobContext, request: Request) -> str:
             ctx, view, would.subsets, Weights(stable=0, canary=100),
             (plan_text.promote_step(view.name, would.subsets.canary),)))
     ctx.store.mark_unapplied(view.name, now, writer())
+
+    def promote_it(cur: Rollout | None) -> Rollout | None:
+        if cur is None or cur.id != current.id:
+            return None
+        not_overtaken(ctx, request, cur.channel, cur.thread_ts)
+        return machine.apply(cur, Event.PROMOTE, now, f"by <@{request.user}>")
+
     with refused_before_commit(ctx, view.name):
-        promoted = ctx.store.update(view.name, lambda cur: machine.apply(
-            cur, Event.PROMOTE, now, f"by <@{request.user}>") if cur and cur.id == current.id
-            else None)
+        promoted = ctx.store.update(view.name, promote_it, watch=COMMIT_WATCH)
         if promoted is None or promoted.phase is not Phase.PROMOTED:
             raise Refused(f"{view.name} changed while promoting; see `/mesh status {view.name}`")
     subsets = promoted.subsets
@@ -317,10 +354,15 @@ def _approved_step(ctx: JobContext, request: Request, view: ServiceView,
                       "request posted in the channel")
     approvers = ", ".join(f"<@{a}>" for a in request.approved_by)
     ctx.store.mark_unapplied(view.name, now, writer())
+
+    def approve(cur: Rollout | None) -> Rollout | None:
+        if cur is None or cur.id != current.id or cur.phase is not Phase.AWAITING_APPROVAL:
+            return None
+        not_overtaken(ctx, request, cur.channel, cur.thread_ts)
+        return machine.apply(cur, Event.APPROVED, now, f"approved by {approvers}")
+
     with refused_before_commit(ctx, view.name):
-        moved = ctx.store.update(view.name, lambda cur: machine.apply(
-            cur, Event.APPROVED, now, f"approved by {approvers}")
-            if cur and cur.id == current.id and cur.phase is Phase.AWAITING_APPROVAL else None)
+        moved = ctx.store.update(view.name, approve, watch=COMMIT_WATCH)
         if moved is None or moved.phase is Phase.AWAITING_APPROVAL:
             raise Refused(f"{view.name} changed while approvers were asked; nothing was applied")
     before, after = apply_weight(ctx, view, moved, Weights.canary_at(moved.weight))
