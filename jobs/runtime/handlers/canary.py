@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 from jobs.domain import rollout as machine
-from jobs.domain.rollout import Rollout
+from jobs.domain.rollout import Phase, Rollout
 from jobs.domain.routes import Weights
 from jobs.runtime.context import JobContext
 from jobs.runtime.handlers import traffic
@@ -69,6 +69,9 @@ def canary(ctx: JobContext, request: Request) -> str:
     if current is not None and current.moved_by == request.id:
         return _move(ctx, request, view, current)  # a retry of this move: re-apply it
     done = ctx.store.get(view.name)
+    if done is not None and done.phase is Phase.PROMOTED and done.moved_by == request.id \
+            and percent >= 100:
+        return traffic.promote(ctx, request)  # a retry of this promote: it writes it again
     if done is not None and done.phase.terminal and done.moved_by == request.id:
         # A retry of this request after it promoted (or a rollback ended it): never re-apply.
         raise Abandoned(canary_text.changed_while_moving(view.name))

@@ -221,6 +221,12 @@ def promote(ctx: JobContext, request: Request) -> str:
     view = service_view(ctx, request)
     now = time.time()
     current = ctx.store.get(view.name)
+    if current is not None and current.phase is Phase.PROMOTED \
+            and current.moved_by == request.id and not request.command.dry_run:
+        # A retry (or a takeover) of this very promote, whose first attempt committed the
+        # state but did not write the weights (a 5xx): write them now, as decided.
+        ctx.store.mark_unapplied(view.name, now, writer())
+        return _write_promoted(ctx, request, view, current)
     if current is None or current.phase.terminal:
         raise Refused(f"{view.name} has no rollout to promote: start one with "
                       f"`/mesh rollout {view.name}`")
@@ -236,16 +242,35 @@ def promote(ctx: JobContext, request: Request) -> str:
         if cur is None or cur.id != current.id:
             return None
         not_overtaken(ctx, request, cur.channel, cur.thread_ts)
-        return machine.apply(cur, Event.PROMOTE, now, f"by <@{request.user}>")
+        # ``moved_by``: which request promoted it, so that request's retry writes it again.
+        return machine.apply(cur, Event.PROMOTE, now, f"by <@{request.user}>").model_copy(
+            update={"moved_by": request.id})
 
     with refused_before_commit(ctx, view.name):
         promoted = ctx.store.update(view.name, promote_it, watch=COMMIT_WATCH)
         if promoted is None or promoted.phase is not Phase.PROMOTED:
             raise Refused(f"{view.name} changed while promoting; see `/mesh status {view.name}`")
+    return _write_promoted(ctx, request, view, promoted)
+
+
+def _write_promoted(ctx: JobContext, request: Request, view: ServiceView,
+                    promoted: Rollout) -> str:
+    """Write a promoted rollout's weights (all on its canary subset) and say so, once; a retry
+    of the promote runs this again, reporting the split its first attempt read."""
     subsets = promoted.subsets
+    job = get_current_job()
+
+    def still_promoted() -> bool:  # a rollback since: its weights win, never re-apply these
+        now = ctx.store.get(view.name)
+        return (now is not None and now.id == promoted.id and now.phase is Phase.PROMOTED
+                and now.moved_by == promoted.moved_by)
+
     before, after = set_weights(ctx.kube, view.namespace, view.virtual_services, view.name,
                                 subsets, Weights(stable=0, canary=100),
-                                allow_gitops=view.gitops_allowed)
+                                should_continue=still_promoted,
+                                allow_gitops=view.gitops_allowed,
+                                remember_before=(lambda read: ctx.store.first_before(
+                                    job.id, read)) if job is not None else None)
     ctx.store.set_live_subset(view.name, subsets.canary)
     ctx.store.mark_applied(view.name, writer())
     text = traffic_text.promoted(pair(before), names(subsets), request.approved_by)
