@@ -113,6 +113,9 @@ class Rollout(BaseModel):
     resume_phase: Phase | None = None
     moved_by: str = ""  # the request that last moved this canary (a retry re-applies it)
     moved_from: int | None = None  # ... and the weight it moved from
+    # The writer (its mark's owner) whose unwritten change the reconcile rolled this rollout
+    # back for: a later tick that writes the rollback says why, not that a worker stopped.
+    settled_for: str = ""
     last_values: tuple[str, ...] = ()
     history: tuple[Transition, ...] = ()
 

@@ -73,10 +73,15 @@ def reconcile(ctx: JobContext, now: float | None = None) -> list[str]:
             continue
         ended_unwritten = owner != TICK_OWNER and rollout.phase is not Phase.ROLLED_BACK
         if ended_unwritten:
-            settled = _roll_back(ctx, rollout, now, status)
+            settled = _roll_back(ctx, rollout, now, status, owner)
             if settled is None:
                 continue
             rollout = settled
+        # What happened, not the phase, chooses the words: a rollback the reconcile decided for
+        # this owner's unwritten change (on an earlier tick, whose write failed) is still that
+        # settle; only a writer that decided the rollback itself (a rollback's job, the tick)
+        # stopped before writing its weights.
+        settles = owner != TICK_OWNER and rollout.settled_for == owner
         target = desired(rollout)
         try:
             if rollout.phase is Phase.ROLLED_BACK:
@@ -94,8 +99,8 @@ def reconcile(ctx: JobContext, now: float | None = None) -> list[str]:
             continue
         ctx.store.mark_applied(service, owner)
         done.append(service)
-        text = (traffic_text.reapplied(str(target)) if not ended_unwritten
-                else traffic_text.settled_after_failure(str(target)))
+        text = (traffic_text.settled_after_failure(str(target)) if settles
+                else traffic_text.reapplied(str(target)))
         _tell(ctx, rollout, text)
         ctx.audit.record(AuditEntry(
             actor="meshbot", action="reconcile", target=service, outcome="done",
@@ -104,14 +109,16 @@ def reconcile(ctx: JobContext, now: float | None = None) -> list[str]:
 
 
 def _roll_back(ctx: JobContext, rollout: Rollout, now: float,
-               status: JobStatus | None) -> Rollout | None:
-    """The rollout's state, rolled back because its writer ended without writing."""
+               status: JobStatus | None, owner: str) -> Rollout | None:
+    """The rollout's state, rolled back because its writer (``owner``) ended without writing;
+    the state records that it was settled for that writer."""
     why = f"the change was not written (its job {status.value if status else 'is gone'})"
 
     def change(current: Rollout | None) -> Rollout | None:
         if current is None or current.id != rollout.id or current.phase is Phase.ROLLED_BACK:
             return None
-        return machine.apply(current, Event.ROLLBACK, now, why)
+        return machine.apply(current, Event.ROLLBACK, now, why).model_copy(
+            update={"settled_for": owner})
     try:
         return ctx.store.update(rollout.service, change) or ctx.store.get(rollout.service)
     except MeshbotError as exc:

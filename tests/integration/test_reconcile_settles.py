@@ -73,3 +73,31 @@ def test_a_promote_refused_after_marking_writes_nothing_later(
     assert emulated_mesh.weights(SERVICE) == {"stable": 90, "canary": 10}
     assert not any("stopped before writing" in m.text
                    for m in emulated_mesh.slack.messages(CHANNEL))
+
+
+def test_a_settle_whose_own_write_failed_says_so_when_it_lands(
+        emulated_mesh: EmulatedMesh) -> None:
+    """The canary's job gave up; the tick that settles it rolls the rollout back but cannot
+    write (Kubernetes answers 500 once). The next tick writes it: the thread and the audit
+    still say why — the change ended without writing — not that a worker stopped."""
+    mesh = emulated_mesh
+    mesh.cluster.fail(500, method="PATCH", plural="virtualservices", name=SERVICE, times=1000)
+    request = submit(mesh, Verb.CANARY, 10)
+    mesh.run_jobs()
+    while release_retries(mesh.redis):
+        mesh.run_jobs()
+    assert outcomes(mesh, request)[-1] == "failed"  # the job gave up
+
+    mesh.cluster.fail(500, method="GET", plural="virtualservices", name=SERVICE)
+    assert reconcile(context.current(), now=time.time() + LATER) == []  # its write failed
+    rollout = RolloutStore(mesh.redis).get(SERVICE)
+    assert rollout is not None and rollout.phase is Phase.ROLLED_BACK
+
+    assert reconcile(context.current(), now=time.time() + LATER + 1) == [SERVICE]
+    assert mesh.weights(SERVICE) == {"stable": 100, "canary": 0}
+    texts = thread_texts(mesh)
+    assert "ended without writing its weights" in texts[-1]
+    assert not any("stopped before writing" in t for t in texts)
+    entry = AuditLog(mesh.redis).last(SERVICE, 10)[0]
+    assert entry.action == "reconcile" and "ended without writing" in entry.detail
+    assert RolloutStore(mesh.redis).unapplied_since(time.time() + LATER) == []
