@@ -3,7 +3,6 @@ and Socket Mode (``meshbot socket``) run the same listeners with the same contex
 
 from __future__ import annotations
 
-import redis
 from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
@@ -12,6 +11,7 @@ from bot.app import BotContext, create_app, web_client
 from bot.groups import GroupResolver
 from bot.http import MeshbotWSGI
 from bot.slash_ack import SlashAck
+from meshbot.redis_client import connect
 from meshbot.settings import Settings
 from policies.loader import load_policy_file
 
@@ -19,8 +19,7 @@ from policies.loader import load_policy_file
 def build_app(settings: Settings) -> tuple[App, BotContext]:
     policy = load_policy_file(settings.policy_path)
     # Short timeouts: a hung Redis must still let the listener answer within Slack's 3 s.
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=1.0,
-                                  socket_connect_timeout=1.0, health_check_interval=30)
+    client = connect(settings.redis_url, "serve")
     ctx = BotContext(settings=settings, policy=policy, redis=client,
                      groups=GroupResolver(web_client(settings)))
     return create_app(ctx), ctx

@@ -17,6 +17,7 @@ from types import TracebackType
 import redis
 
 from meshbot import metrics
+from meshbot.redis_client import connect
 from meshbot.settings import Settings
 from meshbot.state_epoch import lost_since
 
@@ -126,7 +127,7 @@ def start_health_server(settings: Settings, port: int,
                         ) -> HealthServer:
     """Serve health and metrics with a Redis client of its own, with short timeouts: a probe
     must answer within its own timeout even while Redis hangs."""
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    client = connect(settings.redis_url, "health")
     return HealthServer(client, host=host, port=port,
                         read_state=lambda: read_state(client, settings.queue_name),
                         ready_checks=ready_checks).start()

@@ -13,6 +13,7 @@ from jobs.adapters.keys import Keys
 from jobs.adapters.kube import KubeClient
 from jobs.adapters.rollout_store import RolloutStore
 from jobs.adapters.slack_notifier import Notifier
+from meshbot.redis_client import connect
 from meshbot.settings import Settings
 from policies.loader import load_policy_file
 from policies.policy import Policy
@@ -88,7 +89,7 @@ def current() -> JobContext:
             _current = JobContext(
                 settings=settings,
                 policy=load_policy_file(settings.policy_path),
-                redis=redis.Redis.from_url(settings.redis_url),
+                redis=connect(settings.redis_url, "jobs"),  # a hung Redis fails the job
             )
         return _current
 
