@@ -36,11 +36,12 @@ AUTOMATIC_ROLLBACK = frozenset({Event.CHECK_FAILED, Event.REGRESSION, Event.NO_D
 # What a person's command does to a rollout (the analysis's own events are the others).
 COMMANDS = frozenset({Event.ROLLBACK, Event.ABORT, Event.PROMOTE, Event.MOVE, Event.PAUSE})
 TICK_SLACK_S = 1.5  # the tick period and a little: how late a due check may run
-# What RQ's worker loop dies of when Redis restarts (``jobs.runtime.worker`` starts a new one;
-# a worker process that exits is a violation of its own, "died"). A job's designed retry (a
-# TemporaryError) is one log line without traceback (``jobs.runtime.worker.MeshbotWorker``):
-# its traceback in a log is a violation like any other.
-RETRIED = re.compile(r"redis\.exceptions\.(ConnectionError|BusyLoadingError)\b")
+# What RQ's worker loop says when Redis restarts under it: one warning line, no traceback
+# (``jobs.runtime.worker.RedisFailureLine``; ``jobs.runtime.worker`` starts a new worker, and a
+# worker process that exits is a violation of its own, "died"). A job's designed retry (a
+# TemporaryError) is one log line without traceback too (``MeshbotWorker``): any traceback in a
+# log is a violation.
+REDIS_LOST = re.compile(r"Worker \S+: Redis failed \(\w+")
 
 
 @dataclass
@@ -230,25 +231,25 @@ def _overtaken(t: Transition, following: Transition | None,
 
 
 def check_logs(v: Violations, logs: Mapping[str, str]) -> int:
-    """A Traceback in a log is a violation, except RQ's own report of its worker loop losing
-    Redis (a restart); how many of those."""
-    retried = 0
+    """Every Traceback in a log is a violation; how many times RQ's worker loop lost Redis (a
+    restart), which is said in one warning line."""
+    lost = 0
     for name, text in logs.items():
         for i, line in enumerate(text.splitlines()):
-            if "Traceback" not in line:
-                continue
             try:
                 record = json.loads(line)
             except ValueError:
                 record = {}
+            if (record.get("logger") == "rq.worker" and record.get("level") == "warning"
+                    and REDIS_LOST.match(str(record.get("msg", "")))):
+                lost += 1
+            if "Traceback" not in line:
+                continue
             trace = str(record.get("exc") or record.get("msg") or line)
             last = trace.strip().splitlines()[-1] if trace.strip() else line
-            if record.get("logger") == "rq.worker" and RETRIED.match(last):
-                retried += 1
-                continue
             where = f"{record.get('logger', '?')}: {str(record.get('msg', ''))[:120]}"
             v.add("traceback", f"{name} log line {i + 1}: {where} … {last.strip()[:240]}")
-    return retried
+    return lost
 
 
 def now() -> float:

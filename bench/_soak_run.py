@@ -58,7 +58,7 @@ class Result:
     logs_dir: str = ""
     load_window: tuple[float, float] = (0.0, 0.0)  # wall clock: first command, end of the load
     ended_in_load: int = 0  # accepted commands that ended within the load window
-    retried_tracebacks: int = 0  # RQ's log of Redis gone under its worker loop
+    redis_losses: int = 0  # RQ's worker loop losing Redis (one warning line each)
 
     @property
     def carried_out(self) -> int:
@@ -191,7 +191,7 @@ def run(plan: Plan, keep_logs: Path | None = None) -> Result:
                 scenario.load.close()
             result.elapsed, result.quiet_after = quiet - started, quiet - load_done
             result.rss = memory(stack)
-        result.retried_tracebacks = check.check_logs(violations, stack.logs())
+        result.redis_losses = check.check_logs(violations, stack.logs())
         if keep_logs is not None:
             keep_logs.mkdir(parents=True, exist_ok=True)
             for log_name, text in stack.logs().items():

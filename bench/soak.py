@@ -50,8 +50,8 @@ def report(result: Result, allowed: frozenset[str]) -> int:
     print(f"commands: {result.sent} sent, {result.acked} acked (HTTP 200); how they ended: "
           f"{_counts(result.ends)}")
     print(f"faults injected: {sum(result.faults.values())} — {_counts(result.faults)}")
-    print(f"approvals: {result.reactions} reactions sent; RQ logged {result.retried_tracebacks} "
-          "tracebacks of Redis restarting under its worker loop (handled, not counted)")
+    print(f"approvals: {result.reactions} reactions sent; RQ's worker loop lost Redis "
+          f"{result.redis_losses} times (one warning line each; a new worker took over)")
     print(f"rollouts: {result.rollouts_seen} seen; final phases {_counts(result.phases)}; "
           f"{result.judgements} analysis checks; {result.automatic} changes by the analysis")
     rate = result.carried_out / result.elapsed if result.elapsed else 0.0

@@ -6,6 +6,7 @@ caller is told and onto RQ's retries (the one place that mapping lives).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from jobs.runtime import api, context
 from jobs.runtime.context import JobContext
 from jobs.runtime.handlers import approvals
 from jobs.runtime.handlers.common import plans_dry_run, record
-from jobs.runtime.retry import honour_delay
+from jobs.runtime.retry import next_wait
 from jobs.runtime.weights import Abandoned
 from meshbot import cluster_scope, metrics
 from meshbot.commands import Request, Verb
@@ -28,11 +29,11 @@ from meshbot.errors import (
     MeshInvalid,
     MeshNotFound,
     PermanentError,
-    QueueUnavailable,
     Refused,
     TemporaryError,
     UserError,
 )
+from meshbot.redis_client import translate
 from meshbot.verbs import REGISTRY
 from rendering import approvals as approval_text
 from rendering import common as words
@@ -106,7 +107,7 @@ def _handle(request: Request, ctx: JobContext) -> str:
     except TemporaryError as exc:
         job = get_current_job()
         if job is not None and (job.retries_left or 0) > 0:
-            wait = honour_delay(job, exc)
+            wait = next_wait(job, exc)  # the worker stretches the retry to it
             log.warning("will retry %s in %gs: %s", request.id, wait, exc.message, extra=extra)
             raise
         _tell(ctx, request, replies.gave_up(request.command, exc.message, _attempts(job)))
@@ -117,12 +118,21 @@ def _handle(request: Request, ctx: JobContext) -> str:
         record(ctx, request, "failed", detail=exc.message)
         return "failed"
     except redis.RedisError as exc:
-        # Redis went away mid-job (a restart): nothing can be recorded or told now. Raised as a
-        # TemporaryError, RQ retries it; a worker that RQ gives up on is replaced and its job
-        # taken over (``jobs.runtime.worker``). Handlers are safe to run again (request ids).
-        log.warning("Redis failed during %s (%s); it runs again", request.id,
-                    type(exc).__name__, extra=extra)
-        raise QueueUnavailable(f"Redis failed during the job ({type(exc).__name__})") from exc
+        error = translate(exc, "Redis failed during the job")
+        if isinstance(error, TemporaryError):
+            # Redis went away mid-job (a restart): nothing can be recorded or told now. Raised
+            # as a TemporaryError, RQ retries it; a worker that RQ gives up on is replaced and
+            # its job taken over (``jobs.runtime.worker``). Handlers are safe to run again.
+            log.warning("Redis failed during %s (%s); it runs again", request.id,
+                        type(exc).__name__, extra=extra)
+            raise error from exc
+        # Redis answered, and refused the command (WRONGTYPE, NOSCRIPT...): a bug that no
+        # retry mends. Said once, as a failure.
+        log.error("Redis refused a command of %s: %s", request.id, error.message, extra=extra)
+        with contextlib.suppress(MeshbotError, redis.RedisError):
+            _tell(ctx, request, replies.failed(request.command, "internal error (Redis)"))
+            record(ctx, request, "failed", detail=error.message)
+        return "failed"
     except Exception as exc:
         # A bug, not a state of the world: say so rather than leave the caller waiting.
         log.exception("unexpected error in %s", request.id, extra=extra)

@@ -15,15 +15,18 @@ from typing import Any
 
 import redis
 from rq import Queue, SimpleWorker
+from rq.exceptions import DeserializationError
 from rq.job import Job
 from rq.job_lifecycle import call_exception_handlers
 from rq.serializers import JSONSerializer
 
 from jobs.runtime.api import TASK, queue_names, read_state
+from jobs.runtime.retry import honour_delay
 from jobs.runtime.takeover import WorkerLease
-from meshbot.errors import TemporaryError
+from meshbot.errors import PermanentError, TemporaryError
 from meshbot.health_server import start_health_server
 from meshbot.logs import configure_logging
+from meshbot.redis_client import connect, translate, unavailable
 from meshbot.settings import Settings
 
 log = logging.getLogger("meshbot.worker")
@@ -50,24 +53,42 @@ class StopSignal:
 
 
 class MeshbotWorker(SimpleWorker):
-    """RQ's worker, except that a designed retry is not logged as a crash, and a stop asked
-    for before RQ listened for signals is honoured.
+    """RQ's worker, except that meshbot's errors say whether and when a job is retried, a
+    designed retry is not logged as a crash, and a stop asked for before RQ listened for
+    signals is honoured.
 
-    RQ logs every exception a job raises with its traceback. A ``TemporaryError`` is how a job
-    asks to be retried later (Slack's 429, a Kubernetes 5xx): a traceback per retry would bury
-    the real bugs in the log, so it gets one line instead; anything else keeps RQ's traceback.
+    Every job passes here (RQ calls ``handle_exception`` before ``handle_job_failure``, which
+    retries or fails the job), so this is the one place a job's error meets RQ's retries:
+
+    - a ``TemporaryError`` (or a Redis failure waiting may mend) stretches the job's next retry
+      to the error's ``delay`` (Slack's Retry-After, ...), the enqueued schedule being the
+      floor; one log line, no traceback (a traceback per retry would bury the real bugs);
+    - a ``PermanentError`` (or a command Redis rejects) is not retried: the job fails at once,
+      said in one log line;
+    - anything else is a bug: RQ's traceback, and RQ's retries.
     """
 
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
-        exc_type, exc, _tb = _unpack(exc_info)
-        if exc_type is None or not issubclass(exc_type, TemporaryError):
+        _exc_type, exc, _tb = _unpack(exc_info)
+        error: BaseException | None = exc
+        if isinstance(exc, redis.RedisError):
+            error = translate(exc, "Redis failed during the job")
+        if not isinstance(error, TemporaryError | PermanentError):
             super().handle_exception(job, *exc_info)
             return
-        # handle_request has already said "will retry <id> in <n>s" with the request's id
-        # (the delay it chose is only known there): a second line would say it twice.
-        if job.func_name != TASK:
-            log.warning("job %s (%s) will be retried: %s", job.id, job.func_name,
-                        getattr(exc, "message", str(exc)))
+        func = _func_name(job)
+        if isinstance(error, PermanentError):
+            job.retries_left = 0  # RQ fails it now: retrying cannot help
+            log.error("job %s (%s) failed, not retried: %s", job.id, func, error.message)
+        elif (job.retries_left or 0) > 0:
+            wait = honour_delay(job, error)
+            # handle_request has already said "will retry <id> in <n>s" with the request's id:
+            # a second line would say it twice.
+            if func != TASK:
+                log.warning("job %s (%s) will be retried in %gs: %s", job.id, func, wait,
+                            error.message)
+        else:
+            log.error("job %s (%s) failed, no retries left: %s", job.id, func, error.message)
         call_exception_handlers(self._exc_handlers, job, *exc_info)  # as RQ's own does
 
     stop_signal: StopSignal | None = None
@@ -87,6 +108,43 @@ def _unpack(exc_info: tuple[Any, ...]) -> tuple[type[BaseException] | None,
     return None, None, None
 
 
+def _func_name(job: Job) -> str:
+    try:
+        return str(job.func_name)
+    except DeserializationError:
+        return "<undeserializable>"
+
+
+class RedisFailureLine(logging.Filter):
+    """RQ's loop logs a Redis failure between jobs as a crash ("found an unhandled exception,
+    quitting" and its traceback; "Redis connection timeout" as an error), once per outage and
+    worker. It is how a restart of Redis looks, not a bug: one warning line, without traceback.
+    Anything else RQ logs keeps its level and its traceback."""
+
+    TIMEOUT = "Worker %s: Redis connection timeout, quitting..."
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and unavailable(exc):
+            worker = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg = "Worker %s: Redis failed (%s: %s); this worker ends"
+            record.args = (worker, type(exc).__name__, str(exc).strip() or "no detail")
+            record.exc_info, record.exc_text = None, None
+        elif record.msg != self.TIMEOUT:
+            return True
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def quiet_redis_failures() -> None:
+    """Put ``RedisFailureLine`` on RQ's worker logger (once)."""
+    rq_log = logging.getLogger("rq.worker")
+    if not any(isinstance(f, RedisFailureLine) for f in rq_log.filters):
+        rq_log.addFilter(RedisFailureLine())
+
+
 def build_worker(settings: Settings, connection: redis.Redis,
                  stop_signal: StopSignal | None = None) -> SimpleWorker:
     queues = [
@@ -95,6 +153,7 @@ def build_worker(settings: Settings, connection: redis.Redis,
     ]
     worker = MeshbotWorker(queues, connection=connection, serializer=JSONSerializer)
     worker.stop_signal = stop_signal
+    quiet_redis_failures()
     return worker
 
 
@@ -103,21 +162,26 @@ def run_worker(*, burst: bool = False, metrics_port: int | None = None) -> int:
     stop.install()
     settings = Settings()
     configure_logging()
-    connection = redis.Redis.from_url(settings.redis_url)
+    # RQ raises its connection's socket timeout to wait on its queues (``_set_connection``):
+    # the ticker, the lease and the wait for Redis have a client of their own, which notices a
+    # hung Redis in seconds.
+    connection = connect(settings.redis_url, "worker")
+    control = connect(settings.redis_url, "ticker")
     if metrics_port is not None:
         start_health_server(settings, metrics_port, read_state)  # /healthz, /readyz, /metrics
     ticker = None
     if not burst:
         from jobs.runtime.ticker import Ticker
 
-        ticker = Ticker(connection, settings)
+        ticker = Ticker(control, settings)
         ticker.start()
     try:
-        while not stop.asked.is_set() and not _work(settings, connection, stop, burst=burst):
+        while not stop.asked.is_set() and not _work(settings, connection, stop, burst=burst,
+                                                   control=control):
             # Redis went away under RQ (a restart): RQ gives up on its worker, not meshbot. A
             # new one starts once Redis answers; the old one's started job is taken over when
             # its lease lapses (``jobs.runtime.takeover``), so nothing is lost or run twice.
-            _wait_for(connection, stop)
+            _wait_for(control, stop)
     finally:
         if ticker is not None:
             ticker.stop()
@@ -125,12 +189,21 @@ def run_worker(*, burst: bool = False, metrics_port: int | None = None) -> int:
 
 
 def _work(settings: Settings, connection: redis.Redis, stop: StopSignal, *,
-          burst: bool) -> bool:
-    """One RQ worker's life; False when Redis failing ended it (start another)."""
-    worker = build_worker(settings, connection, stop)
+          burst: bool, control: redis.Redis | None = None) -> bool:
+    """One RQ worker's life; False when Redis failing ended it (start another). ``control``
+    keeps the lease (RQ's ``connection`` waits long on its queues)."""
+    control = control or connection
     try:
-        lease = WorkerLease(connection, worker.name).start()  # taken over if it lapses
-    except redis.ConnectionError:
+        # RQ's own connection waits ~415 s on a hung Redis (and a new worker's first call is
+        # made on it): ask with the short-timeout client first.
+        control.ping()
+        worker = build_worker(settings, connection, stop)
+        lease = WorkerLease(control, worker.name).start()  # taken over if it lapses
+    except redis.RedisError as exc:  # a hung Redis (TimeoutError) too: no worker started
+        if not unavailable(exc):
+            raise
+        log.warning("Redis failed before a worker started (%s); one starts once Redis answers",
+                    type(exc).__name__)
         return False
     try:
         # A long-running worker leaves scheduled jobs to its ticker (jobs/scheduled.py says why);
@@ -149,10 +222,11 @@ def _work(settings: Settings, connection: redis.Redis, stop: StopSignal, *,
             or worker._shutdown_requested_date is not None):
         return True
     # RQ's loop swallows what fails between jobs (a Redis timeout or a dropped connection in
-    # its heartbeat or bookkeeping), logs "quitting" and returns as if it had been asked to
-    # stop; nobody asked, so the process must not exit: another worker takes over.
-    log.warning("worker %s stopped without being asked (Redis failing under it, see RQ's log);"
-                " a new worker starts once Redis answers", worker.name)
+    # its heartbeat or bookkeeping), logs "quitting" (one warning line: ``RedisFailureLine``)
+    # and returns as if it had been asked to stop; nobody asked, so the process must not exit:
+    # another worker takes over.
+    log.info("worker %s stopped without being asked (see RQ's line before); a new worker "
+             "starts once Redis answers", worker.name)
     return False
 
 
