@@ -57,3 +57,11 @@ def queue_unavailable() -> str:
 def overtaken(command: Command) -> str:
     return (f":rewind: `{describe(command)}` was not applied: a rollback of `{command.target}` "
             "was accepted after it, and a rollback wins.")
+
+
+def overtaken_undone(command: Command, stable: str, canary: str) -> str:
+    """A rollback accepted after ``command`` came while its write was on the wire: the write
+    landed (perhaps after the rollback had found nothing to write), so it was written back."""
+    return (f":rewind: `{describe(command)}` was overtaken: a rollback of `{command.target}` "
+            "was accepted after it, and a rollback wins. Its write had already reached the "
+            f"VirtualService, so meshbot put it back to {stable} 100 / {canary} 0.")

@@ -12,6 +12,7 @@ from rq.serializers import JSONSerializer
 
 from jobs.adapters.audit import AuditLog
 from jobs.adapters.rollout_store import RolloutStore
+from jobs.domain.rollout import Phase
 from jobs.runtime import api
 from meshbot.commands import Request, Verb
 from meshbot.settings import Settings
@@ -88,3 +89,43 @@ def test_a_running_change_acked_before_a_rollback_never_lands_after_it(
     # No rollout of the canary's was committed: /mesh status shows none in progress.
     rollout = RolloutStore(mesh.redis).get(SERVICE)
     assert rollout is None or rollout.id != canary.id
+
+
+def test_a_rollback_acked_while_the_change_is_writing_its_weight_wins(
+        emulated_mesh: EmulatedMesh) -> None:
+    """The canary has committed its rollout and its VirtualService write is on the wire when
+    the rollback is acked and run to its end by another worker (it finds the mesh still at
+    100/0, so it writes nothing); then the canary's write lands. The rollback was the last
+    command accepted: the mesh ends stable 100, the rollout rolled back, and the canary is
+    told, audited and said in its thread as overtaken, its weight written back."""
+    mesh = emulated_mesh
+    held = mesh.cluster.hold(method="PATCH", plural="virtualservices")
+    canary = submit(mesh, Verb.CANARY, 10)
+    other = _taken_by_another_worker(mesh, canary)
+    try:
+        assert held.reached.wait(30), "the canary's job never wrote its weight"
+        rollout = RolloutStore(mesh.redis).get(SERVICE)
+        assert rollout is not None and rollout.id == canary.id  # committed before the write
+        rollback = submit(mesh, Verb.ROLLBACK)  # acked while the canary's write is held
+        mesh.run_jobs()  # the rollback runs to its end meanwhile
+        assert mesh.weights(SERVICE) == {"stable": 100, "canary": 0}
+    finally:
+        held.release()  # the canary's write lands now
+        other.join(60)
+    assert not other.is_alive()
+
+    assert mesh.weights(SERVICE) == {"stable": 100, "canary": 0}
+    store = RolloutStore(mesh.redis)
+    rollout = store.get(SERVICE)
+    assert rollout is not None and rollout.phase is Phase.ROLLED_BACK
+    assert store.unapplied_since(float("inf")) == []  # nothing left for the reconcile
+    outcomes = [(e.request_id, e.outcome) for e in AuditLog(mesh.redis).last(SERVICE, 20)]
+    assert (canary.id, "overtaken") in outcomes and (canary.id, "done") not in outcomes
+    assert (rollback.id, "done") in outcomes
+    assert any("a rollback of `payment-service` was accepted after it" in t
+               for t in told(mesh, canary))
+    canary_root = next(m for m in mesh.slack.roots(CHANNEL) if "canary" in m.text.lower())
+    said = [m.text for m in mesh.slack.thread(CHANNEL, canary_root.ts)]
+    assert "was accepted after it, and a rollback wins" in said[-1], said
+    assert "stable 100" in said[-1].replace("*", ""), said  # it says its write was put back
+    assert not any("Weights applied" in t for t in said)

@@ -407,11 +407,11 @@ def run_gated(ctx: JobContext, request: Request,
             try:
                 result = handler(ctx, request)
             except Overtaken as exc:
-                # A rollback accepted after this request won at its commit: it ends here,
-                # changing nothing, its approvals not spent.
+                # A rollback accepted after this request won at its commit (or after its write,
+                # which it put back): it ends here, its approvals not spent.
                 if approved:
                     not_used(ctx, request, approval_text.overtaken(request.command.target))
-                return end_overtaken(ctx, request, exc.channel, exc.ts)
+                return end_overtaken(ctx, request, exc.channel, exc.ts, exc.message)
             except _REFUSALS as exc:
                 if approved:
                     not_used(ctx, request, exc.message)

@@ -108,6 +108,7 @@ def canary(ctx: JobContext, request: Request) -> str:
 def _move(ctx: JobContext, request: Request, view: ServiceView, moved: Rollout) -> str:
     """Write the moved canary's weight (its state says it already) and say so in its thread."""
     before, after = traffic.apply_weight(ctx, view, moved, Weights.canary_at(moved.weight))
+    traffic.undo_if_overtaken(ctx, request, view, moved, moved.channel, moved.thread_ts)
     ctx.store.mark_applied(view.name, traffic.writer())
     was = moved.moved_from if moved.moved_from is not None else before.canary
     if moved.channel and moved.thread_ts:

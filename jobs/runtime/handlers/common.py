@@ -139,11 +139,12 @@ def links_text(ctx: JobContext, view: ServiceView, start: float, end: float) -> 
 
 
 def end_overtaken(ctx: JobContext, request: Request, channel: str | None = None,
-                  ts: str | None = None) -> str:
-    """A rollback accepted after ``request`` won before the request committed anything: the
-    caller is told, the thread the request had opened (``channel``/``ts``) says so, and the
-    audit records it "overtaken" (which ends the request: a second run returns at once)."""
-    text = replies.overtaken(request.command)
+                  ts: str | None = None, text: str | None = None) -> str:
+    """A rollback accepted after ``request`` won (before the request committed anything, or
+    after its write, which was then put back): the caller is told (``text``, by default that
+    nothing was applied), the thread the request had opened (``channel``/``ts``) says so, and
+    the audit records it "overtaken" (which ends the request: a second run returns at once)."""
+    text = text or replies.overtaken(request.command)
     try:
         ctx.notifier.ephemeral(text, response_url=request.response_url,
                                channel=request.channel, user=request.user)

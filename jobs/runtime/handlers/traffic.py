@@ -108,6 +108,44 @@ def apply_weight(ctx: JobContext, view: ServiceView, rollout: Rollout,
     )
 
 
+def undo_if_overtaken(ctx: JobContext, request: Request, view: ServiceView, rollout: Rollout,
+                      channel: str | None, ts: str | None) -> None:
+    """After the request's write: if a rollback was accepted after the request (or the rollout
+    was rolled back) meanwhile, that rollback may have found the mesh as it wanted it and
+    written nothing while this write was on the wire, which then landed after it. The write is
+    put back (stable 100 / canary 0) and the request ends overtaken (or abandoned), never done:
+    the last accepted command, the rollout's phase, the mesh, the thread and the audit agree.
+    The service's mark is this job's until the weights are back, so a worker dying here is
+    settled by the reconcile (the rollout rolled back: its weights written)."""
+    if request.command.dry_run:
+        return
+    now = ctx.store.get(view.name)
+    rolled_back = (now is not None and now.id == rollout.id
+                   and now.phase in (Phase.ROLLED_BACK, Phase.CANCELLED))
+    overtaken = api.overtaken(ctx.redis, request)
+    if not (overtaken or rolled_back):
+        return  # any rollback comes after this write landed, and reads it
+    ctx.store.mark_unapplied(view.name, time.time(), writer())
+
+    def ours() -> bool:  # no rollout started since the rollback
+        cur = ctx.store.get(view.name)
+        return cur is None or cur.id == rollout.id
+
+    subsets = rollout.subsets
+    with contextlib.suppress(Abandoned):  # a newer rollout's write wins over this one
+        set_weights(ctx.kube, view.namespace, view.virtual_services, view.name, subsets,
+                    Weights(stable=100, canary=0), should_continue=ours,
+                    allow_gitops=view.gitops_allowed)
+    ctx.store.mark_applied(view.name, writer())
+    log.warning("%s: %s's write landed after a rollback; put back to stable 100", view.name,
+                request.id, extra={"service": view.name})
+    if overtaken:
+        raise Overtaken(replies.overtaken_undone(request.command, *names(subsets)),
+                        channel=channel, ts=ts)
+    raise Abandoned(f"{view.name} was rolled back while this change was being written; it was "
+                    "put back to stable 100")
+
+
 def plan_weights(ctx: JobContext, view: ServiceView, subsets: Subsets, target: Weights,
                  steps: tuple[str, ...] = ()) -> Plan:
     """The split's write as a plan: the read, plan and checks ``set_weights`` makes."""
@@ -192,6 +230,7 @@ def _begin(ctx: JobContext, request: Request, *, steps: tuple[int, ...], fixed: 
     with refused_before_commit(ctx, view.name):
         ctx.store.update(view.name, commit, watch=COMMIT_WATCH)
     before, after = apply_weight(ctx, view, started, target)
+    undo_if_overtaken(ctx, request, view, started, channel, ts)
     ctx.store.mark_applied(view.name, writer())
     ctx.notifier.reply(channel, ts, traffic_text.weights_applied(
         pair(before), pair(after), names(subsets), view.virtual_services))
@@ -206,6 +245,7 @@ def _resume(ctx: JobContext, request: Request, view: ServiceView, current: Rollo
     target = Weights.canary_at(current.weight)
     ctx.store.mark_unapplied(view.name, time.time(), writer())
     before, after = apply_weight(ctx, view, current, target)
+    undo_if_overtaken(ctx, request, view, current, current.channel, current.thread_ts)
     ctx.store.mark_applied(view.name, writer())
     if before != after and current.channel and current.thread_ts:
         report(ctx, current.channel, current.thread_ts, traffic_text.weights_applied(
@@ -271,6 +311,7 @@ def _write_promoted(ctx: JobContext, request: Request, view: ServiceView,
                                 allow_gitops=view.gitops_allowed,
                                 remember_before=(lambda read: ctx.store.first_before(
                                     job.id, read)) if job is not None else None)
+    undo_if_overtaken(ctx, request, view, promoted, promoted.channel, promoted.thread_ts)
     ctx.store.set_live_subset(view.name, subsets.canary)
     ctx.store.mark_applied(view.name, writer())
     text = traffic_text.promoted(pair(before), names(subsets), request.approved_by)
@@ -391,6 +432,7 @@ def _approved_step(ctx: JobContext, request: Request, view: ServiceView,
         if moved is None or moved.phase is Phase.AWAITING_APPROVAL:
             raise Refused(f"{view.name} changed while approvers were asked; nothing was applied")
     before, after = apply_weight(ctx, view, moved, Weights.canary_at(moved.weight))
+    undo_if_overtaken(ctx, request, view, moved, moved.channel, moved.thread_ts)
     ctx.store.mark_applied(view.name, writer())
     if moved.channel and moved.thread_ts:
         ctx.notifier.reply(moved.channel, moved.thread_ts, traffic_text.step_advanced(
