@@ -113,6 +113,45 @@ def history(ws: SlackWorkspace, params: Params) -> JSONDict:
     }
 
 
+def replies(ws: SlackWorkspace, params: Params) -> JSONDict:
+    """conversations.replies: the thread of ``ts`` (its parent first, then its replies, oldest
+    first; a reply's ts finds its thread), paginated by an opaque cursor; ``oldest``/``latest``
+    bound the messages returned; metadata only with ``include_all_metadata``."""
+    channel = ws.channel(_arg(params, "channel"))
+    if not channel.is_member:
+        raise SlackMethodError("channel_not_found" if channel.is_private else "not_in_channel")
+    try:
+        limit = min(max(int(_arg(params, "limit") or "1000"), 1), 1000)
+        oldest = float(_arg(params, "oldest") or "0")
+        latest = float(_arg(params, "latest") or "inf")
+        start = int(_arg(params, "cursor") or "0")
+    except ValueError:
+        raise SlackMethodError("invalid_arguments") from None
+    ts = _arg(params, "ts")
+    if not ts:
+        raise SlackMethodError("invalid_arguments")
+    try:
+        thread = ws.thread(channel.id, ts)
+    except SlackMethodError:
+        raise SlackMethodError("thread_not_found") from None
+    inclusive = _flag(params, "inclusive")
+
+    def within(at: float) -> bool:
+        if inclusive:
+            return oldest <= at <= latest
+        return oldest < at < latest
+
+    timeline = [m for m in thread if within(float(m.ts))]
+    page = timeline[start:start + limit]
+    more = start + limit < len(timeline)
+    with_metadata = _flag(params, "include_all_metadata")
+    return {
+        "messages": [m.as_slack(ws.bot_id, with_metadata=with_metadata) for m in page],
+        "has_more": more,
+        "response_metadata": {"next_cursor": str(start + limit) if more else ""},
+    }
+
+
 def update(ws: SlackWorkspace, params: Params) -> JSONDict:
     channel = ws.channel(_arg(params, "channel"))
     old = ws.message(channel.id, _arg(params, "ts"))
@@ -246,6 +285,7 @@ METHODS: Mapping[str, Handler] = {
     "conversations.join": join,
     "conversations.info": conversation_info,
     "conversations.history": history,
+    "conversations.replies": replies,
     "usergroups.users.list": usergroup_users,
     "users.info": user_info,
     "reactions.get": reactions_get,

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import http.client
 import json
@@ -67,6 +68,9 @@ RATE_WINDOW_PREFIX = "meshbot:slack:rate-limited:"  # + method: exists while Sla
 ROOT_EVENT = "meshbot_thread_root"
 ROOT_PREFIX = "meshbot:slack:root:"  # + key: "sent <time>" while unsure, then "ts <ts>"
 ROOT_TTL_S = 24 * 3600
+# A reply posted under a key carries this event, so a later attempt can find it in its thread.
+REPLY_EVENT = "meshbot_thread_reply"
+REPLY_PREFIX = "meshbot:slack:reply:"  # + key: as ROOT_PREFIX, for replies
 HISTORY_PAGES = 5  # of 200 messages: a retry comes within minutes, not thousands of messages
 CLOCK_SLACK_S = 60.0  # Slack's clock and ours may differ: look back this much further
 # Where the rest of a message cut to Slack's limits is: meshbot logs the whole of it.
@@ -198,6 +202,8 @@ class Notifier:
         self._redis = redis_client
         self._windows = RateWindows(redis_client) if redis_client is not None else None
         self._roots_in_attempt: dict[int, tuple[str, int]] = {}  # thread → (job attempt, n)
+        # thread → (job attempt, how many times each reply was keyed in it)
+        self._replies_in_attempt: dict[int, tuple[str, dict[str, int]]] = {}
 
     label = ""  # the cluster's name when the policy names several (``labelled``)
 
@@ -268,7 +274,7 @@ class Notifier:
         key = key if key is not None else self._job_root_key(channel)
         if key is None or self._redis is None:
             return self._post(channel, text, blocks, None)
-        return self._post_root_once(self._redis, channel, text, blocks, key)
+        return self._post_once(self._redis, channel, text, blocks, None, key)
 
     def _job_root_key(self, channel: str) -> str | None:
         job = get_current_job()
@@ -282,26 +288,33 @@ class Notifier:
             self._roots_in_attempt[thread] = (attempt, count)
         return f"{job.id}:{channel}:{count}"
 
-    def _post_root_once(self, client: redis.Redis, channel: str, text: str,
-                        blocks: Blocks | None, key: str) -> str:
-        mark = ROOT_PREFIX + key
+    def _post_once(self, client: redis.Redis, channel: str, text: str, blocks: Blocks | None,
+                   thread_ts: str | None, key: str) -> str:
+        """Post a root (``thread_ts`` None) or a reply once per ``key``: a mark in Redis says
+        "sent <time>" while Slack's answer is awaited and "ts <ts>" once it came. A mark left
+        at "sent" (the answer was lost: a timeout, a 5xx after storing it, a crash) makes the
+        next attempt look for the message by its metadata before posting it again."""
+        event, prefix = (ROOT_EVENT, ROOT_PREFIX) if thread_ts is None \
+            else (REPLY_EVENT, REPLY_PREFIX)
+        mark = prefix + key
         try:
             raw = client.get(mark)
         except redis.RedisError as exc:
-            log.warning("could not read whether root %s was posted: %s", key, exc)
-            return self._post(channel, text, blocks, None)
+            log.warning("could not read whether message %s was posted: %s", key, exc)
+            return self._post(channel, text, blocks, thread_ts)
         state = raw.decode() if isinstance(raw, bytes) else str(raw or "")
         kind, _, value = state.partition(" ")
         if kind == "ts":
             return value
         if kind == "sent":
-            found = self._find_root(channel, key, since=float(value))
+            found = (self._find_root(channel, key, since=float(value)) if thread_ts is None
+                     else self._find_reply(channel, thread_ts, key, since=float(value)))
             if found is not None:
                 self._set_mark(client, mark, f"ts {found}")
                 return found
         self._set_mark(client, mark, f"sent {time.time()}")
-        metadata = {"event_type": ROOT_EVENT, "event_payload": {"key": key}}
-        ts = self._post(channel, text, blocks, None, metadata=metadata)
+        metadata = {"event_type": event, "event_payload": {"key": key}}
+        ts = self._post(channel, text, blocks, thread_ts, metadata=metadata)
         self._set_mark(client, mark, f"ts {ts}")
         return ts
 
@@ -314,34 +327,83 @@ class Notifier:
 
     def _find_root(self, channel: str, key: str, *, since: float) -> str | None:
         """The ts of the root posted with ``key`` since ``since``, if Slack has it."""
-        cursor: str | None = None
 
-        def read_page() -> SlackResponse:
+        def read_page(cursor: str | None) -> SlackResponse:
             return self._client.conversations_history(
                 channel=channel, oldest=f"{since - CLOCK_SLACK_S:.6f}", limit=200,
                 include_all_metadata=True, cursor=cursor)
 
+        return self._find("conversations.history", read_page, ROOT_EVENT, key, channel)
+
+    def _find_reply(self, channel: str, thread_ts: str, key: str, *,
+                    since: float) -> str | None:
+        """The ts of the reply posted with ``key`` into ``thread_ts`` since ``since``, if Slack
+        has it."""
+
+        def read_page(cursor: str | None) -> SlackResponse:
+            return self._client.conversations_replies(
+                channel=channel, ts=thread_ts, oldest=f"{since - CLOCK_SLACK_S:.6f}",
+                limit=200, include_all_metadata=True, cursor=cursor)
+
+        return self._find("conversations.replies", read_page, REPLY_EVENT, key, channel)
+
+    def _find(self, method: str, read_page: Callable[[str | None], SlackResponse], event: str,
+              key: str, channel: str) -> str | None:
+        cursor: str | None = None
         for _ in range(HISTORY_PAGES):
             try:
-                page = self._call("conversations.history", read_page)
+                page = self._call(method, functools.partial(read_page, cursor))
             except SlackCallFailed as exc:
-                # No history scope, say: a second root is better than none.
-                log.warning("could not look for root %s in %s (%s); posting it", key, channel,
-                            exc.error)
+                # No history scope, say: a second message is better than none.
+                log.warning("could not look for message %s in %s (%s: %s); posting it", key,
+                            channel, method, exc.error)
                 return None
             for message in page.get("messages") or []:
                 metadata = message.get("metadata") or {}
                 payload = metadata.get("event_payload") or {}
-                if metadata.get("event_type") == ROOT_EVENT and payload.get("key") == key:
+                if metadata.get("event_type") == event and payload.get("key") == key:
                     return str(message["ts"])
             cursor = str((page.get("response_metadata") or {}).get("next_cursor") or "")
             if not page.get("has_more") or not cursor:
                 return None
         return None
 
-    def reply(self, channel: str, thread_ts: str, text: str, blocks: Blocks | None = None) -> str:
-        """Post into the thread of ``thread_ts``; returns the reply's ``ts``."""
-        return self._post(channel, *self._outgoing(text, blocks), thread_ts)
+    def reply(self, channel: str, thread_ts: str, text: str, blocks: Blocks | None = None, *,
+              key: str | None = None) -> str:
+        """Post into the thread of ``thread_ts``; returns the reply's ``ts``.
+
+        A reply is posted once per ``key`` — by default ``reply_key``'s: per RQ job, thread,
+        words, and how many times the job said them there in this attempt, the same in every
+        attempt. When Slack stored a reply but its answer was lost, the retry finds it in
+        ``conversations.replies`` by its metadata instead of saying it again; a later attempt
+        saying what an earlier one said does not say it twice. Outside a job (the ticker's own
+        posts) and without Redis, a reply is posted as it comes.
+        """
+        key = key if key is not None else self.reply_key(channel, thread_ts, text, blocks)
+        text, blocks = self._outgoing(text, blocks)
+        if key is None or self._redis is None:
+            return self._post(channel, text, blocks, thread_ts)
+        return self._post_once(self._redis, channel, text, blocks, thread_ts, key)
+
+    def reply_key(self, channel: str, thread_ts: str, text: str,
+                  blocks: Blocks | None = None) -> str | None:
+        """The key the running RQ job's next reply of ``text`` into ``thread_ts`` is posted
+        under (its place: the n-th time this attempt says it there); None outside a job. Each
+        call takes a place: pass the key to ``reply``, or keep it with a report owed."""
+        job = get_current_job()
+        if job is None:
+            return None
+        attempt = f"{job.id} {job.started_at}"
+        said = fingerprint(*self._labelled(text, blocks))[:16]
+        thread = threading.get_ident()
+        with self._lock:
+            seen, counts = self._replies_in_attempt.get(thread, ("", {}))
+            if seen != attempt:
+                counts = {}
+                self._replies_in_attempt[thread] = (attempt, counts)
+            place = f"{channel}:{thread_ts}:{said}"
+            counts[place] = counts.get(place, 0) + 1
+            return f"{job.id}:{place}:{counts[place]}"
 
     def _post(self, channel: str, text: str, blocks: Blocks | None, thread_ts: str | None,
               metadata: dict[str, Any] | None = None) -> str:

@@ -10,12 +10,13 @@ is posted as a channel message, and the replies owed with it go into the thread 
 
 Once: each report is claimed before it is posted (one deliverer at a time, even if the ticker's
 lease passes to another worker mid-delivery), and taken off the queue in the same script that
-marks it delivered, right after Slack answers. A channel message is posted under a key
-(``Notifier.post_root``), so one Slack stored but answered 500 for is found in the channel's
-history, not posted twice. What is left: a reply Slack stored while answering an error, or a
-worker dying between Slack's answer and the script (milliseconds), is posted again when its
-claim lapses — Slack offers no idempotency key for ``chat.postMessage``, and a report posted
-twice is better than one lost.
+marks it delivered, right after Slack answers. Every report is posted under a key (the job's
+reply key it was owed with, else ``outbox:<id>``) carried in its message metadata
+(``Notifier.post_root``, ``Notifier.reply``): one Slack stored but answered 500 for, or whose
+answer never came, or whose deliverer died before the script, is found in the channel's history
+or the thread's replies when it is delivered again, not posted twice. What is left: Slack
+refusing those look-ups (no history scope) — then it is posted again, as a report posted twice
+is better than one lost.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class OwedReport:
     text: str
     label: str = ""  # the cluster the report is about, as the notifier that owed it marks it
     then: list[str] = field(default_factory=list)  # replies into the thread a root starts
+    key: str = ""  # the key it is posted under ("": ``outbox:<id>``)
 
 
 def _thread(channel: str, thread_ts: str) -> str:
@@ -76,11 +78,13 @@ def _thread(channel: str, thread_ts: str) -> str:
 
 
 def _encode(channel: str, thread_ts: str, text: str, label: str,
-            then: list[str] | None = None) -> str:
+            then: list[str] | None = None, key: str | None = None) -> str:
     report: dict[str, object] = {"id": uuid.uuid4().hex, "channel": channel,
                                  "thread_ts": thread_ts, "text": text}
     if label:
         report["label"] = label
+    if key:
+        report["key"] = key
     if then:
         report["then"] = list(then)
     return json.dumps(report)
@@ -95,10 +99,12 @@ class Outbox:
     def owes(self, channel: str, thread_ts: str) -> bool:
         return int(self.client.hget(OWED_KEY, _thread(channel, thread_ts)) or 0) > 0
 
-    def owe(self, channel: str, thread_ts: str, text: str, *, label: str = "") -> None:
-        """A reply owed to the thread ``thread_ts``, after what it owes already."""
+    def owe(self, channel: str, thread_ts: str, text: str, *, label: str = "",
+            key: str | None = None) -> None:
+        """A reply owed to the thread ``thread_ts``, after what it owes already. ``key``: the
+        one it was (maybe) posted under already (``Notifier.reply_key``), so it is posted once."""
         with self.client.pipeline() as pipe:
-            pipe.rpush(QUEUE_KEY, _encode(channel, thread_ts, text, label))
+            pipe.rpush(QUEUE_KEY, _encode(channel, thread_ts, text, label, key=key))
             pipe.hincrby(OWED_KEY, _thread(channel, thread_ts), 1)
             pipe.execute()
 
@@ -154,11 +160,12 @@ class Outbox:
     def _post(notifier: Notifier, report: OwedReport) -> list[str]:
         """Post ``report``; what then takes its place at the head of the queue: the thread
         field of its replies followed by each reply, encoded."""
+        # Keyed: a message Slack stored but answered 500 for is found again, not posted twice.
+        key = report.key or f"outbox:{report.id}"
         if report.thread_ts:
-            notifier.reply(report.channel, report.thread_ts, report.text)
+            notifier.reply(report.channel, report.thread_ts, report.text, key=key)
             return []
-        # Keyed: a root Slack stored but answered 500 for is found again, not posted twice.
-        ts = notifier.post_root(report.channel, report.text, key=f"outbox:{report.id}")
+        ts = notifier.post_root(report.channel, report.text, key=key)
         if not report.then:
             return []
         return [_thread(report.channel, ts),

@@ -16,16 +16,19 @@ def report(ctx: JobContext, channel: str, thread_ts: str, text: str) -> bool:
     """Post ``text`` into the thread now, or owe it (delivered by the ticker, in order, when
     Slack is back). True if it went out now."""
     outbox = Outbox(ctx.redis)
+    # One key whichever way it goes (now, or owed): a reply Slack kept while its answer was
+    # lost is found by the delivery, and a job's retry owing it again is delivered once.
+    key = ctx.notifier.reply_key(channel, thread_ts, text)
     if outbox.owes(channel, thread_ts):
         # Behind what the thread already waits for.
-        outbox.owe(channel, thread_ts, text, label=ctx.notifier.label)
+        outbox.owe(channel, thread_ts, text, label=ctx.notifier.label, key=key)
         return False
     try:
-        ctx.notifier.reply(channel, thread_ts, text)
+        ctx.notifier.reply(channel, thread_ts, text, key=key)
     except TemporaryError as exc:
         log.warning("Slack did not take a report for %s/%s (%s): it is kept and will be "
                     "delivered", channel, thread_ts, exc.message)
-        outbox.owe(channel, thread_ts, text, label=ctx.notifier.label)
+        outbox.owe(channel, thread_ts, text, label=ctx.notifier.label, key=key)
         return False
     return True
 

@@ -4,7 +4,8 @@ in production, one row each, and for every row the three things a person relies 
 - Kubernetes: a 409 once, a 500 twice then OK, a 500 until the retries run out, a write whose
   answer never comes (meshbot's client times out);
 - Slack: a 429 with ``Retry-After`` and a 500 on ``chat.postMessage``, each on the thread's root
-  and on its reply; a root whose answer comes too late, or is a 500, though Slack kept it;
+  and on its reply; a root or a reply whose answer comes too late, or is a 500, though Slack
+  kept it;
 - Prometheus: down (the connection is refused), slow (it accepts and never answers, past
   meshbot's query timeout) — met by the analysis tick of a running canary.
 
@@ -315,8 +316,13 @@ COMMAND_ROWS = {
     "slack-500-after-storing-the-root": CommandRow(
         lambda rig: rig.slack_fault_on_post(ROOT, Fault(500, "fatal_error", after_serving=True)),
         attempts=2, patches=1, retried_because=SLACK_500),
-    # Pending (a defect, not in this module): the same two faults on the reply — Slack kept
-    # "Weights applied" but its answer was lost, and the job's retry posts it a second time.
+    # Slack kept "Weights applied" but its answer was lost: the retry finds it in the thread
+    # (conversations.replies, by the key in its metadata) and does not say it twice.
+    "slack-timeout-on-the-reply": CommandRow(_slack_late(REPLY), attempts=2, patches=1,
+                                             retried_because=SLACK_LATE),
+    "slack-500-after-storing-the-reply": CommandRow(
+        lambda rig: rig.slack_fault_on_post(REPLY, Fault(500, "fatal_error", after_serving=True)),
+        attempts=2, patches=1, retried_because=SLACK_500),
 }
 
 

@@ -105,11 +105,11 @@ def test_a_rollback_without_a_thread_during_an_outage_is_said_in_the_channel_lat
     assert Outbox(mesh.redis).pending() == 0
 
 
-def test_a_report_slack_stored_but_answered_500_for_is_posted_again_not_lost(
+def test_a_report_slack_stored_but_answered_500_for_is_delivered_once(
         emulated_mesh: EmulatedMesh) -> None:
-    """What delivery cannot know: Slack kept the post and answered 500. The report is posted
-    again rather than lost (Slack has no idempotency key for a reply): a double post is the
-    one thing left, as after a crash between Slack's answer and Redis's mark."""
+    """What delivery cannot know from the answer: Slack kept the post and answered 500. The
+    report stays owed, and the next delivery finds it in the thread (conversations.replies, by
+    the key in its metadata) instead of posting it again."""
     mesh = emulated_mesh
     submit(mesh, Verb.CANARY, 10)
     mesh.run_jobs()
@@ -118,6 +118,34 @@ def test_a_report_slack_stored_but_answered_500_for_is_posted_again_not_lost(
     mesh.slack.fail_after_serving("chat.postMessage", "fatal_error", status=500)
     _tick(mesh)
     assert Outbox(mesh.redis).pending() == 1
+    assert thread_texts(mesh).count("owed") == 1  # Slack has it; delivery was told 500
+    posts = len(mesh.slack.calls("chat.postMessage"))
     _tick(mesh)
     assert Outbox(mesh.redis).pending() == 0
-    assert thread_texts(mesh).count("owed") >= 1
+    assert thread_texts(mesh).count("owed") == 1
+    assert len(mesh.slack.calls("conversations.replies")) == 1
+    assert len(mesh.slack.calls("chat.postMessage")) == posts  # found, not posted again
+
+
+def test_a_report_owed_after_its_answer_was_lost_is_delivered_once(
+        emulated_mesh: EmulatedMesh) -> None:
+    """A job's report that Slack kept while answering 500 is owed under the key it was posted
+    with: the delivery finds it in the thread and posts nothing."""
+    mesh = emulated_mesh
+    submit(mesh, Verb.CANARY, 10)
+    mesh.run_jobs()
+    before = thread_texts(mesh)
+    mesh.slack.fail_after_serving("chat.postMessage", "fatal_error", status=500)
+    rollback = submit(mesh, Verb.ROLLBACK)
+    mesh.run_jobs()
+    assert outcomes(mesh, rollback) == ["done"]
+    assert Outbox(mesh.redis).pending() >= 1  # the one Slack kept, and what queued behind it
+    kept = thread_texts(mesh)[len(before):]
+    assert len(kept) == 1
+
+    _tick(mesh)
+    after = thread_texts(mesh)
+    assert Outbox(mesh.redis).pending() == 0
+    assert after[:len(before) + 1] == before + kept
+    assert after.count(kept[0]) == 1, after
+    assert len(mesh.slack.calls("conversations.replies")) == 1

@@ -60,3 +60,29 @@ def test_a_call_served_then_failed_changes_the_workspace(
         client.chat_postMessage(channel="C1", text="landed anyway")
     assert failed.value.response.status_code == 500
     assert [m.text for m in slack_api.roots("C1")] == ["landed anyway"]
+
+
+def test_replies_give_the_thread_oldest_first_with_metadata_only_when_asked(
+        client: WebClient) -> None:
+    root = client.chat_postMessage(channel="C1", text="root")["ts"]
+    reply = {"event_type": "meshbot_thread_reply", "event_payload": {"key": "job-1:r:1"}}
+    first = client.chat_postMessage(channel="C1", text="one", thread_ts=root, metadata=reply)
+    client.chat_postMessage(channel="C1", text="two", thread_ts=root)
+    client.chat_postMessage(channel="C1", text="elsewhere")
+
+    plain = client.conversations_replies(channel="C1", ts=root)
+    asked = client.conversations_replies(channel="C1", ts=first["ts"], include_all_metadata=True)
+    later = client.conversations_replies(channel="C1", ts=root, oldest=first["ts"])
+    paged = client.conversations_replies(channel="C1", ts=root, limit=2)
+    rest = client.conversations_replies(channel="C1", ts=root, limit=2,
+                                        cursor=paged["response_metadata"]["next_cursor"])
+
+    assert [m["text"] for m in plain["messages"]] == ["root", "one", "two"]
+    assert all("metadata" not in m for m in plain["messages"])
+    assert [m.get("metadata") for m in asked["messages"]] == [None, reply, None]
+    assert [m["text"] for m in later["messages"]] == ["two"]
+    assert paged["has_more"] and [m["text"] for m in paged["messages"]] == ["root", "one"]
+    assert not rest["has_more"] and [m["text"] for m in rest["messages"]] == ["two"]
+    with pytest.raises(SlackApiError) as missing:
+        client.conversations_replies(channel="C1", ts="1.000001")
+    assert missing.value.response["error"] == "thread_not_found"
