@@ -9,9 +9,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from playground.slack_model import Channel, Ephemeral, JSONDict, SlackMethodError, freeze_blocks
+from playground.slack_model import (
+    Channel,
+    Ephemeral,
+    JSONDict,
+    Message,
+    SlackMethodError,
+    freeze_blocks,
+)
 from playground.slack_workspace import SlackWorkspace
 
 Params = Mapping[str, Any]
@@ -83,50 +91,19 @@ def _flag(params: Params, key: str) -> bool:
 def history(ws: SlackWorkspace, params: Params) -> JSONDict:
     """conversations.history: the channel's top-level messages, newest first, paginated by an
     opaque cursor; metadata only with ``include_all_metadata``."""
-    channel = ws.channel(_arg(params, "channel"))
-    if not channel.is_member:
-        raise SlackMethodError("channel_not_found" if channel.is_private else "not_in_channel")
-    try:
-        limit = min(max(int(_arg(params, "limit") or "100"), 1), 999)
-        oldest = float(_arg(params, "oldest") or "0")
-        latest = float(_arg(params, "latest") or "inf")
-        start = int(_arg(params, "cursor") or "0")
-    except ValueError:
-        raise SlackMethodError("invalid_arguments") from None
-    inclusive = _flag(params, "inclusive")
-
-    def within(ts: float) -> bool:
-        if inclusive:
-            return oldest <= ts <= latest
-        return oldest < ts < latest
-
+    channel = _member_channel(ws, params)
+    window = _Window.of(params, default_limit=100, max_limit=999)
     timeline = [m for m in reversed(ws.messages(channel.id))
-                if not m.is_reply and within(float(m.ts))]
-    page = timeline[start:start + limit]
-    more = start + limit < len(timeline)
-    with_metadata = _flag(params, "include_all_metadata")
-    return {
-        "messages": [m.as_slack(ws.bot_id, with_metadata=with_metadata) for m in page],
-        "has_more": more,
-        "pin_count": 0,
-        "response_metadata": {"next_cursor": str(start + limit) if more else ""},
-    }
+                if not m.is_reply and window.holds(m.ts)]
+    return {**window.page(ws, params, timeline), "pin_count": 0}
 
 
 def replies(ws: SlackWorkspace, params: Params) -> JSONDict:
     """conversations.replies: the thread of ``ts`` (its parent first, then its replies, oldest
     first; a reply's ts finds its thread), paginated by an opaque cursor; ``oldest``/``latest``
     bound the messages returned; metadata only with ``include_all_metadata``."""
-    channel = ws.channel(_arg(params, "channel"))
-    if not channel.is_member:
-        raise SlackMethodError("channel_not_found" if channel.is_private else "not_in_channel")
-    try:
-        limit = min(max(int(_arg(params, "limit") or "1000"), 1), 1000)
-        oldest = float(_arg(params, "oldest") or "0")
-        latest = float(_arg(params, "latest") or "inf")
-        start = int(_arg(params, "cursor") or "0")
-    except ValueError:
-        raise SlackMethodError("invalid_arguments") from None
+    channel = _member_channel(ws, params)
+    window = _Window.of(params, default_limit=1000, max_limit=1000)
     ts = _arg(params, "ts")
     if not ts:
         raise SlackMethodError("invalid_arguments")
@@ -134,22 +111,52 @@ def replies(ws: SlackWorkspace, params: Params) -> JSONDict:
         thread = ws.thread(channel.id, ts)
     except SlackMethodError:
         raise SlackMethodError("thread_not_found") from None
-    inclusive = _flag(params, "inclusive")
+    return window.page(ws, params, [m for m in thread if window.holds(m.ts)])
 
-    def within(at: float) -> bool:
-        if inclusive:
-            return oldest <= at <= latest
-        return oldest < at < latest
 
-    timeline = [m for m in thread if within(float(m.ts))]
-    page = timeline[start:start + limit]
-    more = start + limit < len(timeline)
-    with_metadata = _flag(params, "include_all_metadata")
-    return {
-        "messages": [m.as_slack(ws.bot_id, with_metadata=with_metadata) for m in page],
-        "has_more": more,
-        "response_metadata": {"next_cursor": str(start + limit) if more else ""},
-    }
+def _member_channel(ws: SlackWorkspace, params: Params) -> Channel:
+    channel = ws.channel(_arg(params, "channel"))
+    if not channel.is_member:
+        raise SlackMethodError("channel_not_found" if channel.is_private else "not_in_channel")
+    return channel
+
+
+@dataclass(frozen=True)
+class _Window:
+    """A history call's bounds and page, as Slack reads its arguments."""
+
+    limit: int
+    oldest: float
+    latest: float
+    start: int
+    inclusive: bool
+
+    @classmethod
+    def of(cls, params: Params, *, default_limit: int, max_limit: int) -> _Window:
+        try:
+            return cls(limit=min(max(int(_arg(params, "limit") or default_limit), 1), max_limit),
+                       oldest=float(_arg(params, "oldest") or "0"),
+                       latest=float(_arg(params, "latest") or "inf"),
+                       start=int(_arg(params, "cursor") or "0"),
+                       inclusive=_flag(params, "inclusive"))
+        except ValueError:
+            raise SlackMethodError("invalid_arguments") from None
+
+    def holds(self, ts: str) -> bool:
+        at = float(ts)
+        if self.inclusive:
+            return self.oldest <= at <= self.latest
+        return self.oldest < at < self.latest
+
+    def page(self, ws: SlackWorkspace, params: Params, timeline: list[Message]) -> JSONDict:
+        page = timeline[self.start:self.start + self.limit]
+        more = self.start + self.limit < len(timeline)
+        with_metadata = _flag(params, "include_all_metadata")
+        return {
+            "messages": [m.as_slack(ws.bot_id, with_metadata=with_metadata) for m in page],
+            "has_more": more,
+            "response_metadata": {"next_cursor": str(self.start + self.limit) if more else ""},
+        }
 
 
 def update(ws: SlackWorkspace, params: Params) -> JSONDict:

@@ -19,6 +19,15 @@ from tests.integration.test_worker_jobs import (
 )
 
 
+def the_slow_write_landed(mesh: EmulatedMesh, *, stable: int, canary: int) -> None:
+    """The split meshbot's unacknowledged write asked for is in the cluster after all."""
+    def landed(vs: dict[str, Any]) -> None:
+        for destination in vs["spec"]["http"][0]["route"]:
+            is_canary = destination["destination"]["subset"] == "canary"
+            destination["weight"] = canary if is_canary else stable
+    mesh.cluster.change(GROUP, VERSION, "virtualservices", NS, SERVICE, landed)
+
+
 def test_a_retry_after_a_landed_write_reports_the_real_before(
         emulated_mesh: EmulatedMesh) -> None:
     mesh = emulated_mesh
@@ -26,11 +35,7 @@ def test_a_retry_after_a_landed_write_reports_the_real_before(
     request = submit(mesh, Verb.CANARY, 10)
     mesh.run_jobs()  # the first attempt read 100/0; its write "timed out"
 
-    def the_slow_write_landed(vs: dict[str, Any]) -> None:
-        for destination in vs["spec"]["http"][0]["route"]:
-            canary = destination["destination"]["subset"] == "canary"
-            destination["weight"] = 10 if canary else 90
-    mesh.cluster.change(GROUP, VERSION, "virtualservices", NS, SERVICE, the_slow_write_landed)
+    the_slow_write_landed(mesh, stable=90, canary=10)
 
     release_retries(mesh.redis)
     mesh.run_jobs()  # the retry reads 90/10: nothing left to write
@@ -55,11 +60,7 @@ def test_a_rollback_retried_after_its_write_landed_says_what_it_rolled_back(
     request = submit(mesh, Verb.ROLLBACK)
     mesh.run_jobs()  # the first attempt read 90/10; its write "timed out"
 
-    def the_slow_write_landed(vs: dict[str, Any]) -> None:
-        for destination in vs["spec"]["http"][0]["route"]:
-            canary = destination["destination"]["subset"] == "canary"
-            destination["weight"] = 0 if canary else 100
-    mesh.cluster.change(GROUP, VERSION, "virtualservices", NS, SERVICE, the_slow_write_landed)
+    the_slow_write_landed(mesh, stable=100, canary=0)
 
     release_retries(mesh.redis)
     mesh.run_jobs()
