@@ -10,13 +10,9 @@ retry of the reaction was a duplicate, so the approved work never ran.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from urllib.parse import urlparse
 
 import pytest
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
@@ -27,8 +23,8 @@ from jobs.domain.approval_rules import ApprovalState, PendingApproval, Reaction,
 from jobs.runtime.approvals import REFRESH_TASK, approved_job_id, react
 from meshbot.commands import Command, Request, Verb
 from meshbot.settings import packaged_default_policy
-from playground.tcp_proxy import CuttingProxy
 from policies.loader import load_policy_file
+from tests.integration.test_submit_atomic import cut_on
 
 APPROVER = "U0APPROVER1"
 CHANNEL, TS = "C0MESHOPS", "1796190000.000100"
@@ -43,30 +39,12 @@ def pending_promote(now: float) -> PendingApproval:
                            created_at=now, expires_at=now + 600)
 
 
-def run_through_cut(redis_url: str, count: Callable[[redis.Redis], Verdict],
-                    cut: Callable[[CuttingProxy], None]) -> Verdict:
-    """``count`` on a connection that the proxy cuts once, where ``cut`` says."""
-    where = urlparse(redis_url)
-    with CuttingProxy(where.hostname or "127.0.0.1", where.port or 6379) as proxy:
-        proxied_url = where._replace(netloc=f"127.0.0.1:{proxy.port}").geturl()
-        # No client-side retries: only meshbot's own handling of the cut is at work.
-        through_proxy = redis.Redis.from_url(proxied_url, socket_timeout=2,
-                                             retry=Retry(NoBackoff(), 0))
-        through_proxy.ping()
-        cut(proxy)
-        try:
-            return count(through_proxy)
-        finally:
-            assert proxy.cuts == 1
-            through_proxy.close()
-
-
 # Where the connection is cut: the enqueue's push (the transaction never reaches Redis), or
 # after Redis ran the transaction and before its answer came back.
-@pytest.mark.parametrize("cut", [lambda p: p.cut_on(b"RPUSH"), lambda p: p.cut_after(b"EXEC")],
+@pytest.mark.parametrize(("marker", "after"), [(b"RPUSH", False), (b"EXEC", True)],
                          ids=["before-exec", "answer-lost"])
 def test_a_quorum_cut_half_way_enqueues_the_work_once(
-        redis_url: str, redis_client: redis.Redis, cut: Callable[[CuttingProxy], None]) -> None:
+        redis_url: str, redis_client: redis.Redis, marker: bytes, after: bool) -> None:
     policy = load_policy_file(packaged_default_policy())
     now = time.time()
     ApprovalStore(redis_client).create(pending_promote(now))
@@ -79,7 +57,8 @@ def test_a_quorum_cut_half_way_enqueues_the_work_once(
 
     # The transaction watched the approval: a cut connection is a failed WATCH to redis-py,
     # and the count is tried again on a fresh connection, judging what Redis now holds.
-    first = run_through_cut(redis_url, count, cut)
+    with cut_on(redis_url, marker, after=after) as through_proxy:
+        first = count(through_proxy)
     assert first in (Verdict.QUORUM, Verdict.DUPLICATE)
     # Slack delivers the same reaction event again: counted already.
     assert count(redis_client) is Verdict.DUPLICATE

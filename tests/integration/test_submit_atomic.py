@@ -31,8 +31,9 @@ def canary_request(request_id: str) -> Request:
 
 
 @contextmanager
-def cut_on(redis_url: str, marker: bytes) -> Iterator[redis.Redis]:
-    """A client whose connection to Redis is cut, once, as it sends ``marker``."""
+def cut_on(redis_url: str, marker: bytes, *, after: bool = False) -> Iterator[redis.Redis]:
+    """A client whose connection to Redis is cut, once, as it sends ``marker`` (``after``: once
+    Redis has it, before its answer comes back)."""
     where = urlparse(redis_url)
     with CuttingProxy(where.hostname or "127.0.0.1", where.port or 6379) as proxy:
         # No client-side retries: the worst case, where Redis stays away.
@@ -40,7 +41,10 @@ def cut_on(redis_url: str, marker: bytes) -> Iterator[redis.Redis]:
         through_proxy = redis.Redis.from_url(proxied_url, socket_timeout=2,
                                              retry=Retry(NoBackoff(), 0))
         through_proxy.ping()
-        proxy.cut_on(marker)
+        if after:
+            proxy.cut_after(marker)
+        else:
+            proxy.cut_on(marker)
         try:
             yield through_proxy
         finally:
