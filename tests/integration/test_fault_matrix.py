@@ -54,8 +54,14 @@ from meshbot.commands import Request
 from meshbot.settings import Settings
 from playground.redis_server import free_port
 from playground.slack_workspace import Fault
-from tests.fixtures.meshbot import CHANNEL, OPERATOR, EmulatedMesh
-from tests.integration.test_worker_jobs import SERVICE, release_retries, thread_texts, told
+from tests.fixtures.meshbot import OPERATOR, EmulatedMesh
+from tests.integration.test_worker_jobs import (
+    SERVICE,
+    release_retries,
+    submit_command,
+    thread_texts,
+    told,
+)
 
 COMMAND = f"canary {SERVICE} 10"
 BEFORE, APPLIED = Weights(stable=100, canary=0), Weights(stable=90, canary=10)
@@ -166,16 +172,7 @@ def retry_waits(mesh: EmulatedMesh, since: float) -> list[float]:
 def slash(mesh: EmulatedMesh, text: str) -> Request:
     """``/mesh <text>`` as the bot hands it to the workers: parsed by the grammar, submitted
     through ``jobs.api.submit`` with a fresh response_url."""
-    request = Request(
-        id=f"fault-matrix-{time.time_ns()}",
-        command=parse(text),
-        user=OPERATOR,
-        channel=CHANNEL,
-        response_url=mesh.slack.new_response_url(channel=CHANNEL, user=OPERATOR),
-        received_at=time.time(),
-    )
-    assert api.submit(mesh.redis, request, queue=Settings().queue_name)
-    return request
+    return submit_command(mesh, parse(text))
 
 
 def run_to_the_end(rig: Rig) -> tuple[int, list[float]]:

@@ -22,12 +22,18 @@ def _replies(slack_api: SlackApiStandIn, root: str) -> list[str]:
     return [m.text for m in slack_api.thread("C1", root)[1:]]
 
 
-def test_a_reply_slack_stored_but_answered_500_for_is_not_posted_again(
-        slack_api: SlackApiStandIn, notifier: Notifier) -> None:
+def reply_kept_but_answered_500(slack_api: SlackApiStandIn, notifier: Notifier) -> str:
+    """A thread whose "Weights applied" reply Slack kept but answered 500 for; its root."""
     root = notifier.post_root("C1", "Canary payment-service")
     slack_api.fail_after_serving("chat.postMessage", "fatal_error", status=500)
     with pytest.raises(TemporaryError):
         notifier.reply("C1", root, "Weights applied", key="job-1:1")
+    return root
+
+
+def test_a_reply_slack_stored_but_answered_500_for_is_not_posted_again(
+        slack_api: SlackApiStandIn, notifier: Notifier) -> None:
+    root = reply_kept_but_answered_500(slack_api, notifier)
 
     ts = notifier.reply("C1", root, "Weights applied", key="job-1:1")
 
@@ -66,10 +72,7 @@ def test_a_reply_that_landed_is_not_said_again_under_its_key(
 
 def test_without_the_history_scope_the_reply_is_posted_rather_than_lost(
         slack_api: SlackApiStandIn, notifier: Notifier) -> None:
-    root = notifier.post_root("C1", "Canary payment-service")
-    slack_api.fail_after_serving("chat.postMessage", "fatal_error", status=500)
-    with pytest.raises(TemporaryError):
-        notifier.reply("C1", root, "Weights applied", key="job-1:1")
+    root = reply_kept_but_answered_500(slack_api, notifier)
     slack_api.fail("conversations.replies", "missing_scope")
 
     notifier.reply("C1", root, "Weights applied", key="job-1:1")

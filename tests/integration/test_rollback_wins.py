@@ -20,6 +20,21 @@ from tests.fixtures.meshbot import CHANNEL, EmulatedMesh
 from tests.integration.test_worker_jobs import SERVICE, submit, told
 
 
+def assert_told_overtaken(mesh: EmulatedMesh, canary: Request, rollback: Request) -> list[str]:
+    """The canary ended overtaken (audited, told, said last in its thread, no weights applied)
+    and the rollback done; what the canary's thread says."""
+    outcomes = [(e.request_id, e.outcome) for e in AuditLog(mesh.redis).last(SERVICE, 20)]
+    assert (canary.id, "overtaken") in outcomes and (canary.id, "done") not in outcomes
+    assert (rollback.id, "done") in outcomes
+    assert any("a rollback of `payment-service` was accepted after it" in t
+               for t in told(mesh, canary))
+    canary_root = next(m for m in mesh.slack.roots(CHANNEL) if "canary" in m.text.lower())
+    said = [m.text for m in mesh.slack.thread(CHANNEL, canary_root.ts)]
+    assert "was accepted after it, and a rollback wins" in said[-1], said
+    assert not any("Weights applied" in t for t in said)
+    return said
+
+
 def test_a_change_acked_before_a_rollback_never_lands_after_it(
         emulated_mesh: EmulatedMesh) -> None:
     mesh = emulated_mesh
@@ -76,16 +91,8 @@ def test_a_running_change_acked_before_a_rollback_never_lands_after_it(
     assert not other.is_alive()
 
     assert mesh.weights(SERVICE) == {"stable": 100, "canary": 0}
-    outcomes = [(e.request_id, e.outcome) for e in AuditLog(mesh.redis).last(SERVICE, 20)]
-    assert (canary.id, "overtaken") in outcomes and (canary.id, "done") not in outcomes
-    assert (rollback.id, "done") in outcomes
-    assert any("a rollback of `payment-service` was accepted after it" in t
-               for t in told(mesh, canary))
     # The canary's thread, opened before it was overtaken, ends saying so, and no weights.
-    canary_root = next(m for m in mesh.slack.roots(CHANNEL) if "canary" in m.text.lower())
-    said = [m.text for m in mesh.slack.thread(CHANNEL, canary_root.ts)]
-    assert "was accepted after it, and a rollback wins" in said[-1], said
-    assert not any("Weights applied" in t for t in said)
+    assert_told_overtaken(mesh, canary, rollback)
     # No rollout of the canary's was committed: /mesh status shows none in progress.
     rollout = RolloutStore(mesh.redis).get(SERVICE)
     assert rollout is None or rollout.id != canary.id
@@ -119,13 +126,5 @@ def test_a_rollback_acked_while_the_change_is_writing_its_weight_wins(
     rollout = store.get(SERVICE)
     assert rollout is not None and rollout.phase is Phase.ROLLED_BACK
     assert store.unapplied_since(float("inf")) == []  # nothing left for the reconcile
-    outcomes = [(e.request_id, e.outcome) for e in AuditLog(mesh.redis).last(SERVICE, 20)]
-    assert (canary.id, "overtaken") in outcomes and (canary.id, "done") not in outcomes
-    assert (rollback.id, "done") in outcomes
-    assert any("a rollback of `payment-service` was accepted after it" in t
-               for t in told(mesh, canary))
-    canary_root = next(m for m in mesh.slack.roots(CHANNEL) if "canary" in m.text.lower())
-    said = [m.text for m in mesh.slack.thread(CHANNEL, canary_root.ts)]
-    assert "was accepted after it, and a rollback wins" in said[-1], said
+    said = assert_told_overtaken(mesh, canary, rollback)
     assert "stable 100" in said[-1].replace("*", ""), said  # it says its write was put back
-    assert not any("Weights applied" in t for t in said)

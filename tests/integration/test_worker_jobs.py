@@ -33,9 +33,14 @@ GROUP, VERSION, NS, SERVICE = "networking.istio.io", "v1beta1", "production", "p
 
 
 def submit(emulated_mesh: EmulatedMesh, verb: Verb, percent: int | None = None) -> Request:
+    return submit_command(emulated_mesh, Command(verb=verb, target=SERVICE, percent=percent))
+
+
+def submit_command(emulated_mesh: EmulatedMesh, command: Command) -> Request:
+    """``command`` from the operator, submitted as the bot does, with a fresh response_url."""
     request = Request(
-        id=f"test-{verb.value}-{time.time_ns()}",
-        command=Command(verb=verb, target=SERVICE, percent=percent),
+        id=f"test-{command.verb.value}-{time.time_ns()}",
+        command=command,
         user=OPERATOR,
         channel=CHANNEL,
         response_url=emulated_mesh.slack.new_response_url(channel=CHANNEL, user=OPERATOR),
