@@ -11,7 +11,8 @@ import hashlib
 import time
 import uuid
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import redis
@@ -112,6 +113,24 @@ def _rq_writes(client: redis.Redis, enqueue: Callable[[Pipeline], object]) -> by
         recorder.reset()
 
 
+def _job_writes(client: redis.Redis, queue: str, func: str, args: tuple[Any, ...],
+                job: str, *, timeout: int) -> bytes:
+    """RQ's writes for enqueueing ``func(*args)`` as ``job`` (meshbot's retries, an hour's
+    results, a week's failures), packed for a script."""
+    return _rq_writes(client, lambda pipe: _queue(client, queue).enqueue_call(
+        func, args=args, job_id=job, retry=RETRY, timeout=timeout, result_ttl=3600,
+        failure_ttl=7 * 24 * 3600, pipeline=pipe))
+
+
+@contextmanager
+def _taken_by_redis(what: str) -> Iterator[None]:
+    """Redis failing while it takes ``what`` → QueueUnavailable, naming it."""
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise QueueUnavailable(f"Redis did not take {what} ({type(exc).__name__})") from exc
+
+
 def _packed(commands: list[tuple[Any, ...]], encode: Callable[[Any], bytes]) -> bytes:
     parts: list[bytes] = []
     for command in commands:
@@ -168,23 +187,13 @@ def submit(
     # Tells our own earlier attempt (redis-py retrying after a lost reply) from another
     # delivery of the same request.
     ours = uuid.uuid4().hex
-    try:
-        writes = _rq_writes(client, lambda pipe: _queue(client, name).enqueue_call(
-                TASK,
-                args=(request.model_dump(mode="json"),),
-                job_id=job_id(request.id),
-                retry=RETRY,
-                timeout=120,
-                result_ttl=3600,
-                failure_ttl=7 * 24 * 3600,
-                pipeline=pipe,
-            ))
+    with _taken_by_redis("the request"):
+        writes = _job_writes(client, name, TASK, (request.model_dump(mode="json"),),
+                             job_id(request.id), timeout=120)
         taken, value = client.register_script(_SUBMIT)(
             keys=[keys.request(request.id), _sequence_key(request), SEQUENCE_KEY,
                   ROLLBACK_SEQUENCE_KEY],
             args=[ours, DEDUPE_TTL_S, (service or "") if wins else "", writes])
-    except redis.RedisError as exc:
-        raise QueueUnavailable(f"Redis did not take the request ({type(exc).__name__})") from exc
     if taken:
         return True
     sequenced = value.decode() if isinstance(value, bytes) else str(value)
@@ -232,11 +241,8 @@ def record_refusal(
     client: redis.Redis, request: Request, reason: str, keys: Keys | None = None
 ) -> None:
     """Audit a refusal; Redis failing → QueueUnavailable (the caller is told anyway)."""
-    try:
+    with _taken_by_redis("the audit entry"):
         _record_refusal(client, request, reason, keys)
-    except redis.RedisError as exc:
-        raise QueueUnavailable(f"Redis did not take the audit entry ({type(exc).__name__})"
-                               ) from exc
 
 
 def _record_refusal(
@@ -258,12 +264,9 @@ def react(client: redis.Redis, reaction: Reaction, *, policy: Policy, groups_of:
           queue: str = "meshbot", now: float | None = None) -> Verdict:
     """Count a reaction on an approval request (``jobs.approvals``); a reaction on any other
     message is ignored. Idempotent per ``reaction.event_id``; enqueues the work at quorum."""
-    try:
+    with _taken_by_redis("the reaction"):
         return _react(client, reaction, policy=policy, groups_of=groups_of, queue=queue,
                       now=time.time() if now is None else now)
-    except redis.RedisError as exc:
-        raise QueueUnavailable(f"Redis did not take the reaction ({type(exc).__name__})"
-                               ) from exc
 
 
 # --- alert threads (Alertmanager webhook → a job that posts; rollback reactions on them) ---
@@ -280,16 +283,12 @@ def submit_alert(client: redis.Redis, payload: dict[str, Any], digest: str, *,
     The first-delivery mark and the enqueue land together (one script, as ``submit``): a
     failure between them would answer Alertmanager's retry "duplicate" and lose the alert.
     Redis failing → QueueUnavailable."""
-    try:
-        writes = _rq_writes(client, lambda pipe: _queue(client, queue).enqueue_call(
-                ALERT_TASK, args=(payload,), job_id="alert-" + digest[:32], retry=RETRY,
-                timeout=60, result_ttl=3600, failure_ttl=7 * 24 * 3600, pipeline=pipe,
-            ))
+    with _taken_by_redis("the alert"):
+        writes = _job_writes(client, queue, ALERT_TASK, (payload,), "alert-" + digest[:32],
+                             timeout=60)
         taken = client.register_script(_SUBMIT_ONCE)(
             keys=[AlertThreads(client).notification_key(digest)],
             args=[ALERT_DEDUPE_TTL_S, writes])
-    except redis.RedisError as exc:
-        raise QueueUnavailable(f"Redis did not take the alert ({type(exc).__name__})") from exc
     return bool(taken)
 
 
