@@ -33,12 +33,15 @@ def server(slack_env: SlackEnv, policy_path: Path, redis_url: str,
 
 
 def raw_post(server: ServeProcess, body: bytes, headers: dict[str, str]) -> int:
+    return raw_answer(server, body, headers)[0]
+
+
+def raw_answer(server: ServeProcess, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     try:
         conn.request("POST", "/slack/events", body=body, headers=headers)
         response = conn.getresponse()
-        response.read()
-        return response.status
+        return response.status, response.read()
     finally:
         conn.close()
 
@@ -46,25 +49,30 @@ def raw_post(server: ServeProcess, body: bytes, headers: dict[str, str]) -> int:
 NOW = str(int(time.time()))
 
 
-@pytest.mark.parametrize(("body", "headers"), [
-    (b"{not json", {"Content-Type": "application/json", "X-Slack-Request-Timestamp": NOW}),
-    (b"[1, 2]", {"Content-Type": "application/json", "X-Slack-Request-Timestamp": NOW}),
+@pytest.mark.parametrize(("body", "headers", "reason"), [
+    (b"{not json", {"Content-Type": "application/json", "X-Slack-Request-Timestamp": NOW},
+     "body is not JSON"),
+    (b"[1, 2]", {"Content-Type": "application/json", "X-Slack-Request-Timestamp": NOW},
+     "body is not a JSON object"),
     (b"text=\xff\xfe", {"Content-Type": "application/x-www-form-urlencoded",
-                        "X-Slack-Request-Timestamp": NOW}),
+                        "X-Slack-Request-Timestamp": NOW}, "body is not UTF-8"),
     (b"text=help", {"Content-Type": "application/x-www-form-urlencoded",
-                    "X-Slack-Request-Timestamp": "abc"}),
+                    "X-Slack-Request-Timestamp": "abc"}, "X-Slack-Request-Timestamp"),
     (b"payload=%7Bnope", {"Content-Type": "application/x-www-form-urlencoded",
-                          "X-Slack-Request-Timestamp": NOW}),
+                          "X-Slack-Request-Timestamp": NOW}, "body is not JSON"),
     # Bolt parses any body that starts with "{" as JSON, whatever its content type says.
     (b"{not json", {"Content-Type": "application/x-www-form-urlencoded",
-                    "X-Slack-Request-Timestamp": NOW}),
-    (b"{not json", {"Content-Type": "text/plain", "X-Slack-Request-Timestamp": NOW}),
+                    "X-Slack-Request-Timestamp": NOW}, "body is not JSON"),
+    (b"{not json", {"Content-Type": "text/plain", "X-Slack-Request-Timestamp": NOW},
+     "body is not JSON"),
 ], ids=["invalid-json", "json-array", "not-utf8", "timestamp-abc", "bad-payload-field",
         "brace-as-form", "brace-as-text"])
-def test_unsigned_garbage_gets_a_4xx(server: ServeProcess, body: bytes,
-                                     headers: dict[str, str]) -> None:
-    status = raw_post(server, body, headers)
+def test_unsigned_garbage_gets_a_4xx(server: ServeProcess, redis_url: str, body: bytes,
+                                     headers: dict[str, str], reason: str) -> None:
+    status, answer = raw_answer(server, body, headers)
     assert 400 <= status < 500
+    assert reason in json.loads(answer)["error"]
+    assert_nothing_taken(redis_url)
 
 
 @pytest.mark.parametrize("payload", [
@@ -77,11 +85,13 @@ def test_unsigned_garbage_gets_a_4xx(server: ServeProcess, body: bytes,
                                           "text/plain"])
 def test_signed_events_of_the_wrong_shape_get_a_4xx(server: ServeProcess, slack_env: SlackEnv,
                                                    payload: dict[str, object],
-                                                   content_type: str) -> None:
+                                                   content_type: str, redis_url: str) -> None:
     with SlackSender(f"{server.url}/slack/events", slack_env.signing_secret) as sender:
         reply = sender.post(json.dumps(payload).encode(), content_type)
     assert 400 <= reply.status < 500
+    assert "is not an object" in reply.json()["error"]
     assert slack_env.api.calls("chat.postMessage") == []
+    assert_nothing_taken(redis_url)
 
 
 def test_a_body_past_the_limit_is_refused_unread(server: ServeProcess) -> None:
