@@ -26,6 +26,16 @@ redis.call('hdel', KEYS[2], ARGV[1])
 return 1
 """
 
+# Set an undecodable document aside only if it is still the one read: a writer (a rollback's
+# new state, say) that came between the read and this is kept, not deleted with it.
+_SET_ASIDE = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('set', KEYS[2], ARGV[1])
+redis.call('del', KEYS[1])
+redis.call('zrem', KEYS[3], ARGV[2])
+return 1
+"""
+
 # Write the new state only if the stored one is still what was read (compare-and-set), keeping
 # the watched set in step; many of these go to Redis in one pipelined round trip.
 _CAS = """
@@ -52,6 +62,7 @@ class RolloutStore:
         self.keys = keys or Keys()
         self._cas = client.register_script(_CAS)
         self._clear_if_owner = client.register_script(_CLEAR_IF_OWNER)
+        self._set_aside = client.register_script(_SET_ASIDE)
         # The last document read of each service and its model: the tick reads every watched
         # rollout at every tick, and most documents have not changed since the last one.
         self._parsed: dict[str, tuple[bytes, Rollout]] = {}
@@ -81,17 +92,20 @@ class RolloutStore:
             self._parsed[service] = found[service]
         return found
 
-    def set_aside(self, service: str, document: bytes, why: str) -> None:
+    def set_aside(self, service: str, document: bytes, why: str) -> bool:
         """Move an undecodable rollout out of the analysis (kept under ``…:undecodable`` for a
-        person to read), and say so in the log once."""
-        with self.client.pipeline() as pipe:
-            pipe.set(self.keys.rollout(service) + ":undecodable", document)
-            pipe.delete(self.keys.rollout(service))
-            pipe.zrem(self.keys.watched, service)
-            pipe.execute()
+        person to read), and say so in the log once. Only ``document`` as it was read: if the
+        record was written since (a rollback saving its state), that write stays and nothing is
+        set aside. True if it was."""
+        key = self.keys.rollout(service)
+        if not self._set_aside(keys=[key, key + ":undecodable", self.keys.watched],
+                               args=[document, service]):
+            log.info("rollout record of %s changed since it was read as undecodable; kept",
+                     service, extra={"service": service})
+            return False
         log.error("rollout record of %s is undecodable and was set aside (%s): %s", service,
-                  self.keys.rollout(service) + ":undecodable", why.splitlines()[0],
-                  extra={"service": service})
+                  key + ":undecodable", why.splitlines()[0], extra={"service": service})
+        return True
 
     def commit_many(self, changes: list[tuple[bytes, Rollout]]) -> list[bool]:
         """Write each new rollout unless its document changed since it was read (a rollback
