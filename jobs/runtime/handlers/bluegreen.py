@@ -30,7 +30,7 @@ from jobs.runtime.handlers.common import (
     show_plan,
     subsets_of,
 )
-from jobs.runtime.route_edits import Planner, edit_routes, read_and_plan, write_planned
+from jobs.runtime.route_edits import Planner, edit_routes, read_and_plan
 from jobs.runtime.weights import defined_subsets, preflight, qualified
 from meshbot.commands import Request
 from meshbot.errors import Refused
@@ -116,7 +116,7 @@ def _start(ctx: JobContext, request: Request, view: ServiceView) -> str:
     title = routing_text.bluegreen_root(view.name, view.namespace, request.user, PREVIEW,
                                         names(subsets), approvals)
     ts = request_thread(ctx, request, request.channel, title)
-    write_planned(ctx, view, planned, preview)
+    traffic.write_routes(ctx, request, view, planned, preview, request.channel, ts)
     ctx.notifier.reply(request.channel, ts, routing_text.bluegreen_preview(
         PREVIEW, subsets.canary, view.virtual_services))
     record(ctx, request, "done", channel=request.channel, ts=ts,

@@ -22,6 +22,7 @@ from jobs.domain.routes_match import (
     plan_mirror_off,
 )
 from jobs.runtime.context import JobContext
+from jobs.runtime.handlers import traffic
 from jobs.runtime.handlers.common import (
     plans,
     record,
@@ -30,7 +31,7 @@ from jobs.runtime.handlers.common import (
     show_plan,
     subsets_of,
 )
-from jobs.runtime.route_edits import changes, read_and_plan, write_planned
+from jobs.runtime.route_edits import changes, read_and_plan
 from jobs.runtime.weights import defined_subsets, ensure_ready_canary
 from meshbot.commands import Request
 from meshbot.errors import MeshInvalid, Refused
@@ -73,7 +74,7 @@ def ab(ctx: JobContext, request: Request) -> str:
     before = next((h for h in (current_header(p.vs) for p in planned) if h is not None), None)
     ts = request_thread(ctx, request, request.channel, routing_text.ab_root(
         view.name, view.namespace, request.user, header, subsets.canary))
-    changed = write_planned(ctx, view, planned, on)
+    changed = traffic.write_routes(ctx, request, view, planned, on, request.channel, ts)
     ctx.notifier.reply(request.channel, ts, routing_text.ab_applied(
         header, subsets.canary, view.virtual_services, changed, before))
     record(ctx, request, "done", channel=request.channel, ts=ts,
@@ -90,7 +91,8 @@ def _ab_off(ctx: JobContext, request: Request, view: ServiceView, subsets: Subse
         return show_plan(ctx, request, Plan(changes(view, planned)))
     ts = request_thread(ctx, request, request.channel, routing_text.ab_root(
         view.name, view.namespace, request.user, None, subsets.canary))
-    changed = write_planned(ctx, view, planned, plan_header_route_off)
+    changed = traffic.write_routes(ctx, request, view, planned, plan_header_route_off,
+                                   request.channel, ts)
     ctx.notifier.reply(request.channel, ts, routing_text.ab_removed(header, changed))
     record(ctx, request, "done", channel=request.channel, ts=ts,
            detail=f"header route {header} → none")
@@ -127,7 +129,8 @@ def mirror(ctx: JobContext, request: Request) -> str:
         return show_plan(ctx, request, Plan(changes(view, planned)))
     ts = request_thread(ctx, request, request.channel, routing_text.mirror_root(
         view.name, view.namespace, request.user, percent, subsets.canary))
-    changed = write_planned(ctx, view, planned, planner)
+    changed = traffic.write_routes(ctx, request, view, planned, planner, request.channel,
+                                   ts)
     ctx.notifier.reply(request.channel, ts, routing_text.mirror_applied(
         percent, before, subsets.canary, view.virtual_services, changed, view.mirror_safe))
     shown = "none" if before is None else f"{before:g}%"

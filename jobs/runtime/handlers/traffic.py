@@ -27,8 +27,16 @@ from jobs.runtime.handlers.common import (
     show_plan,
     subsets_of,
 )
+from jobs.runtime.reconcile import ALIVE, _job_status
 from jobs.runtime.reports import report, report_in_new_thread
-from jobs.runtime.route_edits import back_to_stable, plan_back_to_stable
+from jobs.runtime.route_edits import (
+    Planned,
+    Planner,
+    back_to_stable,
+    clear_canary_routes,
+    plan_back_to_stable,
+    write_planned,
+)
 from jobs.runtime.weights import (
     Abandoned,
     Overtaken,
@@ -86,6 +94,24 @@ def not_overtaken(ctx: JobContext, request: Request, channel: str | None = None,
         raise Overtaken(replies.overtaken(request.command), channel=channel, ts=ts)
 
 
+def write_routes(ctx: JobContext, request: Request, view: ServiceView, planned: list[Planned],
+                 plan: Planner, channel: str | None, ts: str | None) -> list[str]:
+    """``write_planned`` for a request's route edit (a header route, a mirror, blue-green's
+    preview route), which commits nothing but the write itself: a rollback accepted after the
+    request is looked for just before the write, and again after it — one accepted while the
+    write was on the wire may have found nothing to remove and run to its end, the write
+    landing after it: what was written is removed again (as the rollback removes it) and the
+    request ends overtaken. The names of the objects changed."""
+    not_overtaken(ctx, request, channel, ts)
+    changed = write_planned(ctx, view, planned, plan)
+    if changed and not request.command.dry_run and api.overtaken(ctx.redis, request):
+        clear_canary_routes(ctx, view)
+        log.warning("%s: %s's route edit landed after a rollback; removed again", view.name,
+                    request.id, extra={"service": view.name})
+        raise Overtaken(replies.overtaken(request.command), channel=channel, ts=ts)
+    return changed
+
+
 def still_wanted(store: RolloutStore, service: str, rollout_id: str,
                  weight: int | None = None) -> bool:
     """Whether a rollout still wants its weight: after a rollback a job never re-applies it,
@@ -97,15 +123,50 @@ def still_wanted(store: RolloutStore, service: str, rollout_id: str,
 
 def apply_weight(ctx: JobContext, view: ServiceView, rollout: Rollout,
                  target: Weights) -> tuple[Weights, Weights]:
+    """Write the rollout's weight. Stopped because the rollout was rolled back meanwhile
+    (``Abandoned``): a VirtualService already written (the first of several, its write landing
+    after the rollback had read it) is put back to stable before the stop is raised."""
     subsets = rollout.subsets
     job = get_current_job()
-    return set_weights(
-        ctx.kube, view.namespace, view.virtual_services, view.name, subsets, target,
-        should_continue=lambda: still_wanted(ctx.store, view.name, rollout.id, target.canary),
-        allow_gitops=view.gitops_allowed,
-        remember_before=(lambda read: ctx.store.first_before(job.id, read))
-        if job is not None else None,
-    )
+    try:
+        return set_weights(
+            ctx.kube, view.namespace, view.virtual_services, view.name, subsets, target,
+            should_continue=lambda: still_wanted(ctx.store, view.name, rollout.id,
+                                                 target.canary),
+            allow_gitops=view.gitops_allowed,
+            remember_before=(lambda read: ctx.store.first_before(job.id, read))
+            if job is not None else None,
+        )
+    except Abandoned:
+        if rolled_back(ctx, view, rollout):
+            put_back(ctx, view, rollout)
+        raise
+
+
+def rolled_back(ctx: JobContext, view: ServiceView, rollout: Rollout) -> bool:
+    """Whether ``rollout`` is still the service's, and was rolled back (or cancelled)."""
+    now = ctx.store.get(view.name)
+    return (now is not None and now.id == rollout.id
+            and now.phase in (Phase.ROLLED_BACK, Phase.CANCELLED))
+
+
+def put_back(ctx: JobContext, view: ServiceView, rollout: Rollout) -> None:
+    """Stable 100 / canary 0 on the rollout's VirtualServices, unless a newer rollout started
+    since (its write wins). The service's mark is this writer's until the weights are back
+    (a rollback's job still running keeps its own), so a worker dying here is settled by the
+    reconcile (the rollout rolled back: its weights written); it is cleared after."""
+    if live_writer(ctx, view.name) is None:
+        ctx.store.mark_unapplied(view.name, time.time(), writer())
+
+    def ours() -> bool:  # no rollout started since the rollback
+        cur = ctx.store.get(view.name)
+        return cur is None or cur.id == rollout.id
+
+    with contextlib.suppress(Abandoned):  # a newer rollout's write wins over this one
+        set_weights(ctx.kube, view.namespace, view.virtual_services, view.name,
+                    rollout.subsets, Weights(stable=100, canary=0), should_continue=ours,
+                    allow_gitops=view.gitops_allowed)
+    ctx.store.mark_applied(view.name, writer())
 
 
 def undo_if_overtaken(ctx: JobContext, request: Request, view: ServiceView, rollout: Rollout,
@@ -115,28 +176,15 @@ def undo_if_overtaken(ctx: JobContext, request: Request, view: ServiceView, roll
     written nothing while this write was on the wire, which then landed after it. The write is
     put back (stable 100 / canary 0) and the request ends overtaken (or abandoned), never done:
     the last accepted command, the rollout's phase, the mesh, the thread and the audit agree.
-    The service's mark is this job's until the weights are back, so a worker dying here is
-    settled by the reconcile (the rollout rolled back: its weights written)."""
+    A worker dying before this check is settled by the reconcile: the rollback left the mark
+    with this job (``live_writer``), and the rollback's weights are written once it ended."""
     if request.command.dry_run:
         return
-    now = ctx.store.get(view.name)
-    rolled_back = (now is not None and now.id == rollout.id
-                   and now.phase in (Phase.ROLLED_BACK, Phase.CANCELLED))
     overtaken = api.overtaken(ctx.redis, request)
-    if not (overtaken or rolled_back):
+    if not (overtaken or rolled_back(ctx, view, rollout)):
         return  # any rollback comes after this write landed, and reads it
-    ctx.store.mark_unapplied(view.name, time.time(), writer())
-
-    def ours() -> bool:  # no rollout started since the rollback
-        cur = ctx.store.get(view.name)
-        return cur is None or cur.id == rollout.id
-
+    put_back(ctx, view, rollout)
     subsets = rollout.subsets
-    with contextlib.suppress(Abandoned):  # a newer rollout's write wins over this one
-        set_weights(ctx.kube, view.namespace, view.virtual_services, view.name, subsets,
-                    Weights(stable=100, canary=0), should_continue=ours,
-                    allow_gitops=view.gitops_allowed)
-    ctx.store.mark_applied(view.name, writer())
     log.warning("%s: %s's write landed after a rollback; put back to stable 100", view.name,
                 request.id, extra={"service": view.name})
     if overtaken:
@@ -343,8 +391,13 @@ def rollback(ctx: JobContext, request: Request) -> str:
         plan = plan_back_to_stable(ctx, view, subsets_of(ctx, view))
         steps = (plan_text.rollout_marked(view.name, marked.phase.value),) if marked else ()
         return show_plan(ctx, request, Plan(plan.changes, steps))
-    # First: a worker dying next is finished for (the rollback wins).
-    ctx.store.mark_unapplied(view.name, now, writer())
+    # First: a worker dying next is finished for (the rollback wins). Unless a change's job
+    # holds the mark: its write may still be on the wire and land after this rollback read the
+    # VirtualService (finding nothing to write). Its mark stays, so if that job ends without
+    # its own after-write check (its worker killed, its retry refused as overtaken at its
+    # start), the reconcile writes this rollback's weights once it has ended.
+    if live_writer(ctx, view.name) is None:
+        ctx.store.mark_unapplied(view.name, now, writer())
     with refused_before_commit(ctx, view.name):
         marked = ctx.store.update(view.name, mark)
     subsets = subsets_of(ctx, view)
@@ -357,6 +410,18 @@ def rollback(ctx: JobContext, request: Request) -> str:
     channel, ts = _report(ctx, request, view, marked, text)
     record(ctx, request, "done", before=before, after=after, channel=channel, ts=ts)
     return f"{view.name}: {after}"
+
+
+def live_writer(ctx: JobContext, service: str) -> str | None:
+    """The RQ job, other than this one, that holds the service's unapplied mark and has not
+    ended (queued, started — also on a worker that died —, scheduled for a retry): a writer
+    whose write may still land. None when the mark is nobody's, the tick's or this job's."""
+    if service not in ctx.store.unapplied_since(float("inf")):
+        return None
+    owner = ctx.store.unapplied_owner(service)
+    if owner in (TICK_OWNER, writer()):
+        return None
+    return owner if _job_status(ctx, owner) in ALIVE else None
 
 
 def _report(ctx: JobContext, request: Request, view: ServiceView, current: Rollout | None,
