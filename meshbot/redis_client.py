@@ -8,13 +8,15 @@ a Slack ack waiting far past Slack's 3 s while Redis hangs).
     role      who                                   socket / connect   retries
     serve     the ack (``meshbot serve``, socket)   1 s / 1 s          1
     health    /healthz, /readyz and /metrics        2 s / 2 s          none
-    worker    RQ's own connection                   see below / 5 s    3
+    worker    RQ's own connection                   11 s (below) / 5 s 3
     jobs      the jobs' client (their stores)       5 s / 2 s          2
     ticker    the ticker, the lease, the wait       5 s / 2 s          1
 
-RQ raises the socket timeout of the connection its worker is given to its dequeue timeout and a
-little (a blocking pop must not time out): that connection is RQ's alone, and everything that
-must notice a hung Redis in seconds has a client of its own.
+RQ raises the socket timeout of the connection its worker is given to its dequeue timeout and
+10 s (a blocking pop must not time out): ``worker_ttl - 5``, 415 s with RQ's default TTL, 11 s
+with meshbot's (``jobs.runtime.worker.WORKER_TTL_S``, 16 s), which this role already has. That
+connection is RQ's alone, and everything that must notice a hung Redis in 5 s has a client of its
+own.
 
 Only a dropped or refused connection (a restart, an idle connection closed) is retried, at once
 and then with a short jittered backoff (50 ms doubling, at most 0.5 s). A timeout never is: the
@@ -53,8 +55,9 @@ class Policy:
 POLICIES: dict[Role, Policy] = {
     "serve": Policy(socket_timeout=1.0, connect_timeout=1.0, retries=1),
     "health": Policy(socket_timeout=2.0, connect_timeout=2.0, retries=0),
-    # RQ raises this one to its dequeue timeout and a little (``Worker._set_connection``).
-    "worker": Policy(socket_timeout=10.0, connect_timeout=5.0, retries=3),
+    # RQ's dequeue timeout + 10 s (``Worker._set_connection`` would raise it to that): the
+    # worker's 1 s blocking pop (``WORKER_TTL_S`` 16) and a margin.
+    "worker": Policy(socket_timeout=11.0, connect_timeout=5.0, retries=3),
     "jobs": Policy(socket_timeout=5.0, connect_timeout=2.0, retries=2),
     "ticker": Policy(socket_timeout=5.0, connect_timeout=2.0, retries=1),
 }

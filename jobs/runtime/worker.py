@@ -31,6 +31,16 @@ from meshbot.settings import Settings
 
 log = logging.getLogger("meshbot.worker")
 
+# RQ derives from its worker's TTL how long the worker blocks on its queues (``worker_ttl - 15``)
+# and the socket timeout it gives its own connection (that and 10 more): with RQ's default of
+# 420 s a worker whose Redis stops answering (hung, or gone with its TCP connection
+# black-holed) sits ~415 s in one call. 16 s: a 1 s blocking pop, an 11 s socket timeout, so a
+# hung Redis is noticed within ~12 s and the worker reconnects once it answers. Long jobs are
+# not cut by it: a SimpleWorker's heartbeat during a job is the job's timeout + 60 s (RQ's
+# ``get_heartbeat_ttl``), meshbot's takeover goes by its own lease, and a job talks to Redis
+# with a client of its own; only RQ's own calls on that connection must answer within 11 s.
+WORKER_TTL_S = 16
+
 
 class StopSignal:
     """SIGTERM or SIGINT, remembered for the whole process.
@@ -122,6 +132,9 @@ class RedisFailureLine(logging.Filter):
     Anything else RQ logs keeps its level and its traceback."""
 
     TIMEOUT = "Worker %s: Redis connection timeout, quitting..."
+    # RQ's wait for a job, retrying (1, 2, 4 ... 60 s) while Redis is down or hung: logged as an
+    # error, with no traceback, on every try.
+    RETRYING = "Worker %s: could not connect to Redis instance: %s retrying in %d seconds..."
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.ERROR:
@@ -132,7 +145,7 @@ class RedisFailureLine(logging.Filter):
             record.msg = "Worker %s: Redis failed (%s: %s); this worker ends"
             record.args = (worker, type(exc).__name__, str(exc).strip() or "no detail")
             record.exc_info, record.exc_text = None, None
-        elif record.msg != self.TIMEOUT:
+        elif record.msg not in (self.TIMEOUT, self.RETRYING):
             return True
         record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
@@ -151,7 +164,8 @@ def build_worker(settings: Settings, connection: redis.Redis,
         Queue(name, connection=connection, serializer=JSONSerializer)
         for name in queue_names(settings.queue_name)
     ]
-    worker = MeshbotWorker(queues, connection=connection, serializer=JSONSerializer)
+    worker = MeshbotWorker(queues, connection=connection, serializer=JSONSerializer,
+                           worker_ttl=WORKER_TTL_S)
     worker.stop_signal = stop_signal
     quiet_redis_failures()
     return worker
@@ -162,9 +176,9 @@ def run_worker(*, burst: bool = False, metrics_port: int | None = None) -> int:
     stop.install()
     settings = Settings()
     configure_logging()
-    # RQ raises its connection's socket timeout to wait on its queues (``_set_connection``):
-    # the ticker, the lease and the wait for Redis have a client of their own, which notices a
-    # hung Redis in seconds.
+    # RQ raises its connection's socket timeout to wait on its queues (``_set_connection``; 11 s
+    # with ``WORKER_TTL_S``): the ticker, the lease and the wait for Redis have a client of their
+    # own, which notices a hung Redis in 5 s.
     connection = connect(settings.redis_url, "worker")
     control = connect(settings.redis_url, "ticker")
     if metrics_port is not None:
@@ -194,7 +208,7 @@ def _work(settings: Settings, connection: redis.Redis, stop: StopSignal, *,
     keeps the lease (RQ's ``connection`` waits long on its queues)."""
     control = control or connection
     try:
-        # RQ's own connection waits ~415 s on a hung Redis (and a new worker's first call is
+        # RQ's own connection waits 11 s on a hung Redis (and a new worker's first call is
         # made on it): ask with the short-timeout client first.
         control.ping()
         worker = build_worker(settings, connection, stop)
