@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,23 +143,41 @@ def soak_stack(tmp: Path, extra_services: int, workers: int) -> Iterator[SoakSta
         with (api, TrafficGenerator(source, poll_interval=0.2) as traffic,
               PrometheusServer(tmp / "prometheus", [traffic.target],
                                scrape_interval=SCRAPE_S) as prometheus):
-            prometheus.wait_for_targets()
             env.update({"PROMETHEUS_URL": prometheus.url,
                         "MESHBOT_SCRAPE_INTERVAL": f"{SCRAPE_S:g}",
                         "MESHBOT_TICK_PERIOD": f"{TICK_S:g}"})
             serve = ServeProcess(env, tmp / "serve.log", workers=2, threads=4)
             stack = SoakStack(tmp, names, redis_server, client, cluster, slack, prometheus,
                               traffic, env, serve)
-            serve.start()
             try:
+                # serve starts while Prometheus makes its first scrapes; the workers as before,
+                # once serve answers /healthz; the load begins once every target is up.
+                serve.start()
                 for _ in range(workers):
                     stack.start_worker()
+                prometheus.wait_for_targets()
                 yield stack
             finally:
-                for worker in stack.live:
-                    worker.stop()
-                serve.stop()
+                stop_all([*stack.live, serve])
                 client.close()
+
+
+def stop_all(processes: Sequence[MeshbotProcess], timeout: float = 10.0) -> None:
+    """``MeshbotProcess.stop`` for all of them at once: one SIGTERM each (a warm shutdown),
+    then each waited for, SIGKILLed only if it outlives ``timeout``."""
+    running = [p for p in processes if p.process is not None and p.process.poll() is None]
+    for p in running:
+        assert p.process is not None
+        p.process.terminate()
+    for p in running:
+        assert p.process is not None
+        try:
+            p.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.process.kill()
+            p.process.wait(timeout=timeout)
+    for p in processes:
+        p.process = None
 
 
 def rss_mb(pid: int) -> float | None:

@@ -1,7 +1,8 @@
 """Sequential canary-vs-stable test beside today's threshold rule, on synthetic traffic, then
 end to end with the real stack.
 
-    python -m bench.detection [--seed 1] [--runs 1000] [--e2e-runs 3] [--chart PATH]
+    python -m bench.detection [--seed 1] [--runs 1000] [--e2e-runs 3] [--e2e-interval 5]
+                              [--chart PATH]
 
 Pure and seeded: no Prometheus, no cluster. Each simulated rollout is one step at a fixed weight,
 watched for 30 minutes at a 1 s scrape: 100 req/s, 10 % of it to the canary; every second each
@@ -27,11 +28,11 @@ End to end (``--e2e-runs``, 0 to skip): the stack of bench/rollback_time.py (Red
 Kubernetes emulator, the traffic generator at 100 req/s per service splitting by the live
 VirtualService weights, a real Prometheus scraping every second, the Slack stand-in, a real
 ``meshbot worker`` ticking every 0.5 s). The stable answers 0.1 % of its requests with 503, the
-canary 20 %, from the step's start: ``/mesh canary <svc> 10`` with interval 5 s and
-failure_threshold 3, on services with ``analysis.sequential`` true (meshbot now) and false (the
-threshold rule alone, as before). Timed from the first scrape that shows a canary 5xx (its
-sample's timestamp in Prometheus) to the VirtualService at stable 100 / canary 0. ``--chart``
-keeps the PNG the last sequential rollback posted in its thread.
+canary 20 %, from the step's start: ``/mesh canary <svc> 10`` with interval 5 s
+(``--e2e-interval``) and failure_threshold 3, on services with ``analysis.sequential`` true
+(meshbot now) and false (the threshold rule alone, as before). Timed from the first scrape
+that shows a canary 5xx (its sample's timestamp in Prometheus) to the VirtualService at stable
+100 / canary 0. ``--chart`` keeps the PNG the last sequential rollback posted in its thread.
 """
 
 from __future__ import annotations
@@ -196,7 +197,7 @@ E2E_INTERVAL_S, E2E_THRESHOLD, E2E_WEIGHT, E2E_RPS = 5.0, 3, 10, 100.0
 E2E_CANARY_ERRORS, E2E_STABLE_ERRORS = 0.2, 0.001
 
 
-def end_to_end(runs: int, chart: str | None) -> None:
+def end_to_end(runs: int, chart: str | None, interval_s: float = E2E_INTERVAL_S) -> None:
     """Severe regressions against the real Prometheus and worker: sequential vs threshold."""
     import json
     import statistics
@@ -234,7 +235,7 @@ def end_to_end(runs: int, chart: str | None) -> None:
     with tempfile.TemporaryDirectory(prefix="meshbot-bench-") as name:
         tmp = Path(name)
         services = [s for group in modes.values() for s in group]
-        path = write_policy(tmp / "policy.yaml", services, interval_s=E2E_INTERVAL_S,
+        path = write_policy(tmp / "policy.yaml", services, interval_s=interval_s,
                             failure_threshold=E2E_THRESHOLD, burn_windows=("5m", "1h"))
         policy_doc = json.loads(path.read_text())
         for service in modes["threshold rule"]:
@@ -249,9 +250,9 @@ def end_to_end(runs: int, chart: str | None) -> None:
             with (api, TrafficGenerator(weights, poll_interval=0.2, default_rps=E2E_RPS) as traffic,
                   PrometheusServer(tmp / "prometheus", [traffic.target],
                                    scrape_interval=1.0) as prometheus):
-                prometheus.wait_for_targets()
                 env = {**stack.env, "PROMETHEUS_URL": prometheus.url,
                        "MESHBOT_SCRAPE_INTERVAL": "1", "MESHBOT_TICK_PERIOD": "0.5"}
+                # The worker starts while Prometheus makes its first scrapes.
                 worker = MeshbotProcess(["worker"], env, tmp / "worker.log").start()
                 store = RolloutStore(stack.redis)
 
@@ -267,6 +268,7 @@ def end_to_end(runs: int, chart: str | None) -> None:
 
                 results: dict[str, list[tuple[float, float, str]]] = {m: [] for m in modes}
                 try:
+                    prometheus.wait_for_targets()
                     for mode, group in modes.items():
                         for service in group:
                             for subset, rate in (("stable", E2E_STABLE_ERRORS),
@@ -281,7 +283,7 @@ def end_to_end(runs: int, chart: str | None) -> None:
                                 id=f"bench-{uuid.uuid4().hex}", command=outcome.command,
                                 user=OPERATOR, channel=CHANNEL, received_at=time.time()))
                             seen: float | None = None
-                            deadline = time.time() + 6 * E2E_INTERVAL_S * E2E_THRESHOLD
+                            deadline = time.time() + 6 * interval_s * E2E_THRESHOLD
                             while time.time() < deadline:
                                 seen = seen or first_5xx_scrape(service)
                                 current = store.get(service)
@@ -310,7 +312,7 @@ def end_to_end(runs: int, chart: str | None) -> None:
                         print(f"chart of the last sequential rollback: {chart}")
     print(f"\nend to end ({runs} runs each): canary {E2E_WEIGHT} % of {E2E_RPS:g} req/s, "
           f"{100 * E2E_CANARY_ERRORS:g} % errors vs stable {100 * E2E_STABLE_ERRORS:g} %, "
-          f"from the step's start; interval {E2E_INTERVAL_S:g} s, failure_threshold "
+          f"from the step's start; interval {interval_s:g} s, failure_threshold "
           f"{E2E_THRESHOLD}, scrape 1 s, tick 0.5 s")
     print("  first scrape showing a canary 5xx -> decision / -> VirtualService 100/0")
     for mode, rows in results.items():
@@ -332,6 +334,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--e2e-runs", type=int, default=3,
                         help="end-to-end rollbacks per rule against the real stack (0: none)")
+    parser.add_argument("--e2e-interval", type=float, default=E2E_INTERVAL_S,
+                        help="the end-to-end rollouts' analysis interval (s)")
     parser.add_argument("--chart", default=None,
                         help="write the last sequential rollback's chart (PNG) here")
     args = parser.parse_args(argv)
@@ -362,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                   f"{errors}, on p99 at {latency} of them")
     print(f"\n{time.perf_counter() - started:.1f} s")
     if args.e2e_runs > 0:
-        end_to_end(args.e2e_runs, args.chart)
+        end_to_end(args.e2e_runs, args.chart, args.e2e_interval)
 
 
 if __name__ == "__main__":

@@ -270,13 +270,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                   TrafficGenerator(weights, poll_interval=0.2) as traffic,
                   PrometheusServer(tmp / "prometheus", [traffic.target],
                                    scrape_interval=SCRAPE_S) as prometheus):
-                prometheus.wait_for_targets()
                 env = {**stack.env, "PROMETHEUS_URL": prometheus.url,
                        "MESHBOT_SCRAPE_INTERVAL": f"{SCRAPE_S:g}",
                        "MESHBOT_TICK_PERIOD": f"{TICK_S:g}"}
+                # The worker starts while Prometheus makes its first scrapes.
                 worker = MeshbotProcess(["worker"], env, tmp / "worker.log").start()
                 bench = Bench(stack, load_policy_file(policy_path), traffic, prometheus, args)
                 try:
+                    prometheus.wait_for_targets()
                     runs = [bench.fault_run(service) for service in faulty]
                     outcome = bench.healthy_runs(healthy)
                     runs = [Run(r.service, r.visible_s, r.first_failed_s, r.decided_s,

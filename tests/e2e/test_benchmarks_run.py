@@ -63,7 +63,8 @@ def test_monitor_scale_prints_the_tick_beside_the_query_floor() -> None:
 
 @pytest.mark.timeout(200)
 def test_detection_prints_the_synthetic_and_the_end_to_end_comparison() -> None:
-    output = run_bench("bench.detection", "--runs", "20", "--e2e-runs", "1", timeout=190)
+    output = run_bench("bench.detection", "--runs", "4", "--e2e-runs", "1", "--e2e-interval",
+                       "2", timeout=190)
     assert re.search(r"severe: canary 20 % errors", output)
     assert "end to end (1 runs each)" in output
     for rule in ("sequential", "threshold rule"):
