@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from playground.slack_methods import METHODS
 from playground.slack_model import Call, JSONDict, ResponsePost, SlackMethodError
-from playground.slack_workspace import SlackWorkspace
+from playground.slack_workspace import Fault, SlackWorkspace
 
 RESPONSE_URL_USES = 5  # Slack accepts up to five posts to one response_url
 OPEN_CONNECTION = "apps.connections.open"  # the one method that takes an app-level token
@@ -123,6 +123,7 @@ class SlackApiStandIn(SlackWorkspace):
         self._thread: threading.Thread | None = None
         self._response_urls: dict[str, tuple[str | None, str | None, int]] = {}
         self._socket_mode: Callable[[], str] | None = None
+        self._thread_faults: dict[tuple[str, str, str], list[Fault]] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -208,6 +209,23 @@ class SlackApiStandIn(SlackWorkspace):
                 self.post(channel, str(body.get("text", "")), user=None)
             return 200, "ok"
 
+    # -- faults of one thread ----------------------------------------------------------------
+
+    def fail_in_thread(self, channel: str, thread_ts: str, error: str = "fatal_error", *,
+                       times: int = 1, status: int = 500,
+                       method: str = "chat.postMessage") -> None:
+        """Answer the next ``times`` calls of ``method`` into one thread (``thread_ts`` "": the
+        channel's own messages) with ``error``; calls into other threads are served."""
+        with self.transaction():
+            self._thread_faults.setdefault((method, channel, thread_ts), []).extend(
+                [Fault(status, error)] * times)
+
+    def _take_thread_fault(self, method: str, params: dict[str, Any]) -> Fault | None:
+        where = (method, str(params.get("channel") or ""), str(params.get("thread_ts") or ""))
+        with self.transaction():
+            queue = self._thread_faults.get(where)
+            return queue.pop(0) if queue else None
+
     # -- Socket Mode -------------------------------------------------------------------------
 
     def attach_socket_mode(self, issue_url: Callable[[], str]) -> None:
@@ -239,7 +257,7 @@ class SlackApiStandIn(SlackWorkspace):
             wrong_type = token.startswith(("xoxb-", "xapp-"))
             error = "not_allowed_token_type" if wrong_type else "invalid_auth"
             return 200, {}, {"ok": False, "error": error}
-        fault = self.take_fault(method)
+        fault = self._take_thread_fault(method, params) or self.take_fault(method)
         if fault is not None and fault.after_serving:
             self._serve_method(method, params)  # done, whatever the caller is told next
         if fault is not None:

@@ -99,6 +99,10 @@ class BotNotInChannel(PermanentError):
         self.reason = reason
 
 
+class SlackUnreachable(TemporaryError):
+    """Slack did not answer at all (refused, reset, timed out): for any call, not just this."""
+
+
 class UpdateOutcome(StrEnum):
     SENT = "sent"
     UNCHANGED = "unchanged"  # identical to what the message shows: no call made
@@ -372,36 +376,38 @@ class Notifier:
               key: str | None = None) -> str:
         """Post into the thread of ``thread_ts``; returns the reply's ``ts``.
 
-        A reply is posted once per ``key`` — by default ``reply_key``'s: per RQ job, thread,
-        words, and how many times the job said them there in this attempt, the same in every
-        attempt. When Slack stored a reply but its answer was lost, the retry finds it in
-        ``conversations.replies`` by its metadata instead of saying it again; a later attempt
-        saying what an earlier one said does not say it twice. Outside a job (the ticker's own
-        posts) and without Redis, a reply is posted as it comes.
+        A reply is posted once per ``key`` — by default ``reply_key``'s: per RQ job, thread and
+        its place among the replies the attempt says there, the same in every attempt and never
+        the words, so a retry that renders it anew is still the same reply. When Slack stored a
+        reply but its answer was lost, the retry finds it in ``conversations.replies`` by its
+        metadata instead of saying it again; a later attempt saying what an earlier one said
+        does not say it twice. Outside a job (the ticker's own posts) and without Redis, a reply
+        is posted as it comes.
         """
-        key = key if key is not None else self.reply_key(channel, thread_ts, text, blocks)
+        key = key if key is not None else self.reply_key(channel, thread_ts)
         text, blocks = self._outgoing(text, blocks)
         if key is None or self._redis is None:
             return self._post(channel, text, blocks, thread_ts)
         return self._post_once(self._redis, channel, text, blocks, thread_ts, key)
 
-    def reply_key(self, channel: str, thread_ts: str, text: str,
-                  blocks: Blocks | None = None) -> str | None:
-        """The key the running RQ job's next reply of ``text`` into ``thread_ts`` is posted
-        under (its place: the n-th time this attempt says it there); None outside a job. Each
+    def reply_key(self, channel: str, thread_ts: str) -> str | None:
+        """The key the running RQ job's next reply into ``thread_ts`` is posted under; None
+        outside a job. It is the job's, never the words': its id, the thread, the cluster's
+        label, and the reply's place among those the attempt says there (the n-th), the same
+        in every attempt — a retry that renders a report anew (live numbers) or says it from
+        another path (a retry resuming where the first attempt got) is the same reply. Each
         call takes a place: pass the key to ``reply``, or keep it with a report owed."""
         job = get_current_job()
         if job is None:
             return None
         attempt = f"{job.id} {job.started_at}"
-        said = fingerprint(*self._labelled(text, blocks))[:16]
         thread = threading.get_ident()
         with self._lock:
             seen, counts = self._replies_in_attempt.get(thread, ("", {}))
             if seen != attempt:
                 counts = {}
                 self._replies_in_attempt[thread] = (attempt, counts)
-            place = f"{channel}:{thread_ts}:{said}"
+            place = f"{channel}:{thread_ts}" + (f":{self.label}" if self.label else "")
             counts[place] = counts.get(place, 0) + 1
             return f"{job.id}:{place}:{counts[place]}"
 
@@ -607,7 +613,7 @@ class Notifier:
             except (OSError, http.client.HTTPException) as exc:
                 # URLError, timeouts, refused and reset connections are all OSErrors.
                 log.warning("Slack %s failed: %s: %s", method, type(exc).__name__, exc)
-                raise TemporaryError(f"Slack ({method}) {in_words(exc)}") from exc
+                raise SlackUnreachable(f"Slack ({method}) {in_words(exc)}") from exc
 
     def _join(self, channel: str) -> None:
         try:

@@ -1,12 +1,16 @@
-"""Reports owed to Slack, kept in Redis until Slack takes them: in order, once.
+"""Reports owed to Slack, kept in Redis until Slack takes them: in order within a thread, once.
 
 A rollback must happen whether or not Slack answers, and its report must still be read: when a
-report cannot be posted (Slack down, 5xx, a long rate limit), it is appended here and the
-ticker's "delivery of owed reports" duty posts the backlog, oldest first, when Slack is back.
-While a thread owes reports, newer ones to the same thread queue behind them, so the thread
-reads in the order things happened. A report may also be owed to a channel (no thread yet: a
-rollback whose thread root Slack did not take, the notice that Redis lost meshbot's state); it
-is posted as a channel message, and the replies owed with it go into the thread it starts.
+report cannot be posted (Slack down, 5xx, a long rate limit), it is appended to its thread's
+line here and the ticker's "delivery of owed reports" duty posts it when Slack is back. While a
+thread owes reports, newer ones to the same thread queue behind them, so the thread reads in
+the order things happened. Threads take turns: one Slack refuses for now (a 5xx for its post,
+an error of its channel) goes to the back of the line and the others are delivered meanwhile;
+Slack rate-limiting (429: its window is the workspace's) or not answering at all holds every
+thread, and so do several threads refused in a row (Slack is down: no call per thread). A
+report may also be owed to a channel (no thread yet: a rollback whose thread root Slack did not
+take, the notice that Redis lost meshbot's state); it is posted as a channel message (the
+channel's messages are one line), and the replies owed with it start the thread it opens.
 
 Once: each report is claimed before it is posted (one deliverer at a time, even if the ticker's
 lease passes to another worker mid-delivery), and taken off the queue in the same script that
@@ -24,41 +28,82 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 
 import redis
 
-from jobs.adapters.slack_notifier import Notifier
-from meshbot.errors import PermanentError, TemporaryError
+from jobs.adapters.slack_notifier import Notifier, SlackUnreachable
+from meshbot.errors import PermanentError, SlackRateLimited, TemporaryError
 
 log = logging.getLogger("meshbot.outbox")
 
-QUEUE_KEY = "meshbot:outbox"
+QUEUE_KEY = "meshbot:outbox"  # the one queue of earlier versions: moved into the threads' own
+THREAD_PREFIX = "meshbot:outbox:thread:"  # + "channel ts": that thread's reports, oldest first
+THREADS_KEY = "meshbot:outbox:threads"  # zset: threads owing reports, in their turn to go next
+TURN_KEY = "meshbot:outbox:turn"  # counter handing out the turns (THREADS_KEY's scores)
 OWED_KEY = "meshbot:outbox:owed"  # hash: "channel ts" → reports owed to that thread
 DELIVERED_PREFIX = "meshbot:outbox:delivered:"
 CLAIM_PREFIX = "meshbot:outbox:claim:"  # + id: held by the one deliverer posting it now
 ONCE_PREFIX = "meshbot:outbox:once:"  # + a caller's key: that report was owed already
 DELIVERED_TTL_S = 24 * 3600
 CLAIM_TTL_MS = 60_000  # longer than one post can take (Slack's timeout, a short 429 wait)
+# Threads in a row that Slack refused for now (5xx) before a delivery stops for this tick:
+# one thread's failure lets the others go, a Slack that refuses everything costs few calls.
+MAX_FAILED_THREADS = 3
 
-# Taken off the queue only if it is still the head (nothing else delivered it meanwhile), with
-# its mark, in one step; the replies owed with a channel message take its place at the head.
+# Appended to its thread; a thread that owed nothing takes the last turn.
+_OWE = """
+redis.call('rpush', KEYS[1], ARGV[1])
+redis.call('hincrby', KEYS[2], ARGV[2], 1)
+if not redis.call('zscore', KEYS[3], ARGV[2]) then
+  redis.call('zadd', KEYS[3], redis.call('incr', KEYS[4]), ARGV[2])
+end
+return 1
+"""
+# Owed once per ``once`` key, whoever (of several processes) owes it first.
+_OWE_ONCE = """
+if not redis.call('set', KEYS[5], '1', 'NX', 'EX', ARGV[3]) then return 0 end
+""" + _OWE
+# Taken off its thread only if it is still the head (nothing else delivered it meanwhile), with
+# its mark, in one step; a thread left empty gives up its turn; the replies owed with a channel
+# message start the thread it opened (KEYS[7], ARGV[4]).
 _DONE = """
 if redis.call('lindex', KEYS[1], 0) ~= ARGV[1] then return 0 end
 redis.call('lpop', KEYS[1])
 if redis.call('hincrby', KEYS[2], ARGV[2], -1) <= 0 then redis.call('hdel', KEYS[2], ARGV[2]) end
 redis.call('set', KEYS[3], '1', 'EX', ARGV[3])
 redis.call('del', KEYS[4])
-for i = #ARGV, 5, -1 do redis.call('lpush', KEYS[1], ARGV[i]) end
-if #ARGV >= 5 then redis.call('hincrby', KEYS[2], ARGV[4], #ARGV - 4) end
+if redis.call('llen', KEYS[1]) == 0 then redis.call('zrem', KEYS[5], ARGV[2]) end
+if #ARGV >= 5 then
+  for i = #ARGV, 5, -1 do redis.call('lpush', KEYS[7], ARGV[i]) end
+  redis.call('hincrby', KEYS[2], ARGV[4], #ARGV - 4)
+  if not redis.call('zscore', KEYS[5], ARGV[4]) then
+    redis.call('zadd', KEYS[5], redis.call('incr', KEYS[6]), ARGV[4])
+  end
+end
 return 1
 """
-# Owed once per ``once`` key, whoever (of several processes) owes it first.
-_OWE_ONCE = """
-if not redis.call('set', KEYS[1], '1', 'NX', 'EX', ARGV[3]) then return 0 end
-redis.call('rpush', KEYS[2], ARGV[1])
-redis.call('hincrby', KEYS[3], ARGV[2], 1)
+# A thread Slack refused for now goes to the back of the line (if it still owes anything).
+_LATER = """
+redis.call('zadd', KEYS[1], 'XX', redis.call('incr', KEYS[2]), ARGV[1])
 return 1
+"""
+# The one queue of earlier versions, moved to the front of each report's thread (it is older
+# than anything owed since), oldest first within each. The counts in OWED_KEY already hold it.
+_MOVE_QUEUE = """
+local moved = 0
+while true do
+  local raw = redis.call('rpop', KEYS[1])
+  if not raw then return moved end
+  local report = cjson.decode(raw)
+  local thread = report['channel'] .. ' ' .. (report['thread_ts'] or '')
+  redis.call('lpush', ARGV[1] .. thread, raw)
+  if not redis.call('zscore', KEYS[2], thread) then
+    redis.call('zadd', KEYS[2], redis.call('incr', KEYS[3]), thread)
+  end
+  moved = moved + 1
+end
 """
 
 
@@ -91,69 +136,108 @@ def _encode(channel: str, thread_ts: str, text: str, label: str,
 
 
 class Outbox:
+    """Reports owed, one line per thread: in order and once within a thread, and one thread
+    Slack refuses for now (a 5xx for its post, an error of its channel) holds up only itself.
+    Slack rate-limiting meshbot (429) or not answering at all holds every thread: the window
+    is the workspace's (``RateWindows``), and calling into it only lengthens it."""
+
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
+        self._owe = client.register_script(_OWE)
         self._done = client.register_script(_DONE)
         self._owe_once = client.register_script(_OWE_ONCE)
+        self._later = client.register_script(_LATER)
+        self._move_queue = client.register_script(_MOVE_QUEUE)
 
     def owes(self, channel: str, thread_ts: str) -> bool:
         return int(self.client.hget(OWED_KEY, _thread(channel, thread_ts)) or 0) > 0
+
+    def _keys(self, thread: str) -> list[str]:
+        return [THREAD_PREFIX + thread, OWED_KEY, THREADS_KEY, TURN_KEY]
 
     def owe(self, channel: str, thread_ts: str, text: str, *, label: str = "",
             key: str | None = None) -> None:
         """A reply owed to the thread ``thread_ts``, after what it owes already. ``key``: the
         one it was (maybe) posted under already (``Notifier.reply_key``), so it is posted once."""
-        with self.client.pipeline() as pipe:
-            pipe.rpush(QUEUE_KEY, _encode(channel, thread_ts, text, label, key=key))
-            pipe.hincrby(OWED_KEY, _thread(channel, thread_ts), 1)
-            pipe.execute()
+        thread = _thread(channel, thread_ts)
+        self._owe(keys=self._keys(thread),
+                  args=[_encode(channel, thread_ts, text, label, key=key), thread])
 
     def owe_root(self, channel: str, text: str, then: list[str] | None = None, *,
                  label: str = "", once: str | None = None) -> bool:
         """A channel message owed, with replies into its thread. With ``once``, only the first
         of every caller owing under that key is kept; True if this one was."""
         raw = _encode(channel, "", text, label, then)
+        thread = _thread(channel, "")
         if once is None:
-            with self.client.pipeline() as pipe:
-                pipe.rpush(QUEUE_KEY, raw)
-                pipe.hincrby(OWED_KEY, _thread(channel, ""), 1)
-                pipe.execute()
+            self._owe(keys=self._keys(thread), args=[raw, thread])
             return True
-        return bool(self._owe_once(keys=[ONCE_PREFIX + once, QUEUE_KEY, OWED_KEY],
-                                   args=[raw, _thread(channel, ""), DELIVERED_TTL_S]))
+        return bool(self._owe_once(keys=[*self._keys(thread), ONCE_PREFIX + once],
+                                   args=[raw, thread, DELIVERED_TTL_S]))
 
     def pending(self) -> int:
-        return int(self.client.llen(QUEUE_KEY))
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.llen(QUEUE_KEY)
+            for thread in self._threads():
+                pipe.llen(THREAD_PREFIX + thread)
+            return sum(int(n) for n in pipe.execute())
+
+    def _threads(self) -> list[str]:
+        """The threads owing reports, in their turn."""
+        members = self.client.zrange(THREADS_KEY, 0, -1)
+        return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
 
     def deliver(self, notifier: Notifier, limit: int = 100) -> int:
-        """Post owed reports oldest first until Slack refuses for now; how many went out."""
-        delivered = 0
+        """Post owed reports, each thread's oldest first, thread after thread in their turn,
+        until ``limit`` posts were tried or Slack refuses for everyone; how many went out."""
+        self._move_queue(keys=[QUEUE_KEY, THREADS_KEY, TURN_KEY], args=[THREAD_PREFIX])
+        delivered = tried = failed = 0
         owner = uuid.uuid4().hex
-        for _ in range(limit):
-            raw = self.client.lindex(QUEUE_KEY, 0)
-            if raw is None:
-                break
-            report = OwedReport(**json.loads(raw))
-            claim = CLAIM_PREFIX + report.id
-            if not self.client.set(claim, owner, nx=True, px=CLAIM_TTL_MS):
-                break  # another worker is posting it right now; the rest is its to post
-            then: list[str] = []
-            if not self.client.exists(DELIVERED_PREFIX + report.id):  # posted before a crash
-                try:
-                    then = self._post(notifier.labelled(report.label) if report.label
-                                      else notifier, report)
-                except TemporaryError as exc:
-                    self.client.delete(claim)
-                    log.info("owed reports wait for Slack: %s", exc.message)
+        turns = deque(self._threads())
+        while turns:
+            thread = turns.popleft()
+            while tried < limit:
+                raw = self.client.lindex(THREAD_PREFIX + thread, 0)
+                if raw is None:
                     break
-                except PermanentError as exc:  # the thread or channel is gone: nowhere to go
-                    log.error("owed report to %s/%s dropped: %s", report.channel,
-                              report.thread_ts or "(channel)", exc.message)
-                delivered += 1
-            if not self._done(keys=[QUEUE_KEY, OWED_KEY, DELIVERED_PREFIX + report.id, claim],
-                              args=[raw, _thread(report.channel, report.thread_ts),
-                                    DELIVERED_TTL_S, then[0] if then else "", *then[1:]]):
-                break  # not the head any more: someone else delivered it
+                report = OwedReport(**json.loads(raw))
+                claim = CLAIM_PREFIX + report.id
+                if not self.client.set(claim, owner, nx=True, px=CLAIM_TTL_MS):
+                    break  # another worker is posting it right now; this thread is its own
+                then: list[str] = []
+                if not self.client.exists(DELIVERED_PREFIX + report.id):  # posted before a crash
+                    tried += 1
+                    try:
+                        then = self._post(notifier.labelled(report.label) if report.label
+                                          else notifier, report)
+                    except (SlackRateLimited, SlackUnreachable) as exc:
+                        self.client.delete(claim)  # Slack's answer for every thread: all wait
+                        log.info("owed reports wait for Slack: %s", exc.message)
+                        return delivered
+                    except TemporaryError as exc:
+                        self.client.delete(claim)
+                        self._later(keys=[THREADS_KEY, TURN_KEY], args=[thread])
+                        failed += 1
+                        log.info("owed reports to %s/%s wait for Slack (%s); other threads "
+                                 "go on", report.channel, report.thread_ts or "(channel)",
+                                 exc.message)
+                        if failed >= MAX_FAILED_THREADS:
+                            return delivered  # refused in thread after thread: Slack is down
+                        break
+                    except PermanentError as exc:  # the thread or channel is gone: nowhere to go
+                        log.error("owed report to %s/%s dropped: %s", report.channel,
+                                  report.thread_ts or "(channel)", exc.message)
+                    delivered += 1
+                    failed = 0
+                started = then[0] if then else thread
+                if not self._done(keys=[THREAD_PREFIX + thread, OWED_KEY,
+                                        DELIVERED_PREFIX + report.id, claim, THREADS_KEY,
+                                        TURN_KEY, THREAD_PREFIX + started],
+                                  args=[raw, thread, DELIVERED_TTL_S, started, *then[1:]]):
+                    break  # not the head any more: someone else delivered it
+                if then:  # the thread a root opened: its replies come next, then the rest
+                    turns.extendleft([thread, started])
+                    break
         return delivered
 
     @staticmethod

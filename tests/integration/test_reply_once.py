@@ -3,8 +3,13 @@ looks for it in ``conversations.replies`` by the metadata it was posted with."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import redis
+from rq import Queue, Retry, SimpleWorker
+from rq.job import JobStatus
+from rq.serializers import JSONSerializer
 
 from jobs.adapters.slack_notifier import REPLY_EVENT, Notifier
 from meshbot.errors import TemporaryError
@@ -81,8 +86,18 @@ def test_without_the_history_scope_the_reply_is_posted_rather_than_lost(
 
 
 class _Attempt:
+    """What RQ's current job tells the notifier: its id and its attempt."""
+
     def __init__(self, started_at: str) -> None:
         self.id, self.started_at = "job-1", started_at
+
+
+def _job_body(notifier: Notifier, root: str, checks: list[str], retried: bool) -> None:
+    """One job's code, run by each attempt: its replies in the same order."""
+    for check in checks:
+        notifier.reply("C1", root, f"Holding: {check}")
+    if retried:
+        notifier.reply("C1", root, "Weights applied")  # only the retry gets this far
 
 
 def test_a_job_says_a_thing_as_often_as_it_does_and_its_retry_not_again(
@@ -90,11 +105,50 @@ def test_a_job_says_a_thing_as_often_as_it_does_and_its_retry_not_again(
     root = notifier.post_root("C1", "Canary payment-service")
     attempt = _Attempt("first")
     monkeypatch.setattr("jobs.adapters.slack_notifier.get_current_job", lambda: attempt)
-    notifier.reply("C1", root, "Holding")
-    notifier.reply("C1", root, "Holding")  # said twice in one attempt: its second place
-    attempt.started_at = "retried"  # RQ's retry of the same job
+    _job_body(notifier, root, ["no data (1)", "no data (2)"], retried=False)
+    attempt.started_at = "retried"  # RQ's retry of the same job, rendering its numbers anew
 
-    notifier.reply("C1", root, "Holding")
-    notifier.reply("C1", root, "Weights applied")
+    _job_body(notifier, root, ["no data (3)", "no data (4)"], retried=True)
 
-    assert _replies(slack_api, root) == ["Holding", "Holding", "Weights applied"]
+    assert _replies(slack_api, root) == ["Holding: no data (1)", "Holding: no data (2)",
+                                         "Weights applied"]
+
+
+# -- a real RQ job, retried: the key is the job's and the reply's place, not its words --------
+
+def _attempt_number(client: redis.Redis) -> int:
+    """1 in the job's first attempt, 2 in its retry: what it reads live changes between them."""
+    return int(client.incr("test:reply-once:attempts"))
+
+
+def report_live_weights(base_url: str, redis_url: str, root: str) -> None:
+    """A job reporting numbers it reads live: its retry renders them anew."""
+    client = redis.Redis.from_url(redis_url)
+    canary = 5 * _attempt_number(client)
+    Notifier(TOKEN, base_url, redis_client=client).reply(
+        "C1", root, f"Weights applied: stable {100 - canary} / canary {canary}")
+
+
+def _run_with_one_retry(slack_api: SlackApiStandIn, redis_url: str, root: str,
+                        function: Callable[[str, str, str], None]) -> None:
+    connection = redis.Redis.from_url(redis_url)
+    try:
+        queue = Queue("reply-once", connection=connection, serializer=JSONSerializer)
+        job = queue.enqueue(function, slack_api.base_url, redis_url, root, retry=Retry(max=1))
+        SimpleWorker([queue], connection=connection, serializer=JSONSerializer).work(
+            burst=True, logging_level="WARNING")
+        assert job.get_status(refresh=True) == JobStatus.FINISHED
+        assert int(connection.get("test:reply-once:attempts") or 0) == 2  # it was retried
+    finally:
+        connection.close()
+
+
+def test_a_retry_whose_words_changed_does_not_post_the_reply_again(
+        slack_api: SlackApiStandIn, notifier: Notifier, redis_url: str) -> None:
+    root = notifier.post_root("C1", "Canary payment-service")
+    slack_api.fail_after_serving("chat.postMessage", "fatal_error", status=500)  # kept, 500
+
+    _run_with_one_retry(slack_api, redis_url, root, report_live_weights)
+
+    assert _replies(slack_api, root) == ["Weights applied: stable 95 / canary 5"]
+    assert len(slack_api.calls("conversations.replies")) == 1  # the retry looked, found it
