@@ -34,6 +34,7 @@ import http.client
 import json
 import logging
 import math
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -77,6 +78,8 @@ CLOCK_SLACK_S = 60.0  # Slack's clock and ours may differ: look back this much f
 CUT_WHERE = "the whole message is in meshbot's log (logger meshbot.slack)"
 
 log = logging.getLogger("meshbot.slack")
+# Numbers a report reads live (weights, rates, counts, times): left out of its reply key.
+_NUMBERS = re.compile(r"\d+(?:[.,]\d+)*")
 
 
 class SlackCallFailed(PermanentError):
@@ -376,40 +379,43 @@ class Notifier:
               key: str | None = None) -> str:
         """Post into the thread of ``thread_ts``; returns the reply's ``ts``.
 
-        A reply is posted once per ``key`` — by default ``reply_key``'s: per RQ job, thread and
-        its place among the replies the attempt says there, the same in every attempt and never
-        the words, so a retry that renders it anew is still the same reply. When Slack stored a
-        reply but its answer was lost, the retry finds it in ``conversations.replies`` by its
-        metadata instead of saying it again; a later attempt saying what an earlier one said
-        does not say it twice. Outside a job (the ticker's own posts) and without Redis, a reply
-        is posted as it comes.
+        A reply is posted once per ``key`` — by default ``reply_key``'s: per RQ job, thread, the
+        shape of its words (their numbers left out) and how many times the attempt said that
+        shape there, the same in every attempt. When Slack stored a reply but its answer was
+        lost, the retry finds it in ``conversations.replies`` by its metadata instead of saying
+        it again; a later attempt saying what an earlier one said — with numbers read anew —
+        does not say it twice, and one saying something else says it. Outside a job (the
+        ticker's own posts) and without Redis, a reply is posted as it comes.
         """
-        key = key if key is not None else self.reply_key(channel, thread_ts)
+        key = key if key is not None else self.reply_key(channel, thread_ts, text)
         text, blocks = self._outgoing(text, blocks)
         if key is None or self._redis is None:
             return self._post(channel, text, blocks, thread_ts)
         return self._post_once(self._redis, channel, text, blocks, thread_ts, key)
 
-    def reply_key(self, channel: str, thread_ts: str) -> str | None:
-        """The key the running RQ job's next reply into ``thread_ts`` is posted under; None
-        outside a job. It is the job's, never the words': its id, the thread, the cluster's
-        label, and the reply's place among those the attempt says there (the n-th), the same
-        in every attempt — a retry that renders a report anew (live numbers) or says it from
-        another path (a retry resuming where the first attempt got) is the same reply. Each
-        call takes a place: pass the key to ``reply``, or keep it with a report owed."""
+    def reply_key(self, channel: str, thread_ts: str, text: str) -> str | None:
+        """The key the running RQ job's next reply of ``text`` into ``thread_ts`` is posted
+        under; None outside a job. It holds the job's id, the thread, the cluster's label, the
+        shape of the words (``text`` with its numbers left out) and its place: the n-th time
+        this attempt says that shape there. So a retry that renders a report with live numbers,
+        or says it from another path, is the same reply; a retry saying something else at that
+        point is another reply and is posted (a second message is better than a lost one).
+        Each call takes a place: pass the key to ``reply``, or keep it with a report owed."""
         job = get_current_job()
         if job is None:
             return None
         attempt = f"{job.id} {job.started_at}"
         thread = threading.get_ident()
+        shape = hashlib.sha256(_NUMBERS.sub("#", text).encode()).hexdigest()[:12]
         with self._lock:
             seen, counts = self._replies_in_attempt.get(thread, ("", {}))
             if seen != attempt:
                 counts = {}
                 self._replies_in_attempt[thread] = (attempt, counts)
             place = f"{channel}:{thread_ts}" + (f":{self.label}" if self.label else "")
-            counts[place] = counts.get(place, 0) + 1
-            return f"{job.id}:{place}:{counts[place]}"
+            said = f"{place}:{shape}"
+            counts[said] = counts.get(said, 0) + 1
+            return f"{job.id}:{said}:{counts[said]}"
 
     def _post(self, channel: str, text: str, blocks: Blocks | None, thread_ts: str | None,
               metadata: dict[str, Any] | None = None) -> str:

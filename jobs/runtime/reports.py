@@ -18,9 +18,9 @@ def report(ctx: JobContext, channel: str, thread_ts: str, text: str) -> bool:
     outbox = Outbox(ctx.redis)
     # One key whichever way it goes (now, or owed): a reply Slack kept while its answer was
     # lost is found by the delivery, and a job's retry owing it again is delivered once. The
-    # key is the job's and the report's place in its thread, not the words: a retry rendering
-    # it with new numbers is the same report.
-    key = ctx.notifier.reply_key(channel, thread_ts)
+    # key leaves the report's numbers out: a retry rendering it with new numbers is the same
+    # report, one saying something else is another.
+    key = ctx.notifier.reply_key(channel, thread_ts, text)
     if outbox.owes(channel, thread_ts):
         # Behind what the thread already waits for.
         outbox.owe(channel, thread_ts, text, label=ctx.notifier.label, key=key)

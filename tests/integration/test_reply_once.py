@@ -152,3 +152,17 @@ def test_a_retry_whose_words_changed_does_not_post_the_reply_again(
 
     assert _replies(slack_api, root) == ["Weights applied: stable 95 / canary 5"]
     assert len(slack_api.calls("conversations.replies")) == 1  # the retry looked, found it
+
+
+def test_a_retry_saying_something_else_at_the_same_point_posts_it(
+        slack_api: SlackApiStandIn, notifier: Notifier, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = notifier.post_root("C1", "Canary payment-service")
+    attempt = _Attempt("first")
+    monkeypatch.setattr("jobs.adapters.slack_notifier.get_current_job", lambda: attempt)
+    notifier.reply("C1", root, "Holding: no data (1)")
+    attempt.started_at = "retried"  # the retry finds the rollout rolled back meanwhile
+
+    notifier.reply("C1", root, "Rolled back: canary error rate 12 % over 1 %")
+
+    assert _replies(slack_api, root) == ["Holding: no data (1)",
+                                         "Rolled back: canary error rate 12 % over 1 %"]
