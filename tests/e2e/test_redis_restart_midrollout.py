@@ -128,8 +128,10 @@ def test_a_redis_restart_with_aof_mid_rollout_loses_nothing_and_the_rollouts_go_
     assert [e for e in audit if e not in now] == []  # no entry from before is gone
 
     for url in (server.url, worker_url):
-        _status, report = eventually(lambda u=url: (r := readyz(u))[0] == 200 and r, 20,
-                                    f"{url}/readyz is 200 again")
+        def ready(u: str = url) -> dict[str, str] | None:
+            status, report = readyz(u)
+            return report if status == 200 else None
+        report = eventually(ready, 20, f"{url}/readyz is 200 again")
         assert "state" not in report and "warning" not in report, report
 
     # The worker and its ticker carry on: the analysis goes on to the last step ...

@@ -81,8 +81,10 @@ def test_a_worker_killed_mid_command_is_taken_over_and_the_service_is_not_left_b
         lock = Locks(mesh.redis).get(SERVICE)
         job = started_job(mesh)
         assert lock is not None and job is not None and job.worker_name
-        pid = Worker.find_by_key(Worker.redis_worker_namespace_prefix + job.worker_name,
-                                 connection=mesh.redis).pid
+        rq_worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + job.worker_name,
+                                       connection=mesh.redis)
+        assert rq_worker is not None
+        pid = rq_worker.pid
         [busy] = [w for w in workers if w.process is not None and w.process.pid == pid]
 
         busy.kill()  # SIGKILL, its write on the wire
