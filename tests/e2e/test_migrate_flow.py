@@ -3,8 +3,8 @@ real kube-apiserver, a real Prometheus scraping the traffic generator, which spl
 by the live VirtualService weights (so the blue-green's 90/10 is what Prometheus sees), and the
 Slack stand-in. The test plays the Deployment controller and the approvers.
 
-Watch windows are a few seconds (policy ``migrate.*``), the analysis that judges a green copy
-checks every 2 s; the scrape interval is 1 s."""
+Watch windows are 5 s (policy ``migrate.*``; five scrapes, the least a watch takes), the
+analysis that judges a green copy checks every 2 s; the scrape interval is 1 s."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ INJECT = "sidecar.istio.io/inject"
 @pytest.fixture
 def policy_path(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
     windows = getattr(request, "param", {})
-    path = write_migrate_policy(tmp_path, **{"watch": "7s", "critical_watch": "7s", **windows})
+    path = write_migrate_policy(tmp_path, **{"watch": "5s", "critical_watch": "5s", **windows})
     data = yaml.safe_load(path.read_text())
     data["defaults"]["analysis"].update({"interval": "2s", "failure_threshold": 2})
     data["defaults"]["slo"].update({"success_rate": 99.0})
