@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from playground.prometheus_server import find_binary
+from playground.sample_mesh import TIERS
 from playground.web.live import Playground, live_playground
 from playground.web.server import PageServer
 
@@ -276,14 +277,14 @@ def test_the_page_server_takes_json_posts_only(site: tuple[Playground, str]) -> 
     assert foreign.value.code == 403
 
 
-def test_the_guided_tour_plays_to_the_automatic_rollback(
+def test_the_guided_tour_plays_to_the_automatic_rollback_and_a_migration(
         tmp_path: Path, browser: object) -> None:
     _needs_prometheus()
     shots = os.environ.get("MESHBOT_PAGE_SCREENSHOTS")
     with live_playground(tmp_path / "tour") as playground, PageServer(playground) as server:
         page = open_page(browser, server.url)
         page.click("#tour")
-        for step in range(1, 8):
+        for step in range(1, 9):
             expect(page.locator("#tour-next")).to_have_text(f"Run step {step}",
                                                             timeout=ANALYSIS_MS)
             expect(page.locator("#tour-next")).to_be_enabled(timeout=ANALYSIS_MS)
@@ -294,7 +295,17 @@ def test_the_guided_tour_plays_to_the_automatic_rollback(
                     "[data-metric-value=canary]")).not_to_have_text(
                     re.compile(r"^(0\.00 %|—)$"), timeout=ANALYSIS_MS)
         expect(page.locator("#tour-next")).to_have_text("Finish", timeout=ANALYSIS_MS)
-        expect(page.locator(".tour-done")).to_contain_text("rolled back on its own")
+        expect(page.locator(".tour-done")).to_contain_text("status message edited in place")
+        migration = thread_of(page, "Migration")
+        expect(migration).to_contain_text("Migration of production: done")
+        for pilot in TIERS["pilot"]:
+            expect(migration).to_contain_text(pilot)
+        pilots = [d for d in playground.cluster.list("apps", "v1", "deployments", "production")
+                  if (d["metadata"].get("labels") or {}).get("app") in TIERS["pilot"]]
+        assert pilots and all(
+            (d["spec"]["template"]["metadata"].get("annotations") or {})
+            .get("sidecar.istio.io/inject") == "true" for d in pilots)
+        expect(thread_of(page, "Canary user-service")).to_contain_text("rolled back")
         weights(page, "user-service").to_have_text("stable 100 / canary 0")
         weights(page, "payment-service").to_have_text("stable 0 / canary 100")
         expect(thread_of(page, "Canary user-service").locator("figure.file img")).to_be_visible(
@@ -319,3 +330,6 @@ def save_screenshots(page: Page, where: Path) -> None:
     top = ".thread:has-text('Canary payment-service') .msg:not(.reply)"
     page.locator(top).first.evaluate("m => m.scrollIntoView({block: 'start'})")
     page.screenshot(path=str(where / "playground-channel.png"))
+    top = ".thread:has-text('Migration') .msg:not(.reply)"
+    page.locator(top).first.evaluate("m => m.scrollIntoView({block: 'start'})")
+    page.screenshot(path=str(where / "playground-migration.png"))

@@ -13,6 +13,8 @@ const EMOJI = {
   arrows_counterclockwise: "🔄", octagonal_sign: "🛑", traffic_light: "🚦", memo: "📝", arrow_up: "⬆️", arrow_forward: "▶️", chart_with_upwards_trend: "📈",
   heavy_check_mark: "✔️", "+1": "👍", "-1": "👎", tada: "🎉", fire: "🔥", question: "❓",
   stop_sign: "🛑", shield: "🛡️", clipboard: "📋", bell: "🔔", skull: "💀",
+  ship: "🚢", grey_question: "❔", leftwards_arrow_with_hook: "↩️", link: "🔗", repeat: "🔁",
+  robot_face: "🤖",
 };
 
 function esc(s) {
@@ -77,16 +79,22 @@ function mrkdwn(text, ctx) {
       return;
     }
     const pieces = part.split(/(`[^`\n]+`|<[^<>\n]+>)/g);
+    // Code and references stand in as placeholders while *bold* and the like are read, so a
+    // bold span may hold a code span (`*Migration of `ns`: done*`), as Slack renders it.
+    const held = [];
     let line = "";
     for (const piece of pieces) {
       if (piece.startsWith("`") && piece.endsWith("`") && piece.length > 1) {
-        line += `<code>${esc(unslack(piece.slice(1, -1)))}</code>`;
+        held.push(`<code>${esc(unslack(piece.slice(1, -1)))}</code>`);
+        line += `\u0000${held.length - 1}\u0000`;
       } else if (piece.startsWith("<") && piece.endsWith(">")) {
-        line += reference(piece.slice(1, -1), users, channels);
+        held.push(reference(piece.slice(1, -1), users, channels));
+        line += `\u0000${held.length - 1}\u0000`;
       } else {
-        line += inline(esc(unslack(piece)));
+        line += esc(unslack(piece));
       }
     }
+    line = inline(line).replace(/\u0000(\d+)\u0000/g, (m, i) => held[Number(i)]);
     out.push(line.replace(/\n/g, "<br>"));
   });
   return out.join("");

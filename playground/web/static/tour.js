@@ -1,4 +1,5 @@
-// The guided tour: canary → status → promote → two approvals → a canary broken → rollback.
+// The guided tour: canary → status → promote → two approvals → a canary broken → rollback →
+// the runbook's phase 2 as a migration thread.
 // Every step is a real command (or reaction, or traffic change) sent as the page sends yours.
 "use strict";
 
@@ -25,6 +26,8 @@
   const approval = () => roots().slice().reverse().find(
     (m) => m.text.includes("Approval needed") && m.text.includes("promote"));
   const passed = (name) => ((svc(name).rollout || {}).passed_checks || 0) >= 1;
+  const migration = (words) => roots().some((t) => t.text.includes("*Migration*") &&
+    t.replies.some((r) => r.text.includes(words)));
   const inThread = (name, words) => roots().some((t) => t.text.includes(name) &&
     t.replies.some((r) => r.text.includes(words)));
 
@@ -85,7 +88,20 @@
       },
       done: "meshbot saw the canary fail its checks and rolled back on its own: 100/0, " +
         "the reason and a chart in the thread. The canary still answers 30 % errors: set 0 % " +
-        "and Apply before trying it again. That is the tour: now try your own commands." },
+        "and Apply before trying it again." },
+    { say: "Last, the runbook's migration: move the pilot services onto the mesh, one at a " +
+        "time (sidecar injected, rollout complete, pods answering). " +
+        "<code>/mesh migrate production phase=2</code>",
+      run: async () => {
+        P().chooseUser(person("operator"));
+        await P().send("migrate production phase=2");
+        await waitFor("the migration to end", () => migration(": done*") ||
+          migration(": stopped*"), 120);
+        if (!migration(": done*")) throw new Error("the migration stopped: see its thread");
+      },
+      done: "One thread for the whole phase: the plan, each pilot service injected in turn, " +
+        "and a status message edited in place until it said done. That is the tour: now try " +
+        "your own commands." },
   ];
 
   let at = 0;
