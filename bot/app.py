@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from slack_bolt import Ack, App
+from slack_bolt import Ack, App, BoltResponse
 from slack_sdk import WebClient
 
 from bot.auth import static_authorize
@@ -63,24 +63,33 @@ def create_app(ctx: BotContext) -> App:
     def on_mesh(ack: Ack, body: dict[str, Any]) -> None:
         ack(response_type="ephemeral", text=answer_command(ctx, body))
 
-    # Events are acked by Bolt at once; counting runs right after (Redis only, fast).
+    # Events: the listener counts (Redis only, fast) before Bolt answers, over HTTP and over
+    # Socket Mode alike (``process_before_response``). Redis failing, the listener's answer is
+    # a 503: Slack delivers the event again, and its event_id counts it once.
     @app.event("reaction_added")
-    def on_reaction_added(body: dict[str, Any]) -> None:
-        _count_reaction(ctx, body)
+    def on_reaction_added(body: dict[str, Any]) -> BoltResponse | None:
+        return _count_reaction(ctx, body)
 
     @app.event("reaction_removed")
-    def on_reaction_removed(body: dict[str, Any]) -> None:
-        _count_reaction(ctx, body)
+    def on_reaction_removed(body: dict[str, Any]) -> BoltResponse | None:
+        return _count_reaction(ctx, body)
 
     return app
 
 
-def _count_reaction(ctx: BotContext, body: dict[str, Any]) -> None:
+def _count_reaction(ctx: BotContext, body: dict[str, Any]) -> BoltResponse | None:
+    """Count a reaction; None lets Bolt answer 200. Redis failing, a 503 instead (a listener
+    may return Bolt's response): over HTTP Slack retries an event not answered 2xx, and over
+    Socket Mode Bolt then leaves the envelope unacknowledged, which Slack retries too. Raising
+    would do the same with a traceback in the log; a custom ``@app.error`` handler cannot be
+    used: Bolt builds its arguments from the request, which fails on some malformed payloads
+    that Bolt's default handler answers with a 500."""
     try:
         handle_reaction(ctx, body)
     except QueueUnavailable as exc:
-        # The event was acked; Slack does not re-deliver it. Say so in the log, once, plainly.
-        log.warning("reaction not counted: %s", exc.message)
+        log.warning("reaction not counted, Slack will deliver it again: %s", exc.message)
+        return BoltResponse(status=503, body={"error": "queue unavailable"})
+    return None
 
 
 def handle_reaction(ctx: BotContext, body: dict[str, Any]) -> str:

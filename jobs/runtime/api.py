@@ -171,14 +171,16 @@ def job_id(request_id: str) -> str:
 
 
 def submit(
-    client: redis.Redis, request: Request, *, queue: str = "meshbot", keys: Keys | None = None
+    client: redis.Redis, request: Request, *, queue: str = "meshbot", keys: Keys | None = None,
+    then: Callable[[Pipeline], object] | None = None,
 ) -> bool:
     """Enqueue ``request`` unless one with the same id was already accepted. True if enqueued.
 
     The dedupe mark and RQ's writes land together or not at all, in one round trip
     (``_SUBMIT``): a failure half-way can never leave a request marked as received but not
-    queued (Slack's retry would then be answered "duplicate" and the command lost). Redis
-    failing → QueueUnavailable.
+    queued (Slack's retry would then be answered "duplicate" and the command lost). ``then``
+    adds writes (into a pipeline that is recorded, never executed) that land with the request,
+    in the same script call, or not at all. Redis failing → QueueUnavailable.
     """
     keys = keys or Keys()
     name = queue + URGENT_SUFFIX if request.command.verb in URGENT_VERBS else queue
@@ -190,6 +192,8 @@ def submit(
     with _taken_by_redis("the request"):
         writes = _job_writes(client, name, TASK, (request.model_dump(mode="json"),),
                              job_id(request.id), timeout=120)
+        if then is not None:
+            writes += _rq_writes(client, then)
         taken, value = client.register_script(_SUBMIT)(
             keys=[keys.request(request.id), _sequence_key(request), SEQUENCE_KEY,
                   ROLLBACK_SEQUENCE_KEY],
@@ -248,15 +252,17 @@ def record_refusal(
 def _record_refusal(
     client: redis.Redis, request: Request, reason: str, keys: Keys | None = None
 ) -> None:
-    AuditLog(client, keys).record(
-        AuditEntry(
-            actor=request.user,
-            action=request.command.verb.value,
-            target=request.command.target,
-            outcome="refused",
-            request_id=request.id,
-            detail=reason,
-        )
+    AuditLog(client, keys).record(_refusal_entry(request, reason))
+
+
+def _refusal_entry(request: Request, reason: str) -> AuditEntry:
+    return AuditEntry(
+        actor=request.user,
+        action=request.command.verb.value,
+        target=request.command.target,
+        outcome="refused",
+        request_id=request.id,
+        detail=reason,
     )
 
 
@@ -295,10 +301,17 @@ def submit_alert(client: redis.Redis, payload: dict[str, Any], digest: str, *,
 def alert_reaction(client: redis.Redis, reaction: Reaction, *, policy: Policy,
                    groups_of: GroupsOf, queue: str = "meshbot") -> str:
     """A rollback emoji on an alert message asks for ``/mesh rollback <service>``, judged by
-    the policy exactly as the typed command would be (permission, channel)."""
+    the policy exactly as the typed command would be (permission, channel).
+
+    What it writes lands in one script call per reaction, deduplicated by the reaction's
+    event: the rollback with its note in the alert thread, or the refusal's audit entry with
+    the note telling the person why. Slack's retry of the same event (after Redis failed, or
+    after an answer that never came back) then neither loses the note nor audits twice.
+    Redis failing → QueueUnavailable, naming what Redis did not take."""
     if not reaction.added or reaction.emoji not in ROLLBACK_EMOJI:
         return "ignored"
-    target = AlertThreads(client).target_at(reaction.channel, reaction.ts)
+    with _taken_by_redis("the alert reaction (reading which alert it is on)"):
+        target = AlertThreads(client).target_at(reaction.channel, reaction.ts)
     if target is None:
         return "not_an_alert"
     service, cluster = target
@@ -322,15 +335,37 @@ def _alert_rollback(client: redis.Redis, reaction: Reaction, policy: Policy,
     if isinstance(decision, Allow):
         _, ambiguous = policy.cluster_for(Verb.ROLLBACK, service, cluster)
         decision = Deny(ambiguous) if ambiguous else decision
-    notes = Queue(queue, connection=client, serializer=JSONSerializer)
     if not isinstance(decision, Allow):  # a rollback never needs approval: anything else is no
         reason = decision.reason if isinstance(decision, Deny) else "it would need approval"
-        record_refusal(client, request, reason)
-        notes.enqueue(NOTE_TASK, reaction.channel, reaction.ts, reaction.user, service, reason,
-                      retry=RETRY, result_ttl=600)
-        return "refused"
-    if not submit(client, request, queue=queue):
+        return _alert_refusal(client, reaction, request, queue, service, reason)
+    # The rollback and its note in one script call (Redis failing: QueueUnavailable).
+    accepted = submit(client, request, queue=queue,
+                      then=_note(client, reaction, request, queue, service, None))
+    return "rollback" if accepted else "duplicate"
+
+
+def _note(client: redis.Redis, reaction: Reaction, request: Request, queue: str, service: str,
+          refusal: str | None) -> Callable[[Pipeline], object]:
+    """RQ's writes for the note in the alert thread (or to the person refused), one per
+    request: its id is derived from the request's."""
+    return lambda pipe: _queue(client, queue).enqueue_call(
+        NOTE_TASK, args=(reaction.channel, reaction.ts, reaction.user, service, refusal),
+        job_id="note-" + job_id(request.id).removeprefix("req-"), retry=RETRY,
+        result_ttl=600, pipeline=pipe)
+
+
+def _alert_refusal(client: redis.Redis, reaction: Reaction, request: Request, queue: str,
+                   service: str, reason: str) -> str:
+    """The refusal's audit entry and its note, once per request (``_SUBMIT_ONCE``, on the
+    request's own dedupe key): a retry of the same event writes neither again."""
+    entry = _refusal_entry(request, reason)
+    with _taken_by_redis("the refusal of the rollback asked for on the alert"):
+        # Each recorded on its own: RQ starts its own transaction in the pipeline it is given.
+        writes = (_rq_writes(client, lambda pipe: AuditLog(client).write(pipe, entry))
+                  + _rq_writes(client, _note(client, reaction, request, queue, service, reason)))
+        taken = client.register_script(_SUBMIT_ONCE)(
+            keys=[Keys().request(request.id)], args=[DEDUPE_TTL_S, writes])
+    if not taken:
         return "duplicate"
-    notes.enqueue(NOTE_TASK, reaction.channel, reaction.ts, reaction.user, service, None,
-                  retry=RETRY, result_ttl=600)
-    return "rollback"
+    AuditLog.logged(entry)
+    return "refused"
