@@ -51,8 +51,16 @@ def gate(policy: Policy, text: str, *, user: str, channel: str,
                       switch=command.switch,  # `freeze off` needs approval, `on` does not
                       dry_run=command.dry_run)
     if isinstance(decision, Deny):
-        return Outcome(reply=replies.refused(decision.reason), command=command,
-                       refusal=decision.reason)
+        reason = decision.reason
+        unread = frozenset(getattr(user_groups, "unread", ()))
+        if unread and not isinstance(
+                decide(policy, verb=command.verb.value, target=command.target, user=user,
+                       user_groups=user_groups | unread, channel=channel,
+                       percent=command.percent, switch=command.switch, dry_run=command.dry_run),
+                Deny):
+            # Refused only because Slack could not be asked whether the caller is in a group.
+            reason = f"{reason} {replies.groups_unread(sorted(unread))}"
+        return Outcome(reply=replies.refused(reason), command=command, refusal=reason)
     cluster, why_not = policy.cluster_for(command.verb, command.target, command.cluster)
     if why_not is not None:
         return Outcome(reply=replies.refused(why_not), command=command, refusal=why_not)

@@ -49,6 +49,13 @@ def stopped_by_rollback(service: str) -> str:
     return f":rewind: `{service}` was rolled back meanwhile; this change was not applied."
 
 
+def groups_unread(groups: list[str]) -> str:
+    """Why a refusal may be wrong: the caller's user groups could not be looked up."""
+    named = ", ".join(f"<!subteam^{g}>" for g in groups)
+    return (f"(Slack could not be asked about your user groups — {named} — so they were not "
+            "counted; try again in a minute.)")
+
+
 def queue_unavailable() -> str:
     return (":warning: meshbot cannot reach its queue (Redis); nothing was done — try again "
             "in a minute. If it persists, tell whoever runs meshbot.")
