@@ -11,6 +11,7 @@ import http.client
 import socket
 import ssl
 
+import redis
 import urllib3.exceptions
 
 
@@ -19,18 +20,42 @@ def in_words(exc: BaseException) -> str:
     chain = _chain(exc)
     if any(isinstance(e, ConnectionRefusedError) for e in chain):
         return "refused the connection (is it running?)"
-    # urllib3's NewConnectionError is a ConnectTimeoutError: refused is told first.
-    if any(isinstance(e, (TimeoutError, socket.timeout, urllib3.exceptions.TimeoutError))
+    # Before timeouts: urllib3's NameResolutionError is a NewConnectionError, which is a
+    # ConnectTimeoutError (so is one for a refused connection, told first above).
+    if any(isinstance(e, (socket.gaierror, urllib3.exceptions.NameResolutionError))
            for e in chain):
-        return "did not answer in time"
-    if any(isinstance(e, socket.gaierror) for e in chain):
         return "could not be found (its host name does not resolve)"
+    if any(isinstance(e, (TimeoutError, socket.timeout, urllib3.exceptions.TimeoutError))
+           and not isinstance(e, urllib3.exceptions.NewConnectionError) for e in chain):
+        return "did not answer in time"
     if any(isinstance(e, (ssl.SSLError, urllib3.exceptions.SSLError)) for e in chain):
         return "failed the TLS handshake"
     if any(isinstance(e, (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected,
                           urllib3.exceptions.ProtocolError)) for e in chain):
         return "dropped the connection"
     return "could not be reached"
+
+
+def redis_in_words(exc: BaseException) -> str:
+    """What Redis did, as the end of a sentence that begins "Redis …"; for a connection that
+    failed, what ``in_words`` says."""
+    if isinstance(exc, (redis.AuthenticationError, redis.exceptions.AuthorizationError,
+                        redis.exceptions.NoPermissionError)):
+        return "refused meshbot's credentials (check the user and password in REDIS_URL)"
+    if isinstance(exc, redis.BusyLoadingError):
+        return "is still loading its data (it has just restarted)"
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        if isinstance(exc, redis.TimeoutError) and not any(
+                isinstance(e, ConnectionRefusedError) for e in _chain(exc)):
+            return "did not answer in time"
+        return in_words(exc)
+    if isinstance(exc, redis.ReadOnlyError):
+        return "is read-only (a replica, not the primary)"
+    if isinstance(exc, redis.exceptions.OutOfMemoryError):
+        return "is out of memory"
+    if isinstance(exc, redis.ResponseError):
+        return "rejected meshbot's command"
+    return "failed"
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

@@ -64,9 +64,26 @@ def load_api_client(context: str | None = None) -> client.ApiClient:
                 config_file=path, context=context, client_configuration=configuration
             )
     except (ConfigException, OSError) as exc:
-        raise PermanentError(f"no usable Kubernetes configuration: {exc}") from exc
+        # The library's text (paths, YAML keys, a stack of causes) for the log; in words here.
+        log.error("Kubernetes configuration not loaded: %s: %s", type(exc).__name__, exc)
+        raise PermanentError(_config_in_words(explicit, context)) from exc
     configuration.retries = 0  # fail fast: the job decides about retrying
     return client.ApiClient(configuration)
+
+
+def _config_in_words(explicit: str | None, context: str | None) -> str:
+    """Why meshbot has no Kubernetes access, for whoever runs it (the detail is in the log)."""
+    if not explicit and os.environ.get("KUBERNETES_SERVICE_HOST") and context is None:
+        return ("meshbot could not load its Kubernetes configuration (the pod's service "
+                "account): its token or CA certificate is missing or unreadable; meshbot's log "
+                "has the detail")
+    where = f"KUBECONFIG={explicit}" if explicit else "~/.kube/config, KUBECONFIG not set"
+    which = f", context `{context}`" if context else ""
+    return (f"meshbot could not load its Kubernetes configuration ({where}{which}): the file "
+            "is missing, unreadable or not a kubeconfig"
+            + (", or the context is not in it" if context else "")
+            + "; meshbot's log has the detail")
+
 
 class KubeClient:
     """The Kubernetes operations meshbot performs, each mapped onto meshbot's errors."""

@@ -39,6 +39,7 @@ from jobs.domain.promql import (
     request_rate_query,
 )
 from meshbot.errors import MetricsUnavailable
+from meshbot.network_words import in_words
 
 log = logging.getLogger("meshbot.prometheus")
 T = TypeVar("T")
@@ -157,7 +158,8 @@ class MetricsSource:
         except requests.Timeout as exc:
             raise self._unavailable(f"did not answer within {self.timeout:g}s", exc) from exc
         except requests.ConnectionError as exc:
-            raise self._unavailable("refused the connection (is it running?)", exc) from exc
+            # Refused, not found (DNS), dropped, timed out connecting: each named as it was.
+            raise self._unavailable(in_words(exc), exc) from exc
         except requests.HTTPError as exc:
             code = exc.response.status_code if exc.response is not None else "an error"
             raise self._unavailable(f"answered HTTP {code} to {what}", exc) from exc

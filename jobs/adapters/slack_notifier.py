@@ -555,7 +555,9 @@ class Notifier:
             delay = _retry_after(answer.headers)
             raise SlackRateLimited("Slack rate-limited a response_url", delay=delay)
         if answer.status_code >= 500:
-            raise TemporaryError(f"response_url answered {answer.status_code}: {answer.body}")
+            # Slack's body (HTML, a stack) is for the log; people read that Slack failed.
+            log.warning("Slack's response_url answered %s: %s", answer.status_code, answer.body)
+            raise TemporaryError(f"Slack's response_url failed (HTTP {answer.status_code})")
         if answer.status_code != 200:
             raise PermanentError(
                 f"response_url refused the reply: {answer.body or answer.status_code}"

@@ -135,7 +135,7 @@ def test_missing_configuration_is_permanent(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
-    with pytest.raises(PermanentError, match="no usable Kubernetes configuration"):
+    with pytest.raises(PermanentError, match="could not load its Kubernetes configuration"):
         KubeClient.from_environment()
 
 

@@ -9,6 +9,7 @@ than hiding the rest of the table.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -19,8 +20,11 @@ from jobs.runtime.context import JobContext
 from jobs.runtime.handlers.emergency import selects
 from meshbot.commands import Request
 from meshbot.errors import MeshbotError
+from meshbot.network_words import redis_in_words
 from rendering import common as words
 from rendering import runbook as runbook_text
+
+log = logging.getLogger(__name__)
 
 Row = tuple[str, bool, str]
 ISTIOD = {"app": "istiod"}
@@ -122,7 +126,9 @@ def meshbot_health(ctx: JobContext, now: float) -> list[Row]:
         aof = bool(int(ctx.redis.info("persistence").get("aof_enabled", 0)))
         raw = ctx.redis.get(ctx.store.keys.last_tick)
     except redis.RedisError as exc:
-        return [("meshbot Redis reachable", False, str(exc))]
+        # In words for the thread; the library's text (host, port, errno) for the log.
+        log.warning("readiness: meshbot's Redis failed: %s: %s", type(exc).__name__, exc)
+        return [("meshbot Redis reachable", False, f"Redis {redis_in_words(exc)}")]
     rows = [("meshbot Redis reachable", True, "ping answered"),
             ("meshbot Redis persistence (AOF)", aof,
              "on" if aof else "off: approvals, audit and backups would not survive a restart")]
