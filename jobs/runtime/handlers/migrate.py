@@ -17,6 +17,7 @@ import uuid
 
 from jobs.adapters.migration_store import AlreadyRunning, MigrationStore
 from jobs.domain import migration as model
+from jobs.domain import migration_bodies as bodies
 from jobs.domain.gitops import ensure_not_gitops_owned
 from jobs.domain.migration import Status, Workflow
 from jobs.runtime import migration_plan
@@ -79,6 +80,10 @@ def _check(run: Run, services: dict[str, str], phases: tuple[int, ...],
                                     allowed=allowed)
         for rule in plan_tls(ctx.kube.list_destination_rules(ns))[0]:
             ensure_not_gitops_owned(rule, allowed=allowed)
+        with contextlib.suppress(MeshNotFound):  # none yet: phase 5 creates it
+            ensure_not_gitops_owned(run.work.get_custom(
+                "telemetry.istio.io", "v1", "telemetries", ns, bodies.telemetry_name(ns)),
+                allowed=allowed)
 
 
 def start(ctx: JobContext, request: Request) -> str:
