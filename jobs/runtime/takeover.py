@@ -8,6 +8,10 @@ keeps a short lease in Redis (``WorkerLease``), and the ticker (``take_over``) p
 front of its queue every started job whose worker's lease is gone and every job that sat in an
 intermediate list for a few seconds without starting. Jobs are idempotent per request (a retried
 request takes its own lock back and repeats no step it finished), so running one again is safe.
+
+A command's thread is told once that its worker stopped and another is taking it over (only
+what was observed: the lease lapsed, the job went back on the queue), under a key per taken-over
+run, so Slack being away (the note is owed) or a second ticker cannot say it twice.
 """
 
 from __future__ import annotations
@@ -23,6 +27,15 @@ from rq import Queue
 from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
+
+from jobs.adapters.slack_outbox import Outbox
+from jobs.runtime import context
+from jobs.runtime.api import TASK
+from jobs.runtime.handlers.common import thread_of
+from meshbot import cluster_scope
+from meshbot.commands import Request
+from meshbot.errors import TemporaryError
+from rendering import workers as worker_text
 
 log = logging.getLogger("meshbot.takeover")
 
@@ -67,19 +80,51 @@ class WorkerLease:
 
 def take_over(connection: redis.Redis, queue_names: Iterable[str],
               now: float | None = None) -> list[str]:
-    """Requeue (at the front) the jobs of workers that are gone; their ids."""
+    """Requeue (at the front) the jobs of workers that are gone; their ids. Each command's
+    thread is told (``say_taken_over``)."""
     moment = time.time() if now is None else now
-    taken: list[str] = []
+    taken: list[tuple[Job, str, bool]] = []  # (job, which run of it, had it started)
     for name in queue_names:
         queue = Queue(name, connection=connection, serializer=JSONSerializer)
         taken += _abandoned_started(connection, queue)
         taken += _stuck_dequeued(connection, queue, moment)
-    for job_id in taken:
-        log.warning("took over job %s from a worker that is gone", job_id)
-    return taken
+    for job, run, started in taken:
+        log.warning("took over job %s from a worker that is gone", job.id)
+        try:
+            say_taken_over(job, run, started=started)
+        except Exception:  # telling must never stop the takeover (the job is requeued)
+            log.exception("could not tell the thread of job %s that it was taken over", job.id)
+    return [job.id for job, _, _ in taken]
 
 
-def _abandoned_started(connection: redis.Redis, queue: Queue) -> list[str]:
+def say_taken_over(job: Job, run: str, *, started: bool) -> bool:
+    """Tell the thread of the command ``job`` runs (if it has one yet) that its worker stopped
+    and another is taking it over; owed when Slack does not take it now. Once per taken-over
+    ``run``. True if there was a thread to tell."""
+    if job.func_name != TASK or not job.args or not isinstance(job.args[0], dict):
+        return False  # not a command (an expiry, an alert's job): no thread of its own
+    request = Request.model_validate(job.args[0])
+    with cluster_scope.scope(request.command.cluster):
+        ctx = context.current().for_cluster(request.command.cluster)
+        channel, ts = thread_of(ctx, request)
+        if not (channel and ts):
+            return False
+        text = (worker_text.taken_over(request.command) if started
+                else worker_text.taken_over_unstarted(request.command))
+        key = f"takeover:{job.id}:{run}"
+        outbox = Outbox(ctx.redis)
+        if not outbox.owes(channel, ts):  # else behind what the thread already waits for
+            try:
+                ctx.notifier.reply(channel, ts, text, key=key)
+                return True
+            except TemporaryError as exc:
+                log.warning("Slack did not take the takeover note of %s (%s): it is kept and "
+                            "will be delivered", job.id, exc.message)
+        outbox.owe(channel, ts, text, label=ctx.notifier.label, key=key)
+        return True
+
+
+def _abandoned_started(connection: redis.Redis, queue: Queue) -> list[tuple[Job, str, bool]]:
     registry = queue.started_job_registry
     taken = []
     for job_id, execution_id in registry.get_job_and_execution_ids(cleanup=False):
@@ -90,11 +135,12 @@ def _abandoned_started(connection: redis.Redis, queue: Queue) -> list[str]:
         if job.worker_name and connection.exists(ALIVE_PREFIX + job.worker_name):
             continue
         if _requeue(connection, queue, job, registry.key, f"{job_id}:{execution_id}"):
-            taken.append(job_id)
+            taken.append((job, str(execution_id), True))
     return taken
 
 
-def _stuck_dequeued(connection: redis.Redis, queue: Queue, now: float) -> list[str]:
+def _stuck_dequeued(connection: redis.Redis, queue: Queue,
+                    now: float) -> list[tuple[Job, str, bool]]:
     intermediate = IntermediateQueue(queue.key, connection)
     started = set(queue.started_job_registry.get_job_ids(cleanup=False))
     taken = []
@@ -113,7 +159,8 @@ def _stuck_dequeued(connection: redis.Redis, queue: Queue, now: float) -> list[s
             continue
         if _requeue(connection, queue, job, intermediate.key, job_id, listed=True):
             connection.delete(seen_key)
-            taken.append(job_id)
+            seen = first.decode() if isinstance(first, bytes) else str(first)
+            taken.append((job, f"dequeued-{seen}", False))
     return taken
 
 

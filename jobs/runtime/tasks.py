@@ -18,7 +18,7 @@ from rq import get_current_job
 from jobs.runtime import api, context
 from jobs.runtime.context import JobContext
 from jobs.runtime.handlers import approvals
-from jobs.runtime.handlers.common import plans_dry_run, record
+from jobs.runtime.handlers.common import end_overtaken, plans_dry_run, record, thread_of
 from jobs.runtime.retry import next_wait
 from jobs.runtime.weights import Abandoned
 from meshbot import cluster_scope, metrics
@@ -77,9 +77,8 @@ def _handle(request: Request, ctx: JobContext) -> str:
         text = replies.overtaken(request.command)
         if request.approved_by:  # its request closes, saying the approvals were not used
             approvals.not_used(ctx, request, approval_text.overtaken(request.command.target))
-        _tell(ctx, request, text)
-        record(ctx, request, "overtaken", detail=text)
-        return "overtaken"
+        # Its thread (opened by an earlier run, or its rollout's) says so too, once.
+        return end_overtaken(ctx, request, *thread_of(ctx, request), text=text)
     try:
         # Freeze, lock and approvals: a request still lacking approvals is posted for
         # approval here and never reaches its handler.

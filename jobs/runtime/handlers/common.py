@@ -114,6 +114,19 @@ def request_thread(ctx: JobContext, request: Request, channel: str, text: str) -
     return ts
 
 
+def thread_of(ctx: JobContext, request: Request) -> tuple[str | None, str | None]:
+    """The thread a request's words go to, if there is one yet: the thread it opened itself
+    (``request_thread``), else its service's rollout thread (where a promote, a pause or an
+    approved step speaks); (None, None) when it has none (a canary that never started)."""
+    raw = ctx.redis.get(f"meshbot:thread:{request.id}")
+    if raw:
+        return request.channel, raw.decode() if isinstance(raw, bytes) else str(raw)
+    rollout = ctx.store.get(request.command.target) if request.command.target else None
+    if rollout is not None and rollout.channel and rollout.thread_ts:
+        return rollout.channel, rollout.thread_ts
+    return None, None
+
+
 def record(ctx: JobContext, request: Request, outcome: str, *, before: Weights | None = None,
            after: Weights | None = None, channel: str | None = None, ts: str | None = None,
            detail: str = "") -> None:
