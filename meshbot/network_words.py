@@ -36,23 +36,54 @@ def in_words(exc: BaseException) -> str:
     return "could not be reached"
 
 
+# Error replies by which Redis says it cannot serve now but will (loading its data, a script
+# running too long, a replica, out of memory, a cluster fail-over), in words.
+_REDIS_BUSY = {
+    "LOADING": "is still loading its data (it has just restarted)",
+    "BUSY": "is busy running a script",
+    "READONLY": "is read-only (a replica, not the primary)",
+    "OOM": "is out of memory",
+    "MASTERDOWN": "has lost the link to its primary",
+    "TRYAGAIN": "is moving keys between its nodes",
+    "CLUSTERDOWN": "says its cluster is down",
+    "NOREPLICAS": "has too few replicas to take writes",
+}
+
+
+def redis_busy_reply(exc: BaseException) -> str | None:
+    """The error reply ("LOADING", "OOM", "READONLY", ...) by which Redis said it cannot serve
+    now but will; None for any other failure."""
+    if isinstance(exc, redis.BusyLoadingError):
+        return "LOADING"
+    if isinstance(exc, redis.exceptions.OutOfMemoryError):
+        return "OOM"
+    if isinstance(exc, redis.ReadOnlyError):
+        return "READONLY"
+    if isinstance(exc, redis.ResponseError):
+        head = str(exc).strip().split(" ", 1)[0].upper()
+        return head if head in _REDIS_BUSY else None
+    return None
+
+
 def redis_in_words(exc: BaseException) -> str:
     """What Redis did, as the end of a sentence that begins "Redis …"; for a connection that
-    failed, what ``in_words`` says."""
+    failed, what ``in_words`` says. The one place a Redis failure is put in words
+    (``meshbot.redis_client.translate`` says it with these)."""
     if isinstance(exc, (redis.AuthenticationError, redis.exceptions.AuthorizationError,
                         redis.exceptions.NoPermissionError)):
         return "refused meshbot's credentials (check the user and password in REDIS_URL)"
-    if isinstance(exc, redis.BusyLoadingError):
-        return "is still loading its data (it has just restarted)"
+    busy = redis_busy_reply(exc)
+    if busy is not None:
+        return _REDIS_BUSY[busy]
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
         if isinstance(exc, redis.TimeoutError) and not any(
                 isinstance(e, ConnectionRefusedError) for e in _chain(exc)):
             return "did not answer in time"
         return in_words(exc)
-    if isinstance(exc, redis.ReadOnlyError):
-        return "is read-only (a replica, not the primary)"
-    if isinstance(exc, redis.exceptions.OutOfMemoryError):
-        return "is out of memory"
+    if isinstance(exc, (redis.WatchError, redis.exceptions.LockError)):
+        return "saw another writer come first"
+    if isinstance(exc, redis.exceptions.InvalidResponse):
+        return "sent an answer meshbot could not read"
     if isinstance(exc, redis.ResponseError):
         return "rejected meshbot's command"
     return "failed"

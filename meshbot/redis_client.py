@@ -1,5 +1,6 @@
 """meshbot's one Redis adapter: every production client is built by ``connect``, and a
-``redis.RedisError`` becomes a meshbot error in one place, ``translate``.
+``redis.RedisError`` becomes a meshbot error in one place, ``translate``, said in the words of
+``meshbot.network_words.redis_in_words`` (redis-py's own text goes to the log).
 
 Each role says how long it may wait on Redis and how often redis-py may try again; nothing is
 left to redis-py's defaults (5 s timeouts and ten retries with jittered backoff, which would keep
@@ -26,6 +27,7 @@ the caller fails now (the ack says so, a job is retried by RQ, the ticker tries 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Literal
 
@@ -34,8 +36,10 @@ from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.retry import Retry
 
 from meshbot.errors import MeshbotError, PermanentError, QueueUnavailable, TemporaryError
+from meshbot.network_words import redis_busy_reply, redis_in_words
 
 Role = Literal["serve", "health", "worker", "jobs", "ticker"]
+log = logging.getLogger("meshbot.redis")
 
 
 @dataclass(frozen=True)
@@ -76,11 +80,8 @@ def connect(url: str, role: Role) -> redis.Redis:
     )
 
 
-# Error replies that say Redis cannot serve now but will (loading its data, a script running
-# too long, a replica, out of memory, a cluster fail-over).
-_BUSY_REPLIES = ("LOADING", "BUSY", "READONLY", "OOM", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN",
-                 "NOREPLICAS")
-# How long to wait before trying again, by reply; a dropped connection or timeout: 1 s.
+# How long to wait before trying again, by the reply Redis said it cannot serve now with
+# (``redis_busy_reply``); anything else waiting may mend (a dropped connection, a timeout): 1 s.
 _DELAYS = {"LOADING": 2.0, "BUSY": 2.0, "OOM": 5.0}
 
 
@@ -88,32 +89,38 @@ def translate(exc: redis.RedisError, doing: str = "Redis failed") -> MeshbotErro
     """``exc`` as a meshbot error (raise it ``from exc``): ``QueueUnavailable`` when trying
     again later may succeed (Redis down, hung, loading, busy, read-only, out of memory), a
     ``TemporaryError`` for a lost optimistic race, a ``PermanentError`` for what no retry
-    mends (a wrong password or ACL, a command Redis rejects: WRONGTYPE, NOSCRIPT — a bug)."""
-    name = type(exc).__name__
-    text = str(exc).strip()
-    head = text.split(" ", 1)[0].upper()
-    if isinstance(exc, redis.AuthenticationError | redis.exceptions.AuthorizationError
-                  | redis.exceptions.NoPermissionError):
-        return PermanentError(f"{doing}: Redis refused meshbot's credentials ({name}: {text})")
-    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):  # BusyLoadingError too
-        if isinstance(exc, redis.BusyLoadingError):
-            return QueueUnavailable(f"{doing}: Redis is loading its data ({name})",
-                                    delay=_DELAYS["LOADING"])
-        return QueueUnavailable(f"{doing}: Redis did not answer ({name})")
-    if isinstance(exc, redis.ResponseError) and (
-            head in _BUSY_REPLIES
-            or isinstance(exc, redis.ReadOnlyError | redis.exceptions.OutOfMemoryError)):
-        reply = ("OOM" if isinstance(exc, redis.exceptions.OutOfMemoryError)
-                 else "READONLY" if isinstance(exc, redis.ReadOnlyError) else head)
-        return QueueUnavailable(f"{doing}: Redis cannot serve now ({reply}: {text})",
-                                delay=_DELAYS.get(reply, 1.0))
-    if isinstance(exc, redis.WatchError | redis.exceptions.LockError):
-        return TemporaryError(f"{doing}: another writer came first ({name})", delay=0.1)
-    if isinstance(exc, redis.exceptions.InvalidResponse):
-        return QueueUnavailable(f"{doing}: Redis's answer was cut ({name})")
-    return PermanentError(f"{doing}: Redis rejected the command ({name}: {text})")
+    mends (a wrong password or ACL, a command Redis rejects: WRONGTYPE, NOSCRIPT — a bug).
+
+    Its message is what people read (an audit entry, a reply): ``doing`` and what Redis did in
+    the words of ``redis_in_words``. redis-py's exception and text (host, port, errno, the
+    reply) go to the log, here, at INFO: the caller logs the failure itself, in its words."""
+    message = f"{doing}: Redis {redis_in_words(exc)}"
+    log.info("%s (%s: %s)", message, type(exc).__name__, str(exc).strip() or "no detail")
+    retry = _retry(exc)
+    if retry is None:
+        return PermanentError(message)
+    kind, delay = retry
+    return kind(message, delay=delay)
 
 
 def unavailable(exc: BaseException) -> bool:
-    """Whether ``exc`` is a Redis failure that waiting may mend (not a bug)."""
-    return isinstance(exc, redis.RedisError) and isinstance(translate(exc), TemporaryError)
+    """Whether ``exc`` is a Redis failure that waiting may mend (not a bug). Logs nothing (RQ's
+    log filter asks it)."""
+    return isinstance(exc, redis.RedisError) and _retry(exc) is not None
+
+
+def _retry(exc: redis.RedisError) -> tuple[type[TemporaryError], float] | None:
+    """Which error ``exc`` is when trying again may succeed, and after how long; None when no
+    retry mends it (a ``PermanentError``)."""
+    if isinstance(exc, redis.AuthenticationError | redis.exceptions.AuthorizationError
+                  | redis.exceptions.NoPermissionError):
+        return None
+    busy = redis_busy_reply(exc)  # BusyLoadingError (a ConnectionError) too
+    if busy is not None:
+        return QueueUnavailable, _DELAYS.get(busy, 1.0)
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError
+                  | redis.exceptions.InvalidResponse):  # refused, dropped, hung, answer cut
+        return QueueUnavailable, 1.0
+    if isinstance(exc, redis.WatchError | redis.exceptions.LockError):
+        return TemporaryError, 0.1
+    return None

@@ -7,6 +7,7 @@ truly, the library's own text absent (it goes to the log)."""
 from __future__ import annotations
 
 import http.server
+import logging
 import socket
 import struct
 import threading
@@ -24,8 +25,15 @@ from jobs.adapters.prometheus import MetricsSource
 from jobs.adapters.slack_notifier import Notifier
 from jobs.runtime.context import JobContext
 from jobs.runtime.handlers.readiness import meshbot_health
-from meshbot.errors import MetricsUnavailable, PermanentError, TemporaryError
+from meshbot.errors import (
+    MeshbotError,
+    MetricsUnavailable,
+    PermanentError,
+    QueueUnavailable,
+    TemporaryError,
+)
 from meshbot.network_words import in_words, redis_in_words
+from meshbot.redis_client import translate
 from playground.redis_server import free_port
 from tests.integration.test_fault_matrix import LIBRARY_TEXT
 
@@ -153,6 +161,50 @@ def test_redis_words_for_each_kind_of_answer() -> None:
     assert redis_in_words(redis.BusyLoadingError("LOADING ...")).startswith("is still loading")
     assert redis_in_words(redis.ReadOnlyError("READONLY ...")).startswith("is read-only")
     assert redis_in_words(redis.ResponseError("WRONGTYPE ...")) == "rejected meshbot's command"
+    assert redis_in_words(redis.ResponseError("BUSY Redis is busy running a script. ...")) == (
+        "is busy running a script")
+    assert redis_in_words(redis.WatchError("Watched variable changed.")) == (
+        "saw another writer come first")
+
+
+# --- a job's Redis failing: ``translate`` says it in the same words -------------------------
+
+
+def translated(exc: redis.RedisError,
+               caplog: pytest.LogCaptureFixture) -> tuple[MeshbotError, str]:
+    """(``exc`` as a job's error, whose message people read; what the log says of it)."""
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="meshbot.redis"):
+        error = translate(exc, "Redis failed during the job")
+    [logged] = [r.getMessage() for r in caplog.records if r.name == "meshbot.redis"]
+    return error, logged
+
+
+def test_a_job_finding_redis_refused_is_told_in_words_and_logged_in_full(
+        caplog: pytest.LogCaptureFixture) -> None:
+    client = redis.Redis(port=free_port(), socket_connect_timeout=1)
+    with pytest.raises(redis.ConnectionError) as caught:
+        client.ping()
+    error, logged = translated(caught.value, caplog)
+    assert isinstance(error, QueueUnavailable)  # tried again later
+    said = error.message
+    assert said == "Redis failed during the job: Redis refused the connection (is it running?)"
+    assert "ConnectionError" not in said
+    assert_no_library_text(said)
+    assert "ConnectionError" in logged and str(caught.value).strip() in logged
+
+
+def test_a_command_redis_rejects_is_told_in_words_with_its_reply_in_the_log(
+        redis_client: redis.Redis, caplog: pytest.LogCaptureFixture) -> None:
+    redis_client.set("meshbot:test:a-string", "not a list")
+    with pytest.raises(redis.ResponseError) as caught:
+        redis_client.lpush("meshbot:test:a-string", "x")  # WRONGTYPE: a bug no retry mends
+    error, logged = translated(caught.value, caplog)
+    assert isinstance(error, PermanentError)  # not retried
+    said = error.message
+    assert said == "Redis failed during the job: Redis rejected meshbot's command"
+    assert "WRONGTYPE" not in said and "ResponseError" not in said
+    assert "ResponseError: WRONGTYPE" in logged
 
 
 # --- a response_url that answers 500 with a body --------------------------------------------
