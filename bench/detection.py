@@ -219,6 +219,7 @@ def end_to_end(runs: int, chart: str | None, interval_s: float = E2E_INTERVAL_S)
         write_policy,
     )
     from bot.gate import gate
+    from bot.groups import UserGroups
     from jobs.adapters.rollout_store import RolloutStore
     from jobs.domain.rollout import Event, Phase
     from jobs.runtime.api import submit
@@ -277,7 +278,7 @@ def end_to_end(runs: int, chart: str | None, interval_s: float = E2E_INTERVAL_S)
                                                     error_rate=rate)
                             outcome = gate(policy, f"canary {service} {E2E_WEIGHT}",
                                            user=OPERATOR, channel=CHANNEL,
-                                           user_groups=frozenset())
+                                           user_groups=UserGroups())
                             assert outcome.command is not None, outcome.reply
                             submit(stack.redis, Request(
                                 id=f"bench-{uuid.uuid4().hex}", command=outcome.command,

@@ -51,6 +51,7 @@ from bench._stack import (
     write_policy,
 )
 from bot.gate import gate
+from bot.groups import UserGroups
 from jobs.adapters.prometheus import MetricsSource
 from jobs.adapters.rollout_store import RolloutStore
 from jobs.domain.promql import parse_vector, rate_window, success_rate_query
@@ -95,7 +96,7 @@ class Bench:
     def command(self, text: str) -> None:
         """What the bot does with a slash command: the gate decides, then submit."""
         outcome = gate(self.policy, text, user=OPERATOR, channel=CHANNEL,
-                       user_groups=frozenset())
+                       user_groups=UserGroups())
         if not outcome.submit or outcome.command is None or outcome.approvals_required:
             raise RuntimeError(f"the gate did not let `/mesh {text}` through: {outcome.reply}")
         request = Request(id=f"bench-{uuid.uuid4().hex}", command=outcome.command, user=OPERATOR,

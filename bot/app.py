@@ -17,7 +17,7 @@ from slack_sdk import WebClient
 
 from bot.auth import static_authorize
 from bot.gate import gate, policy_groups
-from bot.groups import GroupResolver
+from bot.groups import GroupResolver, UserGroups
 from jobs.runtime import api
 from meshbot import cluster_scope, metrics
 from meshbot.commands import Command, Request, Verb
@@ -144,7 +144,7 @@ def handle_command(ctx: BotContext, body: dict[str, Any]) -> str:
     user = str(body.get("user_id", ""))
     channel = str(body.get("channel_id", ""))
     groups = policy_groups(ctx.policy)
-    user_groups = ctx.groups.groups_of(user, groups) if groups else frozenset()
+    user_groups = ctx.groups.groups_of(user, groups) if groups else UserGroups()
     outcome = gate(ctx.policy, str(body.get("text", "")), user=user, channel=channel,
                    user_groups=user_groups)
     request = Request(

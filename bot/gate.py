@@ -6,6 +6,7 @@ Listeners stay thin: they call ``gate`` and do what the outcome says (reply, aud
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bot.grammar import USAGE, parse
 from meshbot.commands import Command, Verb
@@ -14,6 +15,9 @@ from policies.decide import Allow, Deny, NeedsApproval, allowed_verbs, decide
 from policies.policy import Policy
 from rendering import help as help_text
 from rendering import replies
+
+if TYPE_CHECKING:  # the type only: the gate stays pure, the lookup is the caller's
+    from bot.groups import UserGroups
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,9 @@ def policy_groups(policy: Policy) -> frozenset[str]:
 
 
 def gate(policy: Policy, text: str, *, user: str, channel: str,
-         user_groups: frozenset[str]) -> Outcome:
+         user_groups: UserGroups) -> Outcome:
+    """``user_groups``: the caller's groups as ``bot.groups`` read them, with those Slack could
+    not be asked about (``unread``), which a refusal names."""
     try:
         command = parse(text)
     except GrammarError as exc:
@@ -52,7 +58,7 @@ def gate(policy: Policy, text: str, *, user: str, channel: str,
                       dry_run=command.dry_run)
     if isinstance(decision, Deny):
         reason = decision.reason
-        unread = frozenset(getattr(user_groups, "unread", ()))
+        unread = user_groups.unread
         if unread and not isinstance(
                 decide(policy, verb=command.verb.value, target=command.target, user=user,
                        user_groups=user_groups | unread, channel=channel,

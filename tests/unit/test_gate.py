@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from bot.gate import Outcome, gate, policy_groups
+from bot.groups import UserGroups
 from meshbot.commands import Verb
 from policies.loader import load_policy_file, load_policy_text
 from policies.policy import Policy
@@ -18,7 +19,7 @@ CONTRACT_POLICY = Path(__file__).resolve().parent.parent / "data" / "contract-po
 OPERATOR, APPROVER, STRANGER = "U0OPERATOR1", "U0APPROVER1", "U0STRANGER"
 APPROVERS = ("U0APPROVER1", "U0APPROVER2", "U0APPROVER3")
 MESHOPS, ELSEWHERE = "C0MESHOPS", "C0RANDOM"
-NO_GROUPS: frozenset[str] = frozenset()
+NO_GROUPS = UserGroups()
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def changed(**changes: Any) -> Policy:
 
 
 def run(policy: Policy, text: str, *, user: str = OPERATOR, channel: str = MESHOPS,
-        groups: frozenset[str] = NO_GROUPS) -> Outcome:
+        groups: UserGroups = NO_GROUPS) -> Outcome:
     return gate(policy, text, user=user, channel=channel, user_groups=groups)
 
 
@@ -73,7 +74,7 @@ def test_empty_text_is_help(policy: Policy) -> None:
 
 def test_help_counts_user_group_membership(policy: Policy) -> None:
     grouped = changed(roles={"operators": ["S0MESHOPS"]})
-    outcome = run(grouped, "help", user="U0NEWHIRE", groups=frozenset({"S0MESHOPS"}))
+    outcome = run(grouped, "help", user="U0NEWHIRE", groups=UserGroups({"S0MESHOPS"}))
     assert "canary" in listed_verbs(outcome.reply)
     assert "canary" not in listed_verbs(run(grouped, "help", user="U0NEWHIRE").reply)
 

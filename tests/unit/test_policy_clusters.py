@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from bot.gate import gate
+from bot.groups import UserGroups
 from meshbot.errors import PolicyError
 from policies.loader import load_policy_text
 from policies.policy import Policy
@@ -35,7 +36,7 @@ TWO = {"prod-eu": {"context": "eu"},
 
 def run(policy: Policy, text: str) -> tuple[str | None, str | None]:
     """(the cluster the command goes to, the refusal)."""
-    outcome = gate(policy, text, user=OPERATOR, channel=MESHOPS, user_groups=frozenset())
+    outcome = gate(policy, text, user=OPERATOR, channel=MESHOPS, user_groups=UserGroups())
     return (outcome.command.cluster if outcome.command else None), outcome.refusal
 
 
@@ -84,7 +85,7 @@ def test_commands_without_a_target_name_their_cluster_and_the_freeze_is_everywhe
 
 def test_a_refused_permission_is_said_before_the_cluster() -> None:
     outcome = gate(policy_with(TWO), "canary payment-service 10", user="U0STRANGER",
-                   channel=MESHOPS, user_groups=frozenset())
+                   channel=MESHOPS, user_groups=UserGroups())
     assert outcome.refusal is not None and "may not run" in outcome.refusal
 
 
