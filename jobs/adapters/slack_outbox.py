@@ -29,6 +29,7 @@ import json
 import logging
 import uuid
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import redis
@@ -122,6 +123,10 @@ def _thread(channel: str, thread_ts: str) -> str:
     return f"{channel} {thread_ts}"
 
 
+def _names(members: Iterable[object]) -> list[str]:
+    return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+
+
 def _encode(channel: str, thread_ts: str, text: str, label: str,
             then: list[str] | None = None, key: str | None = None) -> str:
     report: dict[str, object] = {"id": uuid.uuid4().hex, "channel": channel,
@@ -184,16 +189,34 @@ class Outbox:
 
     def _threads(self) -> list[str]:
         """The threads owing reports, in their turn."""
-        members = self.client.zrange(THREADS_KEY, 0, -1)
-        return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+        return _names(self.client.zrange(THREADS_KEY, 0, -1))
+
+    def _turns(self) -> list[str]:
+        """The threads owing reports, in their turn, after moving what the one queue of earlier
+        versions holds into them.
+
+        Not once per process, though the queue is empty once moved: during a rolling upgrade
+        this version starts while older processes still run, and those owe into the one queue
+        until they stop. Moved once, at this process's start, what they owed afterwards would
+        wait there unseen until a process of this version started again (and for good if none
+        did). So every delivery looks at the queue's length, in the round trip that reads the
+        threads' turns (no call of its own), and runs the move only when something is there:
+        after an upgrade, and while an older process owes; otherwise never."""
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.zrange(THREADS_KEY, 0, -1)
+            pipe.llen(QUEUE_KEY)
+            members, left_by_older = pipe.execute()
+        if not left_by_older:
+            return _names(members)
+        self._move_queue(keys=[QUEUE_KEY, THREADS_KEY, TURN_KEY], args=[THREAD_PREFIX])
+        return self._threads()
 
     def deliver(self, notifier: Notifier, limit: int = 100) -> int:
         """Post owed reports, each thread's oldest first, thread after thread in their turn,
         until ``limit`` posts were tried or Slack refuses for everyone; how many went out."""
-        self._move_queue(keys=[QUEUE_KEY, THREADS_KEY, TURN_KEY], args=[THREAD_PREFIX])
         delivered = tried = failed = 0
         owner = uuid.uuid4().hex
-        turns = deque(self._threads())
+        turns = deque(self._turns())
         while turns:
             thread = turns.popleft()
             while tried < limit:

@@ -99,16 +99,21 @@ def test_a_rate_limit_holds_every_thread_until_it_passes(
     assert _replies(slack_api, roots["A"]) == ["a1"] and _replies(slack_api, roots["B"]) == ["b1"]
 
 
+def _owed_by_an_earlier_version(client: redis.Redis, root: str, text: str) -> None:
+    """A reply owed as earlier versions owed it: in their one queue."""
+    client.rpush("meshbot:outbox", (
+        f'{{"id": "{text.replace(" ", "-")}", "channel": "{CHANNEL}", '
+        f'"thread_ts": "{root}", "text": "{text}"}}'))
+    client.hincrby("meshbot:outbox:owed", f"{CHANNEL} {root}", 1)
+
+
 def test_reports_owed_by_an_earlier_version_in_its_one_queue_are_delivered(
         slack_api: SlackApiStandIn, notifier: Notifier, redis_client: redis.Redis) -> None:
     """An upgrade loses nothing: the one queue of earlier versions is moved to the front of
     each report's thread, before anything owed since."""
     roots = _threads(notifier, "A", "B")
     for name, text in (("A", "old a1"), ("B", "old b1"), ("A", "old a2")):
-        redis_client.rpush("meshbot:outbox", (
-            f'{{"id": "{text.replace(" ", "-")}", "channel": "{CHANNEL}", '
-            f'"thread_ts": "{roots[name]}", "text": "{text}"}}'))
-        redis_client.hincrby("meshbot:outbox:owed", f"{CHANNEL} {roots[name]}", 1)
+        _owed_by_an_earlier_version(redis_client, roots[name], text)
     outbox = Outbox(redis_client)
     assert outbox.owes(CHANNEL, roots["A"])
     outbox.owe(CHANNEL, roots["A"], "new a3")
@@ -117,3 +122,31 @@ def test_reports_owed_by_an_earlier_version_in_its_one_queue_are_delivered(
     assert _replies(slack_api, roots["A"]) == ["old a1", "old a2", "new a3"]
     assert _replies(slack_api, roots["B"]) == ["old b1"]
     assert outbox.pending() == 0 and not outbox.owes(CHANNEL, roots["A"])
+
+
+def test_what_an_earlier_version_still_running_owes_later_is_delivered_too(
+        slack_api: SlackApiStandIn, notifier: Notifier, redis_client: redis.Redis) -> None:
+    """A rolling upgrade: this version delivers while an older process still runs and owes into
+    its one queue; what it owes after this version's first delivery is delivered as well."""
+    roots = _threads(notifier, "A")
+    outbox = Outbox(redis_client)
+    outbox.owe(CHANNEL, roots["A"], "new a1")
+    assert outbox.deliver(notifier) == 1  # this version's first delivery
+    _owed_by_an_earlier_version(redis_client, roots["A"], "old a2")
+    assert outbox.pending() == 1
+    assert outbox.deliver(notifier) == 1
+    assert _replies(slack_api, roots["A"]) == ["new a1", "old a2"]
+    assert outbox.pending() == 0 and not outbox.owes(CHANNEL, roots["A"])
+
+
+def test_a_delivery_runs_no_move_when_no_earlier_version_left_anything(
+        slack_api: SlackApiStandIn, notifier: Notifier, redis_client: redis.Redis) -> None:
+    roots = _threads(notifier, "A")
+    outbox = Outbox(redis_client)
+    outbox.owe(CHANNEL, roots["A"], "new a1")
+    redis_client.script_flush()  # the suite's own Redis: no script loaded yet
+    assert outbox.deliver(notifier) == 1
+    assert outbox.deliver(notifier) == 0
+    assert _replies(slack_api, roots["A"]) == ["new a1"]
+    [moved] = redis_client.script_exists(outbox._move_queue.sha)
+    assert not moved  # the move script never ran, not even once
