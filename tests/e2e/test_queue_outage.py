@@ -4,10 +4,6 @@ within Slack's 3 s and with HTTP 200, that nothing was done; `/readyz` says not 
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +12,9 @@ import pytest
 from playground.processes import ServeProcess
 from playground.redis_server import free_port
 from playground.slack_client import SlackSender, new_trigger_id
+from tests.fixtures.far_side import loopback
 from tests.fixtures.meshbot import CHANNEL, OPERATOR
+from tests.fixtures.probes import readyz
 from tests.fixtures.slack import SlackEnv
 
 SLACK_DEADLINE_S = 3.0  # Slack shows the user an error when the ack takes longer
@@ -25,31 +23,8 @@ SLACK_DEADLINE_S = 3.0  # Slack shows the user an error when the ack takes longe
 @pytest.fixture
 def hung_redis() -> Iterator[str]:
     """A TCP listener that accepts connections and never answers: a Redis that hangs."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            accepted.append(conn)
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-        listener.close()
-        for conn in accepted:
-            conn.close()
+    with loopback("hold") as port:
+        yield f"redis://127.0.0.1:{port}/0"
 
 
 def serve_env(slack_env: SlackEnv, policy_path: Path, redis_url: str,
@@ -89,16 +64,8 @@ def test_a_command_during_a_redis_outage_is_answered_and_changes_nothing(
         assert "cannot reach its queue" in text and "nothing was done" in text
         # Nothing was posted anywhere: the command was not taken.
         assert slack_env.api.calls("chat.postMessage") == []
-        status, report = readyz(server)
+        status, report = readyz(server.url, timeout=10)
         assert status == 503 and "redis" in json.dumps(report).lower()
         log = server.log()
     assert "Traceback" not in log
 
-
-def readyz(server: ServeProcess) -> tuple[int, dict[str, object]]:
-    try:
-        with urllib.request.urlopen(f"{server.url}/readyz", timeout=10) as reply:
-            return reply.status, json.loads(reply.read())
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, json.loads(exc.read())

@@ -12,8 +12,6 @@ the channel says meshbot lost its state; ``/readyz`` of the server and of the wo
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from playground.slack_client import reaction_event, send_event
 from tests.e2e.test_analysis import in_phase, slash, wait_thread
 from tests.fixtures.live import Live, eventually
 from tests.fixtures.meshbot import CHANNEL
+from tests.fixtures.probes import readyz
 
 LOST = "lost its state"  # rendering.admin.state_vanished: what a Redis that came back empty says
 
@@ -42,17 +41,6 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 @pytest.fixture
 def policy_path(analysis_policy: Path) -> Path:
     return analysis_policy
-
-
-def readyz(url: str) -> tuple[int, dict[str, str]]:
-    try:
-        with urllib.request.urlopen(f"{url}/readyz", timeout=5) as reply:
-            return reply.status, json.loads(reply.read())
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, json.loads(exc.read())
-    except OSError:  # the probe's own server not listening yet
-        return 0, {}
 
 
 def said_about_redis(worker: MeshbotProcess, logger: str) -> bool:

@@ -54,6 +54,20 @@ def rollbacks(client: redis.Redis) -> list[str]:
                  serializer=JSONSerializer).job_ids
 
 
+def cut_then_delivered_again(redis_url: str, client: redis.Redis, marker: bytes, after: bool,
+                             user: str, event_id: str, *, cut_says: str, taken: str) -> None:
+    """The reaction ``event_id`` of ``user`` on the alert thread, its connection cut at
+    ``marker`` (before it, or once Redis ran it: ``after``), is QueueUnavailable saying
+    ``cut_says``; Slack delivers the same event again, and again: the first of those is
+    ``taken`` (or "duplicate" when Redis had run it before the cut), the second "duplicate"."""
+    alert_on(client)
+    with cut_on(redis_url, marker, after=after) as through_proxy, \
+            pytest.raises(QueueUnavailable, match=cut_says):
+        rewind(through_proxy, user, event_id)
+    assert rewind(client, user, event_id) == ("duplicate" if after else taken)
+    assert rewind(client, user, event_id) == "duplicate"
+
+
 def test_redis_failing_while_reading_the_alert_is_queue_unavailable(
         redis_url: str, redis_client: redis.Redis) -> None:
     alert_on(redis_client)
@@ -70,14 +84,8 @@ def test_redis_failing_while_reading_the_alert_is_queue_unavailable(
                          ids=["script-call", "among-the-notes-writes", "answer-lost"])
 def test_a_rollback_cut_half_way_lands_with_its_note_once(
         redis_url: str, redis_client: redis.Redis, marker: bytes, after: bool) -> None:
-    alert_on(redis_client)
-    with cut_on(redis_url, marker, after=after) as through_proxy, \
-            pytest.raises(QueueUnavailable, match="Redis did not take"):
-        rewind(through_proxy, OPERATOR, "Ev0ROLLBACK")
-    # Slack delivers the same reaction event again, and again.
-    first = rewind(redis_client, OPERATOR, "Ev0ROLLBACK")
-    assert first == ("duplicate" if after else "rollback")
-    assert rewind(redis_client, OPERATOR, "Ev0ROLLBACK") == "duplicate"
+    cut_then_delivered_again(redis_url, redis_client, marker, after, OPERATOR, "Ev0ROLLBACK",
+                             cut_says="Redis did not take", taken="rollback")
     assert rollbacks(redis_client) == [api.job_id("alert-rollback:Ev0ROLLBACK")]
     assert notes(redis_client) == [(CHANNEL, TS, OPERATOR, SERVICE, None)]
 
@@ -88,13 +96,8 @@ def test_a_rollback_cut_half_way_lands_with_its_note_once(
                               "answer-lost"])
 def test_a_refusal_cut_half_way_is_audited_and_told_once(
         redis_url: str, redis_client: redis.Redis, marker: bytes, after: bool) -> None:
-    alert_on(redis_client)
-    with cut_on(redis_url, marker, after=after) as through_proxy, \
-            pytest.raises(QueueUnavailable, match="Redis did not take the refusal"):
-        rewind(through_proxy, STRANGER, "Ev0REFUSED")
-    first = rewind(redis_client, STRANGER, "Ev0REFUSED")
-    assert first == ("duplicate" if after else "refused")
-    assert rewind(redis_client, STRANGER, "Ev0REFUSED") == "duplicate"
+    cut_then_delivered_again(redis_url, redis_client, marker, after, STRANGER, "Ev0REFUSED",
+                             cut_says="Redis did not take the refusal", taken="refused")
     refusals = [(e.actor, e.outcome) for e in AuditLog(redis_client).last(SERVICE, 10)]
     assert refusals == [(STRANGER, "refused")]
     [told] = notes(redis_client)

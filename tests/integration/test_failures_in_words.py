@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import http.server
 import logging
-import socket
-import struct
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +33,7 @@ from meshbot.errors import (
 from meshbot.network_words import in_words, redis_in_words
 from meshbot.redis_client import translate
 from playground.redis_server import free_port
+from tests.fixtures.far_side import Answer, loopback
 from tests.integration.test_fault_matrix import LIBRARY_TEXT
 
 
@@ -46,35 +45,7 @@ def assert_no_library_text(said: str) -> None:
 # --- far sides that fail on the wire --------------------------------------------------------
 
 
-def _serve(answer: str) -> Iterator[str]:
-    """A loopback port whose connections are ``answer``ed: "close" (after reading the request),
-    "reset" (RST), or "silent" (never accepted, never answered)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = sock.accept()
-            except OSError:
-                return
-            with conn:
-                conn.recv(65536)
-                if answer == "reset":
-                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-
-    if answer != "silent":
-        threading.Thread(target=loop, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        stop.set()
-        sock.close()
-
-
-FAR_SIDES = {
+FAR_SIDES: dict[str, tuple[str, Answer | None]] = {
     "refused": ("refused the connection", None),
     "not-found": ("could not be found (its host name does not resolve)", None),
     "close": ("dropped the connection", "close"),
@@ -92,7 +63,8 @@ def far_side(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
         yield "http://prometheus.no-such-zone.invalid:9090", words
     else:
         assert answer is not None
-        yield from ((url, words) for url in _serve(answer))
+        with loopback(answer) as port:
+            yield f"http://127.0.0.1:{port}", words
 
 
 def test_a_failed_connection_is_named_as_it_failed(far_side: tuple[str, str]) -> None:
@@ -113,7 +85,8 @@ def test_prometheus_says_how_the_connection_failed(far_side: tuple[str, str]) ->
 
 
 def test_prometheus_that_never_answers_did_not_answer() -> None:
-    for url in _serve("silent"):
+    with loopback("silent") as port:
+        url = f"http://127.0.0.1:{port}"
         with MetricsSource(url, timeout=1) as source, \
                 pytest.raises(MetricsUnavailable) as caught:
             source.query("up")
