@@ -28,13 +28,14 @@ from playground.kube_emulator_core import (  # re-exported: the emulator's publi
     Key,
     MeshEmulator,
     Obj,
+    Received,
     label_selector,
 )
 
 T = TypeVar("T")
 
-__all__ = ["NAMESPACES", "Fault", "Hold", "Key", "MeshEmulator", "Obj", "RunningCluster",
-           "label_selector", "start_cluster"]
+__all__ = ["NAMESPACES", "Fault", "Hold", "Key", "MeshEmulator", "Obj", "Received",
+           "RunningCluster", "label_selector", "start_cluster"]
 
 
 class RunningCluster:
@@ -182,9 +183,25 @@ class RunningCluster:
         plural: str | None = None,
         name: str | None = None,
         times: int = 1,
+        retry_after: float | str | None = None,
     ) -> None:
-        """Answer the next ``times`` matching requests with ``status`` and change nothing."""
-        self.emulator.add_fault(Fault(method, plural, name, times, status=status))
+        """Answer the next ``times`` matching requests with ``status`` and change nothing;
+        with a ``Retry-After`` header if given (a 429, a 503): seconds, or the header's text
+        as it is (an HTTP date)."""
+        value = f"{retry_after:g}" if isinstance(retry_after, int | float) else retry_after
+        headers = {} if value is None else {"Retry-After": value}
+        self.emulator.add_fault(Fault(method, plural, name, times, status=status,
+                                      headers=headers))
+
+    def received(self, *, method: str | None = None, plural: str | None = None,
+                 name: str | None = None) -> tuple[Received, ...]:
+        """The requests that reached the emulator so far (matching, if given), in order."""
+        def matching(emulator: MeshEmulator) -> tuple[Received, ...]:
+            return tuple(r for r in emulator.received
+                         if (method is None or r.method == method.upper())
+                         and plural in (None, r.plural) and name in (None, r.name))
+
+        return self.call(matching)
 
     def stall(
         self,

@@ -21,7 +21,9 @@ import datetime
 import json
 import re
 import threading
+import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -37,6 +39,7 @@ Key = tuple[kmock.resource, str | None, str]  # (resource, namespace or None, na
 T = TypeVar("T")
 
 NAMESPACES = kmock.resource("", "v1", "namespaces")
+RECEIVED_KEPT = 10_000  # requests remembered with their arrival time
 # kmock's URL parser reads /api/v1/namespaces[/x] as a namespace prefix (500 on POST, 404 on GET).
 _NAMESPACE_PATH = re.compile(r"/api/v1/namespaces(?:/(?P<name>[^/]+))?/?")
 _SELECTOR_TERM = re.compile(
@@ -78,6 +81,24 @@ def label_selector(text: str) -> Callable[[Mapping[str, str]], bool]:
     return selects
 
 
+@dataclass(frozen=True)
+class Received:
+    """One request as it reached the emulator."""
+
+    at: float  # time.time() on arrival
+    method: str
+    plural: str | None
+    name: str | None
+
+
+def _status_response(status: int, message: str,
+                     headers: Mapping[str, str]) -> aiohttp.web.Response:
+    """A Status answer carrying ``headers`` (kmock's own error rendering sets none)."""
+    body = {"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
+            "message": message, "reason": "Injected", "details": {}, "code": status}
+    return aiohttp.web.json_response(body, status=status, headers=dict(headers))
+
+
 @dataclass
 class Hold:
     """A request held on arrival until ``release()``, then served as usual, while every other
@@ -101,6 +122,7 @@ class Fault:
     name: str | None
     times: int
     status: int = 0  # answer with this status and change nothing
+    headers: Mapping[str, str] = field(default_factory=dict)  # ... and these headers (Retry-After)
     stall: float = 0.0  # hold the request this long (the client should time out first)
     change: Callable[[Obj], None] | None = None  # a concurrent write, applied before this one
     hold: Hold | None = None  # held until released, then served
@@ -122,6 +144,11 @@ class MeshEmulator(kmock.KubernetesEmulator):
     _revision: int = attrs.field(default=0, init=False)
     _faults: list[Fault] = attrs.field(factory=list, init=False)
     _faults_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
+    # When each request arrived (time.time()), with its method, plural and name: a test reads
+    # when a client came back after an injected fault. The latest ones: the playground's runs
+    # for hours.
+    received: deque[Received] = attrs.field(factory=lambda: deque(maxlen=RECEIVED_KEPT),
+                                            init=False)
     _released: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -170,6 +197,9 @@ class MeshEmulator(kmock.KubernetesEmulator):
             return await self._render_error(exc)
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        plural = request.resource.plural if request.resource is not None else None
+        self.received.append(Received(time.time(), str(request.method.value).upper(), plural,
+                                      request.name))
         fault = self._take_fault(request)
         if fault is not None and fault.change is not None:
             await self._interfere(request, fault.change)
@@ -182,6 +212,8 @@ class MeshEmulator(kmock.KubernetesEmulator):
             # Waited for off the loop: the other clients' requests are served meanwhile.
             if not await asyncio.to_thread(fault.hold.released.wait, fault.hold.timeout):
                 raise _status_error(504, "Timeout", "held request never released")
+        elif fault is not None and fault.headers:
+            return _status_response(fault.status, f"injected HTTP {fault.status}", fault.headers)
         elif fault is not None:
             raise _status_error(fault.status, "Injected", f"injected HTTP {fault.status}")
         # Skip KubernetesEmulator._handle: it writes before the reactions run (module docstring).

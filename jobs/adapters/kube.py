@@ -16,6 +16,8 @@ timeouts and no transport retries: retrying is the job's decision (``TemporaryEr
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import json
 import logging
 import os
@@ -448,7 +450,17 @@ def _status_details(exc: ApiException) -> Mapping[str, Any]:
     return details if isinstance(details, dict) else {}
 
 def _retry_after(value: str | None) -> float:
-    try:
-        return max(float(value or 1.0), 0.0)
-    except ValueError:  # an HTTP date: not worth parsing for a hint
+    """A ``Retry-After`` header in seconds: delta-seconds or an HTTP date; 1 s without one."""
+    if not value:
         return 1.0
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):  # neither: a hint not worth failing over
+        return 1.0
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return max((when - datetime.datetime.now(datetime.UTC)).total_seconds(), 0.0)

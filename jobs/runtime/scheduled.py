@@ -26,7 +26,9 @@ def release_due(connection: redis.Redis, queue_names: Iterable[str],
     for name in queue_names:
         queue = Queue(name, connection=connection, serializer=JSONSerializer)
         registry = queue.scheduled_job_registry
-        job_ids = registry.get_jobs_to_schedule(int(moment.timestamp()))
+        # RQ scores a scheduled job by its due time truncated to the second: the score's
+        # second has to be over, or a retry asked for after N s (a Retry-After) runs early.
+        job_ids = registry.get_jobs_to_schedule(int(moment.timestamp()) - 1)
         for job_id, job in zip(job_ids, Job.fetch_many(job_ids, connection=connection,
                                                        serializer=JSONSerializer), strict=True):
             if job is None:
