@@ -17,6 +17,7 @@ from typing import Any
 
 import redis
 from redis.client import Pipeline
+from redis.commands.core import Script
 from rq import Queue, Retry
 from rq.serializers import JSONSerializer
 
@@ -30,6 +31,7 @@ from jobs.domain.approval_rules import Reaction as Reaction
 from jobs.domain.approval_rules import Verdict as Verdict
 from jobs.runtime.approvals import GroupsOf
 from jobs.runtime.approvals import react as _react
+from jobs.runtime.enqueue_template import EnqueueTemplate
 from jobs.runtime.retry import SCHEDULE
 from meshbot import cluster_scope
 from meshbot.commands import Command, Request, Verb
@@ -51,6 +53,7 @@ SEQUENCE_KEY = "meshbot:sequence"
 # service → the sequence of the latest rollback accepted for it (see ``overtaken``).
 ROLLBACK_SEQUENCE_KEY = "meshbot:rollback-sequence"
 RETRY = Retry(max=len(SCHEDULE), interval=list(SCHEDULE))
+REQUEST_TIMEOUT_S = 120
 
 # RQ's writes, carried into a script as one argument (``_packed``): per command its length,
 # then each part, every number followed by ':'. One argument instead of some fifty, because
@@ -113,13 +116,35 @@ def _rq_writes(client: redis.Redis, enqueue: Callable[[Pipeline], object]) -> by
         recorder.reset()
 
 
+def _enqueue(client: redis.Redis, queue: str, func: str, args: tuple[Any, ...], job: str,
+             timeout: int, pipe: Pipeline) -> object:
+    """RQ's enqueue of ``func(*args)`` as ``job`` into ``pipe``: meshbot's retries, an hour's
+    results, a week's failures."""
+    return _queue(client, queue).enqueue_call(
+        func, args=args, job_id=job, retry=RETRY, timeout=timeout, result_ttl=3600,
+        failure_ttl=7 * 24 * 3600, pipeline=pipe)
+
+
 def _job_writes(client: redis.Redis, queue: str, func: str, args: tuple[Any, ...],
                 job: str, *, timeout: int) -> bytes:
-    """RQ's writes for enqueueing ``func(*args)`` as ``job`` (meshbot's retries, an hour's
-    results, a week's failures), packed for a script."""
-    return _rq_writes(client, lambda pipe: _queue(client, queue).enqueue_call(
-        func, args=args, job_id=job, retry=RETRY, timeout=timeout, result_ttl=3600,
-        failure_ttl=7 * 24 * 3600, pipeline=pipe))
+    """RQ's writes for enqueueing ``func(*args)`` as ``job``, packed for a script."""
+    return _rq_writes(client, lambda pipe: _enqueue(client, queue, func, args, job, timeout,
+                                                    pipe))
+
+
+def _request_template(client: redis.Redis, queue: str) -> EnqueueTemplate:
+    """RQ's enqueue of a request's job on ``queue``, recorded once per client and queue (the
+    ack's hot path: see ``jobs.runtime.enqueue_template``)."""
+    templates: dict[str, EnqueueTemplate] = _TEMPLATES.setdefault(client, {})
+    if queue not in templates:
+        templates[queue] = EnqueueTemplate(
+            client, TASK, lambda pipe, job, argument: _enqueue(
+                client, queue, TASK, (argument,), job, REQUEST_TIMEOUT_S, pipe))
+    return templates[queue]
+
+
+_TEMPLATES: weakref.WeakKeyDictionary[redis.Redis, dict[str, EnqueueTemplate]] = \
+    weakref.WeakKeyDictionary()
 
 
 @contextmanager
@@ -153,6 +178,17 @@ def _queue(client: redis.Redis, name: str) -> Queue:
 
 
 _QUEUES: weakref.WeakKeyDictionary[redis.Redis, dict[str, Queue]] = weakref.WeakKeyDictionary()
+
+
+def _script(client: redis.Redis, text: str) -> Script:
+    """``client``'s registered script ``text``, built once (building one hashes the text)."""
+    scripts: dict[str, Script] = _SCRIPTS.setdefault(client, {})
+    if text not in scripts:
+        scripts[text] = client.register_script(text)
+    return scripts[text]
+
+
+_SCRIPTS: weakref.WeakKeyDictionary[redis.Redis, dict[str, Script]] = weakref.WeakKeyDictionary()
 
 
 def queue_names(base: str) -> list[str]:
@@ -190,11 +226,11 @@ def submit(
     # delivery of the same request.
     ours = uuid.uuid4().hex
     with _taken_by_redis("the request"):
-        writes = _job_writes(client, name, TASK, (request.model_dump(mode="json"),),
-                             job_id(request.id), timeout=120)
+        writes = _request_template(client, name).writes(
+            job_id(request.id), request.model_dump(mode="json"), f"request {request.id}")
         if then is not None:
             writes += _rq_writes(client, then)
-        taken, value = client.register_script(_SUBMIT)(
+        taken, value = _script(client, _SUBMIT)(
             keys=[keys.request(request.id), _sequence_key(request), SEQUENCE_KEY,
                   ROLLBACK_SEQUENCE_KEY],
             args=[ours, DEDUPE_TTL_S, (service or "") if wins else "", writes])
@@ -292,7 +328,7 @@ def submit_alert(client: redis.Redis, payload: dict[str, Any], digest: str, *,
     with _taken_by_redis("the alert"):
         writes = _job_writes(client, queue, ALERT_TASK, (payload,), "alert-" + digest[:32],
                              timeout=60)
-        taken = client.register_script(_SUBMIT_ONCE)(
+        taken = _script(client, _SUBMIT_ONCE)(
             keys=[AlertThreads(client).notification_key(digest)],
             args=[ALERT_DEDUPE_TTL_S, writes])
     return bool(taken)
@@ -363,7 +399,7 @@ def _alert_refusal(client: redis.Redis, reaction: Reaction, request: Request, qu
         # Each recorded on its own: RQ starts its own transaction in the pipeline it is given.
         writes = (_rq_writes(client, lambda pipe: AuditLog(client).write(pipe, entry))
                   + _rq_writes(client, _note(client, reaction, request, queue, service, reason)))
-        taken = client.register_script(_SUBMIT_ONCE)(
+        taken = _script(client, _SUBMIT_ONCE)(
             keys=[Keys().request(request.id)], args=[DEDUPE_TTL_S, writes])
     if not taken:
         return "duplicate"
