@@ -7,11 +7,13 @@ a Slack retry of the same ``trigger_id`` is recognised and not run twice.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from redis import Redis, RedisError
 from slack_bolt import Ack, App, BoltResponse
 from slack_sdk import WebClient
 
@@ -37,6 +39,25 @@ class BotContext:
     policy: Policy
     redis: redis.Redis
     groups: GroupResolver
+    _threads: threading.local = field(default_factory=threading.local, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.policy_groups = policy_groups(self.policy)  # asked on every command
+
+    def redis_here(self) -> Redis:
+        """``redis``, holding one connection of its pool for the calling thread: a command's
+        round trip then skips the pool's lock, its check for stale replies and its connection
+        bookkeeping, about a third of the round trip's CPU on the ack's path. While Redis does
+        not answer, the shared client, whose failure the caller reports."""
+        client: Redis | None = getattr(self._threads, "client", None)
+        if client is None:
+            try:  # a single-connection client connects as it is built
+                client = Redis(connection_pool=self.redis.connection_pool,
+                               single_connection_client=True)
+            except RedisError:
+                return self.redis
+            self._threads.client = client
+        return client
 
 
 def web_client(settings: Settings) -> WebClient:
@@ -143,7 +164,7 @@ def handle_command(ctx: BotContext, body: dict[str, Any]) -> str:
     """Gate one slash command, submit it if allowed; the text to ack the caller with."""
     user = str(body.get("user_id", ""))
     channel = str(body.get("channel_id", ""))
-    groups = policy_groups(ctx.policy)
+    groups = ctx.policy_groups
     user_groups = ctx.groups.groups_of(user, groups) if groups else UserGroups()
     outcome = gate(ctx.policy, str(body.get("text", "")), user=user, channel=channel,
                    user_groups=user_groups)
@@ -161,14 +182,14 @@ def handle_command(ctx: BotContext, body: dict[str, Any]) -> str:
     if outcome.refusal is not None:
         log.info("refused %s from %s: %s", body.get("text"), user, outcome.refusal)
         with cluster_scope.scope(request.command.cluster):  # audited with its cluster
-            api.record_refusal(ctx.redis, request, outcome.refusal)
+            api.record_refusal(ctx.redis_here(), request, outcome.refusal)
         metrics.command(verb, "refused")
         return outcome.reply
     if not outcome.submit or outcome.command is None:
         metrics.command(verb, "done")  # answered here (help)
         return outcome.reply
     with cluster_scope.scope(request.command.cluster):
-        accepted = api.submit(ctx.redis, request, queue=ctx.settings.queue_name)
+        accepted = api.submit(ctx.redis_here(), request, queue=ctx.settings.queue_name)
     if not accepted:
         metrics.command(verb, "duplicate")
         return replies.duplicate(outcome.command)
