@@ -157,6 +157,17 @@ def reapply_impossible(weights_text: str, reason: str) -> str:
             f"{reason}. Check the service with `/mesh status`.")
 
 
+def write_refused(service: str, decided: str, live: str, reason: str, *,
+                  rolling_back: bool) -> str:
+    """A weight write the Kubernetes API refused for good: the rollout is paused at ``live``
+    (what the VirtualService still says) and nothing is tried again until someone acts."""
+    then = (f"`/mesh rollback {service}`" if rolling_back
+            else f"`/mesh resume {service}` (or `/mesh rollback {service}`)")
+    return (f":warning: meshbot could not write {decided} on `{service}`: {reason}. Traffic is "
+            f"still {live}; the rollout is paused there and meshbot will not try again on its "
+            f"own: fix what refused the write, then {then}.")
+
+
 def reapplied(weights_text: str) -> str:
     return (f":wrench: The worker that was changing this service stopped before writing its "
             f"weights; meshbot wrote them now: {weights_text}.")

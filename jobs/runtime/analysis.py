@@ -42,10 +42,12 @@ from jobs.domain.rollout import Event, Phase, Rollout, apply
 from jobs.runtime.analysis_actions import act, compared_versions, post_chart
 from jobs.runtime.bluegreen_cutover import gated
 from jobs.runtime.context import JobContext
+from jobs.runtime.reconcile import Unwritable, desired, stop_unwritable
 from jobs.runtime.weights import Abandoned
 from meshbot import metrics as own_metrics  # not the tick's `metrics` (Prometheus samples)
 from meshbot.errors import MeshbotError, MetricsUnavailable
 from policies.views import ServiceView
+from rendering import common as words
 from rendering import traffic as traffic_text
 
 log = logging.getLogger("meshbot.analysis")
@@ -351,6 +353,20 @@ def carry_out(ctx: JobContext, judgement: Judgement,
             judgement.failing, judgement)
         if _moves_weights(judgement):
             ctx.store.mark_applied(rollout.service, TICK_OWNER)
+    except Unwritable as exc:  # refused for good: stopped where the mesh is, said once
+        rolling_back = updated.phase is Phase.ROLLED_BACK
+        target = desired(updated)
+        log.error("%s: %s could not be written: %s", rollout.service, target, exc.error.message,
+                  extra=extra)
+        shown = words.weights(target.stable, target.canary, updated.stable_subset,
+                              updated.canary_subset)
+        stop_unwritable(
+            ctx, judgement.view, updated, exc.error, target=target, owner=TICK_OWNER,
+            now=updated.history[-1].at, action="rollback" if rolling_back else "advance",
+            request_id=f"tick:{rollout.id}:{len(updated.history)}", back_to=rollout,
+            decided_words=f"the automatic rollback to {shown}" if rolling_back else
+            f"step {updated.step_index + 1} of {len(updated.steps)} ({shown})")
+        return
     except Abandoned as exc:  # a command took the rollout over meanwhile: its write wins
         log.info("acting on %s for %s: overtaken (%s)", judgement.event.value,
                  rollout.service, exc.message, extra=extra)

@@ -25,11 +25,12 @@ from jobs.runtime.bluegreen_cutover import void as void_cutover
 from jobs.runtime.context import JobContext
 from jobs.runtime.handlers.approvals import request_approval
 from jobs.runtime.handlers.traffic import apply_weight
+from jobs.runtime.reconcile import Unwritable
 from jobs.runtime.reports import report
 from jobs.runtime.route_edits import back_to_stable
 from meshbot import metrics as own_metrics  # not the tick's `metrics` (Prometheus samples)
 from meshbot.commands import Command, Request, Verb
-from meshbot.errors import MeshbotError
+from meshbot.errors import MeshbotError, PermanentError
 from policies.views import ServiceView
 from rendering import routing as routing_text
 from rendering import traffic as traffic_text
@@ -51,10 +52,14 @@ def compared_versions(rollouts: list[Rollout]) -> list[str]:
 
 def act(ctx: JobContext, view: ServiceView, before: Rollout, after: Rollout, event: Event,
         lines: list[str], failing: list[str], judgement: Judgement | None = None) -> None:
-    """Carry out what the transition means, and say so in the rollout's thread."""
+    """Carry out what the transition means, and say so in the rollout's thread. A weight write
+    the Kubernetes API refuses for good raises ``Unwritable`` (nothing said yet)."""
     say = _thread_writer(ctx, after)
     if after.phase is Phase.ROLLED_BACK:
-        was, now_at, _ = back_to_stable(ctx, view, after.subsets)
+        try:
+            was, now_at, _ = back_to_stable(ctx, view, after.subsets)
+        except PermanentError as exc:  # the caller stops the rollout where the mesh is
+            raise Unwritable(exc) from exc
         own_metrics.rollback("automatic")
         if event is Event.REGRESSION and judgement is not None and judgement.look is not None:
             reason = traffic_text.regression_rollback(view.name, judgement.look.conclusive,
@@ -85,7 +90,10 @@ def act(ctx: JobContext, view: ServiceView, before: Rollout, after: Rollout, eve
         say(traffic_text.step_needs_approval(after.steps[after.step_index + 1], lines))
         request_approval(ctx, gate_request(ctx, view, after))
     elif after.weight != before.weight:
-        was, now_at = apply_weight(ctx, view, after, Weights.canary_at(after.weight))
+        try:
+            was, now_at = apply_weight(ctx, view, after, Weights.canary_at(after.weight))
+        except PermanentError as exc:
+            raise Unwritable(exc) from exc
         text = traffic_text.step_advanced(after.step_index, len(after.steps), after.weight, lines)
         say(text)
         _audit(ctx, after, "advance", was, now_at, text)

@@ -11,7 +11,10 @@ at a mark that is still there:
 - a job that ended without writing (it gave up, or was refused after marking): nothing it
   decided is written; the rollout is rolled back to the live subset instead — the safe end
   state — so the rollout's phase, the thread, the audit and the mesh all say the same thing.
-A write that cannot succeed (a permanent error) is said once in the thread and not retried.
+A write that cannot succeed (a permanent error: a 403, a 422) is never retried: the rollout is
+paused at the weights the VirtualService still has (read back), the refusal is audited and said
+in the thread, once (``stop_unwritable``; the analysis's own writes end there too), so the
+phase, the audit, the thread and the mesh agree, and nothing is tried until someone acts.
 """
 
 from __future__ import annotations
@@ -26,13 +29,15 @@ from rq.serializers import JSONSerializer
 from jobs.adapters.audit import AuditEntry
 from jobs.adapters.rollout_store import TICK_OWNER
 from jobs.domain import rollout as machine
-from jobs.domain.rollout import Event, Phase, Rollout
+from jobs.domain.rollout import MAX_HISTORY, Event, Phase, Rollout, Transition
 from jobs.domain.routes import Weights
 from jobs.runtime.context import JobContext
 from jobs.runtime.reports import report
 from jobs.runtime.route_edits import back_to_stable
-from jobs.runtime.weights import set_weights
+from jobs.runtime.weights import live_weights, set_weights
 from meshbot.errors import MeshbotError, PermanentError
+from policies.views import ServiceView
+from rendering import common as words
 from rendering import traffic as traffic_text
 
 log = logging.getLogger("meshbot.reconcile")
@@ -90,9 +95,11 @@ def reconcile(ctx: JobContext, now: float | None = None) -> list[str]:
                 set_weights(ctx.kube, view.namespace, view.virtual_services, view.name,
                             rollout.subsets, target, allow_gitops=view.gitops_allowed)
         except PermanentError as exc:  # retrying cannot help: say so once, stop trying
-            ctx.store.mark_applied(service, owner)
             log.error("could not write %s for %s: %s", target, service, exc.message)
-            _tell(ctx, rollout, traffic_text.reapply_impossible(str(target), exc.message))
+            rolling_back = rollout.phase in (Phase.ROLLED_BACK, Phase.CANCELLED)
+            stop_unwritable(ctx, view, rollout, exc, target=target, owner=owner, now=now,
+                            action="reconcile", request_id=f"reconcile:{owner}:{int(now)}",
+                            decided_words=_decided(rollout, target, rolling_back))
             continue
         except MeshbotError as exc:  # tried again next tick
             log.warning("could not re-apply %s for %s: %s", target, service, exc.message)
@@ -133,3 +140,87 @@ def _tell(ctx: JobContext, rollout: Rollout, text: str) -> None:
         report(ctx, rollout.channel, rollout.thread_ts, text)
     except MeshbotError as exc:
         log.warning("%s: not reported in Slack: %s", rollout.service, exc.message)
+
+
+class Unwritable(Exception):
+    """A weight write refused for good (``error``) while a decision was being carried out."""
+
+    def __init__(self, error: PermanentError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def _decided(rollout: Rollout, target: Weights, rolling_back: bool) -> str:
+    shown = words.weights(target.stable, target.canary, rollout.stable_subset,
+                          rollout.canary_subset)
+    return f"the rollback to {shown}" if rolling_back else shown
+
+
+def stop_unwritable(ctx: JobContext, view: ServiceView, decided: Rollout, error: PermanentError,
+                    *, target: Weights, owner: str, now: float, action: str, request_id: str,
+                    decided_words: str | None = None,
+                    back_to: Rollout | None = None) -> Rollout | None:
+    """``decided`` (the rollout as committed) wanted ``target`` written (``decided_words``: how
+    the thread names it) and the Kubernetes API refused it for good: nothing will be tried
+    again on its own. The rollout is paused at the weights the VirtualService has (read back;
+    ``back_to``: the state before the decision, whose step it keeps), the owner's mark
+    cleared, the refusal audited as ``action`` "failed" and said in the rollout's thread. The
+    paused rollout; None when the weights could not be read back (then it is left as decided,
+    and the thread says only that the write failed) or it changed meanwhile."""
+    words_for = decided_words or str(target)
+    live: Weights | None
+    try:
+        live = live_weights(ctx.kube, view.namespace, view.virtual_services[0], view.name,
+                            decided.subsets)
+    except MeshbotError as exc:
+        log.warning("%s: the weights could not be read back either: %s", view.name, exc.message)
+        live = None
+    paused = None
+    if live is not None:
+        detail = f"{target} could not be written: {error.message}"
+        shown = live
+        try:
+            paused = ctx.store.update(view.name, lambda current: _paused(
+                current, decided, back_to, shown, now, detail))
+        except MeshbotError as exc:
+            log.warning("could not pause %s: %s", view.name, exc.message)
+    ctx.store.mark_applied(view.name, owner)  # what it decided will not be written
+    if paused is not None and live is not None:
+        text = traffic_text.write_refused(
+            view.name, words_for,
+            words.weights(live.stable, live.canary, decided.stable_subset,
+                          decided.canary_subset),
+            error.message, rolling_back=decided.phase in (Phase.ROLLED_BACK, Phase.CANCELLED))
+    else:
+        text = traffic_text.reapply_impossible(str(target), error.message)
+    ctx.audit.record(AuditEntry(
+        actor="meshbot", action=action, target=view.name, outcome="failed",
+        request_id=request_id, before=str(live) if live else None,
+        after=str(live) if live else None, detail=text))
+    _tell(ctx, decided, text)
+    if paused is not None and paused.channel and paused.status_ts:
+        try:  # the thread's root shows the rollout's state: paused, at the weights it has
+            ctx.notifier.update(paused.channel, paused.status_ts,
+                                "\n".join([paused.title, *traffic_text.rollout_lines(paused)]))
+        except MeshbotError as exc:
+            log.warning("%s: status not updated: %s", view.name, exc.message)
+    return paused
+
+
+def _paused(current: Rollout | None, decided: Rollout, back_to: Rollout | None, live: Weights,
+            now: float, detail: str) -> Rollout | None:
+    """``decided`` paused at ``live``, unless the rollout changed since (a command's own
+    write wins)."""
+    if current is None or current.id != decided.id \
+            or current.history[-1:] != decided.history[-1:]:
+        return None
+    source = back_to if back_to is not None else current
+    record = Transition(at=now, event=Event.PAUSE, before=current.phase, after=Phase.PAUSED,
+                        weight=live.canary, detail=detail)
+    history = (*current.history, record)
+    if len(history) > MAX_HISTORY:
+        history = (history[0], *history[len(history) - MAX_HISTORY + 1:])
+    return source.model_copy(update={
+        "phase": Phase.PAUSED, "weight": live.canary, "history": history,
+        "resume_phase": None if source.phase.terminal else source.phase,
+        "last_values": current.last_values})
