@@ -4,10 +4,10 @@ tried again on every tick; the rollout's phase then says what the mesh and the a
 weights were not written, the rollout is paused at the weights the VirtualService still has.
 
 Two writers meet it: the analysis (a rollback it decided: no SLO evidence past the deadline,
-with ``no_data: rollback``) and the reconcile (the same rollback, its first write answered 500,
-written again by the reconcile on a later tick and refused then). Prometheus is not there (a
-refused port): every check is "no data". Ticks are run as the ticker runs them, their clock
-given, far apart."""
+with ``no_data: rollback``; its refused next step: ``test_unwritable_step``) and the reconcile
+(the same rollback, its first write answered 500, written again by the reconcile on a later
+tick and refused then). Prometheus is not there (a refused port): every check is "no data".
+Ticks are run as the ticker runs them, their clock given, far apart."""
 
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def ticks_go_on(mesh: EmulatedMesh, source: MetricsSource, since: float) -> None
 
 
 def assert_said_audited_paused(mesh: EmulatedMesh, canary: Request, status: int,
-                               action: str) -> None:
+                               action: str, canary_weight: int = 10) -> None:
     """Once in the thread, once in the audit, and the phase, the audit and the mesh agree."""
     # A status update within a second of the last one is held (Slack's chat.update budget)
     # until the next: sent now.
@@ -103,18 +103,22 @@ def assert_said_audited_paused(mesh: EmulatedMesh, canary: Request, status: int,
     texts = thread_texts(mesh)
     said = [t for t in texts if "could not write" in t]
     assert len(said) == 1, texts
-    assert REFUSED[status] in said[0] and "stable 90 / canary 10" in said[0], said[0]
+    live = f"stable {100 - canary_weight} / canary {canary_weight}"
+    assert REFUSED[status] in said[0] and f"still {live}" in said[0], said[0]
     assert "paused" in said[0] and f"/mesh rollback {SERVICE}" in said[0], said[0]
-    assert not any("Rolled back" in t or "Automatic rollback" in t for t in texts), texts
-    assert "Rollout: paused, canary 10%" in texts[0], texts[0]  # the root's status line
+    if action == "advance":
+        assert f"/mesh resume {SERVICE}" in said[0], said[0]
+    assert not any("Rolled back" in t or "Automatic rollback" in t or "Step 2" in t
+                   for t in texts), texts
+    assert f"Rollout: paused, canary {canary_weight}%" in texts[0], texts[0]  # the root's status
 
     [entry] = meshbot_entries(mesh, canary)
     assert (entry.actor, entry.action, entry.outcome) == ("meshbot", action, "failed"), entry
-    assert entry.after == "stable 90 / canary 10" == entry.before, entry
+    assert entry.after == live == entry.before, entry
 
-    assert mesh.weights(SERVICE) == {"stable": 90, "canary": 10}
+    assert mesh.weights(SERVICE) == {"stable": 100 - canary_weight, "canary": canary_weight}
     now = rollout()
-    assert now.phase is Phase.PAUSED and now.weight == 10, (now.phase, now.weight)
+    assert now.phase is Phase.PAUSED and now.weight == canary_weight, (now.phase, now.weight)
 
 
 @pytest.mark.parametrize("status", [403, 422])
@@ -150,3 +154,4 @@ def test_the_reconcile_meeting_a_refused_write_says_it_once_and_stops(
 
     assert vs_writes(mesh) - before == tried
     assert_said_audited_paused(mesh, canary, 403, "reconcile")
+
