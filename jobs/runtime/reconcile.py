@@ -7,7 +7,8 @@ at a mark that is still there:
 - its job is still alive (queued, scheduled for a retry, started, or taken over from a dead
   worker): left alone — the job finishes its own work, whatever its retry schedule;
 - the tick's own mark (the ticker died between committing a transition and writing it), or a
-  rollback's: the decided weights are written, as decided;
+  rollback's: the decided weights are written, as decided (said and audited only if a write
+  was needed: a mesh that shows them already is left as it is, silently);
 - a job that ended without writing (it gave up, or was refused after marking): nothing it
   decided is written; the rollout is rolled back to the live subset instead — the safe end
   state — so the rollout's phase, the thread, the audit and the mesh all say the same thing.
@@ -90,10 +91,13 @@ def reconcile(ctx: JobContext, now: float | None = None) -> list[str]:
         target = desired(rollout)
         try:
             if rollout.phase is Phase.ROLLED_BACK:
-                back_to_stable(ctx, view, rollout.subsets)
+                was, now_at, cleared = back_to_stable(ctx, view, rollout.subsets)
+                wrote = was != now_at or bool(cleared)
             else:
-                set_weights(ctx.kube, view.namespace, view.virtual_services, view.name,
-                            rollout.subsets, target, allow_gitops=view.gitops_allowed)
+                was, now_at = set_weights(ctx.kube, view.namespace, view.virtual_services,
+                                          view.name, rollout.subsets, target,
+                                          allow_gitops=view.gitops_allowed)
+                wrote = was != now_at
         except PermanentError as exc:  # retrying cannot help: say so once, stop trying
             log.error("could not write %s for %s: %s", target, service, exc.message)
             rolling_back = rollout.phase in (Phase.ROLLED_BACK, Phase.CANCELLED)
@@ -105,6 +109,11 @@ def reconcile(ctx: JobContext, now: float | None = None) -> list[str]:
             log.warning("could not re-apply %s for %s: %s", target, service, exc.message)
             continue
         ctx.store.mark_applied(service, owner)
+        if not (wrote or settles):
+            # The mesh showed the decided weights already (the writer, or a rollback after
+            # it, got there): nothing was written, nothing changed, so nothing is said.
+            log.info("%s: already at %s; the mark of %s cleared", service, target, owner)
+            continue
         done.append(service)
         text = (traffic_text.settled_after_failure(str(target)) if settles
                 else traffic_text.reapplied(str(target)))

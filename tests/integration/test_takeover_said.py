@@ -10,6 +10,7 @@ and an in-process worker runs what was requeued."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from rq.serializers import JSONSerializer
 from jobs.adapters.audit import AuditLog
 from jobs.domain.rollout import Phase
 from jobs.runtime import api, context
+from jobs.runtime.reconcile import GRACE_S, reconcile
 from jobs.runtime.takeover import ALIVE_PREFIX, take_over
 from meshbot.commands import Request, Verb
 from meshbot.settings import Settings
@@ -102,3 +104,10 @@ def test_a_taken_over_command_overtaken_at_its_start_says_so_in_its_thread(
     outcomes = [(e.request_id, e.outcome) for e in AuditLog(mesh.redis).last(SERVICE, 20)]
     assert outcomes.count((canary.id, "overtaken")) == 1
     assert (canary.id, "done") not in outcomes and (rollback.id, "done") in outcomes
+
+    # The ticker's reconcile looks at the mark the canary's dead run left: the mesh is as the
+    # rollback wants it, nothing is written, and nothing claims a write.
+    reconcile(context.current(), now=time.time() + GRACE_S + 1)
+    assert canary_thread(mesh) == said
+    assert [e.action for e in AuditLog(mesh.redis).last(SERVICE, 20)].count("reconcile") == 0
+    assert context.current().store.unapplied_since(float("inf")) == []
