@@ -132,6 +132,9 @@ class Ticker:
             # Every migration workflow moved on, each under its own lease, in its cluster.
             *(("migrations", c, partial(advance_all, scoped, self._source_for(scoped, source),
                                         self.owner)) for c, scoped in clusters),
+            # A thread root's status changed twice within Slack's update interval waits on
+            # the ticker's notifier (every cluster's shares it) until it may be shown.
+            ("held status updates", None, lambda: ctx.notifier.flush(wait=False)),
         ]
         for duty_name, cluster, duty in duties:
             name = duty_name if cluster is None else f"{duty_name} of cluster {cluster}"

@@ -107,3 +107,33 @@ def test_every_worker_that_saw_the_state_notices_it_vanished_and_it_is_said_once
     said = [m.text for m in slack_env.api.messages(channel)]
     assert len(said) == 1 and "meshbot lost its state" in said[0]
     context.reset()
+
+
+def test_a_held_status_update_is_shown_by_the_next_ticks(
+        redis_client: redis.Redis, slack_env: SlackEnv, policy_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A thread root's status changed twice within Slack's update interval: the second waits
+    (chat.update is paced), and the ticker shows it once the interval is over, without any
+    further change to the message."""
+    monkeypatch.setenv("MESHBOT_POLICY", str(policy_path))
+    context.reset()
+    ctx = context.current()
+    ticker = Ticker(redis_client, Settings())
+    channel = ctx.policy.channels[0]
+    slack_env.api.add_channel(channel, "mesh-ops")
+    root = ctx.notifier.post_root(channel, "Rollout: progressing, canary 10%", key="held-root")
+    ctx.notifier.update(channel, root, "Rollout: progressing, canary 20%")
+    ctx.notifier.update(channel, root, "Rollout: paused, canary 20%")  # within the interval
+
+    def shown() -> str:
+        [message] = slack_env.api.messages(channel)
+        return message.text
+
+    assert shown() == "Rollout: progressing, canary 20%"
+    deadline = time.monotonic() + 10
+    with MetricsSource(f"http://127.0.0.1:{free_port()}", timeout=0.5) as source:
+        while shown() != "Rollout: paused, canary 20%":
+            assert time.monotonic() < deadline, f"still shown: {shown()}"
+            ticker.run_once(ctx, source)  # the worker's loop runs one a second
+            time.sleep(0.2)  # the interval is real time; the loop waits on what Slack shows
+    context.reset()
