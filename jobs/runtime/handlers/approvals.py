@@ -34,7 +34,7 @@ from jobs.runtime.bluegreen_cutover import CUTOVER, THREAD
 from jobs.runtime.context import JobContext
 from jobs.runtime.gates import Blocked, check_gates, service_lock
 from jobs.runtime.handlers.approval_plan import compose, facts_now
-from jobs.runtime.handlers.common import end_overtaken
+from jobs.runtime.handlers.common import end_overtaken, thread_of
 from jobs.runtime.weights import Abandoned, Overtaken
 from meshbot import cluster_scope
 from meshbot.commands import Request
@@ -225,13 +225,14 @@ def finish(ctx: JobContext, request: Request) -> None:
     pending = store.for_request(request.id)
     if pending is None:
         return
-    thread = _work_thread(ctx, request)
-    link = pending.thread_link or (_permalink(ctx, *thread) if thread else None)
+    channel, ts = thread_of(ctx, request)
+    link = pending.thread_link or (_permalink(ctx, channel, ts) if channel and ts else None)
     store.update(pending.channel, pending.ts, lambda p: (p.model_copy(
         update={"state": ApprovalState.DONE, "thread_link": link}), None))
     refresh(ctx, pending.channel, pending.ts)
-    if thread is not None and thread != (pending.channel, pending.ts):
-        ctx.notifier.reply(*thread, approval_text.approved_by(pending.approvals, pending.permalink))
+    if channel and ts and (channel, ts) != (pending.channel, pending.ts):
+        ctx.notifier.reply(channel, ts,
+                           approval_text.approved_by(pending.approvals, pending.permalink))
 
 
 def render(ctx: JobContext, pending: PendingApproval) -> str:
@@ -344,16 +345,6 @@ def _namespace(ctx: JobContext, request: Request) -> str | None:
     """The namespace of the request's service (where a migration may be moving it)."""
     view = ctx.policy.service(request.command.target or "")
     return view.namespace if view is not None else None
-
-
-def _work_thread(ctx: JobContext, request: Request) -> tuple[str, str] | None:
-    raw = ctx.redis.get(f"meshbot:thread:{request.id}")
-    if raw:
-        return request.channel, raw.decode() if isinstance(raw, bytes) else str(raw)
-    rollout = ctx.store.get(request.command.target) if request.command.target else None
-    if rollout is not None and rollout.channel and rollout.thread_ts:
-        return rollout.channel, rollout.thread_ts
-    return None
 
 
 def _permalink(ctx: JobContext, channel: str, ts: str) -> str | None:
