@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import logging
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
@@ -66,6 +67,8 @@ class RunningCluster:
             asyncio.run(self._serve())
         except BaseException as exc:  # reported by start(); a thread cannot raise to its caller
             self._failure = exc
+            if self._ready.is_set():  # it had started: nobody waits on start() any more
+                logging.getLogger("playground.kube").exception("the Kubernetes emulator stopped")
         finally:
             self._ready.set()
 
@@ -101,6 +104,9 @@ class RunningCluster:
 
     def _await(self, coro: Coroutine[Any, Any, T]) -> T:
         assert self._loop is not None, "the cluster is not running"
+        if not self._thread.is_alive():  # its loop ended: say why, instead of a 10 s timeout
+            coro.close()
+            raise RuntimeError("the Kubernetes emulator stopped") from self._failure
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
 
     @property
