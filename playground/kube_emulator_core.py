@@ -40,6 +40,7 @@ T = TypeVar("T")
 
 NAMESPACES = kmock.resource("", "v1", "namespaces")
 RECEIVED_KEPT = 10_000  # requests remembered with their arrival time
+REQUESTS_KEPT = 200  # kmock's own record of requests (see MeshEmulator._forget_answered)
 # kmock's URL parser reads /api/v1/namespaces[/x] as a namespace prefix (500 on POST, 404 on GET).
 _NAMESPACE_PATH = re.compile(r"/api/v1/namespaces(?:/(?P<name>[^/]+))?/?")
 _SELECTOR_TERM = re.compile(
@@ -150,6 +151,7 @@ class MeshEmulator(kmock.KubernetesEmulator):
     received: deque[Received] = attrs.field(factory=lambda: deque(maxlen=RECEIVED_KEPT),
                                             init=False)
     _released: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
+    _in_flight: int = attrs.field(default=0, init=False)  # requests being answered (on the loop)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -171,6 +173,29 @@ class MeshEmulator(kmock.KubernetesEmulator):
         return None
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        self._in_flight += 1
+        try:
+            return await self._serve_request(raw_request)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._forget_answered()
+
+    def _forget_answered(self) -> None:
+        """Keep kmock's record of requests to the latest ``REQUESTS_KEPT``. kmock finds which
+        reaction a request reaches by filtering every request it has recorded, so each request
+        cost more than the one before: after ten minutes of the soak, a GET took seconds and a
+        call on the loop timed out. Trimmed only while no request is being answered (one held
+        or stalled must still be found among them); a reaction on a slice of requests
+        (``[:1]``) counts within what is kept."""
+        if len(self._requests) > REQUESTS_KEPT:
+            del self._requests[:-REQUESTS_KEPT]
+        for payload in self._payloads:
+            if len(payload._requests) > REQUESTS_KEPT:
+                del payload._requests[:-REQUESTS_KEPT]
+
+    async def _serve_request(
+            self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         match = _NAMESPACE_PATH.fullmatch(raw_request.path)
         if match is None:
             return await super().__call__(raw_request)

@@ -5,6 +5,7 @@ Driven through the official ``kubernetes`` client over real HTTP, as meshbot's a
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from playground.kube_emulator import MeshEmulator, RunningCluster, label_selector
+from playground.kube_emulator_core import REQUESTS_KEPT
 
 GROUP, VERSION = "networking.istio.io", "v1beta1"
 NS, SVC = "production", "payment-service"
@@ -242,3 +244,30 @@ def test_interfere_lands_a_concurrent_write_first(
     assert err.value.status == 409
     stored = emulated_cluster.get(GROUP, VERSION, "virtualservices", NS, SVC)
     assert stored["metadata"]["labels"] == {"other": "writer"}
+
+
+def test_kmocks_record_of_requests_stays_bounded_and_a_held_request_is_still_served(
+    custom: client.CustomObjectsApi, emulated_cluster: RunningCluster
+) -> None:
+    """kmock filters every request it recorded to route the next one: unbounded, a long run
+    (the soak) made each request slower than the last until calls timed out. A request held
+    while many others pass must still be answered as usual once released."""
+    held = emulated_cluster.hold(method="PATCH", plural="virtualservices", name=SVC)
+    result: dict[str, Any] = {}
+    writer = threading.Thread(target=lambda: result.update(
+        patch_vs(custom, {"metadata": {"labels": {"held": "yes"}}})))
+    writer.start()
+    assert held.reached.wait(10)
+    for _ in range(REQUESTS_KEPT + 50):  # more than are kept, all while the write is held
+        get_vs(custom)
+    held.release()
+    writer.join(10)
+    assert result["metadata"]["labels"]["held"] == "yes"
+
+    for _ in range(REQUESTS_KEPT + 50):
+        get_vs(custom)
+
+    def recorded(emulator: MeshEmulator) -> int:
+        return len(list(emulator))
+
+    assert emulated_cluster.call(recorded) <= REQUESTS_KEPT
