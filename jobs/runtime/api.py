@@ -134,9 +134,10 @@ def _job_writes(client: redis.Redis, queue: str, func: str, args: tuple[Any, ...
 
 
 def _request_template(client: redis.Redis, queue: str) -> EnqueueTemplate:
-    """RQ's enqueue of a request's job on ``queue``, recorded once per client and queue (the
-    ack's hot path: see ``jobs.runtime.enqueue_template``)."""
-    templates: dict[str, EnqueueTemplate] = _TEMPLATES.setdefault(client, {})
+    """RQ's enqueue of a request's job on ``queue``, recorded once per connection pool and
+    queue (the ack's hot path: see ``jobs.runtime.enqueue_template``): ``serve``'s threads each
+    hold a client of one pool, and recording asks Redis for its version."""
+    templates: dict[str, EnqueueTemplate] = _TEMPLATES.setdefault(client.connection_pool, {})
     if queue not in templates:
         templates[queue] = EnqueueTemplate(
             client, TASK, lambda pipe, job, argument: _enqueue(
@@ -144,7 +145,7 @@ def _request_template(client: redis.Redis, queue: str) -> EnqueueTemplate:
     return templates[queue]
 
 
-_TEMPLATES: weakref.WeakKeyDictionary[redis.Redis, dict[str, EnqueueTemplate]] = \
+_TEMPLATES: weakref.WeakKeyDictionary[redis.ConnectionPool, dict[str, EnqueueTemplate]] = \
     weakref.WeakKeyDictionary()
 
 
