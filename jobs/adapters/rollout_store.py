@@ -26,6 +26,13 @@ redis.call('hdel', KEYS[2], ARGV[1])
 return 1
 """
 
+# Move a mark's time on (only while it is still the owner's): the reconcile looks at a mark by
+# its time, so a writer told to wait is not written for before the wait is over.
+_DEFER_IF_OWNER = """
+if redis.call('hget', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
+return redis.call('zadd', KEYS[1], 'XX', 'GT', 'CH', ARGV[3], ARGV[1])
+"""
+
 # Set an undecodable document aside only if it is still the one read: a writer (a rollback's
 # new state, say) that came between the read and this is kept, not deleted with it.
 _SET_ASIDE = """
@@ -62,6 +69,7 @@ class RolloutStore:
         self.keys = keys or Keys()
         self._cas = client.register_script(_CAS)
         self._clear_if_owner = client.register_script(_CLEAR_IF_OWNER)
+        self._defer_if_owner = client.register_script(_DEFER_IF_OWNER)
         self._set_aside = client.register_script(_SET_ASIDE)
         # The last document read of each service and its model: the tick reads every watched
         # rollout at every tick, and most documents have not changed since the last one.
@@ -200,6 +208,13 @@ class RolloutStore:
             return
         self._clear_if_owner(keys=[self.keys.unapplied, self.keys.unapplied + ":owner"],
                              args=[service, owner])
+
+    def defer_unapplied(self, service: str, owner: str, since: float) -> bool:
+        """Date the mark ``since`` (never earlier than it is) while it is still ``owner``'s:
+        a reconcile waiting a grace period from the mark's time then waits from ``since``."""
+        return bool(self._defer_if_owner(
+            keys=[self.keys.unapplied, self.keys.unapplied + ":owner"],
+            args=[service, owner, repr(since)]))
 
     def first_before(self, key: str, weights: Weights) -> Weights:
         """The split a request's first attempt read (kept a day); ``weights`` if this is it."""

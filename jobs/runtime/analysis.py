@@ -42,7 +42,7 @@ from jobs.domain.rollout import Event, Phase, Rollout, apply
 from jobs.runtime.analysis_actions import act, compared_versions, post_chart
 from jobs.runtime.bluegreen_cutover import gated
 from jobs.runtime.context import JobContext
-from jobs.runtime.reconcile import Unwritable, desired, stop_unwritable
+from jobs.runtime.reconcile import Unwritable, defer, desired, stop_unwritable
 from jobs.runtime.weights import Abandoned
 from meshbot import metrics as own_metrics  # not the tick's `metrics` (Prometheus samples)
 from meshbot.errors import MeshbotError, MetricsUnavailable
@@ -371,9 +371,11 @@ def carry_out(ctx: JobContext, judgement: Judgement,
         log.info("acting on %s for %s: overtaken (%s)", judgement.event.value,
                  rollout.service, exc.message, extra=extra)
         return
-    except MeshbotError as exc:
+    except MeshbotError as exc:  # the reconcile writes it, once any wait asked for is over
         log.warning("acting on %s for %s failed: %s", judgement.event.value, rollout.service,
                     exc.message, extra=extra)
+        if _moves_weights(judgement):
+            defer(ctx, rollout.service, TICK_OWNER, exc, updated.history[-1].at)
         return
     if updated.phase is Phase.ROLLED_BACK and judgement.event is not Event.NO_DATA \
             and source is not None:

@@ -36,7 +36,7 @@ from jobs.runtime.context import JobContext
 from jobs.runtime.reports import report
 from jobs.runtime.route_edits import back_to_stable
 from jobs.runtime.weights import live_weights, set_weights
-from meshbot.errors import MeshbotError, PermanentError
+from meshbot.errors import MeshbotError, PermanentError, TemporaryError
 from policies.views import ServiceView
 from rendering import common as words
 from rendering import traffic as traffic_text
@@ -105,8 +105,9 @@ def reconcile(ctx: JobContext, now: float | None = None) -> list[str]:
                             action="reconcile", request_id=f"reconcile:{owner}:{int(now)}",
                             decided_words=_decided(rollout, target, rolling_back))
             continue
-        except MeshbotError as exc:  # tried again next tick
+        except MeshbotError as exc:  # tried again on a later tick
             log.warning("could not re-apply %s for %s: %s", target, service, exc.message)
+            defer(ctx, service, owner, exc, now)
             continue
         ctx.store.mark_applied(service, owner)
         if not (wrote or settles):
@@ -122,6 +123,14 @@ def reconcile(ctx: JobContext, now: float | None = None) -> list[str]:
             actor="meshbot", action="reconcile", target=service, outcome="done",
             request_id=f"reconcile:{owner}:{int(now)}", after=str(target), detail=text))
     return done
+
+
+def defer(ctx: JobContext, service: str, owner: str, error: MeshbotError, now: float) -> None:
+    """A write the Kubernetes API asked to have retried later (``TemporaryError.delay``, e.g.
+    its ``Retry-After``) is not tried again by the reconcile before that: its mark is dated so
+    the grace period ends when the wait does."""
+    if isinstance(error, TemporaryError) and error.delay > 0:
+        ctx.store.defer_unapplied(service, owner, now + error.delay - GRACE_S)
 
 
 def _roll_back(ctx: JobContext, rollout: Rollout, now: float,
