@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from jobs.adapters.approval_store import ApprovalStore
-from jobs.adapters.audit import AuditLog
+from jobs.adapters.audit import AuditEntry, AuditLog
 from jobs.domain.approval_rules import ApprovalState, PendingApproval
 from jobs.domain.rollout import Phase
 from playground.processes import ServeProcess
@@ -93,6 +93,13 @@ def in_state(mesh: Mesh, ts: str, state: ApprovalState) -> PendingApproval | Non
     return pending if pending is not None and pending.state is state else None
 
 
+def preview_removal_audited(mesh: Mesh, pending: PendingApproval) -> list[AuditEntry] | None:
+    entries = AuditLog(mesh.redis).last(SVC, 30)
+    removed = any(e.request_id == pending.request.id and e.outcome == "done"
+                  and "preview header route removed" in e.detail for e in entries)
+    return entries if removed else None
+
+
 def react(mesh: Mesh, server: ServeProcess, user: str, ts: str, event_id: str) -> None:
     event = reaction_event("reaction_added", user=user, reaction="white_check_mark",
                            channel=CHANNEL, ts=ts)
@@ -117,14 +124,16 @@ def test_a_healthy_green_is_cut_over_after_two_approvals_in_its_thread(
     texts = eventually(lambda: thread_showing(mesh, "Blue-green done"), 20,
                        "the thread says it is done")
     assert "passed its analysis" in texts and f"<@{A1}>" in texts
-    entries = AuditLog(mesh.redis).last(SVC, 30)
+    # The preview route's removal is audited just after its write lands: the mesh shows it
+    # first.
+    entries = eventually(lambda: preview_removal_audited(mesh, pending), 20,
+                         "the preview route's removal is audited")
     outcomes = {(e.actor, e.outcome) for e in entries if e.action == "bluegreen"}
     assert {(OPERATOR, "approval requested"), (A1, "approval"), (A2, "approved"),
             (OPERATOR, "done")} <= outcomes
     done = [e for e in entries if e.request_id == pending.request.id and e.outcome == "done"]
     assert any(e.after == "stable 0 / canary 100" and set(e.approvers) == {A1, A2}
                for e in done)
-    assert any("preview header route removed" in e.detail for e in done)
     assert ApprovalStore(mesh.redis).get(CHANNEL, pending.ts).state is ApprovalState.DONE
 
 
