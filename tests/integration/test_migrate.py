@@ -264,6 +264,33 @@ def test_phase_2_injects_the_pilots_one_at_a_time(ops: ChatOps, mesh: Mesh) -> N
         f"{INJECT}=true on Deployment production/logging-service-v2"}
 
 
+def test_the_status_message_is_kept_when_the_workflow_moves_on_while_slack_answers(
+        ops: ChatOps, mesh: Mesh, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ticker may advance a workflow the moment it exists, before Slack has answered the post
+    of its status message: the status message's ts must still be recorded, or it is never
+    edited again."""
+    workspace = mesh.slack
+    post = workspace.post
+
+    def post_while_the_ticker_moves_on(channel: str, text: str, **kwargs: Any) -> Any:
+        if "*Migration of `production`:" in text:
+            store = MigrationStore(mesh.redis)
+            current = store.get(NS)
+            assert current is not None
+            assert store.save(current.model_copy(update={"note": "moved on by the ticker"}))
+        return post(channel, text, **kwargs)
+
+    monkeypatch.setattr(workspace, "post", post_while_the_ticker_moves_on)
+    ops.command(f"migrate {NS} phase=2")
+    ops.run()
+    started = workflow(mesh)
+    assert started is not None and started.status_ts, started
+    assert started.note == "moved on by the ticker"  # the other write stands
+    monkeypatch.undo()
+    done = drive(ops, lambda w: not w.status.active)
+    assert "Migration of `production`: done" in mesh.slack.message(CHANNEL, done.status_ts).text
+
+
 @pytest.mark.parametrize("policy_path", [{"migrate": {
     "watch": "6s", "critical_watch": "6s", "error_threshold": 1.0, "rollout_timeout": "1s"}}],
     indirect=True)

@@ -139,7 +139,11 @@ def start(ctx: JobContext, request: Request) -> str:
     assert workflow is not None
     if not workflow.status_ts:
         status_ts = ctx.notifier.reply(request.channel, ts, status_text(workflow))
-        workflow = store.save(workflow.model_copy(update={"status_ts": status_ts})) or workflow
+        # The ticker may move the workflow on while Slack answers: the ts is set on what is
+        # there by then, or the status message would never be edited again.
+        workflow = _update(store, ns, lambda current: None if current.status_ts else
+                           current.model_copy(update={"status_ts": status_ts})) \
+            or store.get(ns) or workflow
     record(ctx, request, "started", channel=request.channel, ts=ts,
            detail=f"phases {', '.join(map(str, phases))}; {len(workflow.steps)} steps")
     return f"{ns}: migration started ({len(workflow.steps)} steps)"
