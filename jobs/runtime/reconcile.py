@@ -36,7 +36,7 @@ from jobs.runtime.context import JobContext
 from jobs.runtime.reports import report
 from jobs.runtime.route_edits import back_to_stable
 from jobs.runtime.weights import live_weights, set_weights
-from meshbot.errors import MeshbotError, PermanentError, TemporaryError
+from meshbot.errors import MeshbotError, MeshConflict, MeshUnavailable, PermanentError
 from policies.views import ServiceView
 from rendering import common as words
 from rendering import traffic as traffic_text
@@ -128,8 +128,9 @@ def reconcile(ctx: JobContext, now: float | None = None) -> list[str]:
 def defer(ctx: JobContext, service: str, owner: str, error: MeshbotError, now: float) -> None:
     """A write the Kubernetes API asked to have retried later (``TemporaryError.delay``, e.g.
     its ``Retry-After``) is not tried again by the reconcile before that: its mark is dated so
-    the grace period ends when the wait does."""
-    if isinstance(error, TemporaryError) and error.delay > 0:
+    the grace period ends when the wait does. Only the Kubernetes API's wait counts: Slack
+    asking to wait after the write landed must not keep the service's analysis waiting."""
+    if isinstance(error, MeshUnavailable | MeshConflict) and error.delay > 0:
         ctx.store.defer_unapplied(service, owner, now + error.delay - GRACE_S)
 
 
