@@ -116,7 +116,9 @@ def automatic_rollback(service: str, failing: Sequence[str], failed_checks: int,
 
 
 def rollback_alert(service: str, reason: str) -> str:
-    return f":rotating_light: *Alert* `{service}` was rolled back automatically. {reason}"
+    # The reason is the thread's own report: its emoji once is enough.
+    return (f":rotating_light: *Alert* `{service}` was rolled back automatically. "
+            f"{reason.removeprefix(':rotating_light: ')}")
 
 
 def step_advanced(index: int, count: int, weight: int, lines: Sequence[str]) -> str:

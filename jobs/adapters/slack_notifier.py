@@ -452,7 +452,18 @@ class Notifier:
             ):
                 shown.held = (text, blocks, new)
                 return UpdateOutcome.DEFERRED
-        self._send_update(channel, ts, text, blocks, new)
+        try:
+            self._send_update(channel, ts, text, blocks, new)
+        except TemporaryError:
+            # Held as if within the interval: a later ``flush`` (the ticker's, each tick)
+            # sends the newest state once Slack takes it, unless another update came first.
+            with self._lock:
+                shown = self._shown.get((channel, ts))
+                if shown is not None:
+                    shown.held = (text, blocks, new)
+            if shown is None:
+                self._remember(channel, ts, _Shown("", None, (text, blocks, new)))
+            raise
         return UpdateOutcome.SENT
 
     def flush(self, *, wait: bool = True) -> int:

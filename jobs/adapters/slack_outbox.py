@@ -169,10 +169,11 @@ class Outbox:
                   args=[_encode(channel, thread_ts, text, label, key=key), thread])
 
     def owe_root(self, channel: str, text: str, then: list[str] | None = None, *,
-                 label: str = "", once: str | None = None) -> bool:
-        """A channel message owed, with replies into its thread. With ``once``, only the first
-        of every caller owing under that key is kept; True if this one was."""
-        raw = _encode(channel, "", text, label, then)
+                 label: str = "", once: str | None = None, key: str | None = None) -> bool:
+        """A channel message owed, with replies into its thread; ``key`` is the one it was
+        (perhaps) posted under already. With ``once``, only the first of every caller owing
+        under that key is kept; True if this one was."""
+        raw = _encode(channel, "", text, label, then, key)
         thread = _thread(channel, "")
         if once is None:
             self._owe(keys=self._keys(thread), args=[raw, thread])

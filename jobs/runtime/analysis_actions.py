@@ -26,11 +26,11 @@ from jobs.runtime.context import JobContext
 from jobs.runtime.handlers.approvals import request_approval
 from jobs.runtime.handlers.traffic import apply_weight
 from jobs.runtime.reconcile import Unwritable
-from jobs.runtime.reports import report
+from jobs.runtime.reports import announce, report
 from jobs.runtime.route_edits import back_to_stable
 from meshbot import metrics as own_metrics  # not the tick's `metrics` (Prometheus samples)
 from meshbot.commands import Command, Request, Verb
-from meshbot.errors import MeshbotError, PermanentError
+from meshbot.errors import MeshbotError, PermanentError, TemporaryError
 from policies.views import ServiceView
 from rendering import routing as routing_text
 from rendering import traffic as traffic_text
@@ -72,7 +72,8 @@ def act(ctx: JobContext, view: ServiceView, before: Rollout, after: Rollout, eve
         void_cutover(ctx, after, "an automatic rollback")
         channel = view.channel or after.channel
         if channel:
-            ctx.notifier.post_root(channel, traffic_text.rollback_alert(view.name, reason))
+            announce(ctx, channel, traffic_text.rollback_alert(view.name, reason),
+                     key=f"alert:{after.id}:rollback")
     elif event is Event.SERVICE_WIDE:
         numbers = [traffic_text.service_wide_numbers(e.check, e.canary, e.stable, e.threshold,
                                                      e.unit)
@@ -81,7 +82,8 @@ def act(ctx: JobContext, view: ServiceView, before: Rollout, after: Rollout, eve
             say(traffic_text.service_wide_hold(view.name, numbers))
         channel = view.channel or after.channel
         if channel and _first_alert(ctx, after, "service-wide"):
-            ctx.notifier.post_root(channel, traffic_text.service_wide_alert(view.name, numbers))
+            announce(ctx, channel, traffic_text.service_wide_alert(view.name, numbers),
+                     key=f"alert:{after.id}:service-wide")
     elif event is Event.GATE and after.bluegreen:
         say(routing_text.bluegreen_ready(view.name, (after.stable_subset, after.canary_subset),
                                          view.approvals.promote, lines))
@@ -107,7 +109,7 @@ def act(ctx: JobContext, view: ServiceView, before: Rollout, after: Rollout, eve
         say(text)
         channel = view.channel or after.channel
         if channel:
-            ctx.notifier.post_root(channel, text)
+            announce(ctx, channel, text, key=f"alert:{after.id}:hold")
     elif event is Event.CHECK_FAILED:
         say(traffic_text.check_failed(after.failed_checks, after.failure_threshold, failing))
     _update_status(ctx, before, after)
@@ -164,8 +166,12 @@ def _update_status(ctx: JobContext, before: Rollout, rollout: Rollout) -> None:
     if _state(before) == _state(rollout):
         return
     if rollout.channel and rollout.status_ts:
-        ctx.notifier.update(rollout.channel, rollout.status_ts,
-                            "\n".join([rollout.title, *traffic_text.rollout_lines(rollout)]))
+        try:
+            ctx.notifier.update(rollout.channel, rollout.status_ts,
+                                "\n".join([rollout.title, *traffic_text.rollout_lines(rollout)]))
+        except TemporaryError as exc:  # held by the notifier: a later tick shows it
+            log.warning("%s: the status message waits for Slack (%s)", rollout.service,
+                        exc.message)
 
 
 CHART_POINTS = 240  # at most this many points per line, whatever the step's length

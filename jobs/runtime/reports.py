@@ -35,6 +35,22 @@ def report(ctx: JobContext, channel: str, thread_ts: str, text: str) -> bool:
     return True
 
 
+def announce(ctx: JobContext, channel: str, text: str, key: str) -> bool:
+    """Post ``text`` as a channel message of its own (an alert) now, or owe it when Slack does
+    not take it now. Posted once per ``key``, whichever way it goes. True if it went out now.
+
+    Said after the mesh changed: Slack being away must neither lose it nor undo, or leave
+    unsettled, what was done."""
+    try:
+        ctx.notifier.post_root(channel, text, key=key)
+    except TemporaryError as exc:
+        log.warning("Slack did not take an alert in %s (%s): it is kept and will be "
+                    "delivered", channel, exc.message)
+        Outbox(ctx.redis).owe_root(channel, text, label=ctx.notifier.label, key=key)
+        return False
+    return True
+
+
 def report_in_new_thread(ctx: JobContext, channel: str, root: str, text: str,
                          post_root: Callable[[], str]) -> str | None:
     """Start a thread with ``post_root`` (which posts ``root`` in ``channel``) and report
