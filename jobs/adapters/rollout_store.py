@@ -216,12 +216,18 @@ class RolloutStore:
             keys=[self.keys.unapplied, self.keys.unapplied + ":owner"],
             args=[service, owner, repr(since)]))
 
+    def first_seen(self, key: str, text: str) -> str:
+        """What a request's first attempt read, under ``key`` (kept a day); ``text`` if this is
+        it. A retry after a write that landed reads its own write: what it reports as "before"
+        must be what the first attempt found."""
+        name = f"{self.keys.prefix}before:{key}"
+        self.client.set(name, text, nx=True, ex=86400)
+        raw = self.client.get(name)
+        return raw.decode() if isinstance(raw, bytes) else str(raw if raw is not None else text)
+
     def first_before(self, key: str, weights: Weights) -> Weights:
         """The split a request's first attempt read (kept a day); ``weights`` if this is it."""
-        name = f"{self.keys.prefix}before:{key}"
-        self.client.set(name, f"{weights.stable} {weights.canary}", nx=True, ex=86400)
-        raw = self.client.get(name)
-        text = raw.decode() if isinstance(raw, bytes) else str(raw or "")
+        text = self.first_seen(key, f"{weights.stable} {weights.canary}")
         stable, _, canary = text.partition(" ")
         try:
             return Weights(stable=int(stable), canary=int(canary))

@@ -9,7 +9,10 @@ route and the managed route's mirror fields (``jobs.routes_match``).
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+from rq import get_current_job
 
 from jobs.domain.routes import Route, Subsets
 from jobs.domain.routes_match import (
@@ -42,6 +45,16 @@ from rendering import routing as routing_text
 MAX_ATTEMPTS = 5
 
 
+def first_found(ctx: JobContext, what: str, value: Any) -> Any:
+    """``value`` (JSON) as the request's first attempt read it: a retry after its write landed
+    (Slack failed the report; the worker was killed) reads its own write, which it must neither
+    report as what was there before nor refuse as "nothing to do". Outside a job: ``value``."""
+    job = get_current_job()
+    if job is None:
+        return value
+    return json.loads(ctx.store.first_seen(f"{job.id}:{what}", json.dumps(value)))
+
+
 def require_ready_canary(ctx: JobContext, view: ServiceView, subsets: Subsets) -> None:
     """Traffic (even one header's, or a mirrored copy) goes only to a defined subset with ready
     pods: no traffic ever shifts to a subset with nothing to serve it."""
@@ -71,7 +84,8 @@ def ab(ctx: JobContext, request: Request) -> str:
     require_ready_canary(ctx, view, subsets)
     if request.command.dry_run:
         return show_plan(ctx, request, Plan(changes(view, planned)))
-    before = next((h for h in (current_header(p.vs) for p in planned) if h is not None), None)
+    found = next((h for h in (current_header(p.vs) for p in planned) if h is not None), None)
+    before = first_found(ctx, "header", None if found is None else str(found))
     ts = request_thread(ctx, request, request.channel, routing_text.ab_root(
         view.name, view.namespace, request.user, header, subsets.canary))
     changed = traffic.write_routes(ctx, request, view, planned, on, request.channel, ts)
@@ -84,7 +98,8 @@ def ab(ctx: JobContext, request: Request) -> str:
 
 def _ab_off(ctx: JobContext, request: Request, view: ServiceView, subsets: Subsets) -> str:
     planned = read_and_plan(ctx, view, plan_header_route_off)
-    header = next((h for h in (current_header(p.vs) for p in planned) if h is not None), None)
+    found = next((h for h in (current_header(p.vs) for p in planned) if h is not None), None)
+    header = first_found(ctx, "header", None if found is None else str(found))
     if header is None:
         raise Refused(routing_text.no_header_route(view.name))
     if request.command.dry_run:
@@ -120,8 +135,10 @@ def mirror(ctx: JobContext, request: Request) -> str:
             return plan_mirror(vs, view.name, view.namespace, percent or 0, subsets.canary)
 
     planned = read_and_plan(ctx, view, planner)
-    before = current_mirror(planned[0].vs, view.name, view.namespace)
-    if percent is None and all(p.http is None for p in planned):
+    before, to_do = first_found(ctx, "mirror", [
+        current_mirror(planned[0].vs, view.name, view.namespace),
+        any(p.http is not None for p in planned)])
+    if percent is None and not to_do:
         raise Refused(routing_text.not_mirrored(view.name))
     if percent is not None:
         require_ready_canary(ctx, view, subsets)
