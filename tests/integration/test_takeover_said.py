@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rq import Queue
+from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
@@ -22,13 +24,13 @@ from jobs.adapters.audit import AuditLog
 from jobs.domain.rollout import Phase
 from jobs.runtime import api, context
 from jobs.runtime.reconcile import GRACE_S, reconcile
-from jobs.runtime.takeover import ALIVE_PREFIX, take_over
+from jobs.runtime.takeover import ALIVE_PREFIX, STUCK_S, take_over
 from meshbot.commands import Request, Verb
 from meshbot.settings import Settings
 from playground.processes import MeshbotProcess
 from playground.redis_server import free_port
 from tests.fixtures.meshbot import CHANNEL, EmulatedMesh
-from tests.integration.test_worker_jobs import SERVICE, submit, told
+from tests.integration.test_worker_jobs import SERVICE, release_retries, submit, told
 
 TAKEN_OVER = "stopped before finishing it; another worker is taking the command over"
 OVERTAKEN = "was accepted after it, and a rollback wins"
@@ -111,3 +113,42 @@ def test_a_taken_over_command_overtaken_at_its_start_says_so_in_its_thread(
     assert canary_thread(mesh) == said
     assert [e.action for e in AuditLog(mesh.redis).last(SERVICE, 20)].count("reconcile") == 0
     assert context.current().store.unapplied_since(float("inf")) == []
+
+
+UNSTARTED = "stopped before starting it; the command is back on the queue for another worker"
+
+
+def test_a_retry_dequeued_by_a_worker_that_died_says_so_in_its_thread_once(
+        emulated_mesh: EmulatedMesh) -> None:
+    """A canary whose first attempt opened its thread and failed (a 500: retried later); its
+    retry is taken from the queue by a worker killed before it started it (what RQ's BLMOVE
+    leaves: the job in the intermediate list). The ticker puts it back once it sat there past
+    ``STUCK_S``, the thread hears which of the two happened — not started, back on the queue —
+    once, and another worker runs it."""
+    mesh = emulated_mesh
+    mesh.cluster.fail(500, method="PATCH", plural="virtualservices", name=SERVICE)
+    canary = submit(mesh, Verb.CANARY, 10)
+    mesh.run_jobs()  # the first attempt: its thread opened, its write failed, a retry scheduled
+    assert mesh.weights(SERVICE) == {"stable": 100, "canary": 0}
+    assert release_retries(mesh.redis) == 1
+    queue = Queue(Settings().queue_name, connection=mesh.redis, serializer=JSONSerializer)
+    intermediate = IntermediateQueue(queue.key, mesh.redis)
+    mesh.redis.lmove(queue.key, intermediate.key, "RIGHT", "LEFT")  # dequeued, never started
+    assert intermediate.get_job_ids() == [api.job_id(canary.id)]
+
+    t0 = time.time()
+    assert take_over(mesh.redis, queues(), now=t0) == []  # first seen: it may be starting
+    assert take_over(mesh.redis, queues(), now=t0 + STUCK_S + 0.1) == [api.job_id(canary.id)]
+    assert take_over(mesh.redis, queues(), now=t0 + STUCK_S + 1) == []
+    mesh.run_jobs()  # another worker runs it
+
+    assert mesh.weights(SERVICE) == {"stable": 90, "canary": 10}
+    said = canary_thread(mesh)
+    notes = [t for t in said if UNSTARTED in t]
+    assert len(notes) == 1 and f"`/mesh canary {SERVICE} 10`" in notes[0], said
+    assert not any(TAKEN_OVER in t for t in said), said  # it had not started: not "stopped"
+    applied = [i for i, t in enumerate(said) if "Weights applied" in t]
+    assert len(applied) == 1 and said.index(notes[0]) < applied[0], said
+    outcomes = [e.outcome for e in AuditLog(mesh.redis).last(SERVICE, 20)
+                if e.request_id == canary.id]
+    assert outcomes.count("done") == 1, outcomes
