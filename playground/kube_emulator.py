@@ -190,14 +190,16 @@ class RunningCluster:
         name: str | None = None,
         times: int = 1,
         retry_after: float | str | None = None,
+        then: Fault | None = None,
     ) -> None:
         """Answer the next ``times`` matching requests with ``status`` and change nothing;
         with a ``Retry-After`` header if given (a 429, a 503): seconds, or the header's text
-        as it is (an HTTP date)."""
+        as it is (an HTTP date). ``then``: a fault armed once the first of them answered (the
+        next request after it that matches ``then`` meets it, not one before)."""
         value = f"{retry_after:g}" if isinstance(retry_after, int | float) else retry_after
         headers = {} if value is None else {"Retry-After": value}
         self.emulator.add_fault(Fault(method, plural, name, times, status=status,
-                                      headers=headers))
+                                      headers=headers, then=then))
 
     def received(self, *, method: str | None = None, plural: str | None = None,
                  name: str | None = None) -> tuple[Received, ...]:

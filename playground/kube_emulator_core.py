@@ -127,6 +127,7 @@ class Fault:
     stall: float = 0.0  # hold the request this long (the client should time out first)
     change: Callable[[Obj], None] | None = None  # a concurrent write, applied before this one
     hold: Hold | None = None  # held until released, then served
+    then: Fault | None = None  # armed once this one has answered: a fault for a later request
 
     def matches(self, request: kmock.Request) -> bool:
         plural = request.resource.plural if request.resource is not None else None
@@ -169,6 +170,9 @@ class MeshEmulator(kmock.KubernetesEmulator):
             for fault in self._faults:
                 if fault.matches(request):
                     fault.times -= 1
+                    if fault.then is not None:
+                        self._faults.append(fault.then)
+                        fault.then = None
                     return fault
         return None
 

@@ -36,7 +36,13 @@ from jobs.runtime.context import JobContext
 from jobs.runtime.reports import report
 from jobs.runtime.route_edits import back_to_stable
 from jobs.runtime.weights import live_weights, set_weights
-from meshbot.errors import MeshbotError, MeshConflict, MeshUnavailable, PermanentError
+from meshbot.errors import (
+    MeshbotError,
+    MeshConflict,
+    MeshUnavailable,
+    PermanentError,
+    TemporaryError,
+)
 from policies.views import ServiceView
 from rendering import common as words
 from rendering import traffic as traffic_text
@@ -44,6 +50,7 @@ from rendering import traffic as traffic_text
 log = logging.getLogger("meshbot.reconcile")
 
 GRACE_S = 5.0  # a live job is never touched; this only spares a writer between two calls
+READ_BACK_RETRY_S = 10.0  # a refused write whose weights could not be read back: looked at again
 ALIVE = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.STARTED, JobStatus.DEFERRED}
 
 
@@ -184,27 +191,30 @@ def stop_unwritable(ctx: JobContext, view: ServiceView, decided: Rollout, error:
     again on its own. The rollout is paused at the weights the VirtualService has (read back;
     ``back_to``: the state before the decision, whose step it keeps), the owner's mark
     cleared, the refusal audited as ``action`` "failed" and said in the rollout's thread. The
-    paused rollout; None when the weights could not be read back (then it is left as decided,
-    and the thread says only that the write failed) or it changed meanwhile."""
+    paused rollout; None when it changed meanwhile, or when the weights could not be read back:
+    then nothing is said, audited or paused yet — a phase that names weights the mesh may not
+    have would disagree with it — and the mark stays, dated so that the reconcile tries again
+    (and meets the same refusal, and reads back) once ``READ_BACK_RETRY_S`` have passed."""
     words_for = decided_words or str(target)
-    live: Weights | None
     try:
         live = live_weights(ctx.kube, view.namespace, view.virtual_services[0], view.name,
                             decided.subsets)
     except MeshbotError as exc:
-        log.warning("%s: the weights could not be read back either: %s", view.name, exc.message)
-        live = None
+        wait = max(READ_BACK_RETRY_S, exc.delay if isinstance(exc, TemporaryError) else 0.0)
+        log.warning("%s: %s was refused (%s) and the weights could not be read back either "
+                    "(%s): tried again in %gs", view.name, target, error.message, exc.message,
+                    wait)
+        ctx.store.defer_unapplied(view.name, owner, now + wait - GRACE_S)
+        return None
     paused = None
-    if live is not None:
-        detail = f"{target} could not be written: {error.message}"
-        shown = live
-        try:
-            paused = ctx.store.update(view.name, lambda current: _paused(
-                current, decided, back_to, shown, now, detail))
-        except MeshbotError as exc:
-            log.warning("could not pause %s: %s", view.name, exc.message)
+    detail = f"{target} could not be written: {error.message}"
+    try:
+        paused = ctx.store.update(view.name, lambda current: _paused(
+            current, decided, back_to, live, now, detail))
+    except MeshbotError as exc:
+        log.warning("could not pause %s: %s", view.name, exc.message)
     ctx.store.mark_applied(view.name, owner)  # what it decided will not be written
-    if paused is not None and live is not None:
+    if paused is not None:
         text = traffic_text.write_refused(
             view.name, words_for,
             words.weights(live.stable, live.canary, decided.stable_subset,
@@ -214,8 +224,7 @@ def stop_unwritable(ctx: JobContext, view: ServiceView, decided: Rollout, error:
         text = traffic_text.reapply_impossible(str(target), error.message)
     ctx.audit.record(AuditEntry(
         actor="meshbot", action=action, target=view.name, outcome="failed",
-        request_id=request_id, before=str(live) if live else None,
-        after=str(live) if live else None, detail=text))
+        request_id=request_id, before=str(live), after=str(live), detail=text))
     _tell(ctx, decided, text)
     if paused is not None and paused.channel and paused.status_ts:
         try:  # the thread's root shows the rollout's state: paused, at the weights it has

@@ -21,8 +21,9 @@ from jobs.adapters.prometheus import MetricsSource
 from jobs.domain.rollout import Phase, Rollout
 from jobs.runtime import context
 from jobs.runtime.analysis import tick
-from jobs.runtime.reconcile import GRACE_S, reconcile
+from jobs.runtime.reconcile import GRACE_S, READ_BACK_RETRY_S, reconcile
 from meshbot.commands import Request, Verb
+from playground.kube_emulator_core import Fault
 from playground.redis_server import free_port
 from tests.fixtures.meshbot import CONTRACT_POLICY, EmulatedMesh
 from tests.integration.test_worker_jobs import SERVICE, submit, thread_texts
@@ -155,3 +156,29 @@ def test_the_reconcile_meeting_a_refused_write_says_it_once_and_stops(
     assert vs_writes(mesh) - before == tried
     assert_said_audited_paused(mesh, canary, 403, "reconcile")
 
+
+
+def test_a_refused_write_whose_weights_cannot_be_read_back_is_said_once_they_can(
+        emulated_mesh: EmulatedMesh, no_prometheus: MetricsSource) -> None:
+    """The analysis's rollback is refused for good (403), and the read back that would say at
+    which weights the rollout stops fails too (a 500). Nothing is said, audited or paused on a
+    guess: the reconcile looks again after ``READ_BACK_RETRY_S``, meets the same refusal, reads
+    the weights back, and then the phase, the audit, the thread and the mesh say the same."""
+    mesh = emulated_mesh
+    canary = a_running_canary(mesh)
+    mesh.cluster.fail(403, method="PATCH", plural="virtualservices", name=SERVICE, times=1000,
+                      then=Fault("GET", "virtualservices", SERVICE, 1, status=500))
+    when = tick_until_rolled_back(mesh, no_prometheus)
+    assert mesh.weights(SERVICE) == {"stable": 90, "canary": 10}
+    assert meshbot_entries(mesh, canary) == []  # nothing audited on a guess
+    assert not [t for t in thread_texts(mesh) if "could not write" in t]
+    ctx = context.current()
+    assert ctx.store.unapplied_since(float("inf")) == [SERVICE]  # still being looked after
+
+    reconcile(ctx, now=when + GRACE_S + 1)  # inside the wait: not tried again yet
+    assert meshbot_entries(mesh, canary) == []
+    reconcile(ctx, now=when + READ_BACK_RETRY_S + 1)
+    ticks_go_on(mesh, no_prometheus, when + READ_BACK_RETRY_S + 1)
+
+    assert_said_audited_paused(mesh, canary, 403, "reconcile")
+    assert ctx.store.unapplied_since(float("inf")) == []
