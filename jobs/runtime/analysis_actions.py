@@ -23,7 +23,7 @@ from jobs.domain.routes import Weights
 from jobs.runtime.bluegreen_cutover import ask as ask_cutover
 from jobs.runtime.bluegreen_cutover import void as void_cutover
 from jobs.runtime.context import JobContext
-from jobs.runtime.handlers.approvals import request_approval
+from jobs.runtime.handlers.approvals import request_approval_from_tick
 from jobs.runtime.handlers.traffic import apply_weight
 from jobs.runtime.reconcile import Unwritable
 from jobs.runtime.reports import announce, report
@@ -90,7 +90,7 @@ def act(ctx: JobContext, view: ServiceView, before: Rollout, after: Rollout, eve
         ask_cutover(ctx, view, after)
     elif event is Event.GATE:
         say(traffic_text.step_needs_approval(after.steps[after.step_index + 1], lines))
-        request_approval(ctx, gate_request(ctx, view, after))
+        request_approval_from_tick(ctx, gate_request(ctx, view, after))
     elif after.weight != before.weight:
         try:
             was, now_at = apply_weight(ctx, view, after, Weights.canary_at(after.weight))

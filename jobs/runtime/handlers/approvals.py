@@ -19,9 +19,10 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from redis.client import Pipeline
-from rq import Queue
+from rq import Queue, Retry
 from rq.serializers import JSONSerializer
 
 from jobs.adapters.approval_store import ApprovalStore
@@ -38,13 +39,24 @@ from jobs.runtime.handlers.common import end_overtaken, thread_of
 from jobs.runtime.weights import Abandoned, Overtaken
 from meshbot import cluster_scope
 from meshbot.commands import Request
-from meshbot.errors import GitOpsOwned, MeshbotError, MeshInvalid, MeshNotFound, UserError
+from meshbot.errors import (
+    GitOpsOwned,
+    MeshbotError,
+    MeshInvalid,
+    MeshNotFound,
+    TemporaryError,
+    UserError,
+)
 from rendering import approvals as approval_text
 from rendering import routing as routing_text
 
 log = logging.getLogger("meshbot.approvals")
 
 EXPIRE_TASK = "jobs.runtime.handlers.approvals.expire_job"
+REQUEST_TASK = "jobs.runtime.handlers.approvals.request_job"
+# The ticker's approval request that Slack did not take is posted by a job, retried as Slack
+# asks and for longer than a command's: about half an hour, Slack's Retry-After stretching each.
+LATER = Retry(max=12, interval=[1, 2, 4, 8, 16, 30, 60, 60, 120, 300, 600, 900])
 
 
 def request_approval(ctx: JobContext, request: Request) -> str:
@@ -76,6 +88,30 @@ def request_approval(ctx: JobContext, request: Request) -> str:
     )
     _audit(ctx, pending, request.user, "approval requested", detail=plan.text)
     return "awaiting approval"
+
+
+def request_approval_from_tick(ctx: JobContext, request: Request) -> str:
+    """``request_approval`` for the ticker (a step that needs approvers). The rollout waits
+    for approvals from now on, so someone must be able to give them: when Slack does not take
+    the request now, a job posts it, retried until Slack does (once: the job's id is the
+    request's, and ``request_approval`` posts a request once)."""
+    try:
+        return request_approval(ctx, request)
+    except TemporaryError as exc:
+        log.warning("Slack did not take the approval request %s (%s): a job posts it",
+                    request.id, exc.message)
+        Queue(ctx.settings.queue_name, connection=ctx.redis, serializer=JSONSerializer
+              ).enqueue_call(
+            REQUEST_TASK, args=(request.model_dump(mode="json"),),
+            job_id="ask-" + hashlib.sha256(request.id.encode()).hexdigest()[:32],
+            retry=LATER, result_ttl=600, failure_ttl=7 * 24 * 3600)
+        return "approval request to be posted"
+
+
+def request_job(payload: dict[str, Any]) -> str:
+    request = Request.model_validate(payload)
+    with cluster_scope.scope(request.command.cluster):
+        return request_approval(context.current().for_cluster(request.command.cluster), request)
 
 
 def confirm(ctx: JobContext, request: Request) -> bool:
