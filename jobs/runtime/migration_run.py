@@ -23,6 +23,7 @@ from jobs.domain.migration import Step, Workflow
 from jobs.domain.promql import duration, rate_window
 from jobs.runtime import api
 from jobs.runtime.context import JobContext
+from jobs.runtime.reports import report
 from meshbot import cluster_scope
 from meshbot.commands import Command, Request, Verb
 from meshbot.errors import MetricsUnavailable, Refused
@@ -81,9 +82,11 @@ class Run:
         self.workflow = self.workflow.remember(step, **values)
 
     def say(self, text: str) -> None:
-        """A reply in the workflow's thread."""
+        """A reply in the workflow's thread, or owed to it while Slack does not take it: said
+        after the step's change, so Slack failing must not make the step run again (which
+        would find its change made and say nothing)."""
         if self.workflow.thread_ts:
-            self.ctx.notifier.reply(self.workflow.channel, self.workflow.thread_ts, text)
+            report(self.ctx, self.workflow.channel, self.workflow.thread_ts, text)
 
     def watch_window(self, step: Step, length: float) -> tuple[float, float, float] | None:
         """(elapsed, minimum, window) of a watch over ``length`` seconds: None on its first

@@ -25,6 +25,7 @@ from jobs.domain.migration import Status, Workflow
 from jobs.domain.rollout import Phase
 from jobs.runtime import context
 from jobs.runtime.migration import advance_all
+from jobs.runtime.reports import deliver_owed
 from playground.deployment_controller import settle_rollouts
 from playground.sample_mesh import TIERS, deployment
 from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh, MeshBase
@@ -474,3 +475,24 @@ def test_a_critical_service_with_a_rollout_not_ended_is_refused(ops: ChatOps,
     assert snapshot(mesh) == before
     assert workflow(mesh) is None
     assert RolloutStore(mesh.redis).get(service) == waiting
+
+
+def test_a_report_slack_refused_mid_phase_is_said_once_and_the_phase_goes_on(
+        ops: ChatOps, mesh: Mesh) -> None:
+    """Slack answers 500 to the workflow's first report into its thread (said after the step's
+    change was made): the report is owed and said once, and no step's report goes missing."""
+    ops.command(f"migrate {NS} phase=2")
+    ops.run()
+    started = workflow(mesh)
+    assert started is not None and started.thread_ts
+    mesh.slack.fail_in_thread(CHANNEL, started.thread_ts, times=1)
+    done = drive(ops, lambda w: not w.status.active)
+    assert done.status is Status.DONE, done
+    deliver_owed(context.current())  # the ticker's duty: what Slack is owed
+    texts = thread_of(ops)
+    said = [t for t in texts if not t.startswith("*Migration")]
+    assert len(said) == len(set(said)), said  # nothing twice
+    migrated = [t.split("`")[1] for t in texts if "migrated (phase 2)" in t]
+    assert sorted(migrated) == sorted(TIERS["pilot"]), texts
+    injected = [t.split("`")[1] for t in texts if "sidecar injection set on" in t]
+    assert sorted(injected) == sorted(TIERS["pilot"]), texts
