@@ -27,6 +27,7 @@ from meshbot.settings import Settings
 from playground.redis_server import free_port
 from tests.fixtures.meshbot import CHANNEL, Mesh
 from tests.integration.chatops import APPROVERS, ChatOps, write_policy
+from tests.integration.test_worker_jobs import release_retries
 
 A1, A2, A3 = APPROVERS
 SERVICE = "payment-service"  # critical: above 25 % and promote need 2 approvals
@@ -204,3 +205,32 @@ def test_a_refusal_at_quorum_says_the_approvals_were_not_used(ops: ChatOps,
     text = mesh.slack.message(CHANNEL, ts).text
     assert f"The approvals of <@{A1}> and <@{A2}> were not used" in text
     assert any(e.outcome == "not used" for e in AuditLog(mesh.redis).last(SERVICE, 10))
+
+
+def test_an_expiry_the_sweep_cannot_show_is_shown_and_said_by_a_job(ops: ChatOps,
+                                                                     mesh: Mesh) -> None:
+    """The ticker's sweep expires a request while Slack answers its edit of the message with a
+    500: the expiry stands (audited once), and a job shows it on the message, says it in the
+    thread and tells the requester — once — instead of nobody ever hearing of it."""
+    _, url = ops.command(f"canary {SERVICE} 30")
+    ops.run()
+    ts = ops.approval().ts
+    assert ops.react(A1, ts) == "counted"
+    ops.run()
+    mesh.slack.fail("chat.update", "fatal_error", times=1, status=500)
+
+    later = pending(mesh, ts).expires_at + 1
+    assert sweep(context.current(), later) == 1
+    assert pending(mesh, ts).state is ApprovalState.EXPIRED
+    assert "Expired" not in mesh.slack.message(CHANNEL, ts).text  # Slack refused the edit
+    mesh.run_jobs()
+    while release_retries(mesh.redis):
+        mesh.run_jobs()
+
+    assert "Expired" in mesh.slack.message(CHANNEL, ts).text
+    said = [t for t in ops.thread(ts)[1:] if "xpired" in t]
+    assert len(said) == 1, ops.thread(ts)
+    assert len([t for t in ops.told(url) if "xpired" in t]) == 1, ops.told(url)
+    expiries = [e for e in AuditLog(mesh.redis).last(SERVICE, 20) if e.outcome == "expired"]
+    assert len(expiries) == 1, expiries
+    assert mesh.weights(SERVICE) == {"stable": 100, "canary": 0}

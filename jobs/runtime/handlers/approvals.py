@@ -30,7 +30,7 @@ from jobs.adapters.audit import AuditEntry
 from jobs.adapters.locks import Locks
 from jobs.domain.approval_rules import ApprovalState, PendingApproval, changed_facts, expire
 from jobs.runtime import context
-from jobs.runtime.approvals import RETRY, enqueue_approved
+from jobs.runtime.approvals import RETRY, enqueue_approved, enqueue_refresh
 from jobs.runtime.bluegreen_cutover import CUTOVER, THREAD
 from jobs.runtime.context import JobContext
 from jobs.runtime.gates import Blocked, check_gates, service_lock
@@ -224,7 +224,7 @@ def resume_waiting(ctx: JobContext, now: float) -> int:
         if result is None or not result[1]:
             continue
         _audit(ctx, result[0], "meshbot", "resumed", detail=f"waited: {pending.waiting_for}")
-        refresh(ctx, pending.channel, pending.ts)
+        refresh_now_or_later(ctx, pending.channel, pending.ts)
         resumed += 1
     return resumed
 
@@ -343,8 +343,20 @@ def expire_one(ctx: JobContext, channel: str, ts: str, now: float) -> bool:
               if expired.waiting_for else
               f"{len(expired.approvals)} of {expired.required} approvals")
     _audit(ctx, expired, "meshbot", "expired", detail=detail)
-    refresh(ctx, channel, ts)
+    refresh_now_or_later(ctx, channel, ts)
     return True
+
+
+def refresh_now_or_later(ctx: JobContext, channel: str, ts: str) -> None:
+    """``refresh`` after a change of the approval's state that is already stored (expired,
+    resumed): Slack not taking it now, a job does it (retried as Slack asks) — else the change
+    would never be shown or said, as nothing changes the state again."""
+    try:
+        refresh(ctx, channel, ts)
+    except TemporaryError as exc:
+        log.warning("the approval %s/%s is shown by a job: Slack did not take it now (%s)",
+                    channel, ts, exc.message)
+        enqueue_refresh(ctx.redis, channel, ts, ctx.settings.queue_name)
 
 
 def expire_due(ctx: JobContext, now: float) -> int:
