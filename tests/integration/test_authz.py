@@ -18,7 +18,9 @@ from jobs.adapters.audit import AuditLog
 from playground.prometheus_server import PrometheusServer
 from tests.fixtures.meshbot import CHANNEL, Mesh
 from tests.integration.chatops import APPROVERS, ChatOps
+from tests.integration.test_route_edit_retried import fail_post_saying
 from tests.integration.test_runbook_routing import run, thread, write_runbook_policy
+from tests.integration.test_worker_jobs import release_retries
 
 GROUP, VERSION, PLURAL = "security.istio.io", "v1beta1", "authorizationpolicies"
 NS, SVC = "production", "payment-service"
@@ -266,3 +268,43 @@ def test_refusals_change_nothing(ops: ChatOps, mesh: Mesh) -> None:
     assert policies(mesh)["allow-payment-service-from-web-jobs"]["spec"]["selector"] == {
         "matchLabels": {"app": "analytics-service"}}
     assert not [m for m in mesh.slack.roots(CHANNEL) if "Approval needed" in m.text]
+
+
+def test_a_remove_retried_after_its_delete_landed_says_removed_once(
+        ops: ChatOps, mesh: Mesh, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slack answers 500 to the report that the policy was removed (the delete had landed):
+    RQ runs the job again, and the retry — which finds no such policy any more — says and
+    audits what the first attempt did, once, instead of refusing "there is no
+    AuthorizationPolicy" after removing it."""
+    name = "allow-user-service-from-payment-service"
+    approved(ops, f"authz {NS} allow from={PAYMENTS} to=user-service")
+    assert name in policies(mesh)
+    fail_post_saying(mesh.slack, monkeypatch, f"`{NS}/{name}` removed")
+    url = approved(ops, f"authz {NS} remove {name}")
+    while release_retries(mesh.redis):  # RQ's retry, as its time comes
+        ops.run()
+
+    assert name not in policies(mesh)
+    said = thread(ops, f"remove {name}")
+    assert len([t for t in said if f"`{NS}/{name}` removed" in t]) == 1, said
+    assert "there is no AuthorizationPolicy" not in told(ops, url)
+    mine = [(e.outcome, e.after) for e in AuditLog(mesh.redis).last(NS, 20)
+            if e.action == "authz" and e.outcome != "approval requested"
+            and "remove" in (e.after or "") + (e.detail or "")]
+    assert mine == [("done", f"delete AuthorizationPolicy {name}: removed")], mine
+
+
+def test_an_allow_retried_after_its_create_landed_says_created_not_unchanged(
+        ops: ChatOps, mesh: Mesh, monkeypatch: pytest.MonkeyPatch) -> None:
+    name = "allow-user-service-from-payment-service"
+    fail_post_saying(mesh.slack, monkeypatch, f"`{NS}/{name}` created")
+    approved(ops, f"authz {NS} allow from={PAYMENTS} to=user-service")
+    while release_retries(mesh.redis):
+        ops.run()
+
+    assert name in policies(mesh)
+    said = thread(ops, "allow from=")
+    assert len([t for t in said if f"`{NS}/{name}` created" in t]) == 1, said
+    assert not any("says exactly this" in t for t in said), said
+    outcomes = [e.outcome for e in AuditLog(mesh.redis).last(NS, 20) if e.action == "authz"]
+    assert outcomes.count("done") == 1 and "unchanged" not in outcomes, outcomes

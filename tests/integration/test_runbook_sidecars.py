@@ -16,7 +16,9 @@ from jobs.adapters.audit import AuditLog
 from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh
 from tests.integration.chatops import APPROVERS, ChatOps
 from tests.integration.test_istio_models import assert_valid_istio
+from tests.integration.test_route_edit_retried import fail_post_saying
 from tests.integration.test_runbook_routing import run, thread, write_runbook_policy
+from tests.integration.test_worker_jobs import release_retries
 
 NS = "production"
 INJECT = "sidecar.istio.io/inject"
@@ -123,6 +125,28 @@ def test_inject_again_restarts_nothing(ops: ChatOps, mesh: Mesh) -> None:
     run(ops, "inject health-checker")
     assert deployment(mesh, "health-checker-v1")["metadata"]["resourceVersion"] == version
     assert "already annotated; not restarted" in thread(ops, "*Sidecar injection*")[-1]
+
+
+def test_inject_retried_after_its_writes_landed_says_what_it_changed(
+        ops: ChatOps, mesh: Mesh, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slack answers 500 to the report (the annotations had landed): the retry finds them set
+    and says — and audits — that this request set them and the pods roll, once; not "nothing
+    to do"."""
+    fail_post_saying(mesh.slack, monkeypatch, "Injection requested")
+    run(ops, "inject logging-service")
+    while release_retries(mesh.redis):  # RQ's retry, as its time comes
+        ops.run()
+
+    for name in ("logging-service-v1", "logging-service-v2"):
+        assert template_annotations(mesh, name) == {INJECT: "true"}
+    texts = thread(ops, "*Sidecar injection*")
+    done = [t for t in texts if t.startswith(":white_check_mark:")]
+    assert len(done) == 1 and "Injection requested" in done[0], texts
+    assert "`logging-service-v1`: pod template changed (generation 2)" in done[0]
+    entries = [e for e in AuditLog(mesh.redis).last("logging-service", 5)
+               if e.action == "inject"]
+    assert [e.outcome for e in entries] == ["done"], entries
+    assert "logging-service-v1, logging-service-v2" in entries[0].detail
 
 
 def test_inject_warns_when_the_tier_order_is_skipped(ops: ChatOps, mesh: Mesh) -> None:

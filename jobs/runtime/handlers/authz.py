@@ -11,6 +11,7 @@ namespace is never touched, and only meshbot's own policies (its label) are chan
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from jobs.adapters.kube import Obj
 from jobs.adapters.kube_security import AuthorizationPolicies
@@ -21,7 +22,7 @@ from jobs.domain.gitops import ensure_not_gitops_owned
 from jobs.domain.server_fields import resource_version
 from jobs.runtime.context import JobContext
 from jobs.runtime.handlers.backup import audit, require_namespace
-from jobs.runtime.handlers.common import plans, request_thread, show_plan
+from jobs.runtime.handlers.common import first_found, plans, request_thread, show_plan
 from meshbot.commands import Request
 from meshbot.errors import MetricsUnavailable, Refused
 from meshbot.plan import ObjectChange, Plan, merge_patch
@@ -161,25 +162,60 @@ def _with_steps(prepared: Prepared) -> Prepared:
 def authz(ctx: JobContext, request: Request) -> str:
     if request.command.switch == "list":
         return _list(ctx, request)
-    prepared = _with_steps(prepare(ctx, request))
     if request.command.dry_run:
-        return show_plan(ctx, request, prepared.plan)
+        return show_plan(ctx, request, _with_steps(prepare(ctx, request)).plan)
+    first, prepared = _as_first_attempt(ctx, request)
     ts = request_thread(ctx, request, request.channel, text.root(
-        prepared.namespace, words.describe(request.command), request.user,
+        first["namespace"], words.describe(request.command), request.user,
         request.approved_by))
-    ctx.notifier.reply(request.channel, ts, plan_block(prepared.plan))
-    _write(ctx, prepared)
-    if prepared.action != "none":
+    ctx.notifier.reply(request.channel, ts, first["plan"])
+    if prepared is not None:
+        _write(ctx, prepared)
+    if first["action"] != "none":
         ctx.notifier.reply(request.channel, ts,
-                           text.done(prepared.action, prepared.namespace, prepared.name))
+                           text.done(first["action"], first["namespace"], first["name"]))
+    audit(ctx, request, "done" if first["action"] != "none" else "unchanged",
+          first["namespace"], before=first["before"], after=first["after"], ts=ts)
+    return f"{first['namespace']}: {first['action']} {first['name']}"
+
+
+def _as_first_attempt(ctx: JobContext, request: Request) -> tuple[dict[str, Any],
+                                                                   Prepared | None]:
+    """The change as the request's first attempt prepared it (what its thread and audit say),
+    and what is left to write: None when a retry finds the first attempt's write made (it
+    reads as "nothing to remove", or "already says exactly this", which it is not: it is this
+    request's own change)."""
+    try:
+        prepared: Prepared | None = _with_steps(prepare(ctx, request))
+        refusal = None
+    except Refused as exc:
+        prepared, refusal = None, exc
+    now = None if prepared is None else _summary(prepared)
+    first = first_found(ctx, "authz", now)
+    if first is None or first == now:  # the first attempt (or one that wrote nothing yet)
+        if refusal is not None:
+            raise refusal
+        assert prepared is not None and now is not None
+        return now, prepared
+    landed = first["action"] != "none" and (prepared is None or prepared.action == "none")
+    if not landed:  # not written yet, or changed by someone else since: as it is now
+        if refusal is not None:
+            raise refusal
+        assert prepared is not None and now is not None
+        return now, prepared
+    return first, None
+
+
+def _summary(prepared: Prepared) -> dict[str, Any]:
+    """What the thread and the audit say of ``prepared`` (JSON)."""
     change = prepared.plan.changes[0] if prepared.plan.changes else None
-    audit(ctx, request, "done" if prepared.action != "none" else "unchanged",
-          prepared.namespace,
-          before=text.summary(change.before) if change and change.before else None,
-          after=(f"{prepared.action} AuthorizationPolicy {prepared.name}: "
-                 + (text.summary(change.after) if change and change.after else "removed")),
-          ts=ts)
-    return f"{prepared.namespace}: {prepared.action} {prepared.name}"
+    return {
+        "namespace": prepared.namespace, "name": prepared.name, "action": prepared.action,
+        "plan": plan_block(prepared.plan),
+        "before": text.summary(change.before) if change and change.before else None,
+        "after": (f"{prepared.action} AuthorizationPolicy {prepared.name}: "
+                  + (text.summary(change.after) if change and change.after else "removed")),
+    }
 
 
 def _write(ctx: JobContext, prepared: Prepared) -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from contextvars import ContextVar
+from typing import Any
+
+from rq import get_current_job
 
 from jobs.adapters.audit import AuditEntry
 from jobs.domain.routes import Subsets, Weights
@@ -167,3 +171,13 @@ def end_overtaken(ctx: JobContext, request: Request, channel: str | None = None,
         report(ctx, channel, ts, text)  # Slack down: owed to the thread, delivered later
     record(ctx, request, "overtaken", channel=channel, ts=ts, detail=text)
     return "overtaken"
+
+
+def first_found(ctx: JobContext, what: str, value: Any) -> Any:
+    """``value`` (JSON) as the request's first attempt read it: a retry after its write landed
+    (Slack failed the report; the worker was killed) reads its own write, which it must neither
+    report as what was there before nor refuse as "nothing to do". Outside a job: ``value``."""
+    job = get_current_job()
+    if job is None:
+        return value
+    return json.loads(ctx.store.first_seen(f"{job.id}:{what}", json.dumps(value)))

@@ -9,10 +9,7 @@ route and the managed route's mirror fields (``jobs.routes_match``).
 
 from __future__ import annotations
 
-import json
 from typing import Any
-
-from rq import get_current_job
 
 from jobs.domain.routes import Route, Subsets
 from jobs.domain.routes_match import (
@@ -27,6 +24,7 @@ from jobs.domain.routes_match import (
 from jobs.runtime.context import JobContext
 from jobs.runtime.handlers import traffic
 from jobs.runtime.handlers.common import (
+    first_found,
     plans,
     record,
     request_thread,
@@ -43,16 +41,6 @@ from policies.views import ServiceView
 from rendering import routing as routing_text
 
 MAX_ATTEMPTS = 5
-
-
-def first_found(ctx: JobContext, what: str, value: Any) -> Any:
-    """``value`` (JSON) as the request's first attempt read it: a retry after its write landed
-    (Slack failed the report; the worker was killed) reads its own write, which it must neither
-    report as what was there before nor refuse as "nothing to do". Outside a job: ``value``."""
-    job = get_current_job()
-    if job is None:
-        return value
-    return json.loads(ctx.store.first_seen(f"{job.id}:{what}", json.dumps(value)))
 
 
 def require_ready_canary(ctx: JobContext, view: ServiceView, subsets: Subsets) -> None:

@@ -14,7 +14,14 @@ from typing import Any
 from jobs.domain.gitops import ensure_not_gitops_owned
 from jobs.domain.server_fields import resource_version
 from jobs.runtime.context import JobContext
-from jobs.runtime.handlers.common import plans, record, request_thread, service_view, show_plan
+from jobs.runtime.handlers.common import (
+    first_found,
+    plans,
+    record,
+    request_thread,
+    service_view,
+    show_plan,
+)
 from meshbot.commands import Request
 from meshbot.errors import MeshForbidden, MeshNotFound, Refused
 from meshbot.plan import ObjectChange, Plan
@@ -128,8 +135,17 @@ def inject(ctx: JobContext, request: Request) -> str:
         ctx.notifier.reply(request.channel, ts, sidecar_text.tier_order_skipped(
             view.name, view.tier, skipped))
     lines, changed = [], []
+    # What this request changes: as its first attempt found it (a retry after the writes
+    # landed finds them made, and they are still this request's).
+    ours = set(first_found(ctx, "inject", [_name(d) for d in deployments
+                                           if _template_annotations(d).get(INJECT) != "true"]))
     for deployment in deployments:
         annotations = _template_annotations(deployment)
+        if annotations.get(INJECT) == "true" and _name(deployment) in ours:
+            changed.append(_name(deployment))
+            lines.append(sidecar_text.deployment_rolling(_name(deployment),
+                                                         _rollout_facts(deployment)))
+            continue
         if annotations.get(INJECT) == "true":
             lines.append(sidecar_text.deployment_unchanged(_name(deployment)))
             continue
