@@ -6,14 +6,17 @@ before/after and the Slack permalink. Entries are only ever appended.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import threading
 import time
 from typing import Any
 
 import redis
 from pydantic import BaseModel, ConfigDict, Field
 from redis.client import Pipeline
+from rq import get_current_job
 
 from jobs.adapters.keys import Keys
 
@@ -43,13 +46,63 @@ ENDS_UNCHANGED = frozenset({"refused", "overtaken", "abandoned", "failed", "unsu
 ENDED_TTL_S = 86400
 
 
+# The entry, its stream per target and its end mark, unless an earlier attempt wrote them.
+_RECORD_ONCE = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) == false then return 0 end
+redis.call('XADD', KEYS[2], '*', 'entry', ARGV[2])
+if ARGV[3] ~= '' then redis.call('XADD', KEYS[3], '*', 'entry', ARGV[2]) end
+if ARGV[4] ~= '' then redis.call('SET', KEYS[4], ARGV[4], 'EX', ARGV[1]) end
+return 1
+"""
+_counts_lock = threading.Lock()
+_counts: dict[int, tuple[str, dict[str, int]]] = {}  # thread → (attempt, entries so far)
+
+
+def _once_key(keys: Keys, entry: AuditEntry) -> str | None:
+    """The key that says a job's entry was written: its job, its words (not its time or
+    permalink) and how many such entries this attempt recorded before it. None outside a job
+    or without a request."""
+    job = get_current_job()
+    if job is None or not entry.request_id:
+        return None
+    attempt = f"{job.id} {job.started_at}"
+    words = entry.model_dump_json(exclude={"at", "permalink"})
+    shape = hashlib.sha256(words.encode()).hexdigest()[:24]
+    thread = threading.get_ident()
+    with _counts_lock:
+        seen, counts = _counts.get(thread, ("", {}))
+        if seen != attempt:
+            counts = {}
+            _counts[thread] = (attempt, counts)
+        counts[shape] = counts.get(shape, 0) + 1
+        return f"{keys.prefix}audit-once:{job.id}:{shape}:{counts[shape]}"
+
+
 class AuditLog:
     def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
         self.client = client
         self.keys = keys or Keys()
 
     def record(self, entry: AuditEntry) -> None:
+        """Append ``entry``. Recorded by a job, it is appended once per attempt series: a
+        retry (after Slack failed, after its worker died) that records what its first attempt
+        recorded already — the same words, at the same place in the attempt — adds nothing."""
         ended = self._ends(entry)
+        once = _once_key(self.keys, entry)
+        if once is not None:
+            raw = entry.model_dump_json()
+            added = self.client.register_script(_RECORD_ONCE)(
+                keys=[once, self.keys.audit,
+                      self.keys.audit_for(entry.target) if entry.target else self.keys.audit,
+                      ended or once],
+                args=[ENDED_TTL_S, raw, "1" if entry.target else "",
+                      entry.outcome if ended else ""])
+            if added:
+                self.logged(entry)
+            else:
+                log.info("audit entry of %s already recorded by an earlier attempt: %s",
+                         entry.request_id, entry.outcome)
+            return
         # One transaction when it ends the request: never the entry without the end mark.
         with self.client.pipeline(transaction=ended is not None) as pipe:
             self.write(pipe, entry)

@@ -25,7 +25,9 @@ from jobs.runtime.handlers.common import subsets_of
 from meshbot.plan import Action, ObjectChange
 from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh
 from tests.integration.chatops import APPROVERS, ChatOps
+from tests.integration.test_route_edit_retried import fail_post_saying
 from tests.integration.test_runbook_routing import blue_green, http, run, vs, write_runbook_policy
+from tests.integration.test_worker_jobs import release_retries
 
 SVC = "order-service"  # critical, subsets blue and green
 PREVIEW = {"headers": {"canary": {"exact": "true"}}}
@@ -218,3 +220,24 @@ def test_a_rejected_cutover_is_asked_for_again_by_the_same_command(ops: ChatOps,
     assert mesh.weights(SVC) == {"blue": 0, "green": 100}
     assert [r for r in http(mesh, SVC) if "match" in r] == []
     assert rollout(mesh).phase is Phase.PROMOTED
+
+
+def test_a_start_retried_after_its_last_report_failed_ends_as_one_start(
+        ops: ChatOps, mesh: Mesh, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slack answers 500 to the start's last report (the preview route and the 90/10 written):
+    RQ runs it again. One preview route, one 90/10 rollout, each audited once, said once."""
+    fail_post_saying(mesh.slack, monkeypatch, "Analysis watches green at 10%")
+    ack, url = ops.command(f"bluegreen {SVC}")
+    ops.run()
+    while release_retries(mesh.redis):
+        ops.run()
+
+    assert mesh.weights(SVC) == {"blue": 90, "green": 10}
+    started = rollout(mesh)
+    assert started.bluegreen and started.phase is Phase.PROGRESSING
+    texts = ops.thread(thread_root(ops))
+    assert len([t for t in texts if "Analysis watches green at 10%" in t]) == 1, texts
+    assert not any("Refused" in t or "already" in t for t in ops.told(url)), ops.told(url)
+    entries = [(e.outcome, e.detail) for e in AuditLog(mesh.redis).last(SVC, 30)
+               if e.action == "bluegreen"]
+    assert len(entries) == len(set(entries)), entries  # nothing audited twice
