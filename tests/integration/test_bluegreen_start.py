@@ -227,7 +227,7 @@ def test_a_start_retried_after_its_last_report_failed_ends_as_one_start(
     """Slack answers 500 to the start's last report (the preview route and the 90/10 written):
     RQ runs it again. One preview route, one 90/10 rollout, each audited once, said once."""
     fail_post_saying(mesh.slack, monkeypatch, "Analysis watches green at 10%")
-    ack, url = ops.command(f"bluegreen {SVC}")
+    _, url = ops.command(f"bluegreen {SVC}")
     ops.run()
     while release_retries(mesh.redis):
         ops.run()
