@@ -9,15 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
 import time
 from typing import Any
 
 import redis
 from pydantic import BaseModel, ConfigDict, Field
 from redis.client import Pipeline
-from rq import get_current_job
 
+from jobs.adapters.attempt_places import AttemptPlaces
 from jobs.adapters.keys import Keys
 
 log = logging.getLogger("meshbot.audit")
@@ -54,28 +53,22 @@ if ARGV[3] ~= '' then redis.call('XADD', KEYS[3], '*', 'entry', ARGV[2]) end
 if ARGV[4] ~= '' then redis.call('SET', KEYS[4], ARGV[4], 'EX', ARGV[1]) end
 return 1
 """
-_counts_lock = threading.Lock()
-_counts: dict[int, tuple[str, dict[str, int]]] = {}  # thread → (attempt, entries so far)
+_PLACES = AttemptPlaces()  # one for every AuditLog: a job's entries, whichever log writes them
 
 
 def _once_key(keys: Keys, entry: AuditEntry) -> str | None:
     """The key that says a job's entry was written: its job, its words (not its time or
     permalink) and how many such entries this attempt recorded before it. None outside a job
     or without a request."""
-    job = get_current_job()
-    if job is None or not entry.request_id:
+    if not entry.request_id:
         return None
-    attempt = f"{job.id} {job.started_at}"
     words = entry.model_dump_json(exclude={"at", "permalink"})
     shape = hashlib.sha256(words.encode()).hexdigest()[:24]
-    thread = threading.get_ident()
-    with _counts_lock:
-        seen, counts = _counts.get(thread, ("", {}))
-        if seen != attempt:
-            counts = {}
-            _counts[thread] = (attempt, counts)
-        counts[shape] = counts.get(shape, 0) + 1
-        return f"{keys.prefix}audit-once:{job.id}:{shape}:{counts[shape]}"
+    place = _PLACES.place(shape)
+    if place is None:
+        return None
+    job_id, count = place
+    return f"{keys.prefix}audit-once:{job_id}:{shape}:{count}"
 
 
 class AuditLog:

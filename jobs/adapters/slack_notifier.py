@@ -45,12 +45,12 @@ from types import TracebackType
 from typing import Any, Self
 
 import redis
-from rq import get_current_job
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web import SlackResponse
 from slack_sdk.webhook import WebhookClient
 
+from jobs.adapters.attempt_places import AttemptPlaces
 from meshbot.errors import MeshbotError, PermanentError, SlackRateLimited, TemporaryError
 from meshbot.network_words import in_words
 from meshbot.settings import Settings
@@ -208,9 +208,7 @@ class Notifier:
         self._shown: OrderedDict[tuple[str, str], _Shown] = OrderedDict()
         self._redis = redis_client
         self._windows = RateWindows(redis_client) if redis_client is not None else None
-        self._roots_in_attempt: dict[int, tuple[str, int]] = {}  # thread → (job attempt, n)
-        # thread → (job attempt, how many times each reply was keyed in it)
-        self._replies_in_attempt: dict[int, tuple[str, dict[str, int]]] = {}
+        self._places = AttemptPlaces()  # the n-th root, the n-th such reply, of an attempt
 
     label = ""  # the cluster's name when the policy names several (``labelled``)
 
@@ -284,16 +282,11 @@ class Notifier:
         return self._post_once(self._redis, channel, text, blocks, None, key)
 
     def _job_root_key(self, channel: str) -> str | None:
-        job = get_current_job()
-        if job is None:  # the ticker's own posts: no attempt to be retried
+        place = self._places.place("root")
+        if place is None:  # the ticker's own posts: no attempt to be retried
             return None
-        attempt = f"{job.id} {job.started_at}"
-        thread = threading.get_ident()
-        with self._lock:
-            seen, count = self._roots_in_attempt.get(thread, ("", 0))
-            count = count + 1 if seen == attempt else 1
-            self._roots_in_attempt[thread] = (attempt, count)
-        return f"{job.id}:{channel}:{count}"
+        job_id, count = place
+        return f"{job_id}:{channel}:{count}"
 
     def _post_once(self, client: redis.Redis, channel: str, text: str, blocks: Blocks | None,
                    thread_ts: str | None, key: str) -> str:
@@ -401,21 +394,14 @@ class Notifier:
         or says it from another path, is the same reply; a retry saying something else at that
         point is another reply and is posted (a second message is better than a lost one).
         Each call takes a place: pass the key to ``reply``, or keep it with a report owed."""
-        job = get_current_job()
-        if job is None:
-            return None
-        attempt = f"{job.id} {job.started_at}"
-        thread = threading.get_ident()
         shape = hashlib.sha256(_NUMBERS.sub("#", text).encode()).hexdigest()[:12]
-        with self._lock:
-            seen, counts = self._replies_in_attempt.get(thread, ("", {}))
-            if seen != attempt:
-                counts = {}
-                self._replies_in_attempt[thread] = (attempt, counts)
-            place = f"{channel}:{thread_ts}" + (f":{self.label}" if self.label else "")
-            said = f"{place}:{shape}"
-            counts[said] = counts.get(said, 0) + 1
-            return f"{job.id}:{said}:{counts[said]}"
+        where = f"{channel}:{thread_ts}" + (f":{self.label}" if self.label else "")
+        said = f"{where}:{shape}"
+        place = self._places.place(said)
+        if place is None:
+            return None
+        job_id, count = place
+        return f"{job_id}:{said}:{count}"
 
     def _post(self, channel: str, text: str, blocks: Blocks | None, thread_ts: str | None,
               metadata: dict[str, Any] | None = None) -> str:

@@ -104,7 +104,7 @@ def test_a_job_says_a_thing_as_often_as_it_does_and_its_retry_not_again(
         slack_api: SlackApiStandIn, notifier: Notifier, monkeypatch: pytest.MonkeyPatch) -> None:
     root = notifier.post_root("C1", "Canary payment-service")
     attempt = _Attempt("first")
-    monkeypatch.setattr("jobs.adapters.slack_notifier.get_current_job", lambda: attempt)
+    monkeypatch.setattr("jobs.adapters.attempt_places.get_current_job", lambda: attempt)
     _job_body(notifier, root, ["no data (1)", "no data (2)"], retried=False)
     attempt.started_at = "retried"  # RQ's retry of the same job, rendering its numbers anew
 
@@ -158,7 +158,7 @@ def test_a_retry_saying_something_else_at_the_same_point_posts_it(
         slack_api: SlackApiStandIn, notifier: Notifier, monkeypatch: pytest.MonkeyPatch) -> None:
     root = notifier.post_root("C1", "Canary payment-service")
     attempt = _Attempt("first")
-    monkeypatch.setattr("jobs.adapters.slack_notifier.get_current_job", lambda: attempt)
+    monkeypatch.setattr("jobs.adapters.attempt_places.get_current_job", lambda: attempt)
     notifier.reply("C1", root, "Holding: no data (1)")
     attempt.started_at = "retried"  # the retry finds the rollout rolled back meanwhile
 
