@@ -192,18 +192,16 @@ def _as_first_attempt(ctx: JobContext, request: Request) -> tuple[dict[str, Any]
         prepared, refusal = None, exc
     now = None if prepared is None else _summary(prepared)
     first = first_found(ctx, "authz", now)
-    if first is None or first == now:  # the first attempt (or one that wrote nothing yet)
-        if refusal is not None:
-            raise refusal
-        assert prepared is not None and now is not None
-        return now, prepared
-    landed = first["action"] != "none" and (prepared is None or prepared.action == "none")
-    if not landed:  # not written yet, or changed by someone else since: as it is now
-        if refusal is not None:
-            raise refusal
-        assert prepared is not None and now is not None
-        return now, prepared
-    return first, None
+    # A retry whose first attempt's change is there now (and nothing is left to do); else the
+    # first attempt itself, one that wrote nothing yet, or a change someone else made since:
+    # as it is now.
+    if first is not None and first != now and first["action"] != "none" \
+            and (prepared is None or prepared.action == "none"):
+        return first, None
+    if refusal is not None:
+        raise refusal
+    assert prepared is not None and now is not None
+    return now, prepared
 
 
 def _summary(prepared: Prepared) -> dict[str, Any]:

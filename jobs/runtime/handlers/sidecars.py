@@ -141,13 +141,13 @@ def inject(ctx: JobContext, request: Request) -> str:
                                            if _template_annotations(d).get(INJECT) != "true"]))
     for deployment in deployments:
         annotations = _template_annotations(deployment)
-        if annotations.get(INJECT) == "true" and _name(deployment) in ours:
-            changed.append(_name(deployment))
-            lines.append(sidecar_text.deployment_rolling(_name(deployment),
-                                                         _rollout_facts(deployment)))
-            continue
         if annotations.get(INJECT) == "true":
-            lines.append(sidecar_text.deployment_unchanged(_name(deployment)))
+            if _name(deployment) in ours:  # written by this request's earlier attempt
+                changed.append(_name(deployment))
+                lines.append(sidecar_text.deployment_rolling(_name(deployment),
+                                                             _rollout_facts(deployment)))
+            else:
+                lines.append(sidecar_text.deployment_unchanged(_name(deployment)))
             continue
         written = ctx.kube.annotate_pod_template(
             view.namespace, _name(deployment), {INJECT: "true"},
