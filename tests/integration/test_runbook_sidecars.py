@@ -257,6 +257,55 @@ def test_mtls_strict_sets_peer_authentication_and_istio_mutual(ops: ChatOps, mes
     assert "none → STRICT" in AuditLog(mesh.redis).last(NS, 5)[0].detail
 
 
+@pytest.mark.parametrize("refused", ["ISTIO_MUTUAL` set on", "created with mTLS STRICT"])
+def test_mtls_strict_retried_after_its_writes_landed_says_what_it_changed(
+        ops: ChatOps, mesh: Mesh, monkeypatch: pytest.MonkeyPatch, refused: str) -> None:
+    """Slack answers 500 to a report said after a write landed (the DestinationRules', or the
+    PeerAuthentication's): the retry finds its own writes and reports — and audits — them as
+    this request's changes, once; not "already so" nor "was already STRICT"."""
+    fail_post_saying(mesh.slack, monkeypatch, refused)
+    approved(ops, f"mtls {NS} strict")
+    while release_retries(mesh.redis):  # RQ's retry, as its time comes
+        ops.run()
+
+    assert peer_authentication(mesh, NS)["spec"] == {"mtls": {"mode": "STRICT"}}
+    assert destination_rule(mesh, "payment-service")["spec"]["trafficPolicy"] == {
+        "tls": {"mode": "ISTIO_MUTUAL"}}
+    texts = thread(ops, "*mTLS*")
+    rules = [t for t in texts if "ISTIO_MUTUAL` set on" in t]
+    assert len(rules) == 1 and "`payment-service`" in rules[0], texts
+    assert "already so" not in rules[0], texts
+    peers = [t for t in texts if "PeerAuthentication `production/default`" in t]
+    assert peers == [":white_check_mark: PeerAuthentication `production/default` created with "
+                     "mTLS STRICT."], texts
+    entries = [e for e in AuditLog(mesh.redis).last(NS, 9)
+               if e.action == "mtls" and e.outcome not in ("approval requested", "approved")]
+    assert [e.outcome for e in entries] == ["done"], entries
+    assert "none → STRICT" in entries[0].detail
+    assert "no DestinationRule" not in entries[0].detail
+    assert "payment-service" in entries[0].detail
+
+
+def test_mtls_permissive_retried_after_its_write_landed_says_the_mode_it_replaced(
+        ops: ChatOps, mesh: Mesh, monkeypatch: pytest.MonkeyPatch) -> None:
+    mesh.cluster.put_object("security.istio.io", "v1beta1", "peerauthentications", {
+        "apiVersion": "security.istio.io/v1beta1", "kind": "PeerAuthentication",
+        "metadata": {"name": "default", "namespace": NS}, "spec": {"mtls": {"mode": "STRICT"}}})
+    fail_post_saying(mesh.slack, monkeypatch, "`production/default`: mTLS STRICT")
+    approved(ops, f"mtls {NS} permissive")
+    while release_retries(mesh.redis):
+        ops.run()
+
+    assert peer_authentication(mesh, NS)["spec"] == {"mtls": {"mode": "PERMISSIVE"}}
+    peers = [t for t in thread(ops, "*mTLS*") if "PeerAuthentication `production/default`" in t]
+    assert peers == [":white_check_mark: PeerAuthentication `production/default`: mTLS STRICT "
+                     "→ PERMISSIVE."], peers
+    entries = [e for e in AuditLog(mesh.redis).last(NS, 9)
+               if e.action == "mtls" and e.outcome not in ("approval requested", "approved")]
+    assert [e.outcome for e in entries] == ["done"], entries
+    assert "STRICT → PERMISSIVE" in entries[0].detail
+
+
 def test_mtls_changes_only_the_mode(ops: ChatOps, mesh: Mesh) -> None:
     mesh.cluster.put_object("security.istio.io", "v1beta1", "peerauthentications", {
         "apiVersion": "security.istio.io/v1beta1", "kind": "PeerAuthentication",

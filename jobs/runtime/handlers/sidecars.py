@@ -284,6 +284,13 @@ def mtls(ctx: JobContext, request: Request) -> str:
         kept = tuple(plan_text.tls_kept(rule, tls) for rule, tls in left)
         return show_plan(ctx, request, Plan(_mtls_changes(ctx, name, mode, peer, to_set),
                                             warned + kept))
+    # As the request's first attempt found them: a retry after its writes landed finds the
+    # rules already ISTIO_MUTUAL and the PeerAuthentication already at ``mode``, and those
+    # are still this request's changes, not what was there before.
+    first = first_found(ctx, "mtls", {"before": before, "created": peer is None,
+                                      "set": [_name(r) for r in to_set]})
+    ours = list(dict.fromkeys([*first["set"], *(_name(r) for r in to_set)]))
+    already = [n for n in already if n not in ours]
     root = sidecar_text.mtls_root(name, mode, request.user)
     ts = request_thread(ctx, request, request.channel, root)
     if mode == "STRICT" and not namespace_injects(_labels(namespace)):
@@ -296,16 +303,17 @@ def mtls(ctx: JobContext, request: Request) -> str:
             resource_version(rule, f"DestinationRule {name}/{_name(rule)}"))
     if mode == "STRICT":
         ctx.notifier.reply(request.channel, ts, sidecar_text.mtls_destination_rules(
-            [_name(r) for r in to_set], already, left))
+            ours, already, left))
     if peer is None:
         ctx.kube.create_peer_authentication(name, PEER_AUTHENTICATION, mode)
     elif before != mode:
         ctx.kube.set_peer_authentication_mode(
             name, PEER_AUTHENTICATION, mode,
             resource_version(peer, f"PeerAuthentication {name}/{PEER_AUTHENTICATION}"))
+    before = first["before"]
     ctx.notifier.reply(request.channel, ts, sidecar_text.mtls_peer_authentication(
-        name, PEER_AUTHENTICATION, before, mode, created=peer is None))
+        name, PEER_AUTHENTICATION, before, mode, created=first["created"]))
     detail = (f"PeerAuthentication {name}/{PEER_AUTHENTICATION} {before or 'none'} → {mode}; "
-              f"{MUTUAL} set on {', '.join(_name(r) for r in to_set) or 'no DestinationRule'}")
+              f"{MUTUAL} set on {', '.join(ours) or 'no DestinationRule'}")
     record(ctx, request, "done", channel=request.channel, ts=ts, detail=detail)
     return f"{name}: mTLS {mode}"
