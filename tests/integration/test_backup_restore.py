@@ -11,11 +11,15 @@ from typing import Any
 
 import pytest
 
+from jobs.adapters.audit import AuditLog
 from jobs.adapters.backup_store import BackupStore
 from jobs.domain.backup_diff import KINDS, managed_view
+from jobs.runtime import context
+from jobs.runtime.reports import deliver_owed
 from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh
 from tests.fixtures.real_cluster import Cluster
 from tests.integration.chatops import APPROVERS, ChatOps, write_policy
+from tests.integration.test_route_edit_retried import fail_post_saying
 
 A1, A2, _ = APPROVERS
 NS = "production"
@@ -161,6 +165,31 @@ def test_backup_change_restore_ends_identical(ops: ChatOps, mesh: Mesh) -> None:
     assert "VirtualService `order-service`: unchanged" in thread
     assert "Restored: created `DestinationRule/user-service`; updated " \
            "`VirtualService/payment-service`, `PeerAuthentication/default`" in thread
+
+
+def test_a_restore_slack_refused_to_report_is_reported_once_as_done(
+        ops: ChatOps, mesh: Mesh, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slack answers 500 to "Restored: …", after the writes: the job is not run again (which
+    would find them made and report a restore of nothing); the report is owed and said once,
+    and the audit records what was restored, once."""
+    backup_id = backup(ops)
+    mesh.cluster.delete(*NET, "destinationrules", NS, "user-service")
+    fail_post_saying(mesh.slack, monkeypatch, ":white_check_mark: Restored:")
+    ops.command(f"restore {backup_id}")
+    ops.run()
+    approve(ops)
+    assert live(mesh.cluster, "DestinationRule", "user-service") is not None
+    deliver_owed(context.current())  # the ticker's duty: what Slack is owed
+
+    thread = restore_thread(ops)
+    done = [t for t in thread if t.startswith(":white_check_mark: Restored:")
+            or "Nothing to restore" in t]
+    assert len(done) == 1, thread
+    assert done[0].startswith(":white_check_mark: Restored: created "
+                              "`DestinationRule/user-service` ("), done
+    entries = [e for e in AuditLog(mesh.redis).last(backup_id, 10) if e.action == "restore"
+               and e.outcome == "done"]
+    assert [(e.before, e.after) for e in entries] == [("1 differed", "created 1, updated 0")]
 
 
 def test_restore_dry_run_changes_nothing(ops: ChatOps, mesh: Mesh) -> None:

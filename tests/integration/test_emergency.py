@@ -19,11 +19,13 @@ from jobs.adapters.kube import RESTARTED_AT
 from jobs.runtime import context
 from jobs.runtime.api import queue_names
 from jobs.runtime.handlers import emergency
+from jobs.runtime.reports import deliver_owed
 from meshbot.settings import Settings
 from playground.sample_mesh import deployment, destination_rule, virtual_service
 from tests.fixtures.meshbot import CHANNEL, Mesh
 from tests.fixtures.real_cluster import Cluster
 from tests.integration.chatops import APPROVERS, ChatOps, write_policy
+from tests.integration.test_route_edit_retried import fail_post_saying
 
 A1, A2, _ = APPROVERS
 NS = "shop"
@@ -181,6 +183,25 @@ def test_emergency_steps_in_order_then_one_restart_at_a_time(ops: ChatOps, mesh:
         f":white_check_mark: Emergency in `{NS}` complete: 2 Deployments restarted without "
         "sidecars.",
     ]
+
+
+def test_a_step_slack_refused_to_hear_is_said_in_order_once(
+        ops: ChatOps, mesh: Mesh, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slack answers 500 to step 2's report, after PERMISSIVE was written: the job goes on
+    (its retry would skip the step, done, and never say it); the thread hears every step once,
+    in order, when the ticker delivers what Slack is owed."""
+    fail_post_saying(mesh.slack, monkeypatch, "Step 2/5")
+    start_emergency(ops)
+    cluster = mesh.cluster
+    assert cluster.get(*SEC, "peerauthentications", NS, "default")["spec"]["mtls"][
+        "mode"] == "PERMISSIVE"
+    assert restarted(cluster, "cart-v1")
+    deliver_owed(context.current())  # the ticker's duty: what Slack is owed
+
+    steps = [t for t in emergency_thread(ops) if t.startswith("Step ")]
+    assert [t[:8] for t in steps] == [f"Step {n}/5" for n in range(1, 6)], steps
+    assert steps[1] == "Step 2/5: :unlock: mTLS: `default` set to PERMISSIVE."
+    assert emergency_thread(ops).count(":recycle: restarting `cart-v1` (1/2).") == 1
 
 
 def test_a_rollout_past_its_deadline_stops_the_procedure(ops: ChatOps, mesh: Mesh) -> None:

@@ -27,6 +27,7 @@ from jobs.domain.backup_diff import (
 )
 from jobs.runtime.context import JobContext
 from jobs.runtime.handlers.common import planning_only, plans, request_thread, show_plan
+from jobs.runtime.reports import report
 from meshbot.commands import Request
 from meshbot.errors import MeshbotError, MeshForbidden, MeshNotFound, Refused
 from meshbot.plan import ObjectChange, Plan
@@ -129,7 +130,9 @@ def restore(ctx: JobContext, request: Request) -> str:
     created = [f"{d.kind}/{d.name}" for d in to_create]
     updated = [f"{d.kind}/{d.name}" for d in pending if d.change is Change.CHANGED]
     unchanged = sum(d.change is Change.UNCHANGED for d in diffs)
-    ctx.notifier.reply(request.channel, ts, runbook_text.restore_done(created, updated, unchanged))
+    # Said after the writes: Slack away must not fail the job, whose retry would find them
+    # made and report (and audit) a restore of nothing.
+    report(ctx, request.channel, ts, runbook_text.restore_done(created, updated, unchanged))
     audit(ctx, request, "done", backup_id, before=f"{len(pending)} differed",
            after=f"created {len(created)}, updated {len(updated)}", ts=ts)
     return f"restored {len(pending)}"

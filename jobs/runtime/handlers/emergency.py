@@ -33,6 +33,7 @@ from jobs.runtime.api import RETRY, URGENT_SUFFIX
 from jobs.runtime.context import JobContext
 from jobs.runtime.handlers.backup import audit, group_version, require_namespace, take_backup
 from jobs.runtime.handlers.common import plans, request_thread, show_plan
+from jobs.runtime.reports import report
 from meshbot import cluster_scope
 from meshbot.commands import Request
 from meshbot.errors import Refused
@@ -103,9 +104,10 @@ def emergency(ctx: JobContext, request: Request) -> str:
             continue
         text = step(ctx, request, run)
         run.done.append(name)
-        _save(ctx, run)  # before the report: a retry may miss a line, never redo a step
-        ctx.notifier.reply(run.channel, run.thread_ts,
-                           runbook_text.emergency_step(number, STEPS, text))
+        _save(ctx, run)  # before the report: never redo a step
+        # Said after the step: Slack away must not fail the job, whose retry skips the step
+        # (it is done) and so would never say it. Owed, it is said in order when Slack is back.
+        report(ctx, run.channel, run.thread_ts, runbook_text.emergency_step(number, STEPS, text))
     audit(ctx, request, "started", namespace, after="PERMISSIVE, injection off, routing removed",
           ts=run.thread_ts)
     if run.current is not None or run.finished:
@@ -281,7 +283,7 @@ def advance(ctx: JobContext, request_id: str, now: float) -> str:
         return run.finished if run else "gone"
 
     def say(text: str) -> None:
-        ctx.notifier.reply(run.channel, run.thread_ts, text)
+        report(ctx, run.channel, run.thread_ts, text)
 
     if run.current is not None:
         deployment = ctx.kube.get_deployment(run.namespace, run.current)
