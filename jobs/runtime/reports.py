@@ -35,20 +35,19 @@ def report(ctx: JobContext, channel: str, thread_ts: str, text: str) -> bool:
     return True
 
 
-def announce(ctx: JobContext, channel: str, text: str, key: str) -> bool:
+def announce(ctx: JobContext, channel: str, text: str, key: str) -> str | None:
     """Post ``text`` as a channel message of its own (an alert) now, or owe it when Slack does
-    not take it now. Posted once per ``key``, whichever way it goes. True if it went out now.
+    not take it now. Posted once per ``key``, whichever way it goes. Its ts if it went out now.
 
-    Said after the mesh changed: Slack being away must neither lose it nor undo, or leave
-    unsettled, what was done."""
+    Said after the mesh (or meshbot's own state) changed: Slack being away must neither lose
+    it nor undo, or leave unsettled, what was done."""
     try:
-        ctx.notifier.post_root(channel, text, key=key)
+        return ctx.notifier.post_root(channel, text, key=key)
     except TemporaryError as exc:
         log.warning("Slack did not take an alert in %s (%s): it is kept and will be "
                     "delivered", channel, exc.message)
         Outbox(ctx.redis).owe_root(channel, text, label=ctx.notifier.label, key=key)
-        return False
-    return True
+        return None
 
 
 def report_in_new_thread(ctx: JobContext, channel: str, root: str, text: str,

@@ -8,9 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from jobs.adapters.audit import AuditLog
 from jobs.adapters.locks import Locks
+from jobs.runtime import context
+from jobs.runtime.reports import deliver_owed
 from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh
 from tests.integration.chatops import APPROVERS, ChatOps, write_policy
+from tests.integration.test_route_edit_retried import fail_post_saying
+from tests.integration.test_worker_jobs import release_retries
 
 A1, A2, _ = APPROVERS
 SERVICE = "payment-service"
@@ -148,3 +153,57 @@ def test_audit_shows_who_what_when_before_after_and_links(ops: ChatOps, mesh: Me
     assert f"<@{A2}> canary — approved" in approved
     assert "<!date^" in done
     assert CHANNEL in done
+
+
+def _unlock(ops: ChatOps) -> None:
+    ops.lock(SERVICE, OTHER, f"/mesh canary {SERVICE} 20", time.time() - 3600)
+    ops.command(f"unlock {SERVICE}")
+    ops.run()
+    assert ops.react(A1, ops.approval().ts) == "quorum"
+
+
+def _freeze_off(ops: ChatOps) -> None:
+    ops.command("freeze on")
+    ops.run()
+    ops.command("freeze off")
+    ops.run()
+    assert ops.react(A1, ops.approval().ts) == "quorum"
+
+
+# (the command's set-up up to its approval, the announcement Slack refuses, the audit's target,
+#  meshbot's state after)
+CONTROLS = {
+    "unlock": (_unlock, f"Lock on `{SERVICE}` broken", SERVICE,
+               lambda locks: locks.get(SERVICE) is None),
+    "freeze on": (lambda ops: ops.command("freeze on"), "*Change freeze on*", "freeze",
+                  lambda locks: locks.freeze() is not None),
+    "freeze off": (_freeze_off, "*Change freeze lifted*", "freeze",
+                   lambda locks: locks.freeze() is None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONTROLS))
+def test_a_control_slack_refused_to_announce_is_announced_once_and_done(
+        ops: ChatOps, mesh: Mesh, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Slack answers 500 to the announcement, said after the lock was broken or the freeze
+    set or lifted: the job is not failed (its retry would find the lock or the freeze gone and
+    refuse it: "not locked", "no freeze"); the channel hears it once when the ticker delivers
+    what Slack is owed, and the audit says done, once."""
+    set_up, words, target, after = CONTROLS[name]
+    fail_post_saying(mesh.slack, monkeypatch, words)
+    set_up(ops)
+    ops.run()
+    while release_retries(mesh.redis):  # RQ's retry, if any, as its time comes
+        ops.run()
+    assert after(Locks(mesh.redis))
+    deliver_owed(context.current())  # the ticker's duty: what Slack is owed
+
+    assert sum(words in t for t in ops.roots()) == 1, ops.roots()
+    entries = [e for e in AuditLog(mesh.redis).last(target, 20)
+               if e.action == name.split()[0] and e.outcome not in ("approval requested",
+                                                                    "approved")]
+    done = [e for e in entries if e.outcome == "done"]
+    assert [e.outcome for e in entries].count("refused") == 0, entries
+    assert len(done) == (2 if name == "freeze off" else 1), entries
+    assert done[0].after == {"unlock": "unlocked", "freeze on": "frozen",
+                             "freeze off": "off"}[name]

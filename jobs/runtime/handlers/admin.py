@@ -1,8 +1,10 @@
 """``/mesh locks``, ``unlock``, ``freeze on|off`` and ``audit``: meshbot's own controls.
 
-Their answers are channel messages (the team sees who froze, who broke a lock). ``unlock`` and
-``freeze off`` arrive here only once approved (the policy decides how many approvals; the
-approval's re-check has confirmed the same lock or freeze is still there).
+Their answers are channel messages (the team sees who froze, who broke a lock), said after the
+change: one Slack does not take now is owed (``reports.announce``), never a failed job whose
+retry would find the lock or freeze gone and refuse it. ``unlock`` and ``freeze off`` arrive
+here only once approved (the policy decides how many approvals; the approval's re-check has
+confirmed the same lock or freeze is still there).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import time
 from jobs.adapters.audit import AuditEntry
 from jobs.adapters.locks import Freeze, Locks
 from jobs.runtime.context import JobContext
+from jobs.runtime.reports import announce
 from meshbot.commands import Request
 from meshbot.errors import MeshbotError, Refused
 from rendering import admin as admin_text
@@ -38,7 +41,7 @@ def unlock(ctx: JobContext, request: Request) -> str:
         raise Refused(admin_text.not_locked(service))
     text = admin_text.lock_broken(service, broken.user, broken.what, broken.since, request.user,
                                 request.approved_by)
-    ts = ctx.notifier.post_root(request.channel, text)
+    ts = announce(ctx, request.channel, text, key=f"{request.id}:unlock")
     _record(ctx, request, "done", before=f"locked by {broken.user}: {broken.what}",
             after="unlocked", ts=ts)
     return f"{service}: unlocked"
@@ -49,18 +52,19 @@ def freeze(ctx: JobContext, request: Request) -> str:
     if request.command.switch == "on":
         already = store.set_freeze(Freeze(request_id=request.id, user=request.user,
                                           since=time.time()))
-        if already is not None:
-            if already.request_id == request.id:
-                return "frozen"  # a retry of this job
+        # A retry of this job (its worker died after the freeze) finds its own freeze and
+        # still says and audits it, once.
+        if already is not None and already.request_id != request.id:
             raise Refused(admin_text.freeze_already(already.user, already.since))
-        ts = ctx.notifier.post_root(request.channel, admin_text.freeze_on(request.user))
+        ts = announce(ctx, request.channel, admin_text.freeze_on(request.user),
+                      key=f"{request.id}:freeze")
         _record(ctx, request, "done", before="off", after="frozen", ts=ts)
         return "frozen"
     lifted = store.lift_freeze()
     if lifted is None:
         raise Refused(admin_text.no_freeze())
-    ts = ctx.notifier.post_root(request.channel, admin_text.freeze_lifted(
-        request.user, request.approved_by, lifted.user, lifted.since))
+    ts = announce(ctx, request.channel, admin_text.freeze_lifted(
+        request.user, request.approved_by, lifted.user, lifted.since), key=f"{request.id}:thaw")
     _record(ctx, request, "done", before=f"frozen by {lifted.user}", after="off", ts=ts)
     return "lifted"
 
@@ -74,11 +78,14 @@ def audit(ctx: JobContext, request: Request) -> str:
 
 
 def _record(ctx: JobContext, request: Request, outcome: str, *, before: str, after: str,
-            ts: str) -> None:
-    try:
-        permalink: str | None = ctx.notifier.permalink(request.channel, ts)
-    except MeshbotError:  # the entry matters more than its link
-        permalink = None
+            ts: str | None) -> None:
+    """``ts``: the announcement's, None while it is owed to Slack (the entry has no link)."""
+    permalink: str | None = None
+    if ts is not None:
+        try:
+            permalink = ctx.notifier.permalink(request.channel, ts)
+        except MeshbotError:  # the entry matters more than its link
+            permalink = None
     ctx.audit.record(AuditEntry(
         actor=request.user, action=request.command.verb.value,
         target=request.command.target or request.command.verb.value, outcome=outcome,
