@@ -64,8 +64,12 @@ lint: $(VENV)/.installed
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# Two pytest workers (pytest-xdist): most of the suite waits on real processes (Redis,
+# Prometheus, the kube-apiserver, meshbot's own), so two keep two cores busy; each worker starts
+# its own stand-ins on free ports. `make test PYTEST_WORKERS=0` runs it in one process.
+PYTEST_WORKERS ?= 2
 test: system-deps $(VENV)/.installed lint $(KUBE_APISERVER)
-	$(BIN)/pytest -q --durations=25
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=25
 
 # `make demo`: the playground as a page on loopback (until Ctrl-C); `make demo SCRIPT=1`: the
 # scripted session printed in the terminal (what CI runs).
