@@ -31,6 +31,7 @@ from tests.integration.chatops import APPROVERS, ChatOps
 from tests.integration.test_istio_models import assert_valid_istio
 from tests.integration.test_migrate import write_migrate_policy
 from tests.integration.test_readiness import seed_ready_control_plane
+from tests.integration.test_route_edit_retried import fail_post_saying
 
 NS = "production"
 NET = ("networking.istio.io", "v1beta1")
@@ -222,6 +223,29 @@ def test_a_breach_of_green_goes_back_to_blue(ops: ChatOps, live: Live, profile: 
     [rollback] = [e for e in entries if e.actor == "meshbot" and e.action == "rollback"]
     assert rollback.after == "stable 100 / canary 0" and "canary 10" in (rollback.before or "")
     assert any("Automatic rollback" in t for t in thread(ops))
+
+
+@pytest.mark.parametrize("policy_path", [{"critical_watch": "2m"}], indirect=True)
+def test_the_split_said_once_though_slack_refused_it(ops: ChatOps, live: Live,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slack answers 500 to the report of green's 10 %, said after the split and its analysis
+    were in place: the step is not run again (which would find them there and say nothing);
+    the report is owed, and the ticker says it in the thread, once."""
+    mesh = live.mesh
+    first = sorted(TIERS["critical"])[0]
+    fail_post_saying(mesh.slack, monkeypatch, f"`{first}`: header `canary: true` → green")
+    start(ops, f"migrate {NS} phase=4")
+    until(ops, lambda w: w.step is not None and w.step.kind == "watch"
+          and "watching" in w.note, 90, "the green copy under watch")
+    assert mesh.weights(first) == {"blue": 90, "green": 10}
+
+    def said() -> list[str]:
+        return [t for t in thread(ops) if t.startswith(f"`{first}`: header `canary: true`")]
+
+    texts = eventually(said, 30, "the split's report delivered to the thread")
+    assert len(texts) == 1 and "under meshbot's analysis for 2m" in texts[0], texts
+    splits = [e for e in AuditLog(mesh.redis).last(first, 30) if "blue 90 / green 10" in e.detail]
+    assert len(splits) == 1, splits
 
 
 @pytest.mark.parametrize("policy_path", [{"critical_watch": "2m"}], indirect=True)
