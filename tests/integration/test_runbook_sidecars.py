@@ -197,6 +197,24 @@ def test_inject_namespace_labels_after_approval(ops: ChatOps, mesh: Mesh) -> Non
     assert outcomes(mesh, "staging")[0] == "done"
 
 
+def test_inject_namespace_retried_after_its_label_landed_says_what_it_changed(
+        ops: ChatOps, mesh: Mesh, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slack answers 500 to the report (the label had landed): the retry says — and audits —
+    that this request set it, from unset; not "already labelled"."""
+    fail_post_saying(mesh.slack, monkeypatch, "labelled `istio-injection=enabled`")
+    approved(ops, "inject-namespace staging")
+    while release_retries(mesh.redis):  # RQ's retry, as its time comes
+        ops.run()
+
+    assert labels(mesh, "staging")["istio-injection"] == "enabled"
+    texts = thread(ops, "*Namespace injection*")
+    assert [t for t in texts if t.startswith(":white_check_mark: `staging`")] == [
+        ":white_check_mark: `staging` labelled `istio-injection=enabled` (was unset). New pods "
+        "get a sidecar; running pods get one when they restart."], texts
+    entries = [e for e in AuditLog(mesh.redis).last("staging", 9) if e.outcome == "done"]
+    assert [e.detail for e in entries] == ["istio-injection unset → enabled"], entries
+
+
 def test_inject_namespace_warns_about_services_not_migrated(ops: ChatOps, mesh: Mesh) -> None:
     unlabel(mesh, NS)
     for service in PILOT:

@@ -203,18 +203,22 @@ def inject_namespace(ctx: JobContext, request: Request) -> str:
                         sidecar_text.inject_namespace_root(name, request.user))
     if pending:
         ctx.notifier.reply(request.channel, ts, sidecar_text.namespace_before_tiers(name, pending))
-    if REVISION_LABEL in labels:
+    # The labels as the request's first attempt found them: a retry after its label landed
+    # finds it set, and it is still this request's change.
+    found: dict[str, str] = first_found(ctx, "inject-namespace", labels)
+    if REVISION_LABEL in found:
         # A revision label selects a specific istiod; istio-injection would override it.
-        text = sidecar_text.namespace_revision(name, labels[REVISION_LABEL])
-        outcome = f"kept {REVISION_LABEL}={labels[REVISION_LABEL]}"
-    elif labels.get(INJECTION_LABEL) == "enabled":
+        text = sidecar_text.namespace_revision(name, found[REVISION_LABEL])
+        outcome = f"kept {REVISION_LABEL}={found[REVISION_LABEL]}"
+    elif found.get(INJECTION_LABEL) == "enabled":
         text = sidecar_text.namespace_already_injected(name)
         outcome = f"{INJECTION_LABEL}=enabled already"
     else:
-        ctx.kube.patch_namespace_labels(name, {INJECTION_LABEL: "enabled"},
-                                        resource_version(namespace, f"namespace {name}"))
-        text = sidecar_text.namespace_injected(name, labels.get(INJECTION_LABEL))
-        outcome = f"{INJECTION_LABEL} {labels.get(INJECTION_LABEL) or 'unset'} → enabled"
+        if labels.get(INJECTION_LABEL) != "enabled":  # not yet written by an earlier attempt
+            ctx.kube.patch_namespace_labels(name, {INJECTION_LABEL: "enabled"},
+                                            resource_version(namespace, f"namespace {name}"))
+        text = sidecar_text.namespace_injected(name, found.get(INJECTION_LABEL))
+        outcome = f"{INJECTION_LABEL} {found.get(INJECTION_LABEL) or 'unset'} → enabled"
     ctx.notifier.reply(request.channel, ts, text)
     record(ctx, request, "done", channel=request.channel, ts=ts, detail=outcome)
     return f"{name}: {outcome}"
