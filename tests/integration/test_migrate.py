@@ -33,6 +33,8 @@ from tests.fixtures.real_cluster import RealCluster
 from tests.integration.chatops import APPROVERS, ChatOps, write_policy
 from tests.integration.test_istio_models import assert_valid_istio
 from tests.integration.test_readiness import seed_ready_control_plane
+from tests.integration.test_route_edit_retried import fail_post_saying
+from tests.integration.test_worker_jobs import release_retries
 
 NS = "production"
 INJECT = "sidecar.istio.io/inject"
@@ -383,6 +385,27 @@ def test_pause_holds_the_workflow_and_resume_goes_on(ops: ChatOps, mesh: Mesh) -
     ops.run()
     assert drive(ops, lambda w: not w.status.active).status is Status.DONE
     assert any(f"paused by <@{OPERATOR}>" in t for t in thread_of(ops))
+
+
+def test_a_pause_slack_refused_to_report_is_said_once_and_holds(
+        ops: ChatOps, mesh: Mesh, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slack answers 500 to "paused by …", said after the workflow was paused: the job is not
+    failed (its retry would find it paused and refuse: "cannot be paused"); the thread hears it
+    once and the audit says paused, once."""
+    ops.command(f"migrate {NS} phase=2")
+    ops.run()
+    fail_post_saying(mesh.slack, monkeypatch, f"paused by <@{OPERATOR}>")
+    _, url = ops.command(f"migrate {NS} pause")
+    ops.run()
+    while release_retries(mesh.redis):  # RQ's retry, if any, as its time comes
+        ops.run()
+    paused = workflow(mesh)
+    assert paused is not None and paused.status is Status.PAUSED
+    deliver_owed(context.current())  # the ticker's duty: what Slack is owed
+
+    assert sum(f"paused by <@{OPERATOR}>" in t for t in thread_of(ops)) == 1, thread_of(ops)
+    assert not [t for t in ops.told(url) if "Refused" in t], ops.told(url)
+    assert [e.outcome for e in AuditLog(mesh.redis).last(NS, 20)].count("pause") == 1
 
 
 def test_a_rejected_approval_stops_the_workflow_with_nothing_more_changed(

@@ -27,6 +27,7 @@ from jobs.runtime.handlers.common import plans, record, request_thread, show_pla
 from jobs.runtime.handlers.sidecars import plan_tls
 from jobs.runtime.migration import show, status_text
 from jobs.runtime.migration_run import APPROVE, Run
+from jobs.runtime.reports import report
 from meshbot.commands import Request
 from meshbot.errors import MeshNotFound, Refused
 from meshbot.plan import Plan
@@ -184,7 +185,9 @@ def control(ctx: JobContext, request: Request, action: str) -> str:
     saved = _update(store, ns, change)
     if saved is None:
         raise Refused(words.cannot(ns, action + "d", current.status.value))
-    ctx.notifier.reply(saved.channel, saved.thread_ts, words.control(ns, action, request.user))
+    # Said after the change: Slack away must not fail the job, whose retry would find the
+    # workflow already paused (or resumed, or aborting) and refuse it.
+    report(ctx, saved.channel, saved.thread_ts, words.control(ns, action, request.user))
     show(ctx, saved)
     record(ctx, request, action, detail=f"{current.status.value} → {saved.status.value}")
     return f"{ns}: {saved.status.value}"
@@ -228,8 +231,7 @@ def approved(ctx: JobContext, request: Request) -> str:
     saved = _update(store, ns, change)
     if saved is None:
         raise Refused(f"no step of a running migration of `{ns}` waits for this approval")
-    ctx.notifier.reply(saved.channel, saved.thread_ts,
-                       f"Approved by {people(request.approved_by)}: "
-                       f"{request.command.options.get('what', key)}")
+    report(ctx, saved.channel, saved.thread_ts, f"Approved by {people(request.approved_by)}: "
+           f"{request.command.options.get('what', key)}")
     record(ctx, request, "approved", detail=f"step {key}")
     return f"{ns}: {key} approved"
