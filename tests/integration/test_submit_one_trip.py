@@ -78,3 +78,17 @@ def test_our_own_retry_after_a_lost_answer_is_not_a_duplicate(
         proxied.close()
     queue = Queue("meshbot", connection=redis_client, serializer=JSONSerializer)
     assert queue.job_ids.count(api.job_id(request.id)) == 1
+
+
+def test_a_submit_after_redis_lost_its_scripts_is_taken_once(redis_client: redis.Redis) -> None:
+    """A restarted Redis (or SCRIPT FLUSH) has no submit script: it is loaded and the submit
+    sent again, and the request is queued once, not refused or lost."""
+    api.submit(redis_client, canary("warm-up"))
+    redis_client.script_flush()
+    request = canary("trigger-after-flush")
+
+    assert api.submit(redis_client, request) is True
+    assert api.submit(redis_client, request) is False  # Slack's retry: a duplicate
+
+    queue = Queue("meshbot", connection=redis_client, serializer=JSONSerializer)
+    assert queue.job_ids.count(api.job_id(request.id)) == 1
