@@ -12,7 +12,7 @@ import pytest
 import yaml
 from cloudcoil.models.istio.security import v1beta1 as security
 
-from jobs.adapters.audit import AuditLog
+from jobs.adapters.audit import AuditEntry, AuditLog
 from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh
 from tests.integration.chatops import APPROVERS, ChatOps
 from tests.integration.test_istio_models import assert_valid_istio
@@ -275,6 +275,14 @@ def test_mtls_strict_sets_peer_authentication_and_istio_mutual(ops: ChatOps, mes
     assert "none → STRICT" in AuditLog(mesh.redis).last(NS, 5)[0].detail
 
 
+def mtls_done(mesh: Mesh) -> AuditEntry:
+    """The one entry an mtls request ended with (its approval's own entries aside)."""
+    entries = [e for e in AuditLog(mesh.redis).last(NS, 9)
+               if e.action == "mtls" and e.outcome not in ("approval requested", "approved")]
+    assert [e.outcome for e in entries] == ["done"], entries
+    return entries[0]
+
+
 @pytest.mark.parametrize("refused", ["ISTIO_MUTUAL` set on", "created with mTLS STRICT"])
 def test_mtls_strict_retried_after_its_writes_landed_says_what_it_changed(
         ops: ChatOps, mesh: Mesh, monkeypatch: pytest.MonkeyPatch, refused: str) -> None:
@@ -296,12 +304,9 @@ def test_mtls_strict_retried_after_its_writes_landed_says_what_it_changed(
     peers = [t for t in texts if "PeerAuthentication `production/default`" in t]
     assert peers == [":white_check_mark: PeerAuthentication `production/default` created with "
                      "mTLS STRICT."], texts
-    entries = [e for e in AuditLog(mesh.redis).last(NS, 9)
-               if e.action == "mtls" and e.outcome not in ("approval requested", "approved")]
-    assert [e.outcome for e in entries] == ["done"], entries
-    assert "none → STRICT" in entries[0].detail
-    assert "no DestinationRule" not in entries[0].detail
-    assert "payment-service" in entries[0].detail
+    detail = mtls_done(mesh).detail
+    assert "none → STRICT" in detail and "payment-service" in detail
+    assert "no DestinationRule" not in detail
 
 
 def test_mtls_permissive_retried_after_its_write_landed_says_the_mode_it_replaced(
@@ -318,10 +323,7 @@ def test_mtls_permissive_retried_after_its_write_landed_says_the_mode_it_replace
     peers = [t for t in thread(ops, "*mTLS*") if "PeerAuthentication `production/default`" in t]
     assert peers == [":white_check_mark: PeerAuthentication `production/default`: mTLS STRICT "
                      "→ PERMISSIVE."], peers
-    entries = [e for e in AuditLog(mesh.redis).last(NS, 9)
-               if e.action == "mtls" and e.outcome not in ("approval requested", "approved")]
-    assert [e.outcome for e in entries] == ["done"], entries
-    assert "STRICT → PERMISSIVE" in entries[0].detail
+    assert "STRICT → PERMISSIVE" in mtls_done(mesh).detail
 
 
 def test_mtls_changes_only_the_mode(ops: ChatOps, mesh: Mesh) -> None:
