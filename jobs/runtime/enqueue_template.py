@@ -83,9 +83,9 @@ class EnqueueTemplate:
 
 def _compressed(data: bytes) -> bytes:
     """A zlib stream as RQ's ``zlib.decompress`` reads it. ``zlib.compress`` sets up a 32 KiB
-    window and its full hash tables for a job's few hundred bytes, and that set-up cost an ack
-    about 60 µs; a 512-byte window and the smallest tables cost a third of that, and a job's
-    data (about 350 bytes) compresses as well, within a few bytes."""
+    window and its full hash tables for a job's few hundred bytes; with a 512-byte window and
+    the smallest tables an ack cost about 80 µs less CPU (in-process), and a job's data (about
+    350 bytes) comes out within a few bytes of the same size."""
     packer = zlib.compressobj(1, zlib.DEFLATED, 9, 1)
     return packer.compress(data) + packer.flush()
 
