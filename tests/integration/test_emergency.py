@@ -26,6 +26,7 @@ from tests.fixtures.meshbot import CHANNEL, Mesh
 from tests.fixtures.real_cluster import Cluster
 from tests.integration.chatops import APPROVERS, ChatOps, write_policy
 from tests.integration.test_route_edit_retried import fail_post_saying
+from tests.integration.test_worker_jobs import release_retries as release_scheduled_retries
 
 A1, A2, _ = APPROVERS
 NS = "shop"
@@ -202,6 +203,24 @@ def test_a_step_slack_refused_to_hear_is_said_in_order_once(
     assert [t[:8] for t in steps] == [f"Step {n}/5" for n in range(1, 6)], steps
     assert steps[1] == "Step 2/5: :unlock: mTLS: `default` set to PERMISSIVE."
     assert emergency_thread(ops).count(":recycle: restarting `cart-v1` (1/2).") == 1
+
+
+def test_the_approvers_named_after_the_work_though_slack_refused_it_once(
+        ops: ChatOps, mesh: Mesh, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slack answers 500 to "Approved by …" in the emergency's thread, said after the approved
+    work ran: the work is not run again or refused, and the approvers are named once."""
+    fail_post_saying(mesh.slack, monkeypatch, ":white_check_mark: Approved by")
+    url = start_emergency(ops)
+    release_scheduled_retries(mesh.redis)  # RQ's retry, if any, as its time comes
+    ops.run()
+    deliver_owed(context.current())
+
+    thread = emergency_thread(ops)
+    assert sum(t.startswith(":white_check_mark: Approved by") for t in thread) == 1, thread
+    assert [t[:8] for t in thread if t.startswith("Step ")] == [f"Step {n}/5" for n in
+                                                               range(1, 6)], thread
+    assert thread.count(":recycle: restarting `cart-v1` (1/2).") == 1, thread
+    assert not [t for t in ops.told(url) if "Refused" in t or "Not run" in t], ops.told(url)
 
 
 def test_a_rollout_past_its_deadline_stops_the_procedure(ops: ChatOps, mesh: Mesh) -> None:

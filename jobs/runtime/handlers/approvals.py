@@ -36,6 +36,7 @@ from jobs.runtime.context import JobContext
 from jobs.runtime.gates import Blocked, check_gates, service_lock
 from jobs.runtime.handlers.approval_plan import compose, facts_now
 from jobs.runtime.handlers.common import end_overtaken, thread_of
+from jobs.runtime.reports import report
 from jobs.runtime.weights import Abandoned, Overtaken
 from meshbot import cluster_scope
 from meshbot.commands import Request
@@ -267,8 +268,9 @@ def finish(ctx: JobContext, request: Request) -> None:
         update={"state": ApprovalState.DONE, "thread_link": link}), None))
     refresh(ctx, pending.channel, pending.ts)
     if channel and ts and (channel, ts) != (pending.channel, pending.ts):
-        ctx.notifier.reply(channel, ts,
-                           approval_text.approved_by(pending.approvals, pending.permalink))
+        # Owed when Slack does not take it: a retry of this job finds its approval done and
+        # ends at once ("no matching approval"), so a failure here would lose the line.
+        report(ctx, channel, ts, approval_text.approved_by(pending.approvals, pending.permalink))
 
 
 def render(ctx: JobContext, pending: PendingApproval) -> str:
