@@ -207,3 +207,20 @@ def test_a_control_slack_refused_to_announce_is_announced_once_and_done(
     assert len(done) == (2 if name == "freeze off" else 1), entries
     assert done[0].after == {"unlock": "unlocked", "freeze on": "frozen",
                              "freeze off": "off"}[name]
+
+
+def test_a_second_freeze_on_is_refused_and_the_first_stays(ops: ChatOps, mesh: Mesh) -> None:
+    ops.command("freeze on")
+    ops.run()
+    first = Locks(mesh.redis).freeze()
+    assert first is not None and first.user == OPERATOR
+    roots = len(ops.roots())
+
+    _, url = ops.command("freeze on", user=OTHER)
+    ops.run()
+    assert any("The change freeze is already on: set by <@" + OPERATOR + ">" in t
+               for t in ops.told(url, user=OTHER)), ops.told(url, user=OTHER)
+    assert Locks(mesh.redis).freeze() == first  # unchanged: still the first one's
+    assert len(ops.roots()) == roots  # nothing announced
+    outcomes = [e.outcome for e in AuditLog(mesh.redis).last("freeze", 10)]
+    assert outcomes == ["done"], outcomes  # the first freeze only: no second one recorded
