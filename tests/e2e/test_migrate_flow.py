@@ -27,11 +27,11 @@ from playground.deployment_controller import RolloutController
 from playground.sample_mesh import TIERS
 from tests.fixtures.live import Live, eventually
 from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh, MeshBase
+from tests.fixtures.slack import fail_post_saying
 from tests.integration.chatops import APPROVERS, ChatOps
 from tests.integration.test_istio_models import assert_valid_istio
 from tests.integration.test_migrate import write_migrate_policy
 from tests.integration.test_readiness import seed_ready_control_plane
-from tests.integration.test_route_edit_retried import fail_post_saying
 
 NS = "production"
 NET = ("networking.istio.io", "v1beta1")

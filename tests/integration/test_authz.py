@@ -17,8 +17,8 @@ from cloudcoil.models.istio.security import v1, v1beta1
 from jobs.adapters.audit import AuditLog
 from playground.prometheus_server import PrometheusServer
 from tests.fixtures.meshbot import CHANNEL, Mesh
+from tests.fixtures.slack import fail_post_saying
 from tests.integration.chatops import APPROVERS, ChatOps
-from tests.integration.test_route_edit_retried import fail_post_saying
 from tests.integration.test_runbook_routing import run, thread, write_runbook_policy
 from tests.integration.test_worker_jobs import release_retries
 

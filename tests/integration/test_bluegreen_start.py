@@ -24,8 +24,8 @@ from jobs.runtime.handlers.bluegreen import start_plan
 from jobs.runtime.handlers.common import subsets_of
 from meshbot.plan import Action, ObjectChange
 from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh
+from tests.fixtures.slack import fail_post_saying
 from tests.integration.chatops import APPROVERS, ChatOps
-from tests.integration.test_route_edit_retried import fail_post_saying
 from tests.integration.test_runbook_routing import blue_green, http, run, vs, write_runbook_policy
 from tests.integration.test_worker_jobs import release_retries
 

@@ -24,8 +24,8 @@ from meshbot.settings import Settings
 from playground.sample_mesh import deployment, destination_rule, virtual_service
 from tests.fixtures.meshbot import CHANNEL, Mesh
 from tests.fixtures.real_cluster import Cluster
+from tests.fixtures.slack import fail_post_saying
 from tests.integration.chatops import APPROVERS, ChatOps, write_policy
-from tests.integration.test_route_edit_retried import fail_post_saying
 from tests.integration.test_worker_jobs import release_retries as release_scheduled_retries
 
 A1, A2, _ = APPROVERS

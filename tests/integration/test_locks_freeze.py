@@ -13,8 +13,8 @@ from jobs.adapters.locks import Locks
 from jobs.runtime import context
 from jobs.runtime.reports import deliver_owed
 from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh
+from tests.fixtures.slack import fail_post_saying
 from tests.integration.chatops import APPROVERS, ChatOps, write_policy
-from tests.integration.test_route_edit_retried import fail_post_saying
 from tests.integration.test_worker_jobs import release_retries
 
 A1, A2, _ = APPROVERS

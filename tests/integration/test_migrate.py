@@ -30,10 +30,10 @@ from playground.deployment_controller import settle_rollouts
 from playground.sample_mesh import TIERS, deployment
 from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh, MeshBase
 from tests.fixtures.real_cluster import RealCluster
+from tests.fixtures.slack import fail_post_saying
 from tests.integration.chatops import APPROVERS, ChatOps, write_policy
 from tests.integration.test_istio_models import assert_valid_istio
 from tests.integration.test_readiness import seed_ready_control_plane
-from tests.integration.test_route_edit_retried import fail_post_saying
 from tests.integration.test_worker_jobs import release_retries
 
 NS = "production"

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
 from jobs.adapters.audit import AuditEntry, AuditLog
 from jobs.domain.routes_match import current_header, current_mirror
 from meshbot.commands import Command, Request, Verb
-from playground.slack_api import SlackApiStandIn
 from playground.slack_workspace import Fault
 from tests.fixtures.meshbot import CHANNEL, EmulatedMesh
 from tests.integration.test_worker_jobs import (
@@ -58,22 +56,6 @@ def fail_the_report(mesh: EmulatedMesh, monkeypatch: pytest.MonkeyPatch) -> None
         return original(method)
 
     monkeypatch.setattr(mesh.slack, "take_fault", take)
-
-
-def fail_post_saying(slack: SlackApiStandIn, monkeypatch: pytest.MonkeyPatch,
-                     words: str) -> None:
-    """Slack answers 500 to the first ``chat.postMessage`` whose text holds ``words`` (a
-    command's report, said after its change landed), and serves every other call."""
-    original, armed = slack.answer, [True]
-
-    def answer(method: str, params: dict[str, Any], headers: dict[str, str]
-               ) -> tuple[int, dict[str, str], dict[str, Any]]:
-        if armed[0] and method == POST and words in str(params.get("text") or ""):
-            armed[0] = False
-            return 500, {}, {"ok": False, "error": "fatal_error"}
-        return original(method, params, headers)
-
-    monkeypatch.setattr(slack, "answer", answer)
 
 
 def entries(mesh: EmulatedMesh, request: Request) -> list[AuditEntry]:

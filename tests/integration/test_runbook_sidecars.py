@@ -14,9 +14,9 @@ from cloudcoil.models.istio.security import v1beta1 as security
 
 from jobs.adapters.audit import AuditEntry, AuditLog
 from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh
+from tests.fixtures.slack import fail_post_saying
 from tests.integration.chatops import APPROVERS, ChatOps
 from tests.integration.test_istio_models import assert_valid_istio
-from tests.integration.test_route_edit_retried import fail_post_saying
 from tests.integration.test_runbook_routing import run, thread, write_runbook_policy
 from tests.integration.test_worker_jobs import release_retries
 
