@@ -21,6 +21,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from prometheus_client import (
@@ -165,6 +166,29 @@ class RedisStateCollector(Collector):
                                 value=float(sample.watched))
 
 
+class _EveryWorkersFiles(Collector):
+    """Every gunicorn worker's metric files, merged (counters summed, the gauge's max taken).
+
+    A worker creates its file empty and sizes it a moment later; prometheus_client's own
+    collector fails the whole scrape on such a file (``struct.error``), so files not yet sized
+    are left to the next scrape: they hold no samples yet.
+    """
+
+    def __init__(self, directory: str) -> None:
+        self._directory = Path(directory)
+
+    def collect(self) -> Iterator[Any]:
+        files = [str(path) for path in sorted(self._directory.glob("*.db")) if _sized(path)]
+        yield from MultiProcessCollector.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
+
+
+def _sized(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except FileNotFoundError:
+        return False
+
+
 class _Forward(Collector):
     """This process's default registry, inside a per-scrape registry."""
 
@@ -175,9 +199,9 @@ class _Forward(Collector):
 def render(read_state: StateReader | None = None) -> tuple[bytes, str]:
     """The ``/metrics`` body and its content type, for this process (or all of ``serve``'s)."""
     registry = CollectorRegistry(auto_describe=False)
-    if os.environ.get(MULTIPROC_ENV):
-        # Every gunicorn worker's files, merged (counters summed, the gauge's max taken).
-        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    shared = os.environ.get(MULTIPROC_ENV)
+    if shared:
+        registry.register(_EveryWorkersFiles(shared))
     else:
         registry.register(_Forward())
     if read_state is not None:

@@ -213,3 +213,17 @@ def test_shared_metric_files_start_empty(tmp_path: Path) -> None:
                          timeout=30).stdout.split()
     assert out == [str(tmp_path), "False", str(tmp_path)]
     assert not stale.exists()
+
+
+def test_a_scrape_while_a_worker_creates_its_metric_file_still_answers(tmp_path: Path) -> None:
+    """A gunicorn worker booting creates its file empty and sizes it a moment later; a scrape in
+    between must still count every other worker (it used to fail with ``struct.error``)."""
+    code = ("import meshbot.metrics as m, pathlib, os; "
+            "m.COMMANDS.labels(verb='canary', outcome='accepted').inc(3); "
+            "(pathlib.Path(os.environ['PROMETHEUS_MULTIPROC_DIR']) / 'counter_999999.db')"
+            ".touch(); print(m.render()[0].decode())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
+                         timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert 'meshbot_commands_total{outcome="accepted",verb="canary"} 3.0' in out.stdout
