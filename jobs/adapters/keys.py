@@ -75,6 +75,12 @@ class Keys:
         whose approved work waits (for a lock, the freeze)."""
         return f"{self.root}approvals:open"
 
+    def removed_by(self, request_id: str) -> str:
+        """The lock or freeze a request's ``unlock`` or ``freeze off`` removed (kept a day): its
+        retry (the worker died before saying it) says and audits what was removed instead of
+        finding nothing there and refusing."""
+        return f"{self.root}removed-by:{request_id}"
+
     @property
     def lock_pattern(self) -> str:
         return f"{self.prefix}lock:*"

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from jobs.adapters.keys import Keys
 
 LOCK_TTL_S = 6 * 3600
+REMOVED_TTL_S = 24 * 3600  # RQ's retries and a takeover are over long before
 
 def _text(raw: bytes | str) -> str:
     return raw.decode() if isinstance(raw, bytes) else raw
@@ -64,12 +65,21 @@ class Locks:
         """Drop the lock only if ``request_id`` still holds it (it may have been broken)."""
         return self._delete_if(service, lambda held: held.request_id == request_id) is not None
 
-    def break_lock(self, service: str, holder_request_id: str) -> Lock | None:
-        """Break the lock if the same holder still has it; the lock that was broken."""
-        return self._delete_if(service, lambda held: held.request_id == holder_request_id)
+    def break_lock(self, service: str, holder_request_id: str, *, by: str) -> Lock | None:
+        """Break the lock if the same holder still has it; the lock that was broken, which is
+        kept for request ``by`` in the same transaction (``broken_by``)."""
+        return self._delete_if(service, lambda held: held.request_id == holder_request_id,
+                               remember=self.keys.removed_by(by))
 
-    def _delete_if(self, service: str, check: Callable[[Lock], bool]) -> Lock | None:
-        return _delete_if(self.client, self.keys.lock(service), Lock.model_validate_json, check)
+    def broken_by(self, request_id: str) -> Lock | None:
+        """The lock request ``request_id`` broke, if it broke one."""
+        raw = self.client.get(self.keys.removed_by(request_id))
+        return Lock.model_validate_json(raw) if raw else None
+
+    def _delete_if(self, service: str, check: Callable[[Lock], bool],
+                   remember: str | None = None) -> Lock | None:
+        return _delete_if(self.client, self.keys.lock(service), Lock.model_validate_json, check,
+                          remember)
 
     def all(self) -> list[Lock]:
         found = []
@@ -91,26 +101,35 @@ class Locks:
             return None
         return self.freeze()
 
-    def lift_freeze(self, request_id: str | None = None) -> Freeze | None:
-        """Lift the freeze (only the one set by ``request_id``, if given); what was lifted."""
+    def lift_freeze(self, *, by: str) -> Freeze | None:
+        """Lift the freeze; what was lifted, which is kept for request ``by`` in the same
+        transaction (``lifted_by``)."""
         return _delete_if(self.client, self.keys.freeze, Freeze.model_validate_json,
-                          lambda held: not request_id or held.request_id == request_id)
+                          lambda _held: True, self.keys.removed_by(by))
+
+    def lifted_by(self, request_id: str) -> Freeze | None:
+        """The freeze request ``request_id`` lifted, if it lifted one."""
+        raw = self.client.get(self.keys.removed_by(request_id))
+        return Freeze.model_validate_json(raw) if raw else None
 
 def _delete_if(client: redis.Redis, key: str, parse: Callable[[bytes | str], T],
-               check: Callable[[T], bool]) -> T | None:
+               check: Callable[[T], bool], remember: str | None = None) -> T | None:
     """Delete ``key`` if what it holds passes ``check``, atomically (WATCH/MULTI); what was
-    deleted, or None."""
+    deleted, or None. ``remember``: a key that keeps what was deleted, written in the same
+    transaction (never the deletion without it)."""
     with client.pipeline() as pipe:
         while True:
             try:
                 pipe.watch(key)  # type: ignore[no-untyped-call]
                 raw = pipe.get(key)
                 held = parse(raw) if raw else None
-                if held is None or not check(held):
+                if raw is None or held is None or not check(held):
                     pipe.unwatch()
                     return None
                 pipe.multi()
                 pipe.delete(key)
+                if remember is not None:
+                    pipe.set(remember, raw, ex=REMOVED_TTL_S)
                 pipe.execute()
                 return held
             except redis.WatchError:

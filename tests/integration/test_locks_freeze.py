@@ -10,10 +10,14 @@ import pytest
 
 from jobs.adapters.audit import AuditLog
 from jobs.adapters.locks import Locks
-from jobs.runtime import context
+from jobs.runtime import api, context
 from jobs.runtime.reports import deliver_owed
+from jobs.runtime.takeover import ALIVE_PREFIX, take_over
+from meshbot.settings import Settings
+from playground.processes import MeshbotProcess
+from playground.redis_server import free_port
 from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh
-from tests.fixtures.slack import fail_post_saying
+from tests.fixtures.slack import fail_post_saying, hold_post_saying
 from tests.integration.chatops import APPROVERS, ChatOps, write_policy
 from tests.integration.test_worker_jobs import release_retries
 
@@ -207,6 +211,42 @@ def test_a_control_slack_refused_to_announce_is_announced_once_and_done(
     assert len(done) == (2 if name == "freeze off" else 1), entries
     assert done[0].after == {"unlock": "unlocked", "freeze on": "frozen",
                              "freeze off": "off"}[name]
+
+
+@pytest.mark.parametrize("name", ["unlock", "freeze off"])
+def test_a_control_whose_worker_died_after_its_change_is_said_and_audited_once(
+        ops: ChatOps, mesh: Mesh, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        name: str) -> None:
+    """A real ``meshbot worker`` breaks the lock (lifts the freeze) and is SIGKILLed while its
+    announcement is on the wire (held, then answered 500: never posted). The job taken over and
+    run again finds the lock (the freeze) gone: it must say and audit what its first attempt
+    removed, once, not refuse "not locked" ("no freeze") with the change never said."""
+    set_up, words, target, after = CONTROLS[name]
+    held = hold_post_saying(mesh.slack, monkeypatch, words)
+    set_up(ops)  # up to the approval's quorum: the work is queued
+    env = {**mesh.env, "PROMETHEUS_URL": f"http://127.0.0.1:{free_port()}"}
+    worker = MeshbotProcess(["worker"], env, tmp_path / "worker.log").start()
+    try:
+        assert held.reached.wait(30), "the worker never announced the change"
+        worker.kill()
+    finally:
+        worker.stop()
+        held.release()
+    assert after(Locks(mesh.redis))  # the change landed before the worker died
+    for lease in mesh.redis.scan_iter(ALIVE_PREFIX + "*"):
+        mesh.redis.delete(lease)  # the dead worker's lease lapses at once
+    assert take_over(mesh.redis, api.queue_names(Settings().queue_name))
+    ops.run()
+    while release_retries(mesh.redis):
+        ops.run()
+
+    assert sum(words in t for t in ops.roots()) == 1, ops.roots()
+    outcomes = [e.outcome for e in AuditLog(mesh.redis).last(target, 20)
+                if e.action == name.split()[0]]
+    assert "refused" not in outcomes, outcomes
+    assert outcomes.count("done") == (2 if name == "freeze off" else 1), outcomes
+    assert not [t for t in ops.mesh.slack.responses() if "not locked" in str(t.body)
+                or "no change freeze" in str(t.body).lower()]
 
 
 def test_a_second_freeze_on_is_refused_and_the_first_stays(ops: ChatOps, mesh: Mesh) -> None:

@@ -33,10 +33,14 @@ def locks(ctx: JobContext, request: Request) -> str:
 def unlock(ctx: JobContext, request: Request) -> str:
     service = request.command.target or ""
     store = Locks(ctx.redis)
-    held = store.get(service)
-    if held is None:
-        raise Refused(admin_text.not_locked(service))
-    broken = store.break_lock(service, held.request_id)
+    # A retry (its worker died after the break) says and audits the lock it broke; it never
+    # breaks one taken since.
+    broken = store.broken_by(request.id)
+    if broken is None:
+        held = store.get(service)
+        if held is None:
+            raise Refused(admin_text.not_locked(service))
+        broken = store.break_lock(service, held.request_id, by=request.id)
     if broken is None:  # released between the read and the break: nothing stale any more
         raise Refused(admin_text.not_locked(service))
     text = admin_text.lock_broken(service, broken.user, broken.what, broken.since, request.user,
@@ -60,7 +64,8 @@ def freeze(ctx: JobContext, request: Request) -> str:
                       key=f"{request.id}:freeze")
         _record(ctx, request, "done", before="off", after="frozen", ts=ts)
         return "frozen"
-    lifted = store.lift_freeze()
+    # As ``unlock``: a retry says the freeze it lifted, never lifts one set since.
+    lifted = store.lifted_by(request.id) or store.lift_freeze(by=request.id)
     if lifted is None:
         raise Refused(admin_text.no_freeze())
     ts = announce(ctx, request.channel, admin_text.freeze_lifted(
