@@ -88,6 +88,10 @@ class Workflow(BaseModel):
     approvals: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     last: str = ""  # the last numbers measured
     note: str = ""  # why it stopped, or what it waits for
+    # The last pause, resume or abort: its request and the status it found. Its retry (the
+    # worker died after the change) says and audits that change instead of refusing it.
+    control_by: str = ""
+    control_from: str = ""
     version: int = 0
     started_at: float = 0.0
     updated_at: float = 0.0

@@ -10,14 +10,11 @@ import pytest
 
 from jobs.adapters.audit import AuditLog
 from jobs.adapters.locks import Locks
-from jobs.runtime import api, context
+from jobs.runtime import context
 from jobs.runtime.reports import deliver_owed
-from jobs.runtime.takeover import ALIVE_PREFIX, take_over
-from meshbot.settings import Settings
-from playground.processes import MeshbotProcess
-from playground.redis_server import free_port
+from tests.fixtures.killed_worker import killed_while_saying
 from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh
-from tests.fixtures.slack import fail_post_saying, hold_post_saying
+from tests.fixtures.slack import fail_post_saying
 from tests.integration.chatops import APPROVERS, ChatOps, write_policy
 from tests.integration.test_worker_jobs import release_retries
 
@@ -222,20 +219,9 @@ def test_a_control_whose_worker_died_after_its_change_is_said_and_audited_once(
     run again finds the lock (the freeze) gone: it must say and audit what its first attempt
     removed, once, not refuse "not locked" ("no freeze") with the change never said."""
     set_up, words, target, after = CONTROLS[name]
-    held = hold_post_saying(mesh.slack, monkeypatch, words)
     set_up(ops)  # up to the approval's quorum: the work is queued
-    env = {**mesh.env, "PROMETHEUS_URL": f"http://127.0.0.1:{free_port()}"}
-    worker = MeshbotProcess(["worker"], env, tmp_path / "worker.log").start()
-    try:
-        assert held.reached.wait(30), "the worker never announced the change"
-        worker.kill()
-    finally:
-        worker.stop()
-        held.release()
+    killed_while_saying(mesh, monkeypatch, tmp_path, words)
     assert after(Locks(mesh.redis))  # the change landed before the worker died
-    for lease in mesh.redis.scan_iter(ALIVE_PREFIX + "*"):
-        mesh.redis.delete(lease)  # the dead worker's lease lapses at once
-    assert take_over(mesh.redis, api.queue_names(Settings().queue_name))
     ops.run()
     while release_retries(mesh.redis):
         ops.run()

@@ -28,6 +28,7 @@ from jobs.runtime.migration import advance_all
 from jobs.runtime.reports import deliver_owed
 from playground.deployment_controller import settle_rollouts
 from playground.sample_mesh import TIERS, deployment
+from tests.fixtures.killed_worker import killed_while_saying
 from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh, MeshBase
 from tests.fixtures.real_cluster import RealCluster
 from tests.fixtures.slack import fail_post_saying
@@ -402,6 +403,26 @@ def test_a_pause_slack_refused_to_report_is_said_once_and_holds(
     paused = workflow(mesh)
     assert paused is not None and paused.status is Status.PAUSED
     deliver_owed(context.current())  # the ticker's duty: what Slack is owed
+
+    assert sum(f"paused by <@{OPERATOR}>" in t for t in thread_of(ops)) == 1, thread_of(ops)
+    assert not [t for t in ops.told(url) if "Refused" in t], ops.told(url)
+    assert [e.outcome for e in AuditLog(mesh.redis).last(NS, 20)].count("pause") == 1
+
+
+def test_a_pause_whose_worker_died_before_saying_it_is_said_once_and_holds(
+        ops: ChatOps, mesh: Mesh, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The worker pausing the workflow is SIGKILLed while "paused by …" is on the wire: the
+    job taken over finds the workflow paused by itself, and says and audits the pause once
+    (it used to refuse: "cannot be paused", with the pause never said)."""
+    ops.command(f"migrate {NS} phase=2")
+    ops.run()
+    _, url = ops.command(f"migrate {NS} pause")
+    killed_while_saying(mesh, monkeypatch, tmp_path, f"paused by <@{OPERATOR}>")
+    ops.run()
+    while release_retries(mesh.redis):
+        ops.run()
+    paused = workflow(mesh)
+    assert paused is not None and paused.status is Status.PAUSED
 
     assert sum(f"paused by <@{OPERATOR}>" in t for t in thread_of(ops)) == 1, thread_of(ops)
     assert not [t for t in ops.told(url) if "Refused" in t], ops.told(url)

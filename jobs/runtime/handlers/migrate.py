@@ -170,6 +170,22 @@ def control(ctx: JobContext, request: Request, action: str) -> str:
     ns = request.command.target or ""
     store = MigrationStore(ctx.redis)
     current = store.get(ns)
+    # Changed already by this request's first attempt, whose worker then died?
+    ours = current is not None and current.control_by == request.id
+    saved = current if ours else _control(store, ns, request, action, current)
+    if saved is None:
+        return f"dry run: would {action}"
+    # Said after the change: Slack away must not fail the job, whose retry would find the
+    # workflow already paused (or resumed, or aborting) and refuse it.
+    report(ctx, saved.channel, saved.thread_ts, words.control(ns, action, request.user))
+    show(ctx, saved)
+    record(ctx, request, action, detail=f"{saved.control_from} → {CONTROLS[action][1].value}")
+    return f"{ns}: {saved.status.value}"
+
+
+def _control(store: MigrationStore, ns: str, request: Request, action: str,
+             current: Workflow | None) -> Workflow | None:
+    """The workflow paused, resumed or aborted by ``request``; None for a dry run."""
     if current is None or not current.status.active:
         raise Refused(words.not_running(ns))
     allowed, target = CONTROLS[action]
@@ -177,20 +193,18 @@ def control(ctx: JobContext, request: Request, action: str) -> str:
         raise Refused(words.cannot(ns, {"pause": "paused", "resume": "resumed",
                                         "abort": "aborted"}[action], current.status.value))
     if request.command.dry_run:
-        return f"dry run: would {action}"
+        return None
 
     def change(wf: Workflow) -> Workflow | None:
-        return wf.model_copy(update={"status": target}) if wf.status in allowed else None
+        if wf.status not in allowed:
+            return None
+        return wf.model_copy(update={"status": target, "control_by": request.id,
+                                     "control_from": wf.status.value})
 
     saved = _update(store, ns, change)
     if saved is None:
         raise Refused(words.cannot(ns, action + "d", current.status.value))
-    # Said after the change: Slack away must not fail the job, whose retry would find the
-    # workflow already paused (or resumed, or aborting) and refuse it.
-    report(ctx, saved.channel, saved.thread_ts, words.control(ns, action, request.user))
-    show(ctx, saved)
-    record(ctx, request, action, detail=f"{current.status.value} → {saved.status.value}")
-    return f"{ns}: {saved.status.value}"
+    return saved
 
 
 def step_plan(ctx: JobContext, request: Request) -> str:
