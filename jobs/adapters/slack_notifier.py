@@ -91,6 +91,14 @@ class SlackCallFailed(PermanentError):
         self.error = error
 
 
+def _field(response: SlackResponse, method: str, name: str) -> str:
+    """A field of Slack's ok answer that meshbot needs; its absence is Slack's failure."""
+    value = response.get(name)
+    if not isinstance(value, str) or not value:
+        raise SlackCallFailed(method, f"its answer had no {name}")
+    return value
+
+
 class BotNotInChannel(PermanentError):
     """meshbot is not in the channel and cannot join it by itself (private or archived)."""
 
@@ -413,7 +421,7 @@ class Notifier:
             ),
             join=channel,
         )
-        ts = str(response["ts"])
+        ts = _field(response, "chat.postMessage", "ts")
         self._remember(
             str(response.get("channel") or channel), ts, _Shown(fingerprint(text, blocks), None)
         )
@@ -566,7 +574,16 @@ class Notifier:
             "chat.getPermalink",
             lambda: self._client.chat_getPermalink(channel=channel, message_ts=ts),
         )
-        return str(response["permalink"])
+        return _field(response, "chat.getPermalink", "permalink")
+
+    def link(self, channel: str, ts: str) -> str | None:
+        """``permalink``, or None when Slack gives none now: an audit entry, an approval
+        request or a cross-link is still worth having without it."""
+        try:
+            return self.permalink(channel, ts)
+        except MeshbotError as exc:
+            log.info("no permalink for %s in %s: %s", ts, channel, exc.message)
+            return None
 
     # -- the one error boundary ------------------------------------------------------------------
 

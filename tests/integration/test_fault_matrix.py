@@ -127,6 +127,20 @@ class Rig:
         self.monkeypatch.setattr(self.mesh.slack, "answer", answer)
         self.cleanups.append(released.set)
 
+    def slack_answer_without(self, method: str, name: str) -> None:
+        """Slack answers ``method`` ok but leaves ``name`` out of its answer (a field a real
+        server may omit: meshbot must not fail the job for it)."""
+        original = self.mesh.slack.answer
+
+        def answer(called: str, params: dict[str, Any], headers: dict[str, str]
+                   ) -> tuple[int, dict[str, str], Any]:
+            status, extra, body = original(called, params, headers)
+            if called == method and isinstance(body, dict):
+                body = {k: v for k, v in body.items() if k != name}
+            return status, extra, body
+
+        self.monkeypatch.setattr(self.mesh.slack, "answer", answer)
+
     def short_kube_timeout(self) -> None:
         ctx = context.current()
         kube = KubeClient(load_api_client(), settings=ctx.settings, timeout=KUBE_TIMEOUT)
@@ -237,6 +251,8 @@ def assert_audit(mesh: EmulatedMesh, request: Request, outcome: str,
     [entry] = mine
     assert (entry.actor, entry.action, entry.target) == (OPERATOR, "canary", SERVICE)
     assert entry.outcome == outcome, entry
+    # A link to the thread, or none when Slack gave none: never a link that goes nowhere.
+    assert entry.permalink is None or entry.permalink.startswith("https://"), entry
     assert entry.before == (str(before) if before else None), entry
     assert entry.after == (str(after) if after else None), entry
     if after is not None:
@@ -320,6 +336,10 @@ COMMAND_ROWS = {
     "slack-500-after-storing-the-reply": CommandRow(
         lambda rig: rig.slack_fault_on_post(REPLY, Fault(500, "fatal_error", after_serving=True)),
         attempts=2, patches=1, retried_because=SLACK_500),
+    # The audit entry is written without its link; the job is done at its first attempt.
+    "slack-permalink-answered-without-the-link": CommandRow(
+        lambda rig: rig.slack_answer_without("chat.getPermalink", "permalink"),
+        attempts=1, patches=1),
 }
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import time
 
-from jobs.adapters.audit import AuditEntry
 from jobs.adapters.locks import Freeze, Locks
 from jobs.runtime.context import JobContext
+from jobs.runtime.handlers.common import record
 from jobs.runtime.reports import announce
 from meshbot.commands import Request
-from meshbot.errors import MeshbotError, Refused
+from meshbot.errors import Refused
 from rendering import admin as admin_text
 from rendering import audit as audit_text
 
@@ -85,15 +85,5 @@ def audit(ctx: JobContext, request: Request) -> str:
 def _record(ctx: JobContext, request: Request, outcome: str, *, before: str, after: str,
             ts: str | None) -> None:
     """``ts``: the announcement's, None while it is owed to Slack (the entry has no link)."""
-    permalink: str | None = None
-    if ts is not None:
-        try:
-            permalink = ctx.notifier.permalink(request.channel, ts)
-        except MeshbotError:  # the entry matters more than its link
-            permalink = None
-    ctx.audit.record(AuditEntry(
-        actor=request.user, action=request.command.verb.value,
-        target=request.command.target or request.command.verb.value, outcome=outcome,
-        request_id=request.id, before=before, after=after, approvers=request.approved_by,
-        permalink=permalink,
-    ))
+    record(ctx, request, outcome, before=before, after=after, channel=request.channel, ts=ts,
+           target=request.command.target or request.command.verb.value)

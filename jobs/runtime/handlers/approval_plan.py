@@ -215,7 +215,4 @@ def _thread_link(ctx: JobContext, service: str) -> str | None:
     rollout = ctx.store.get(service)
     if rollout is None or rollout.phase.terminal or not (rollout.channel and rollout.thread_ts):
         return None
-    try:
-        return ctx.notifier.permalink(rollout.channel, rollout.thread_ts)
-    except MeshbotError:
-        return None  # the request is still worth posting without the link
+    return ctx.notifier.link(rollout.channel, rollout.thread_ts)

@@ -79,7 +79,7 @@ def request_approval(ctx: JobContext, request: Request) -> str:
     thread = request.command.options.get(THREAD)
     ts = (ctx.notifier.reply(request.channel, thread, render(ctx, pending)) if thread
           else ctx.notifier.post_root(request.channel, render(ctx, pending)))
-    pending = pending.model_copy(update={"ts": ts, "permalink": _permalink(ctx, request.channel,
+    pending = pending.model_copy(update={"ts": ts, "permalink": ctx.notifier.link(request.channel,
                                                                           ts)})
     store.create(pending)
     Queue(ctx.settings.queue_name, connection=ctx.redis, serializer=JSONSerializer).enqueue_in(
@@ -263,7 +263,7 @@ def finish(ctx: JobContext, request: Request) -> None:
     if pending is None:
         return
     channel, ts = thread_of(ctx, request)
-    link = pending.thread_link or (_permalink(ctx, channel, ts) if channel and ts else None)
+    link = pending.thread_link or (ctx.notifier.link(channel, ts) if channel and ts else None)
     store.update(pending.channel, pending.ts, lambda p: (p.model_copy(
         update={"state": ApprovalState.DONE, "thread_link": link}), None))
     refresh(ctx, pending.channel, pending.ts)
@@ -397,11 +397,6 @@ def _namespace(ctx: JobContext, request: Request) -> str | None:
     return view.namespace if view is not None else None
 
 
-def _permalink(ctx: JobContext, channel: str, ts: str) -> str | None:
-    try:
-        return ctx.notifier.permalink(channel, ts)
-    except MeshbotError:
-        return None  # the audit entry is still worth having without the link
 
 
 def _tell(ctx: JobContext, request: Request, text: str) -> None:

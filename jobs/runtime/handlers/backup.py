@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 
-from jobs.adapters.audit import AuditEntry
 from jobs.adapters.backup_store import BackupStore
 from jobs.adapters.kube import Obj
 from jobs.domain.backup_diff import (
@@ -26,10 +25,10 @@ from jobs.domain.backup_diff import (
     restored_body,
 )
 from jobs.runtime.context import JobContext
-from jobs.runtime.handlers.common import planning_only, plans, request_thread, show_plan
+from jobs.runtime.handlers.common import planning_only, plans, record, request_thread, show_plan
 from jobs.runtime.reports import report
 from meshbot.commands import Request
-from meshbot.errors import MeshbotError, MeshForbidden, MeshNotFound, Refused
+from meshbot.errors import MeshForbidden, MeshNotFound, Refused
 from meshbot.plan import ObjectChange, Plan
 from rendering import runbook as runbook_text
 
@@ -167,14 +166,5 @@ def _write(ctx: JobContext, namespace: str,
 
 def audit(ctx: JobContext, request: Request, outcome: str, target: str, *,
            before: str | None = None, after: str | None = None, ts: str | None = None) -> None:
-    permalink = None
-    if ts:
-        try:
-            permalink = ctx.notifier.permalink(request.channel, ts)
-        except MeshbotError:  # the entry matters more than its link
-            permalink = None
-    ctx.audit.record(AuditEntry(
-        actor=request.user, action=request.command.verb.value, target=target, outcome=outcome,
-        request_id=request.id, before=before, after=after, approvers=request.approved_by,
-        permalink=permalink,
-    ))
+    record(ctx, request, outcome, before=before, after=after, channel=request.channel, ts=ts,
+           target=target)

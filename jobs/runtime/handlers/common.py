@@ -131,18 +131,16 @@ def thread_of(ctx: JobContext, request: Request) -> tuple[str | None, str | None
     return None, None
 
 
-def record(ctx: JobContext, request: Request, outcome: str, *, before: Weights | None = None,
-           after: Weights | None = None, channel: str | None = None, ts: str | None = None,
-           detail: str = "") -> None:
-    permalink = None
-    if channel and ts:
-        try:
-            permalink = ctx.notifier.permalink(channel, ts)
-        except MeshbotError:  # a missing permalink must not lose the audit entry
-            permalink = None
+def record(ctx: JobContext, request: Request, outcome: str, *,
+           before: Weights | str | None = None, after: Weights | str | None = None,
+           channel: str | None = None, ts: str | None = None, detail: str = "",
+           target: str | None = None) -> None:
+    """The request's audit entry, linked to its message (``ts`` in ``channel``) when Slack gives
+    a link; ``target``: what it is about, when not the command's target."""
+    permalink = ctx.notifier.link(channel, ts) if channel and ts else None
     ctx.audit.record(AuditEntry(
-        actor=request.user, action=request.command.verb.value, target=request.command.target,
-        outcome=outcome, request_id=request.id,
+        actor=request.user, action=request.command.verb.value,
+        target=target or request.command.target, outcome=outcome, request_id=request.id,
         before=str(before) if before else None, after=str(after) if after else None,
         approvers=request.approved_by, permalink=permalink, detail=detail,
     ))
