@@ -241,3 +241,31 @@ def test_a_start_retried_after_its_last_report_failed_ends_as_one_start(
     entries = [(e.outcome, e.detail) for e in AuditLog(mesh.redis).last(SVC, 30)
                if e.action == "bluegreen"]
     assert len(entries) == len(set(entries)), entries  # nothing audited twice
+
+
+def test_a_cutover_retried_after_its_last_report_failed_says_which_routes_it_removed(
+        ops: ChatOps, mesh: Mesh, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slack answers 500 to "Blue-green done" (the 0/100 and the preview route's removal
+    written): RQ runs the cutover again. Its thread and its audit name the VirtualService the
+    preview route was removed from, once — not "nothing (already as asked)", which is what its
+    retry finds."""
+    service = "logging-service"  # pilot: cut over at once, no approval
+    run(ops, f"bluegreen {service}")
+    ctx = context.current()
+    view = ctx.policy.service(service)
+    assert view is not None
+    fail_post_saying(mesh.slack, monkeypatch, "Blue-green done")
+    assert bluegreen_cutover.ask(ctx, view, ready(mesh, service))
+    ops.run()
+    while release_retries(mesh.redis):
+        ops.run()
+
+    assert mesh.weights(service) == {"stable": 0, "canary": 100}
+    assert [r for r in http(mesh, service) if "match" in r] == []
+    [root] = [m for m in mesh.slack.roots(CHANNEL) if "*Blue-green*" in m.text]
+    done = [t for t in ops.thread(root.ts) if "Blue-green done" in t]
+    assert len(done) == 1, done
+    assert f"preview route removed from `{service}`" in done[0], done
+    details = [e.detail for e in AuditLog(mesh.redis).last(service, 30)
+               if e.action == "bluegreen" and "removed from" in e.detail]
+    assert details == [f"preview header route removed from {service}"], details

@@ -397,8 +397,6 @@ def _namespace(ctx: JobContext, request: Request) -> str | None:
     return view.namespace if view is not None else None
 
 
-
-
 def _tell(ctx: JobContext, request: Request, text: str) -> None:
     try:
         ctx.notifier.ephemeral(text, response_url=request.response_url, channel=request.channel,

@@ -22,6 +22,7 @@ from jobs.runtime.bluegreen_cutover import CUTOVER, next_attempt, waiting_for_cu
 from jobs.runtime.context import JobContext
 from jobs.runtime.handlers import traffic
 from jobs.runtime.handlers.common import (
+    first_found,
     names,
     plans,
     record,
@@ -190,7 +191,10 @@ def _cutover(ctx: JobContext, request: Request, view: ServiceView) -> str:
         if current.phase is Phase.AWAITING_APPROVAL:
             _approved(ctx, request, view, current)
         traffic.promote(ctx, request)
-    changed = edit_routes(ctx, view, plan_header_route_off)
+    # A retry after the route's removal landed (Slack failed the report) finds nothing left
+    # to remove: it says what its first attempt removed.
+    changed: list[str] = first_found(ctx, "cutover-routes",
+                                     list(edit_routes(ctx, view, plan_header_route_off)))
     rollout = ctx.store.get(view.name) or current
     if rollout.channel and rollout.thread_ts:
         ctx.notifier.reply(rollout.channel, rollout.thread_ts, routing_text.bluegreen_done(
