@@ -16,10 +16,11 @@ from jobs.adapters.backup_store import BackupStore
 from jobs.domain.backup_diff import KINDS, managed_view
 from jobs.runtime import context
 from jobs.runtime.reports import deliver_owed
-from tests.fixtures.meshbot import CHANNEL, OPERATOR, Mesh
+from tests.fixtures.meshbot import CHANNEL, OPERATOR, EmulatedMesh, Mesh
 from tests.fixtures.real_cluster import Cluster
 from tests.fixtures.slack import fail_post_saying
 from tests.integration.chatops import APPROVERS, ChatOps, write_policy
+from tests.integration.test_worker_jobs import release_retries
 
 A1, A2, _ = APPROVERS
 NS = "production"
@@ -224,3 +225,41 @@ def test_backup_refusals(ops: ChatOps, mesh: Mesh) -> None:
     assert any("namespace `no-such-namespace` does not exist" in t for t in ops.told(url))
     assert BackupStore(mesh.redis).latest() == []
     assert ops.roots() == []
+
+
+def test_a_restore_retried_after_a_failed_write_reports_every_object_it_restored(
+        emulated_mesh: EmulatedMesh) -> None:
+    """The Kubernetes API answers 500 to the restore's second write (the first, a create,
+    landed): RQ runs it again, and the retry finds one object left to restore. The thread shows
+    the diff once, and the report and the audit name both objects restored — not only the one
+    the retry wrote."""
+    mesh = emulated_mesh
+    seed_security_and_gateway(mesh.cluster)
+    ops = ChatOps.start(mesh)
+    backup_id = backup(ops)
+    mesh.cluster.delete(*NET, "destinationrules", NS, "user-service")
+    mesh.cluster.change(*SEC, "peerauthentications", NS, "default",
+                        lambda pa: pa["spec"].update(mtls={"mode": "PERMISSIVE"}))
+    mesh.cluster.fail(500, method="PUT", plural="peerauthentications", name="default")
+    ops.command(f"restore {backup_id}")
+    ops.run()
+    approve(ops)
+    while release_retries(mesh.redis):
+        ops.run()
+
+    assert live(mesh.cluster, "DestinationRule", "user-service") is not None
+    restored = live(mesh.cluster, "PeerAuthentication", "default")
+    assert restored is not None and restored["spec"]["mtls"]["mode"] == "STRICT"
+    thread = restore_thread(ops)
+    diffs = [t for t in thread if t.startswith("Backup compared with the live objects:")]
+    assert len(diffs) == 1, thread
+    assert "DestinationRule `user-service`: created" in diffs[0]
+    assert "PeerAuthentication `default`: changed (`spec.mtls.mode`)" in diffs[0]
+    done = [t for t in thread if t.startswith(":white_check_mark: Restored:")]
+    assert len(done) == 1, thread
+    assert done[0].startswith(":white_check_mark: Restored: created "
+                              "`DestinationRule/user-service`; updated "
+                              "`PeerAuthentication/default`"), done
+    entries = [e for e in AuditLog(mesh.redis).last(backup_id, 10) if e.action == "restore"
+               and e.outcome == "done"]
+    assert [(e.before, e.after) for e in entries] == [("2 differed", "created 1, updated 1")]

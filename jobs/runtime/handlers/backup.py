@@ -25,7 +25,14 @@ from jobs.domain.backup_diff import (
     restored_body,
 )
 from jobs.runtime.context import JobContext
-from jobs.runtime.handlers.common import planning_only, plans, record, request_thread, show_plan
+from jobs.runtime.handlers.common import (
+    first_found,
+    planning_only,
+    plans,
+    record,
+    request_thread,
+    show_plan,
+)
 from jobs.runtime.reports import report
 from meshbot.commands import Request
 from meshbot.errors import MeshForbidden, MeshNotFound, Refused
@@ -111,30 +118,40 @@ def restore(ctx: JobContext, request: Request) -> str:
                       for item, current, body in writes))
     if dry_run and planning_only():
         return show_plan(ctx, request, plan)
+    # What the first attempt found, kept for its retries (a write failed after others had
+    # landed): a retry's own diff misses what was restored already, and would say and audit
+    # only the rest.
+    skipped = [d for d in diffs if not d.restorable and d.change is not Change.UNCHANGED]
+    found = first_found(ctx, "restore", {
+        "diffs": [[d.kind, d.name, d.change.value, list(d.fields), d.restorable]
+                  for d in diffs],
+        "skipped": len(skipped),
+        "created": [f"{d.kind}/{d.name}" for d in pending if d.change is Change.CREATED],
+        "updated": [f"{d.kind}/{d.name}" for d in pending if d.change is Change.CHANGED],
+        "unchanged": sum(d.change is Change.UNCHANGED for d in diffs),
+    })
+    created, updated = list(found["created"]), list(found["updated"])
     root = runbook_text.restore_root(backup_id, namespace, request.user, dry_run,
                                      request.approved_by)
     ts = request_thread(ctx, request, request.channel, root)
     ctx.notifier.reply(request.channel, ts, runbook_text.restore_diff(
-        [(d.kind, d.name, d.change.value, d.fields, d.restorable) for d in diffs]))
-    skipped = [d for d in diffs if not d.restorable and d.change is not Change.UNCHANGED]
-    if skipped or any(not k.restorable for k in KINDS):
+        [(kind, name, change, tuple(fields), restorable)
+         for kind, name, change, fields, restorable in found["diffs"]]))
+    if found["skipped"] or any(not k.restorable for k in KINDS):
         ctx.notifier.reply(request.channel, ts, runbook_text.restore_kinds_skipped(
-            [k.kind for k in KINDS if not k.restorable], len(skipped)))
-    to_create = [d for d in pending if d.change is Change.CREATED]
+            [k.kind for k in KINDS if not k.restorable], found["skipped"]))
     if dry_run:
         ctx.notifier.reply(request.channel, ts, runbook_text.restore_dry_run_done(
-            len(to_create), len(pending) - len(to_create)))
+            len(created), len(updated)))
         return show_plan(ctx, request, plan)  # field by field, to the caller; audited
     _write(ctx, saved.namespace, writes)
-    created = [f"{d.kind}/{d.name}" for d in to_create]
-    updated = [f"{d.kind}/{d.name}" for d in pending if d.change is Change.CHANGED]
-    unchanged = sum(d.change is Change.UNCHANGED for d in diffs)
     # Said after the writes: Slack away must not fail the job, whose retry would find them
     # made and report (and audit) a restore of nothing.
-    report(ctx, request.channel, ts, runbook_text.restore_done(created, updated, unchanged))
-    audit(ctx, request, "done", backup_id, before=f"{len(pending)} differed",
+    report(ctx, request.channel, ts, runbook_text.restore_done(created, updated,
+                                                               found["unchanged"]))
+    audit(ctx, request, "done", backup_id, before=f"{len(created) + len(updated)} differed",
            after=f"created {len(created)}, updated {len(updated)}", ts=ts)
-    return f"restored {len(pending)}"
+    return f"restored {len(created) + len(updated)}"
 
 
 def _writes(saved: Backup, live: list[Obj], pending: list[ObjectDiff]
