@@ -103,4 +103,6 @@ def test_a_route_edit_retried_after_its_write_landed_says_what_it_did(
     reports = [t for t in said if t.startswith(":white_check_mark:")]
     assert len(reports) == 1 and report in reports[0], said
     assert "replaces" not in reports[0], reports  # its own write is not what it replaced
+    # What it wrote is named: the retry itself found nothing left to write.
+    assert "already as asked" not in reports[0] and f"`{SERVICE}`" in reports[0], reports
     assert not any("nothing was changed" in t for t in told(mesh, request)), told(mesh, request)

@@ -17,6 +17,7 @@ from jobs.runtime import api
 from jobs.runtime.bluegreen_cutover import void as void_cutover
 from jobs.runtime.context import JobContext
 from jobs.runtime.handlers.common import (
+    first_found,
     links_text,
     names,
     pair,
@@ -101,9 +102,11 @@ def write_routes(ctx: JobContext, request: Request, view: ServiceView, planned: 
     request is looked for just before the write, and again after it — one accepted while the
     write was on the wire may have found nothing to remove and run to its end, the write
     landing after it: what was written is removed again (as the rollback removes it) and the
-    request ends overtaken. The names of the objects changed."""
+    request ends overtaken. The names of the objects changed — by the request's first attempt:
+    its retry (the report after the write failed) finds them written and writes nothing."""
     not_overtaken(ctx, request, channel, ts)
-    changed = write_planned(ctx, view, planned, plan)
+    changed: list[str] = first_found(ctx, "routes-written",
+                                     list(write_planned(ctx, view, planned, plan)))
     if changed and not request.command.dry_run and api.overtaken(ctx.redis, request):
         clear_canary_routes(ctx, view)
         log.warning("%s: %s's route edit landed after a rollback; removed again", view.name,
