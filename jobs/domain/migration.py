@@ -53,8 +53,13 @@ class Status(StrEnum):
         return self in (Status.RUNNING, Status.PAUSED, Status.ABORTING)
 
 
+# Stored records ignore fields they do not know: during a rolling upgrade an older meshbot
+# reads workflows a newer one wrote (and a newer one reads old ones through the defaults).
+_STORED = ConfigDict(frozen=True, extra="ignore")
+
+
 class Step(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = _STORED
 
     phase: int
     kind: str
@@ -68,7 +73,7 @@ class Step(BaseModel):
 class Workflow(BaseModel):
     """One namespace's migration, as Redis keeps it (``jobs.adapters.migration_store``)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = _STORED
 
     id: str
     namespace: str

@@ -33,6 +33,17 @@ def test_past_cutover_only_once_the_cutover_is_done() -> None:
     assert model.past_cutover(wf, cut + 1) and not model.past_cutover(wf, cut - 1)
 
 
+def test_a_workflow_written_by_a_newer_meshbot_still_loads() -> None:
+    """A rolling upgrade: the new pods write fields the old ones do not know yet."""
+    steps = model.build_steps((2,), TIERS)
+    wf = model.Workflow(id="w", namespace="n", request_id="r", requester="U", channel="C",
+                        phases=(2,), steps=steps, cursor=1)
+    stored = wf.model_dump(mode="json")
+    stored["a_field_from_a_later_release"] = {"x": 1}
+    stored["steps"][0]["another_new_field"] = "y"
+    assert model.Workflow.model_validate(stored) == wf
+
+
 def test_rollout_complete_as_kubectl_judges() -> None:
     d = deployment("x", {"app": "x"}, "n", replicas=2)
     d["metadata"]["generation"] = 3
