@@ -3,7 +3,9 @@
 "use strict";
 
 const R = window.Render;
-const page = { setup: null, state: null, user: "", service: "payment-service", shown: "" };
+// shown: the channel's HTML as last drawn; null when it must be drawn again whatever it is
+// (an empty view for a new person must still replace the last person's private answers).
+const page = { setup: null, state: null, user: "", service: "payment-service", shown: null };
 const $ = (id) => document.getElementById(id);
 
 async function api(path, body) {
@@ -181,7 +183,7 @@ async function setCanary(service, errorRate, latencyMs) {
 function chooseUser(id) {
   page.user = id;
   $("user").value = id;
-  page.shown = "";
+  page.shown = null;
   poll();
 }
 
