@@ -73,8 +73,7 @@ class Locks:
 
     def broken_by(self, request_id: str) -> Lock | None:
         """The lock request ``request_id`` broke, if it broke one."""
-        raw = self.client.get(self.keys.removed_by(request_id))
-        return Lock.model_validate_json(raw) if raw else None
+        return self._removed_by(request_id, Lock.model_validate_json)
 
     def _delete_if(self, service: str, check: Callable[[Lock], bool],
                    remember: str | None = None) -> Lock | None:
@@ -109,8 +108,11 @@ class Locks:
 
     def lifted_by(self, request_id: str) -> Freeze | None:
         """The freeze request ``request_id`` lifted, if it lifted one."""
+        return self._removed_by(request_id, Freeze.model_validate_json)
+
+    def _removed_by(self, request_id: str, parse: Callable[[bytes | str], T]) -> T | None:
         raw = self.client.get(self.keys.removed_by(request_id))
-        return Freeze.model_validate_json(raw) if raw else None
+        return parse(raw) if raw else None
 
 def _delete_if(client: redis.Redis, key: str, parse: Callable[[bytes | str], T],
                check: Callable[[T], bool], remember: str | None = None) -> T | None:
@@ -123,7 +125,7 @@ def _delete_if(client: redis.Redis, key: str, parse: Callable[[bytes | str], T],
                 pipe.watch(key)  # type: ignore[no-untyped-call]
                 raw = pipe.get(key)
                 held = parse(raw) if raw else None
-                if raw is None or held is None or not check(held):
+                if not raw or held is None or not check(held):
                     pipe.unwatch()
                     return None
                 pipe.multi()

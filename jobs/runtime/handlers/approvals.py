@@ -79,8 +79,8 @@ def request_approval(ctx: JobContext, request: Request) -> str:
     thread = request.command.options.get(THREAD)
     ts = (ctx.notifier.reply(request.channel, thread, render(ctx, pending)) if thread
           else ctx.notifier.post_root(request.channel, render(ctx, pending)))
-    pending = pending.model_copy(update={"ts": ts, "permalink": ctx.notifier.link(request.channel,
-                                                                          ts)})
+    pending = pending.model_copy(
+        update={"ts": ts, "permalink": ctx.notifier.link(request.channel, ts)})
     store.create(pending)
     Queue(ctx.settings.queue_name, connection=ctx.redis, serializer=JSONSerializer).enqueue_in(
         timedelta(seconds=ttl), EXPIRE_TASK, request.channel, ts,
