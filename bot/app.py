@@ -23,7 +23,7 @@ from bot.groups import GroupResolver, UserGroups
 from jobs.runtime import api
 from meshbot import cluster_scope, metrics
 from meshbot.commands import Command, Request, Verb
-from meshbot.errors import QueueUnavailable
+from meshbot.errors import QueueUnavailable, TemporaryError
 from meshbot.settings import Settings
 from policies.policy import Policy
 from rendering import replies
@@ -110,6 +110,9 @@ def _count_reaction(ctx: BotContext, body: dict[str, Any]) -> BoltResponse | Non
     except QueueUnavailable as exc:
         log.warning("reaction not counted, Slack will deliver it again: %s", exc.message)
         return BoltResponse(status=503, body={"error": "queue unavailable"})
+    except TemporaryError as exc:  # an approval a newer meshbot stored, during an upgrade
+        log.warning("reaction not counted, Slack will deliver it again: %s", exc.message)
+        return BoltResponse(status=503, body={"error": "try again"})
     return None
 
 

@@ -66,7 +66,7 @@ LAST_TICK = Gauge("meshbot_last_tick_timestamp",
 # What ``jobs.tasks.handle_request`` returns, when it is not the handler's own summary.
 _JOB_OUTCOMES = {"refused": "refused", "failed": "failed", "unsupported": "failed",
                  "voided": "refused", "awaiting approval": "awaiting_approval",
-                 "waiting": "waiting", "not run": "refused"}
+                 "waiting": "waiting", "not run": "refused", "unreadable": "refused"}
 # Reactions that are not about an approval request at all are not counted.
 _NOT_APPROVALS = frozenset({"not_a_request", "other_emoji"})
 

@@ -61,6 +61,16 @@ def queue_unavailable() -> str:
             "in a minute. If it persists, tell whoever runs meshbot.")
 
 
+def unreadable(verb: str | None, target: str | None) -> str:
+    """A request this worker's meshbot cannot read: most often one a newer meshbot accepted
+    while the workers were still being upgraded. Named as far as it could be read."""
+    named = " ".join(["/mesh", *(part for part in (verb, target) if part)])
+    shown = f"`{named}`" if verb else "Your command"
+    return (f":warning: {shown} was not run: this meshbot worker cannot read it (it names "
+            "something this version does not know, as a newer meshbot's request does during an "
+            "upgrade). Nothing was done — send it again once the upgrade has finished.")
+
+
 def overtaken(command: Command) -> str:
     return (f":rewind: `{describe(command)}` was not applied: a rollback of `{command.target}` "
             "was accepted after it, and a rollback wins.")

@@ -10,10 +10,12 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import redis
+from pydantic import ValidationError
 from redis.client import Pipeline
 
 from jobs.adapters.keys import Keys
 from jobs.domain.approval_rules import ApprovalState, PendingApproval
+from meshbot.errors import TemporaryError
 
 T = TypeVar("T")
 
@@ -30,6 +32,27 @@ def _where(member: object) -> tuple[str, str]:
     channel, _, ts = text.partition(" ")
     return channel, ts
 
+class ApprovalUnreadable(TemporaryError):
+    """An approval this meshbot cannot read: most often one a newer meshbot stored during a
+    rolling upgrade (a field of its request this version does not know). Left as it is for a
+    meshbot that can read it — never rewritten, never guessed at."""
+
+    def __init__(self, channel: str, ts: str, error: ValidationError, raw: bytes | str) -> None:
+        first = error.errors()[0] if error.error_count() else {"loc": (), "msg": "unreadable"}
+        where = ".".join(map(str, first["loc"])) or "the document"
+        super().__init__(f"the approval request {channel}/{ts} cannot be read by this meshbot "
+                         f"({where}: {first['msg']}); it is left for one that can", delay=30.0)
+        self.channel, self.ts = channel, ts
+        self.fingerprint = hash(raw)  # the same record, read again, is the same fingerprint
+
+
+def _read(channel: str, ts: str, raw: bytes | str) -> PendingApproval:
+    try:
+        return PendingApproval.model_validate_json(raw)
+    except ValidationError as exc:
+        raise ApprovalUnreadable(channel, ts, exc, raw) from None
+
+
 class ApprovalStore:
     def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
         self.client = client
@@ -37,7 +60,7 @@ class ApprovalStore:
 
     def get(self, channel: str, ts: str) -> PendingApproval | None:
         raw = self.client.get(self.keys.approval(channel, ts))
-        return PendingApproval.model_validate_json(raw) if raw else None
+        return _read(channel, ts, raw) if raw else None
 
     def for_request(self, request_id: str) -> PendingApproval | None:
         where = self.client.get(self.keys.approval_for(request_id))
@@ -73,7 +96,7 @@ class ApprovalStore:
                     if not raw:
                         pipe.unwatch()
                         return None
-                    current = PendingApproval.model_validate_json(raw)
+                    current = _read(channel, ts, raw)
                     updated, result = change(current)
                     if updated == current:
                         pipe.unwatch()
@@ -100,16 +123,27 @@ class ApprovalStore:
                                             start=0, num=limit)
         return [_where(member) for member in members]
 
-    def waiting(self, now: float, limit: int = 1000) -> list[PendingApproval]:
-        """Approved requests whose work waits for an obstacle to go, not yet expired; one
-        round trip for the index, one for the documents."""
+    def waiting(self, now: float, limit: int = 1000,
+                ) -> tuple[list[PendingApproval], list[ApprovalUnreadable]]:
+        """Approved requests whose work waits for an obstacle to go, not yet expired, and the
+        open approvals this meshbot could not read; one round trip for the index, one for the
+        documents."""
         members = self.client.zrangebyscore(self.keys.approvals_open, f"({now}", "+inf",
                                             start=0, num=limit)
         if not members:
-            return []
-        raws = self.client.mget([self.keys.approval(*_where(m)) for m in members])
-        found = [PendingApproval.model_validate_json(raw) for raw in raws if raw]
-        return [p for p in found if p.state is ApprovalState.WAITING]
+            return [], []
+        places = [_where(m) for m in members]
+        raws = self.client.mget([self.keys.approval(*where) for where in places])
+        found: list[PendingApproval] = []
+        unreadable: list[ApprovalUnreadable] = []
+        for (channel, ts), raw in zip(places, raws, strict=True):
+            if not raw:
+                continue
+            try:
+                found.append(_read(channel, ts, raw))
+            except ApprovalUnreadable as exc:
+                unreadable.append(exc)
+        return [p for p in found if p.state is ApprovalState.WAITING], unreadable
 
     def open_count(self) -> int:
         return int(self.client.zcard(self.keys.approvals_open))

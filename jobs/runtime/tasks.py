@@ -20,6 +20,7 @@ from jobs.runtime.context import JobContext
 from jobs.runtime.handlers import approvals
 from jobs.runtime.handlers.common import end_overtaken, plans_dry_run, record, thread_of
 from jobs.runtime.retry import next_wait
+from jobs.runtime.unreadable import read_request
 from jobs.runtime.weights import Abandoned
 from meshbot import cluster_scope, metrics
 from meshbot.commands import Request, Verb
@@ -56,7 +57,9 @@ HANDLERS: dict[Verb, Handler] = {s.verb: _resolve(s.handler) for s in REGISTRY i
 
 @metrics.counts_job  # commands by verb and outcome (done, failed, ...), job failures
 def handle_request(payload: dict[str, Any]) -> str:
-    request = Request.model_validate(payload)
+    request = read_request(payload)
+    if request is None:
+        return "unreadable"
     # Every key, client and message of the job is the cluster's the command named.
     with cluster_scope.scope(request.command.cluster):
         return _handle(request, context.current().for_cluster(request.command.cluster))

@@ -25,7 +25,7 @@ from redis.client import Pipeline
 from rq import Queue, Retry
 from rq.serializers import JSONSerializer
 
-from jobs.adapters.approval_store import ApprovalStore
+from jobs.adapters.approval_store import ApprovalStore, ApprovalUnreadable
 from jobs.adapters.audit import AuditEntry
 from jobs.adapters.locks import Locks
 from jobs.domain.approval_rules import ApprovalState, PendingApproval, changed_facts, expire
@@ -37,6 +37,7 @@ from jobs.runtime.gates import Blocked, check_gates, service_lock
 from jobs.runtime.handlers.approval_plan import compose, facts_now
 from jobs.runtime.handlers.common import end_overtaken, thread_of
 from jobs.runtime.reports import report
+from jobs.runtime.unreadable import read_request
 from jobs.runtime.weights import Abandoned, Overtaken
 from meshbot import cluster_scope
 from meshbot.commands import Request
@@ -110,7 +111,9 @@ def request_approval_from_tick(ctx: JobContext, request: Request) -> str:
 
 
 def request_job(payload: dict[str, Any]) -> str:
-    request = Request.model_validate(payload)
+    request = read_request(payload)
+    if request is None:
+        return "unreadable"
     with cluster_scope.scope(request.command.cluster):
         return request_approval(context.current().for_cluster(request.command.cluster), request)
 
@@ -200,7 +203,10 @@ def resume_waiting(ctx: JobContext, now: float) -> int:
     the state moves back to approved in one transaction); how many."""
     store = ApprovalStore(ctx.redis)
     resumed = 0
-    for pending in store.waiting(now):
+    waiting, unreadable = store.waiting(now)
+    for each in unreadable:
+        _left_unread(each)
+    for pending in waiting:
         # Approvals are found from Slack alone; the lock they wait for is their cluster's.
         cluster = pending.request.command.cluster
         with cluster_scope.scope(cluster):
@@ -362,8 +368,29 @@ def refresh_now_or_later(ctx: JobContext, channel: str, ts: str) -> None:
 
 
 def expire_due(ctx: JobContext, now: float) -> int:
-    """Expire every open (or waiting) approval past its TTL; how many."""
-    return sum(expire_one(ctx, c, t, now) for c, t in ApprovalStore(ctx.redis).due(now))
+    """Expire every open (or waiting) approval past its TTL; how many. One this meshbot cannot
+    read is left for one that can: it never stops the others'."""
+    expired = 0
+    for channel, ts in ApprovalStore(ctx.redis).due(now):
+        try:
+            expired += expire_one(ctx, channel, ts, now)
+        except ApprovalUnreadable as exc:
+            _left_unread(exc)
+    return expired
+
+
+# The unreadable approvals already said in this process's log (the sweep meets them each tick).
+_SAID_UNREADABLE: set[tuple[str, str, int]] = set()
+
+
+def _left_unread(exc: ApprovalUnreadable) -> None:
+    seen = (exc.channel, exc.ts, exc.fingerprint)
+    if seen in _SAID_UNREADABLE:
+        return
+    if len(_SAID_UNREADABLE) > 10_000:  # bounded: a long life meets many upgrades
+        _SAID_UNREADABLE.clear()
+    _SAID_UNREADABLE.add(seen)
+    log.warning("%s", exc.message)
 
 
 def sweep(ctx: JobContext, now: float) -> int:
