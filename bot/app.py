@@ -99,7 +99,8 @@ def create_app(ctx: BotContext) -> App:
 
 
 def _count_reaction(ctx: BotContext, body: dict[str, Any]) -> BoltResponse | None:
-    """Count a reaction; None lets Bolt answer 200. Redis failing, a 503 instead (a listener
+    """Count a reaction; None lets Bolt answer 200. Redis failing, or anything else that may
+    pass (a ``TemporaryError``), a 503 instead (a listener
     may return Bolt's response): over HTTP Slack retries an event not answered 2xx, and over
     Socket Mode Bolt then leaves the envelope unacknowledged, which Slack retries too. Raising
     would do the same with a traceback in the log; a custom ``@app.error`` handler cannot be
@@ -107,12 +108,10 @@ def _count_reaction(ctx: BotContext, body: dict[str, Any]) -> BoltResponse | Non
     that Bolt's default handler answers with a 500."""
     try:
         handle_reaction(ctx, body)
-    except QueueUnavailable as exc:
+    except TemporaryError as exc:  # Redis failing; an approval a newer meshbot stored
         log.warning("reaction not counted, Slack will deliver it again: %s", exc.message)
-        return BoltResponse(status=503, body={"error": "queue unavailable"})
-    except TemporaryError as exc:  # an approval a newer meshbot stored, during an upgrade
-        log.warning("reaction not counted, Slack will deliver it again: %s", exc.message)
-        return BoltResponse(status=503, body={"error": "try again"})
+        error = "queue unavailable" if isinstance(exc, QueueUnavailable) else "try again"
+        return BoltResponse(status=503, body={"error": error})
     return None
 
 
