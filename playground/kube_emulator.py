@@ -211,6 +211,21 @@ class RunningCluster:
 
         return self.call(matching)
 
+    def lose_answer(
+        self,
+        status: int,
+        *,
+        method: str | None = None,
+        plural: str | None = None,
+        name: str | None = None,
+        times: int = 1,
+    ) -> None:
+        """Serve the next matching requests (a write lands), then answer ``status`` instead of
+        their answer: the answer lost on its way, as a proxy's timeout or a dropped connection
+        after the API server committed the write leaves it."""
+        self.emulator.add_fault(Fault(method, plural, name, times, status=status,
+                                      lost_answer=True))
+
     def stall(
         self,
         seconds: float,

@@ -6,7 +6,7 @@ that): a resourceVersion that changes on every write (one cluster-wide counter, 
 revision), uid/creationTimestamp/generation, 409 Conflict for a write that carries a stale
 resourceVersion, PUT (replace), label selectors on LIST, cluster-scoped ``namespaces``, and
 injectable faults (a status, a stall, a concurrent write just before the next matching one, a
-request held until the test lets it through).
+request held until the test lets it through, a request served whose answer is lost).
 
 Unlike kmock, writes happen in the fallback handlers, not before the reactions run: a request
 that a reaction intercepts (say ``emulator["patch"][:1] << 409``) leaves the object untouched, as
@@ -127,6 +127,7 @@ class Fault:
     stall: float = 0.0  # hold the request this long (the client should time out first)
     change: Callable[[Obj], None] | None = None  # a concurrent write, applied before this one
     hold: Hold | None = None  # held until released, then served
+    lost_answer: bool = False  # served (a write lands), then answered ``status`` instead
     then: Fault | None = None  # armed once this one has answered: a fault for a later request
 
     def matches(self, request: kmock.Request) -> bool:
@@ -241,6 +242,10 @@ class MeshEmulator(kmock.KubernetesEmulator):
             # Waited for off the loop: the other clients' requests are served meanwhile.
             if not await asyncio.to_thread(fault.hold.released.wait, fault.hold.timeout):
                 raise _status_error(504, "Timeout", "held request never released")
+        elif fault is not None and fault.lost_answer:
+            await super(kmock.KubernetesEmulator, self)._handle(request)
+            raise _status_error(fault.status, "Injected", f"injected HTTP {fault.status} "
+                                "after the request was served")
         elif fault is not None and fault.headers:
             return _status_response(fault.status, f"injected HTTP {fault.status}", fault.headers)
         elif fault is not None:

@@ -230,6 +230,18 @@ def test_stall_times_out_the_client(
     assert "timed out" in str(err.value).lower()
 
 
+def test_a_lost_answer_lands_the_write_and_answers_the_status(
+    custom: client.CustomObjectsApi, emulated_cluster: RunningCluster
+) -> None:
+    emulated_cluster.lose_answer(503, method="PATCH", plural="virtualservices", name=SVC)
+    with pytest.raises(ApiException) as err:
+        patch_vs(custom, {"metadata": {"labels": {"landed": "yes"}}})
+    assert err.value.status == 503
+    stored = emulated_cluster.get(GROUP, VERSION, "virtualservices", NS, SVC)
+    assert stored["metadata"]["labels"] == {"landed": "yes"}
+    patch_vs(custom, {"metadata": {"labels": {"landed": "again"}}})  # only the next one
+
+
 def test_interfere_lands_a_concurrent_write_first(
     custom: client.CustomObjectsApi, emulated_cluster: RunningCluster
 ) -> None:

@@ -1,6 +1,7 @@
 """A route edit (`/mesh ab`, `/mesh mirror`, on or off) whose write landed but whose job stopped
 before it said so — Slack answered 500 for the thread's report, as a worker killed at that
-moment would leave it — is run again by RQ. The retry reads its own write: it must neither refuse
+moment would leave it; or the Kubernetes API's answer to the write itself was lost (a 503 after
+it committed the write) — is run again by RQ. The retry reads its own write: it must neither refuse
 ("nothing to remove") what its first attempt did, nor report its own write as what was there
 before. The thread, the caller and the audit say what the first attempt found and did, once."""
 
@@ -86,14 +87,24 @@ CASES: dict[str, tuple[Command | None, Command, Check, str, str, str]] = {
 }
 
 
+def lose_the_writes_answer(mesh: EmulatedMesh, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The edit's write lands, and its answer is a 503: the job cannot know it landed."""
+    mesh.cluster.lose_answer(503, method="PATCH", plural="virtualservices", name=SERVICE)
+
+
+FAULTS = {"report refused": fail_the_report, "write's answer lost": lose_the_writes_answer}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_a_route_edit_retried_after_its_write_landed_says_what_it_did(
-        emulated_mesh: EmulatedMesh, monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+        emulated_mesh: EmulatedMesh, monkeypatch: pytest.MonkeyPatch, case: str,
+        fault: str) -> None:
     mesh = emulated_mesh
     first, edit, landed, report, detail, word = CASES[case]
     if first is not None:
         run(mesh, first)
-    fail_the_report(mesh, monkeypatch)
+    FAULTS[fault](mesh, monkeypatch)
     request = run(mesh, edit)
 
     assert landed(vs(mesh))

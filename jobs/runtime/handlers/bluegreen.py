@@ -22,7 +22,6 @@ from jobs.runtime.bluegreen_cutover import CUTOVER, next_attempt, waiting_for_cu
 from jobs.runtime.context import JobContext
 from jobs.runtime.handlers import traffic
 from jobs.runtime.handlers.common import (
-    first_found,
     names,
     plans,
     record,
@@ -31,7 +30,7 @@ from jobs.runtime.handlers.common import (
     show_plan,
     subsets_of,
 )
-from jobs.runtime.route_edits import Planner, edit_routes, read_and_plan
+from jobs.runtime.route_edits import Planner, read_and_plan
 from jobs.runtime.weights import defined_subsets, preflight, qualified
 from meshbot.commands import Request
 from meshbot.errors import Refused
@@ -191,10 +190,11 @@ def _cutover(ctx: JobContext, request: Request, view: ServiceView) -> str:
         if current.phase is Phase.AWAITING_APPROVAL:
             _approved(ctx, request, view, current)
         traffic.promote(ctx, request)
-    # A retry after the route's removal landed (Slack failed the report) finds nothing left
-    # to remove: it says what its first attempt removed.
-    changed: list[str] = first_found(ctx, "cutover-routes",
-                                     list(edit_routes(ctx, view, plan_header_route_off)))
+    # A retry after the route's removal landed (its answer lost, Slack refused the report)
+    # finds nothing left to remove: it says what its first attempt removed.
+    changed = traffic.written_by_request(
+        ctx, "cutover-planned", view, read_and_plan(ctx, view, plan_header_route_off),
+        plan_header_route_off)
     rollout = ctx.store.get(view.name) or current
     if rollout.channel and rollout.thread_ts:
         ctx.notifier.reply(rollout.channel, rollout.thread_ts, routing_text.bluegreen_done(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Iterator, Mapping
 
@@ -102,17 +103,33 @@ def write_routes(ctx: JobContext, request: Request, view: ServiceView, planned: 
     request is looked for just before the write, and again after it — one accepted while the
     write was on the wire may have found nothing to remove and run to its end, the write
     landing after it: what was written is removed again (as the rollback removes it) and the
-    request ends overtaken. The names of the objects changed — by the request's first attempt:
-    its retry (the report after the write failed) finds them written and writes nothing."""
+    request ends overtaken. The names of the objects changed, by whichever attempt wrote them
+    (``written_by_request``)."""
     not_overtaken(ctx, request, channel, ts)
-    changed: list[str] = first_found(ctx, "routes-written",
-                                     list(write_planned(ctx, view, planned, plan)))
+    changed = written_by_request(ctx, "routes-planned", view, planned, plan)
     if changed and not request.command.dry_run and api.overtaken(ctx.redis, request):
         clear_canary_routes(ctx, view)
         log.warning("%s: %s's route edit landed after a rollback; removed again", view.name,
                     request.id, extra={"service": view.name})
         raise Overtaken(replies.overtaken(request.command), channel=channel, ts=ts)
     return changed
+
+
+def written_by_request(ctx: JobContext, what: str, view: ServiceView, planned: list[Planned],
+                       plan: Planner) -> list[str]:
+    """``write_planned``; the names of the objects this request changed, whichever attempt
+    wrote them. The names it is about to change are kept first, under ``what``: a retry after
+    the write landed (its answer lost, the worker killed, the report refused by Slack) finds
+    nothing left to write and must still name them. A first attempt names only what it wrote
+    (a conflict's re-plan may have found one already as asked by someone else)."""
+    attempt = os.urandom(8).hex()
+    first = first_found(ctx, what, {"attempt": attempt,
+                                    "names": [p.name for p in planned if p.http is not None]})
+    written = write_planned(ctx, view, planned, plan)
+    if not isinstance(first, dict) or first.get("attempt") == attempt:
+        return written
+    earlier = set(first.get("names") or ())
+    return [p.name for p in planned if p.name in earlier or p.name in written]
 
 
 def still_wanted(store: RolloutStore, service: str, rollout_id: str,
