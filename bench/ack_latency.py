@@ -9,6 +9,10 @@ connection open (as Slack's own senders do), and the same load of ``GET /healthz
 p50/p90/p99/max for both and their ratio, how many acks were 200, and whether every acked
 command's job is in the RQ queue. The aim (issue 2): p99 under 50 ms at 50 concurrent on a
 2-core machine; Slack's own limit is 3 s.
+
+A second floor runs beside them, in rounds of its own: ``bench._ack_floor``, the same gunicorn
+answering the same signed commands after only what no ack can skip (the signature, the form,
+one Redis round trip). Serve's CPU per request is printed against both floors.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ import http.client
 import math
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,8 +41,8 @@ from jobs.runtime.api import job_id
 from meshbot.cli import build_parser
 from meshbot.settings import packaged_default_policy
 from playground.kube_emulator import start_cluster
-from playground.processes import ServeProcess
-from playground.redis_server import RedisServer
+from playground.processes import ServeProcess, wait_http_ok
+from playground.redis_server import RedisServer, free_port
 from playground.sample_mesh import SERVICES, seed_sample_mesh
 from playground.slack_api import SlackApiStandIn
 from playground.slack_client import SlackSender, new_trigger_id
@@ -194,9 +199,35 @@ def merged(loads: list[Load]) -> Load:
                 sum(load.wall_s for load in loads), cpu)
 
 
-def serve_cpu(load: Load) -> float:
-    """meshbot serve's CPU seconds per request in ``load`` (0 when it could not be read)."""
-    return load.cpu_s.get("meshbot serve", 0.0) / max(len(load.samples), 1)
+SERVE, FLOOR = "meshbot serve", "ack floor"
+
+
+def serve_cpu(load: Load, party: str = SERVE) -> float:
+    """``party``'s CPU seconds per request in ``load`` (0 when it could not be read):
+    meshbot serve's, or the signed floor's for the floor's own rounds."""
+    return load.cpu_s.get(party, 0.0) / max(len(load.samples), 1)
+
+
+@contextlib.contextmanager
+def ack_floor(env: dict[str, str], log_path: Path, *, workers: int,
+              threads: int) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """``bench._ack_floor`` on a free port: its port and process, stopped on exit."""
+    port = free_port()
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bench._ack_floor", "--port", str(port),
+             "--workers", str(workers), "--threads", str(threads)],
+            env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_http_ok("127.0.0.1", port, "/healthz", 30, process)
+        yield port, process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
 
 
 def format_load(load: Load) -> str:
@@ -208,8 +239,10 @@ def format_load(load: Load) -> str:
 
 def format_cpu(load: Load) -> str:
     """Where the machine's CPU went, per request: tells computing from waiting."""
+    # A server idle during this load (the other floor's) is left out.
     per_request = "  ".join(f"{party} {1000 * seconds / len(load.samples):.2f} ms"
-                            for party, seconds in sorted(load.cpu_s.items()))
+                            for party, seconds in sorted(load.cpu_s.items())
+                            if seconds > 0.001 or party not in (SERVE, FLOOR))
     busy = sum(load.cpu_s.values()) / load.wall_s if load.wall_s else 0.0
     return f"  {'':<24} CPU/request: {per_request}  ({busy:.1f} cores busy)"
 
@@ -251,19 +284,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         serve = ServeProcess(env, Path(tmp) / "serve.log", workers=args.workers,
                              threads=args.threads)
-        with serve:
+        with serve, ack_floor(env, Path(tmp) / "floor.log", workers=args.workers,
+                              threads=args.threads) as (floor_port, floor_process):
             response_url = slack.new_response_url(channel=channel, user=operator)
             trigger_ids: list[str] = []
             ids_lock = threading.Lock()
 
-            def slash_client() -> tuple[Callable[[int], Sample], Callable[[], None]]:
-                sender = SlackSender(f"{serve.url}/slack/events", SIGNING_SECRET,
-                                     persistent=True)
+            def slash_client(port: int | None = None) -> tuple[Callable[[int], Sample],
+                                                               Callable[[], None]]:
+                """A sender of commands to serve, or (``port``) to the signed floor."""
+                url = serve.url if port is None else f"http://127.0.0.1:{port}"
+                sender = SlackSender(f"{url}/slack/events", SIGNING_SECRET, persistent=True)
 
                 def call(i: int) -> Sample:
                     trigger_id = new_trigger_id()
-                    with ids_lock:
-                        trigger_ids.append(trigger_id)
+                    if port is None:  # a command serve enqueues
+                        with ids_lock:
+                            trigger_ids.append(trigger_id)
                     # Ungated for every tier of the default policy: no weight above 25.
                     service, percent = SERVICES[i % len(SERVICES)], 1 + i % 25
                     reply = sender.slash_command(
@@ -272,6 +309,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     return Sample(reply.status, reply.elapsed)
 
                 return call, sender.close
+
+            def floor_client() -> tuple[Callable[[int], Sample], Callable[[], None]]:
+                return slash_client(floor_port)
 
             def health_client() -> tuple[Callable[[int], Sample], Callable[[], None]]:
                 client = HealthClient("127.0.0.1", serve.port)
@@ -286,12 +326,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 info = connection.info("cpu")
                 used = {"load generator": time.process_time(),
                         "redis": float(info["used_cpu_sys"]) + float(info["used_cpu_user"])}
-                server = process_tree_cpu_s(server_pid)
-                return used if server is None else {**used, "meshbot serve": server}
+                for party, pid in ((SERVE, server_pid), (FLOOR, floor_process.pid)):
+                    seconds = process_tree_cpu_s(pid)
+                    if seconds is not None:
+                        used[party] = seconds
+                return used
 
             # Alternated, round after round: the machine's other load (and the server's own
             # warming) falls on both alike, and each round gives one CPU ratio.
             floors: list[Load] = []
+            signed_floors: list[Load] = []
             ack_rounds: list[Load] = []
             # One untimed round of each first: a cold server's first round costs up to twice
             # the CPU of the next ones (seen on the no-op most), which would flatter the ratio.
@@ -299,13 +343,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                      bursts=True)
             run_load("warm-up", args.requests, args.concurrency, slash_client, cpu_meter,
                      bursts=True)
+            run_load("warm-up", args.requests, args.concurrency, floor_client, cpu_meter,
+                     bursts=True)
             for _ in range(args.rounds):
                 floors.append(run_load("GET /healthz (no-op)", args.requests,
                                        args.concurrency, health_client, cpu_meter, bursts=True))
+                signed_floors.append(run_load("signed POST + PING", args.requests,
+                                              args.concurrency, floor_client, cpu_meter,
+                                              bursts=True))
                 ack_rounds.append(run_load("/mesh canary (ack)", args.requests,
                                            args.concurrency, slash_client, cpu_meter,
                                            bursts=True))
-            floor, acks = merged(floors), merged(ack_rounds)
+            floor, signed, acks = merged(floors), merged(signed_floors), merged(ack_rounds)
             sustained_floor = run_load("GET /healthz, sustained", args.requests,
                                        args.concurrency, health_client, cpu_meter)
             sustained = run_load("/mesh canary, sustained", args.requests, args.concurrency,
@@ -329,20 +378,28 @@ def main(argv: Sequence[str] | None = None) -> int:
           "stand-ins share them")
     print(format_load(floor))
     print(format_cpu(floor))
+    print(format_load(signed))
+    print(format_cpu(signed))
     print(format_load(acks))
     print(format_cpu(acks))
     per_round = sorted(serve_cpu(a) / serve_cpu(f) for f, a in zip(floors, ack_rounds,
                                                                    strict=True)
                        if serve_cpu(f) > 0)
-    for number, (f, a) in enumerate(zip(floors, ack_rounds, strict=True), 1):
+    for number, (f, g, a) in enumerate(zip(floors, signed_floors, ack_rounds, strict=True), 1):
         print(f"    round {number}: no-op p99 {f.percentile_ms(0.99):.1f} ms, "
-              f"CPU {1000 * serve_cpu(f):.2f} ms; ack p99 {a.percentile_ms(0.99):.1f} ms, "
-              f"CPU {1000 * serve_cpu(a):.2f} ms")
+              f"CPU {1000 * serve_cpu(f):.2f} ms; signed floor p99 "
+              f"{g.percentile_ms(0.99):.1f} ms, CPU {1000 * serve_cpu(g, FLOOR):.2f} ms; "
+              f"ack p99 {a.percentile_ms(0.99):.1f} ms, CPU {1000 * serve_cpu(a):.2f} ms")
     if per_round:
         overall = serve_cpu(acks) / max(serve_cpu(floor), 1e-9)
         print(f"  {'serve CPU ack / no-op':<24} {overall:.2f} x over all rounds; per round "
               f"median {statistics.median(per_round):.2f} x (min {per_round[0]:.2f}, "
               f"max {per_round[-1]:.2f}, {len(per_round)} rounds)")
+    if serve_cpu(signed, FLOOR) > 0 and serve_cpu(floor) > 0:
+        print(f"  {'CPU signed floor / no-op':<24} "
+              f"{serve_cpu(signed, FLOOR) / serve_cpu(floor):.2f} x   (what no ack can skip)")
+        print(f"  {'serve CPU ack / floor':<24} "
+              f"{serve_cpu(acks) / serve_cpu(signed, FLOOR):.2f} x   (meshbot's own work)")
     ratios = "     ".join(
         f"{label} {acks.percentile_ms(q) / max(floor.percentile_ms(q), 1e-6):6.1f} x"
         for label, q in QUANTILES)

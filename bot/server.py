@@ -6,6 +6,7 @@ before ``serve`` has set up the metric files the workers share (``meshbot.multip
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gunicorn.app.base import BaseApplication
@@ -16,6 +17,8 @@ from meshbot.settings import Settings
 from policies.loader import load_policy_file
 
 if TYPE_CHECKING:
+    from wsgiref.types import WSGIApplication as WSGIApp
+
     from bot.http import MeshbotWSGI
 
 
@@ -25,27 +28,25 @@ def build_wsgi(settings: Settings) -> MeshbotWSGI:
     return assemble(settings)
 
 
-class _Gunicorn(BaseApplication):  # type: ignore[misc]
-    def __init__(self, options: dict[str, Any]) -> None:
+class Gunicorn(BaseApplication):  # type: ignore[misc]
+    """gunicorn with ``options``, serving the WSGI app ``load`` builds in each worker."""
+
+    def __init__(self, options: dict[str, Any], load: Callable[[], WSGIApp]) -> None:
         self.options = options
+        self._load = load
         super().__init__()
 
     def load_config(self) -> None:
         for key, value in self.options.items():
             self.cfg.set(key, value)
 
-    def load(self) -> MeshbotWSGI:
-        # Built in each worker after the fork, so no Redis connection is shared across processes.
-        return build_wsgi(Settings())
+    def load(self) -> WSGIApp:
+        return self._load()
 
 
-def serve(*, host: str, port: int, workers: int, threads: int) -> None:
-    settings = Settings()
-    configure_logging()
-    load_policy_file(settings.policy_path)  # fail fast, before forking, on a bad policy
-    metric_files = use_shared_metric_files()  # /metrics counts every worker process
-    _Gunicorn({
-        "on_exit": lambda _arbiter: metric_files.remove(),
+def gunicorn_options(*, host: str, port: int, workers: int, threads: int) -> dict[str, Any]:
+    """How ``meshbot serve`` runs gunicorn; ``bench.ack_latency``'s floor runs the same."""
+    return {
         "bind": f"{host}:{port}",
         "workers": workers,
         "threads": threads,
@@ -55,4 +56,15 @@ def serve(*, host: str, port: int, workers: int, threads: int) -> None:
         "keepalive": 5,
         "accesslog": None,
         "loglevel": "warning",
-    }).run()
+    }
+
+
+def serve(*, host: str, port: int, workers: int, threads: int) -> None:
+    settings = Settings()
+    configure_logging()
+    load_policy_file(settings.policy_path)  # fail fast, before forking, on a bad policy
+    metric_files = use_shared_metric_files()  # /metrics counts every worker process
+    options = gunicorn_options(host=host, port=port, workers=workers, threads=threads)
+    # Built in each worker after the fork, so no Redis connection is shared across processes.
+    Gunicorn({**options, "on_exit": lambda _arbiter: metric_files.remove()},
+             lambda: build_wsgi(Settings())).run()

@@ -70,3 +70,18 @@ def test_detection_prints_the_synthetic_and_the_end_to_end_comparison() -> None:
     for rule in ("sequential", "threshold rule"):
         assert re.search(rf"^  {rule} +decision median +{SECONDS}; weights median +{SECONDS}",
                          output, re.MULTILINE), output
+
+
+@pytest.mark.timeout(150)
+def test_ack_latency_prints_the_ack_beside_both_floors() -> None:
+    output = run_bench("bench.ack_latency", "--requests", "20", "--concurrency", "5",
+                       "--rounds", "1", timeout=140)
+    for name in (r"GET /healthz \(no-op\)", r"signed POST \+ PING", r"/mesh canary \(ack\)"):
+        assert "(20/20 x 200" in line(output, rf"^  {name} +p50"), output
+    assert re.search(r"signed floor p99 +\d+\.\d ms, CPU \d\.\d\d ms; ack p99",
+                     line(output, r"^    round 1:"))
+    assert re.search(r"\d\.\d\d x +\(what no ack can skip\)",
+                     line(output, r"CPU signed floor / no-op"))
+    assert re.search(r"\d\.\d\d x +\(meshbot's own work\)", line(output, r"serve CPU ack / floor"))
+    # The floor's commands are answered, never enqueued: every command serve acked is queued.
+    assert "MISMATCH" not in line(output, r"^acks 200: 20/20 timed; jobs enqueued"), output
