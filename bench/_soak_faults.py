@@ -1,8 +1,9 @@
 """The soak's fault schedule: seeded, struck one at a time from the driver's loop.
 
 Kinds: a worker SIGKILLed (and its replacement started), Redis restarted (AOF keeps its data),
-Kubernetes answering 409 / 5xx or stalling writes of VirtualServices, Slack answering 429 /
-5xx, and Prometheus stopped (started again a few seconds later).
+Kubernetes answering 409 / 5xx or stalling writes of VirtualServices, or answering 503 / 504 to
+a write it committed (the answer lost), Slack answering 429 / 5xx, and Prometheus stopped
+(started again a few seconds later).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from bench._soak_stack import SoakStack
 
 KINDS: tuple[str, ...] = ("worker_kill", "redis_restart", "kube_409", "kube_5xx", "kube_stall",
-                          "slack_429", "slack_5xx", "prometheus_stop")
+                          "kube_lost_answer", "slack_429", "slack_5xx", "prometheus_stop")
 SLACK_METHODS = ("chat.postMessage", "chat.update", "chat.getPermalink")
 PROMETHEUS_DOWN_S = (3.0, 12.0)
 
@@ -96,6 +97,12 @@ class Faults:
         method, name = self.rng.choice(("PATCH", "GET")), self._target()
         self.stack.cluster.stall(seconds, method=method, plural="virtualservices", name=name)
         return f"{method} {name} {seconds:.1f} s"
+
+    def _kube_lost_answer(self) -> str:
+        status, name = self.rng.choice((503, 504)), self._target()
+        self.stack.cluster.lose_answer(status, method="PATCH", plural="virtualservices",
+                                       name=name)
+        return f"PATCH {name} landed, answered {status}"
 
     def _slack_429(self) -> str:
         method, times = self.rng.choice(SLACK_METHODS), self.rng.randint(1, 3)

@@ -9,8 +9,9 @@ emulator, the Slack stand-in, the traffic generator and a real Prometheus, one r
 (canary, moves of a running canary, rollout, promote, rollback, abort, Slack retries, some from
 people not allowed to); approvers answer approval requests with signed ``reaction_added``
 events. Meanwhile faults strike at random: a worker SIGKILLed (a replacement started; one is
-always killed half-way), Redis restarted (AOF), Kubernetes 409 / 5xx / stalls, Slack 429 / 5xx,
-Prometheus stopped and started. Then it waits for quiet (with a deadline) and checks:
+always killed half-way), Redis restarted (AOF), Kubernetes 409 / 5xx / stalls / a write's answer
+lost after it landed, Slack 429 / 5xx, Prometheus stopped and started. Then it waits for quiet
+(with a deadline) and checks:
 
 - every acked command ended: run exactly once, or answered with a reason;
 - every VirtualService's weights match its rollout's final phase;

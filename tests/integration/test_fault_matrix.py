@@ -280,6 +280,10 @@ def _kube_fail(status: int, times: int) -> Callable[[Rig], None]:
     return inject
 
 
+def _kube_lost_answer(rig: Rig) -> None:
+    rig.mesh.cluster.lose_answer(503, method="PATCH", plural="virtualservices", name=SERVICE)
+
+
 def _kube_stall(rig: Rig) -> None:
     rig.short_kube_timeout()
     rig.mesh.cluster.stall(10, method="PATCH", plural="virtualservices", name=SERVICE)
@@ -310,6 +314,11 @@ COMMAND_ROWS = {
                                                retried_because=KUBE_500),
     "kubernetes-500-until-the-retries-run-out": CommandRow(
         _kube_fail(500, 100), attempts=6, patches=6, retried_because=KUBE_500, applied=False),
+    # The write landed and its answer was lost: the retry finds the weights as asked and
+    # writes nothing; the audit's before is what the first attempt read.
+    "kubernetes-write-landed-its-answer-lost": CommandRow(
+        _kube_lost_answer, attempts=2, patches=1,
+        retried_because=f"the Kubernetes API answered 503 for VirtualService production/{SERVICE}"),
     "kubernetes-write-stalled-past-the-timeout": CommandRow(
         _kube_stall, attempts=2, patches=2,
         retried_because="the Kubernetes API did not answer in time (about VirtualService "
