@@ -26,7 +26,7 @@ from jobs.domain.routes import (
     read_weights,
 )
 from jobs.domain.server_fields import resource_version
-from meshbot.errors import MeshConflict, PermanentError, Refused
+from meshbot.errors import MeshbotError, MeshConflict, MeshUnavailable, PermanentError, Refused
 from meshbot.plan import ObjectChange
 from rendering import traffic as traffic_text
 
@@ -181,6 +181,10 @@ def set_weights(
                 rv = resource_version(vs, f"VirtualService {vs_ns}/{vs_name}")
                 client.patch_virtual_service_route(vs_ns, vs_name, plan.http, rv)
                 break
+            except MeshUnavailable:
+                if not _landed(change, name, rv):
+                    raise
+                break
             except MeshConflict:
                 if attempt == max_attempts:
                     raise
@@ -188,6 +192,19 @@ def set_weights(
                 time.sleep(backoff * attempt)  # short: others are writing the same object now
                 vs, plan = change.read_and_plan(name)
     return before, target
+
+
+def _landed(change: _Change, name: str, written_over: str) -> bool:
+    """Whether a write answered 5xx or not at all landed after all: the API server may commit
+    it and lose the answer (a proxy's timeout, a dropped connection). Read back at once: the
+    object changed since ``written_over`` (the resourceVersion the write carried) and shows the
+    target now. A read that fails too tells nothing: the write's own error stands."""
+    try:
+        vs, plan = change.read_and_plan(name)
+        return not plan.changes_anything \
+            and resource_version(vs, f"VirtualService {name}") != written_over
+    except MeshbotError:
+        return False
 
 
 def _checked(client: KubeClient, namespace: str, vs_names: Sequence[str], host: str,
