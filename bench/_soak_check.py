@@ -22,6 +22,7 @@ from bench._soak_load import Sent
 from jobs.adapters.audit import AuditEntry
 from jobs.adapters.keys import Keys
 from jobs.domain.rollout import Event, Phase, Rollout, Transition
+from jobs.domain.routes import Weights
 
 # What closes an accepted request, in the audit log.
 TERMINAL = frozenset({"done", "refused", "failed", "abandoned", "overtaken", "voided", "not used",
@@ -208,7 +209,10 @@ def check_history(v: Violations, seen: Mapping[str, Rollout],
                 continue
             automatic += 1
             following = rollout.history[index + 1] if index + 1 < len(rollout.history) else None
-            if not any(e.actor == "meshbot" and t.at - 2 <= e.at <= t.at + 30
+            # Audited as that change: by meshbot, within moments, with the weights it set.
+            want = str(Weights(stable=100, canary=0)) if t.after is Phase.ROLLED_BACK \
+                else str(Weights.canary_at(t.weight))
+            if not any(e.actor == "meshbot" and e.after == want and t.at - 2 <= e.at <= t.at + 30
                        for e in by_target[rollout.service]) \
                     and not _overtaken(t, following, by_target[rollout.service]):
                 what = "rolled back" if t.after is Phase.ROLLED_BACK else f"moved to {t.weight}"
