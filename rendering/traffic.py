@@ -171,8 +171,11 @@ def write_refused(service: str, decided: str, live: str, reason: str, *,
 
 
 def reapplied(weights_text: str) -> str:
-    return (f":wrench: The worker that was changing this service stopped before writing its "
-            f"weights; meshbot wrote them now: {weights_text}.")
+    # Its writer may have died (a worker, the ticker) or met an error it left to the
+    # reconcile (a 5xx): the words must fit both.
+    return (f":wrench: The weights decided for this service had not reached its "
+            f"VirtualService (their writer stopped, or its write did not go through); meshbot "
+            f"wrote them now: {weights_text}.")
 
 
 def check_failed(failed: int, threshold: int, failing: Sequence[str]) -> str:
