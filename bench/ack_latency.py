@@ -23,12 +23,11 @@ import http.client
 import math
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,7 @@ from jobs.runtime.api import job_id
 from meshbot.cli import build_parser
 from meshbot.settings import packaged_default_policy
 from playground.kube_emulator import start_cluster
-from playground.processes import ServeProcess, wait_http_ok
+from playground.processes import MeshbotProcess, ServeProcess, wait_http_ok
 from playground.redis_server import RedisServer, free_port
 from playground.sample_mesh import SERVICES, seed_sample_mesh
 from playground.slack_api import SlackApiStandIn
@@ -208,28 +207,6 @@ def serve_cpu(load: Load, party: str = SERVE) -> float:
     return load.cpu_s.get(party, 0.0) / max(len(load.samples), 1)
 
 
-@contextlib.contextmanager
-def ack_floor(env: dict[str, str], log_path: Path, *, workers: int,
-              threads: int) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    """``bench._ack_floor`` on a free port: its port and process, stopped on exit."""
-    port = free_port()
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bench._ack_floor", "--port", str(port),
-             "--workers", str(workers), "--threads", str(threads)],
-            env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_http_ok("127.0.0.1", port, "/healthz", 30, process)
-        yield port, process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
 def format_load(load: Load) -> str:
     figures = "  ".join(f"{label} {load.percentile_ms(q):6.1f} ms" for label, q in QUANTILES)
     rate = len(load.samples) / load.wall_s if load.wall_s else 0.0
@@ -284,8 +261,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         serve = ServeProcess(env, Path(tmp) / "serve.log", workers=args.workers,
                              threads=args.threads)
-        with serve, ack_floor(env, Path(tmp) / "floor.log", workers=args.workers,
-                              threads=args.threads) as (floor_port, floor_process):
+        floor_port = free_port()
+        floor_process = MeshbotProcess(
+            ["--port", str(floor_port), "--workers", str(args.workers),
+             "--threads", str(args.threads)], env, Path(tmp) / "floor.log",
+            module="bench._ack_floor")
+        with serve, floor_process:
+            wait_http_ok("127.0.0.1", floor_port, "/healthz", 30, floor_process.process)
             response_url = slack.new_response_url(channel=channel, user=operator)
             trigger_ids: list[str] = []
             ids_lock = threading.Lock()
@@ -319,6 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             connection = redis.Redis.from_url(redis_server.url)
             server_pid = serve.process.pid if serve.process else 0
+            floor_pid = floor_process.process.pid if floor_process.process else 0
 
             def cpu_meter() -> dict[str, float]:
                 # The server, this process (the load generator and the idle stand-ins) and
@@ -326,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 info = connection.info("cpu")
                 used = {"load generator": time.process_time(),
                         "redis": float(info["used_cpu_sys"]) + float(info["used_cpu_user"])}
-                for party, pid in ((SERVE, server_pid), (FLOOR, floor_process.pid)):
+                for party, pid in ((SERVE, server_pid), (FLOOR, floor_pid)):
                     seconds = process_tree_cpu_s(pid)
                     if seconds is not None:
                         used[party] = seconds

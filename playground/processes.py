@@ -40,10 +40,13 @@ def wait_http_ok(host: str, port: int, path: str, timeout: float,
 
 
 class MeshbotProcess:
-    """``meshbot <args>`` in a child process with the given environment."""
+    """``meshbot <args>`` in a child process with the given environment (or ``python -m
+    <module> <args>``: a benchmark's own server)."""
 
-    def __init__(self, args: list[str], env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(self, args: list[str], env: Mapping[str, str], log_path: Path, *,
+                 module: str = "meshbot.cli") -> None:
         self.args = args
+        self.module = module
         self.env = {**os.environ, **env}
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
@@ -52,7 +55,7 @@ class MeshbotProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "meshbot.cli", *self.args], env=self.env,
+                [sys.executable, "-m", self.module, *self.args], env=self.env,
                 stdout=log, stderr=subprocess.STDOUT,
             )
         return self
