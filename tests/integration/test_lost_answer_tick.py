@@ -1,8 +1,9 @@
-"""The analysis's automatic rollback written with its answer lost: the Kubernetes API commits
-the PATCH and answers 503 (a proxy's timeout, a dropped connection). The analysis cannot know it
-landed and leaves the write to the reconcile, which finds the weights already as decided. The
-mesh, the rollout's phase, the thread and the audit must say the same: rolled back, said once,
-audited once — not "meshbot wrote them now" for a write it did not make, and not unaudited."""
+"""A weight write of the analysis or the reconcile whose answer is lost: the Kubernetes API
+commits the PATCH and answers 503 (a proxy's timeout, a dropped connection). Before, the
+analysis left it to the reconcile, which found the weights already as decided and cleared its
+mark in silence: the mesh changed and nothing was audited. The mesh, the rollout's phase, the
+thread and the audit must say the same: rolled back, said once, audited once — not "meshbot
+wrote them now" for a write it did not make, and not unaudited."""
 
 from __future__ import annotations
 

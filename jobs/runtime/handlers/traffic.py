@@ -126,9 +126,9 @@ def written_by_request(ctx: JobContext, what: str, view: ServiceView, planned: l
     first = first_found(ctx, what, {"attempt": attempt,
                                     "names": [p.name for p in planned if p.http is not None]})
     written = write_planned(ctx, view, planned, plan)
-    if not isinstance(first, dict) or first.get("attempt") == attempt:
+    if first["attempt"] == attempt:
         return written
-    earlier = set(first.get("names") or ())
+    earlier = set(first["names"])
     return [p.name for p in planned if p.name in earlier or p.name in written]
 
 
