@@ -225,6 +225,10 @@ class RolloutStore:
         raw = self.client.get(name)
         return raw.decode() if isinstance(raw, bytes) else str(raw if raw is not None else text)
 
+    def was_seen(self, key: str) -> bool:
+        """Whether an attempt of the request kept something under ``key`` (``first_seen``)."""
+        return bool(self.client.exists(f"{self.keys.prefix}before:{key}"))
+
     def first_before(self, key: str, weights: Weights) -> Weights:
         """The split a request's first attempt read (kept a day); ``weights`` if this is it."""
         text = self.first_seen(key, f"{weights.stable} {weights.canary}")

@@ -17,7 +17,7 @@ from rq import get_current_job
 
 from jobs.runtime import api, context
 from jobs.runtime.context import JobContext
-from jobs.runtime.handlers import approvals
+from jobs.runtime.handlers import approvals, traffic
 from jobs.runtime.handlers.common import end_overtaken, plans_dry_run, record, thread_of
 from jobs.runtime.retry import next_wait
 from jobs.runtime.unreadable import read_request
@@ -77,6 +77,7 @@ def _handle(request: Request, ctx: JobContext) -> str:
         log.info("%s already ended (%s): not run again", request.id, ended, extra=extra)
         return ended
     if not request.command.dry_run and api.overtaken(ctx.redis, request):
+        traffic.undo_unchecked_routes(ctx, request)  # raises to be retried if it cannot
         text = replies.overtaken(request.command)
         if request.approved_by:  # its request closes, saying the approvals were not used
             approvals.not_used(ctx, request, approval_text.overtaken(request.command.target))

@@ -106,13 +106,35 @@ def write_routes(ctx: JobContext, request: Request, view: ServiceView, planned: 
     request ends overtaken. The names of the objects changed, by whichever attempt wrote them
     (``written_by_request``)."""
     not_overtaken(ctx, request, channel, ts)
-    changed = written_by_request(ctx, "routes-planned", view, planned, plan)
+    changed = written_by_request(ctx, ROUTES_PLANNED, view, planned, plan)
     if changed and not request.command.dry_run and api.overtaken(ctx.redis, request):
         clear_canary_routes(ctx, view)
         log.warning("%s: %s's route edit landed after a rollback; removed again", view.name,
                     request.id, extra={"service": view.name})
         raise Overtaken(replies.overtaken(request.command), channel=channel, ts=ts)
     return changed
+
+
+ROUTES_PLANNED = "routes-planned"
+
+
+def undo_unchecked_routes(ctx: JobContext, request: Request) -> list[str]:
+    """For ``request``, overtaken at its start: an earlier attempt that was about to write its
+    route edit (it kept the names, ``written_by_request``) ended without its after-write check
+    — its worker killed, or its write answered nothing in time — and that write may have
+    landed after the rollback, which then found nothing to remove. Remove meshbot's header
+    route and mirror again, as the rollback does. The VirtualServices changed."""
+    job = get_current_job()
+    if job is None or not ctx.store.was_seen(f"{job.id}:{ROUTES_PLANNED}"):
+        return []
+    view = ctx.policy.service(request.command.target or "")
+    if view is None:  # the service left the policy: meshbot no longer touches it
+        return []
+    removed = clear_canary_routes(ctx, view)
+    if removed:
+        log.warning("%s: %s's route edit landed after a rollback, unchecked; removed again",
+                    view.name, request.id, extra={"service": view.name})
+    return removed
 
 
 def written_by_request(ctx: JobContext, what: str, view: ServiceView, planned: list[Planned],
