@@ -1,10 +1,10 @@
 """A rollback wins over a route edit whose job never made its after-write check: the edit's
-VirtualService write (`/mesh ab` adding its header route, `/mesh mirror` its mirror) was on the
-wire when the rollback ran (the rollback found nothing to remove), the write landed after it,
-and the job that sent it ended without looking again — here its write answered nothing in time,
-as when its worker is SIGKILLed, so the job is run again — and that second run is refused as
-overtaken at its start. The VirtualService must still end as the rollback left it: no header
-route, no mirror."""
+VirtualService write (`/mesh ab` adding its header route, `/mesh mirror` its mirror, `/mesh
+bluegreen` its preview route) was on the wire when the rollback ran (the rollback found nothing
+to remove), the write landed after it, and the job that sent it ended without looking again —
+here its write answered nothing in time, as when its worker is SIGKILLed, so the job is run
+again — and that second run is refused as overtaken at its start. The VirtualService must still
+end as the rollback left it: no header route, no mirror."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ EDITS = {
     "ab": Command(verb=Verb.AB, target=SERVICE, options={"header": "x-canary", "value": "yes"}),
     "mirror": Command(verb=Verb.MIRROR, target=SERVICE, percent=50,
                       options={"confirm": "yes"}),
+    "bluegreen": Command(verb=Verb.BLUEGREEN, target=SERVICE),  # its preview route
 }
 
 
