@@ -2,6 +2,8 @@
 
 - every acked command ended: run exactly once, or answered with a reason (audit + Slack);
 - every service's VirtualService weights say what its rollout's final phase says;
+- a service whose last command on its routes was a rollback that ran has no header route or
+  mirror;
 - every mutation audited exactly once (commands: one ``done``; the analysis's own changes too);
 - no rollout stuck, none judged twice in one tick;
 - no ``Traceback`` in any process log.
@@ -152,6 +154,43 @@ def check_weights(v: Violations, names: Iterable[str], rollouts: Mapping[str, Ro
                              for t in (rollout.history[-4:] if rollout else ()))
             v.add("weights", f"{name}: VirtualService {have}, live subset {now_live}, but its "
                   f"rollout is {phase}{weight} (wants {want}); history: {last or '-'}")
+
+
+# Commands that change a service's header route or mirror: the route edits, and the rollbacks
+# (a rollback, an abort) that remove both.
+ROUTE_VERBS = frozenset({"ab", "mirror", "rollback", "abort"})
+REMOVES_ROUTES = frozenset({"rollback", "abort"})
+
+
+def check_routes(v: Violations, names: Iterable[str], sent: list[Sent],
+                 audit: list[AuditEntry],
+                 routes: Mapping[str, tuple[str | None, float | None]]) -> int:
+    """A service whose last accepted command touching its routes was a rollback (or an abort)
+    that ran shows no header route and no mirror: nothing acked before a rollback lands after
+    it, and nothing was acked after it. (Commands answered with a refusal changed nothing and
+    do not count.) How many services were checked so."""
+    ends: dict[str, str] = {}
+    for entry in audit:
+        if entry.request_id and entry.outcome in OWN_ENDS:
+            ends.setdefault(entry.request_id, entry.outcome)
+    last: dict[str, Sent] = {}
+    for s in sent:
+        if s.retry_of is None and s.acked and s.ack_kind == "accepted" \
+                and s.verb in ROUTE_VERBS and ends.get(s.trigger_id) != "refused":
+            last[s.service] = s
+    checked = 0
+    for name in names:
+        final = last.get(name)
+        if final is None or final.verb not in REMOVES_ROUTES \
+                or ends.get(final.trigger_id) != "done":
+            continue
+        checked += 1
+        header, mirror = routes[name]
+        if header is not None or mirror is not None:
+            v.add("routes", f"{name}: header route {header or 'none'}, mirror "
+                  f"{'none' if mirror is None else f'{mirror:g} %'} after `{final.text}` "
+                  f"({final.trigger_id}), the last command on its routes, ran")
+    return checked
 
 
 def check_rollouts(v: Violations, rollouts: Mapping[str, Rollout], now: float,

@@ -25,11 +25,15 @@ from jobs.adapters.approval_store import ApprovalStore
 from jobs.adapters.keys import Keys
 from playground.slack_client import SlackSender, reaction_event
 
-# (what, weight): canary starts and moves, stepped rollouts, promotes, rollbacks, aborts, a Slack
-# retry of an earlier command (same trigger_id), and a command from someone not allowed to.
-MIX: tuple[tuple[str, int], ...] = (("canary", 22), ("move", 14), ("rollout", 16),
-                                    ("promote", 16), ("rollback", 14), ("abort", 8),
-                                    ("retry", 5), ("forbidden", 5))
+# (what, weight): canary starts and moves, stepped rollouts, promotes, rollbacks, aborts, route
+# edits (a header route, a mirror: on or off), a Slack retry of an earlier command (same
+# trigger_id), and a command from someone not allowed to.
+MIX: tuple[tuple[str, int], ...] = (("canary", 20), ("move", 12), ("rollout", 14),
+                                    ("promote", 14), ("rollback", 14), ("abort", 8),
+                                    ("ab", 6), ("mirror", 5), ("retry", 5), ("forbidden", 5))
+# What a route edit sends: on more often than off, so a rollback usually has one to remove.
+ROUTE_EDITS = {"ab": ("header=x-soak:yes", "header=x-soak:yes", "off"),
+               "mirror": ("20 confirm=yes", "50 confirm=yes", "off")}
 
 
 @dataclass
@@ -100,6 +104,8 @@ class Load:
         if what == "rollout":
             steps = ",".join(str(s) for s in self.rng.choice(((10, 25, 50), (10, 50), (20,))))
             return f"rollout {service} steps={steps} interval=2s", user, None
+        if what in ROUTE_EDITS:
+            return f"{what} {service} {self.rng.choice(ROUTE_EDITS[what])}", user, None
         if what == "forbidden":
             return f"canary {service} 10", self.rng.choice(APPROVERS), None
         return f"{what if what != 'retry' else 'rollback'} {service}", user, None

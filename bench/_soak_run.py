@@ -59,6 +59,7 @@ class Result:
     load_window: tuple[float, float] = (0.0, 0.0)  # wall clock: first command, end of the load
     ended_in_load: int = 0  # accepted commands that ended within the load window
     redis_losses: int = 0  # RQ's worker loop losing Redis (one warning line each)
+    routes_checked: int = 0  # services whose routes a last rollback decided
 
     @property
     def carried_out(self) -> int:
@@ -218,6 +219,8 @@ def collect(stack: SoakStack, scenario: Scenario, result: Result,
             if isinstance(v := client.get(Keys().live_subset(n)), bytes)}
     weights = {n: stack.weights(n) for n in stack.names}
     check.check_weights(violations, stack.names, rollouts, weights, live)
+    result.routes_checked = check.check_routes(violations, stack.names, load.sent, audit,
+                                               {n: stack.routes(n) for n in stack.names})
     unapplied = [m.decode() if isinstance(m, bytes) else str(m)
                  for m in client.zrange(Keys().unapplied, 0, -1)]
     result.phases = check.check_rollouts(violations, rollouts, time.time(), unapplied)

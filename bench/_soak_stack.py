@@ -18,12 +18,13 @@ from kubernetes import config
 from kubernetes.client import CustomObjectsApi
 
 from bench._stack import seed_services, vs_weights
+from jobs.domain.routes_match import current_header, current_mirror
 from playground.kube_emulator import RunningCluster, start_cluster
 from playground.mesh_weights import VirtualServiceWeights
 from playground.processes import MeshbotProcess, ServeProcess
 from playground.prometheus_server import PrometheusServer
 from playground.redis_server import RedisServer
-from playground.sample_mesh import NAMESPACE, TIERS, seed_sample_mesh
+from playground.sample_mesh import NAMESPACE, NETWORKING, TIERS, seed_sample_mesh
 from playground.slack_api import SlackApiStandIn
 from playground.stack import meshbot_env
 from playground.traffic import TrafficGenerator
@@ -48,7 +49,7 @@ def services(extra: int) -> list[str]:
 
 def write_policy(path: Path, names: Sequence[str]) -> Path:
     verbs = ("help", "status", "canary", "rollout", "promote", "rollback", "pause", "resume",
-             "abort")
+             "abort", "ab", "mirror")
     policy: dict[str, Any] = {
         "version": 1,
         "roles": {"operators": list(OPERATORS), "approvers": list(APPROVERS)},
@@ -113,6 +114,13 @@ class SoakStack:
 
     def weights(self, service: str) -> dict[str, int]:
         return vs_weights(self.cluster, service)
+
+    def routes(self, service: str) -> tuple[str | None, float | None]:
+        """meshbot's header route (as ``name: value``) and the managed route's mirror share, as
+        the VirtualService shows them (None: not there)."""
+        vs = self.cluster.get(*NETWORKING, "virtualservices", NAMESPACE, service)
+        header = current_header(vs)
+        return (None if header is None else str(header)), current_mirror(vs, service, NAMESPACE)
 
     def logs(self) -> dict[str, str]:
         found = {"serve": self.serve.log()}

@@ -6,15 +6,17 @@ Seeded, bounded, loopback only. The sample mesh plus generated services (each wi
 VirtualService, DestinationRule and ready pods), a private Redis with AOF, the Kubernetes
 emulator, the Slack stand-in, the traffic generator and a real Prometheus, one real
 ``meshbot serve`` and three ``meshbot worker`` processes. Operators send signed slash commands
-(canary, moves of a running canary, rollout, promote, rollback, abort, Slack retries, some from
-people not allowed to); approvers answer approval requests with signed ``reaction_added``
-events. Meanwhile faults strike at random: a worker SIGKILLed (a replacement started; one is
-always killed half-way), Redis restarted (AOF), Kubernetes 409 / 5xx / stalls / a write's answer
-lost after it landed, Slack 429 / 5xx, Prometheus stopped and started. Then it waits for quiet
+(canary, moves of a running canary, rollout, promote, rollback, abort, header routes and
+mirrors on and off, Slack retries, some from people not allowed to); approvers answer approval
+requests with signed ``reaction_added`` events. Meanwhile faults strike at random: a worker
+SIGKILLed (a replacement started; one is always killed half-way), Redis restarted (AOF),
+Kubernetes 409 / 5xx / stalls / a write's answer lost after it landed, Slack 429 / 5xx,
+Prometheus stopped and started. Then it waits for quiet
 (with a deadline) and checks:
 
 - every acked command ended: run exactly once, or answered with a reason;
 - every VirtualService's weights match its rollout's final phase;
+- no header route or mirror left on a service whose last command on its routes was a rollback;
 - every mutation audited exactly once (commands, and the analysis's own advances/rollbacks);
 - no rollout stuck (each ended, ready to promote, or checked in its last two intervals), none
   judged twice in one tick;
@@ -55,6 +57,8 @@ def report(result: Result, allowed: frozenset[str]) -> int:
           f"{result.redis_losses} times (one warning line each; a new worker took over)")
     print(f"rollouts: {result.rollouts_seen} seen; final phases {_counts(result.phases)}; "
           f"{result.judgements} analysis checks; {result.automatic} changes by the analysis")
+    print(f"routes: {result.routes_checked} services whose last command on their routes was a "
+          "rollback that ran, each checked for a header route or mirror left")
     rate = result.carried_out / result.elapsed if result.elapsed else 0.0
     load_s = result.load_window[1] - result.load_window[0]
     print(f"carried out: {result.carried_out} commands in {result.elapsed:.1f} s "
