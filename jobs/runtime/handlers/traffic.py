@@ -96,6 +96,10 @@ def not_overtaken(ctx: JobContext, request: Request, channel: str | None = None,
         raise Overtaken(replies.overtaken(request.command), channel=channel, ts=ts)
 
 
+# Where a route edit keeps the names it is about to write (``written_by_request``).
+ROUTES_PLANNED = "routes-planned"
+
+
 def write_routes(ctx: JobContext, request: Request, view: ServiceView, planned: list[Planned],
                  plan: Planner, channel: str | None, ts: str | None) -> list[str]:
     """``write_planned`` for a request's route edit (a header route, a mirror, blue-green's
@@ -113,9 +117,6 @@ def write_routes(ctx: JobContext, request: Request, view: ServiceView, planned: 
                     request.id, extra={"service": view.name})
         raise Overtaken(replies.overtaken(request.command), channel=channel, ts=ts)
     return changed
-
-
-ROUTES_PLANNED = "routes-planned"
 
 
 def undo_unchecked_routes(ctx: JobContext, request: Request) -> list[str]:
