@@ -17,7 +17,7 @@ from jobs.domain.routes_match import plan_header_route_off, plan_mirror_off
 from jobs.domain.server_fields import resource_version
 from jobs.runtime.context import JobContext
 from jobs.runtime.weights import WeightsPlan, plan_split, qualified, route_change, set_weights
-from meshbot.errors import MeshConflict
+from meshbot.errors import MeshbotError, MeshConflict, MeshUnavailable
 from meshbot.plan import ObjectChange, merge_patch
 from policies.views import ServiceView
 
@@ -60,10 +60,15 @@ def write_planned(ctx: JobContext, view: ServiceView, planned: list[Planned],
         for attempt in range(1, MAX_ATTEMPTS + 1):
             if http is None:
                 break
+            rv = resource_version(vs, f"VirtualService {item.name}")
             try:
-                ctx.kube.patch_virtual_service_route(
-                    *qualified(view.namespace, item.name), http,
-                    resource_version(vs, f"VirtualService {item.name}"))
+                ctx.kube.patch_virtual_service_route(*qualified(view.namespace, item.name),
+                                                     http, rv)
+                changed.append(item.name)
+                break
+            except MeshUnavailable:
+                if not _landed(ctx, view, item.name, plan, rv):
+                    raise
                 changed.append(item.name)
                 break
             except MeshConflict:
@@ -73,6 +78,19 @@ def write_planned(ctx: JobContext, view: ServiceView, planned: list[Planned],
                 ensure_not_gitops_owned(vs, allowed=view.gitops_allowed)
                 http = plan(vs)
     return changed
+
+
+def _landed(ctx: JobContext, view: ServiceView, name: str, plan: Planner,
+            written_over: str) -> bool:
+    """Whether a route write answered 5xx or not at all landed after all (the API server may
+    commit it and lose the answer), as ``weights`` asks of a weight write: read back at once,
+    the object changed since ``written_over`` and its plan finds nothing left to write. A read
+    that fails too tells nothing: the write's own error stands."""
+    try:
+        vs = ctx.kube.get_virtual_service(*qualified(view.namespace, name))
+        return plan(vs) is None and resource_version(vs, f"VirtualService {name}") != written_over
+    except MeshbotError:
+        return False
 
 
 def edit_routes(ctx: JobContext, view: ServiceView, plan: Planner) -> list[str]:
